@@ -1,0 +1,3 @@
+from dicomvault.cli.main import main
+
+main()

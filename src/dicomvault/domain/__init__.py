@@ -1,0 +1,1 @@
+"""The archive's vocabulary: depends on the standard library and pydicom only."""

@@ -1,0 +1,55 @@
+"""Domain errors, free of transport codes.
+
+Each front end maps these once (``dimse/status.py`` to DIMSE statuses, ``dicomweb/errors.py`` to HTTP), so a
+service never needs to know who called it.
+"""
+
+from __future__ import annotations
+
+
+class DicomVaultError(Exception):
+    """Base of every error the core raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(DicomVaultError):
+    """The study, series, instance, frame or blob does not exist."""
+
+
+class InvalidDicom(DicomVaultError):
+    """The object is not DICOM, is truncated, or lacks a required identifying attribute."""
+
+
+class InvalidQuery(DicomVaultError):
+    """A query key or value cannot be understood (bad date range, unknown keyword, bad UID list)."""
+
+
+class Conflict(DicomVaultError):
+    """A different object with the same SOP Instance UID exists and the duplicate policy is ``reject``."""
+
+    def __init__(self, message: str, sop_instance_uid: str = "") -> None:
+        super().__init__(message)
+        self.sop_instance_uid = sop_instance_uid
+
+
+class Unsupported(DicomVaultError):
+    """The request is valid but the archive cannot satisfy it (e.g. a transfer syntax it cannot produce)."""
+
+
+class Unavailable(DicomVaultError):
+    """A backend (database, object store) is temporarily unreachable; the caller may retry."""
+
+
+class IntegrityFailure(DicomVaultError):
+    """Stored bytes no longer match their recorded SHA-256."""
+
+
+class PermissionDenied(DicomVaultError):
+    """The caller is authenticated but lacks the scope for this operation."""
+
+
+class ConfigurationError(DicomVaultError):
+    """The settings are unsafe or inconsistent (e.g. anonymous access on a public address); refuse to start."""

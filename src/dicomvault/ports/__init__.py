@@ -1,0 +1,1 @@
+"""Contracts (typing.Protocol) the core depends on; adapters implement them, services never see the adapters."""

@@ -1,0 +1,83 @@
+"""The index repository port: the patient/study/series/instance catalogue.
+
+Every method is one transaction. The SQLite and PostgreSQL adapters implement the same contract and are run
+through the same contract tests; differences between engines are the adapter's business, never a service's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from dicomvault.domain.query import QuerySpec
+from dicomvault.domain.records import (
+    ArchiveStats,
+    BlobInfo,
+    DuplicatePolicy,
+    InstanceEntry,
+    InstanceRecord,
+    StoreResult,
+)
+
+
+class IndexRepository(Protocol):
+    def store_instance(self, entry: InstanceEntry, policy: DuplicatePolicy) -> StoreResult:
+        """Index one instance in a single transaction (patient, study, series upserts, counters, instance row).
+
+        Safe under concurrent calls for the same study. Raises ``Conflict`` when the policy is ``reject`` and
+        different content exists under the same SOP Instance UID.
+        """
+        ...
+
+    def find(self, spec: QuerySpec) -> list[dict[str, Any]]:
+        """Rows matching ``spec``, each a mapping of keyword → value for the indexed attributes of the level and
+        its parents, plus ``_metadata`` (the cached DICOM JSON text) at IMAGE level and ``_uid`` of the row."""
+        ...
+
+    def representative_metadata(self, *, study_uid: str, series_uid: str | None = None) -> str | None:
+        """The cached DICOM JSON of one instance of the study (or series): the source of non-indexed return
+        keys at study and series level."""
+        ...
+
+    def instances(
+        self,
+        *,
+        patient_id: str | None = None,
+        study_uid: str | None = None,
+        series_uid: str | None = None,
+        sop_uids: list[str] | None = None,
+    ) -> list[InstanceRecord]:
+        """Instances under the given identifiers, ordered by series then instance number."""
+        ...
+
+    def metadata(
+        self, *, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> Iterator[str]:
+        """Cached DICOM JSON texts (one per instance), never read from blobs."""
+        ...
+
+    def delete(
+        self, *, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> list[BlobInfo]:
+        """Remove instances (and now-empty series, studies, patients); return blobs no longer referenced."""
+        ...
+
+    def iter_blob_refs(self) -> Iterator[tuple[str, BlobInfo]]:
+        """(SOP Instance UID, blob) for every indexed blob, current and prior versions (verify, migration)."""
+        ...
+
+    def blob_referenced(self, key: str) -> bool: ...
+
+    def instance_checksum(self, sop_uid: str) -> str | None:
+        """SHA-256 of the current content of ``sop_uid``, or None if it is not stored (cheap duplicate check)."""
+        ...
+
+    def replace_blob_key(self, old_key: str, new: BlobInfo) -> int:
+        """Point every reference to ``old_key`` at ``new`` (storage migration); returns rows changed."""
+        ...
+
+    def stats(self) -> ArchiveStats: ...
+
+    def ping(self) -> None:
+        """Raise ``Unavailable`` if the database does not answer (readiness probe)."""
+        ...
