@@ -1,0 +1,135 @@
+"""QuerySpec → SQLAlchemy SELECT: the SQL half of the one query engine behind C-FIND and QIDO-RS."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Column, ColumnElement, Select, and_, exists, false, or_, select
+
+from dicomvault.adapters.index.tables import instances, patients, series, studies
+from dicomvault.domain.query import Condition, MatchKind, QuerySpec, wildcard_to_like
+from dicomvault.domain.tags import INDEXED, Attribute, Level
+
+_TABLE = {Level.PATIENT: patients, Level.STUDY: studies, Level.SERIES: series, Level.IMAGE: instances}
+_SHADOWED_VRS = ("PN", "TM")
+
+
+def match_column(attr: Attribute) -> Column[Any]:
+    """The column a condition is evaluated on (the normalised shadow for PN and TM)."""
+    table = _TABLE[attr.level]
+    if attr.vr in _SHADOWED_VRS:
+        return table.c[attr.column + "_n"]
+    if attr.keyword == "AvailableTransferSyntaxUID":
+        return instances.c.transfer_syntax_uid
+    return table.c[attr.column]
+
+
+def _int_or_none(value: str) -> int | None:
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def condition_clause(cond: Condition) -> ColumnElement[bool]:
+    col = match_column(cond.attribute)
+    attr = cond.attribute
+    is_int = attr.vr in ("IS", "US", "UL", "SS", "SL")
+    if attr.keyword == "ModalitiesInStudy":
+        values = cond.values or (cond.value,)
+        # Stored as "\\CT\\MR\\": each value is delimited by (escaped) backslashes in the LIKE pattern.
+        return or_(*[col.like("%" + wildcard_to_like("\\" + v + "\\") + "%", escape="\\") for v in values])
+    if cond.kind == MatchKind.SINGLE:
+        if is_int:
+            n = _int_or_none(cond.value)
+            return col == n if n is not None else false()
+        return col == cond.value
+    if cond.kind in (MatchKind.UID_LIST, MatchKind.MULTI):
+        if is_int:
+            return col.in_([n for n in (_int_or_none(v) for v in cond.values) if n is not None])
+        return col.in_(list(cond.values))
+    if cond.kind == MatchKind.WILDCARD:
+        if cond.fuzzy:
+            # Fuzzy PN: the value is a prefix of any name component or word (family, given, middle…).
+            prefix = wildcard_to_like(cond.value)
+            return or_(
+                col.like(prefix + "%", escape="\\"),
+                col.like("%^" + prefix + "%", escape="\\"),
+                col.like("% " + prefix + "%", escape="\\"),
+                col.like("%=" + prefix + "%", escape="\\"),
+            )
+        if is_int:
+            return col.is_not(None)
+        return col.like(wildcard_to_like(cond.value), escape="\\")
+    # RANGE
+    clauses = []
+    if cond.low is not None:
+        clauses.append(col >= cond.low)
+    if cond.high is not None:
+        clauses.append(col <= cond.high)
+    return and_(*clauses)
+
+
+def _joined(level: Level) -> Any:
+    """FROM clause for a level joined to all its parents."""
+    if level == Level.PATIENT:
+        return patients
+    j = studies.join(patients, studies.c.patient_fk == patients.c.id)
+    if level == Level.STUDY:
+        return j
+    j = series.join(j, series.c.study_fk == studies.c.id)
+    if level == Level.SERIES:
+        return j
+    return instances.join(j, instances.c.series_fk == series.c.id)
+
+
+def _exists_below(level: Level, lower: Level, clauses: list[ColumnElement[bool]]) -> ColumnElement[bool]:
+    """EXISTS over child rows, for conditions on attributes below the query level (e.g. studies with Modality)."""
+    chain: list[tuple[Any, Any]] = []  # (table, join condition to its parent)
+    if level.depth < Level.STUDY.depth <= lower.depth:
+        chain.append((studies, studies.c.patient_fk == patients.c.id))
+    if level.depth < Level.SERIES.depth <= lower.depth:
+        chain.append((series, series.c.study_fk == studies.c.id))
+    if level.depth < Level.IMAGE.depth <= lower.depth:
+        chain.append((instances, instances.c.series_fk == series.c.id))
+    sub = select(chain[0][0].c.id)
+    for table, _ in chain[1:]:
+        sub = sub.select_from(table)
+    conds = [c for _, c in chain] + clauses
+    return exists(sub.where(and_(*conds)).correlate(_TABLE[level]))
+
+
+def build_select(spec: QuerySpec) -> Select[Any]:
+    level = spec.level
+    own: list[ColumnElement[bool]] = []
+    below: dict[Level, list[ColumnElement[bool]]] = {}
+    for cond in spec.conditions:
+        lvl = cond.attribute.level
+        if lvl.depth <= level.depth:
+            own.append(condition_clause(cond))
+        else:
+            below.setdefault(lvl, []).append(condition_clause(cond))
+    for lower, clauses in sorted(below.items(), key=lambda kv: kv[0].depth):
+        own.append(_exists_below(level, lower, clauses))
+
+    table = _TABLE[level]
+    cols: list[Any] = [table.c.id.label("_id")]
+    for attr in INDEXED:
+        if attr.level.depth <= level.depth:
+            if attr.keyword == "AvailableTransferSyntaxUID":
+                cols.append(instances.c.transfer_syntax_uid.label(attr.keyword))
+            else:
+                cols.append(_TABLE[attr.level].c[attr.column].label(attr.keyword))
+    if level == Level.IMAGE:
+        cols.append(instances.c.metadata.label("_metadata"))
+    stmt = select(*cols).select_from(_joined(level))
+    if own:
+        stmt = stmt.where(and_(*own))
+    if spec.after_id is not None:
+        stmt = stmt.where(table.c.id > spec.after_id)
+    stmt = stmt.order_by(table.c.id)
+    if spec.limit is not None:
+        stmt = stmt.limit(spec.limit)
+    if spec.offset and spec.after_id is None:
+        stmt = stmt.offset(spec.offset)
+    return stmt

@@ -1,0 +1,435 @@
+"""SqlIndexRepository: the index port on SQLAlchemy Core, for SQLite and PostgreSQL alike.
+
+Engine-specific behaviour (SQLite's single writer, PostgreSQL's serialization retries) is configured on the
+engine by ``adapters.index.engine``; this module stays dialect-neutral except for the upsert construct.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, bindparam, delete, func, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from dicomvault.adapters.index import querying
+from dicomvault.adapters.index.tables import instance_versions, instances, patients, series, studies
+from dicomvault.domain.errors import Conflict, Unavailable
+from dicomvault.domain.query import QuerySpec
+from dicomvault.domain.records import (
+    ArchiveStats,
+    BlobInfo,
+    DuplicatePolicy,
+    FrameIndex,
+    InstanceEntry,
+    InstanceRecord,
+    StoreOutcome,
+    StoreResult,
+)
+
+T = TypeVar("T")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SqlIndexRepository:
+    """Implements ``ports.index.IndexRepository``."""
+
+    def __init__(self, engine: Engine, *, retries: int = 5) -> None:
+        self.engine = engine
+        self._dialect = engine.dialect.name
+        self._retries = retries
+        # SQLite has one writer per database: serialising writers inside the process avoids lock-upgrade
+        # failures; other processes (a CLI import beside the server) wait on busy_timeout.
+        self._write_lock = threading.Lock() if self._dialect == "sqlite" else None
+        self._prepare()
+
+    # -- transactions -------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        lock = self._write_lock
+        if lock is not None:
+            lock.acquire()
+        try:
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+                with conn.begin():
+                    yield conn
+        finally:
+            if lock is not None:
+                lock.release()
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    def _retrying(self, fn: Callable[[], T]) -> T:
+        """Run a whole transaction again on serialization failures and deadlocks (PostgreSQL SQLSTATE 40001,
+        40P01); translate a lost connection into ``Unavailable``."""
+        import random
+        import time
+
+        for attempt in range(self._retries):
+            try:
+                return fn()
+            except DBAPIError as exc:
+                code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+                if code in ("40001", "40P01") and attempt + 1 < self._retries:
+                    time.sleep(random.uniform(0.005, 0.05) * (2**attempt))
+                    continue
+                if exc.connection_invalidated or isinstance(exc, OperationalError):
+                    raise Unavailable(f"index database unavailable: {type(exc.orig).__name__}") from exc
+                raise
+        raise AssertionError("unreachable")
+
+    def _insert(self, table: Any) -> Any:
+        return (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(table)
+
+    # -- ingest ------------------------------------------------------------------------------------------
+
+    def store_instance(self, entry: InstanceEntry, policy: DuplicatePolicy) -> StoreResult:
+        return self._retrying(lambda: self._store(entry, policy))
+
+    def _prepare(self) -> None:
+        """Build the hot-path statements once: SQLAlchemy then reuses their compiled form (a measurable share
+        of per-instance ingest time otherwise goes to statement construction and cache-key generation)."""
+        self._q_existing = select(
+            instances.c.id, instances.c.blob_sha256, instances.c.blob_key, instances.c.blob_size,
+            instances.c.transfer_syntax_uid,
+        ).where(instances.c.sop_uid == bindparam("b_sop"))
+        self._q_checksum = select(instances.c.blob_sha256).where(instances.c.sop_uid == bindparam("b_sop"))
+        self._q_series_ids = (
+            select(series.c.id, series.c.study_fk, studies.c.patient_fk)
+            .select_from(series.join(studies, series.c.study_fk == studies.c.id))
+            .where(series.c.series_uid == bindparam("b_series"))
+        )
+        self._ins_patient = self._insert(patients).on_conflict_do_nothing(index_elements=["patient_key"])
+        self._ins_study = self._insert(studies).on_conflict_do_nothing(index_elements=["study_uid"])
+        self._ins_series = self._insert(series).on_conflict_do_nothing(index_elements=["series_uid"])
+        self._ins_instance = instances.insert()
+        self._upd_series = (
+            update(series).where(series.c.id == bindparam("b_id"))
+            .values(num_instances=series.c.num_instances + 1)
+        )
+        self._upd_study = (
+            update(studies).where(studies.c.id == bindparam("b_id"))
+            .values(num_instances=studies.c.num_instances + 1,
+                    size_bytes=studies.c.size_bytes + bindparam("b_size"),
+                    updated_at=bindparam("b_now"))
+        )
+        self._upd_patient = (
+            update(patients).where(patients.c.id == bindparam("b_id"))
+            .values(num_instances=patients.c.num_instances + 1)
+        )
+
+    def _store(self, entry: InstanceEntry, policy: DuplicatePolicy) -> StoreResult:
+        with self._write() as conn:
+            existing = conn.execute(self._q_existing, {"b_sop": entry.instance["sop_uid"]}).first()
+            released: list[BlobInfo] = []
+            outcome = StoreOutcome.STORED
+            if existing is not None:
+                if existing.blob_sha256 == entry.blob.sha256:
+                    return StoreResult(StoreOutcome.DUPLICATE)
+                if policy == DuplicatePolicy.REJECT:
+                    raise Conflict(
+                        "a different object with this SOP Instance UID is already stored",
+                        entry.instance["sop_uid"],
+                    )
+                old = BlobInfo(existing.blob_key, existing.blob_size, existing.blob_sha256)
+                self._remove_instance(conn, existing.id)
+                if policy == DuplicatePolicy.KEEP_BOTH:
+                    conn.execute(
+                        self._insert(instance_versions).values(
+                            sop_uid=entry.instance["sop_uid"], blob_key=old.key, blob_size=old.size,
+                            blob_sha256=old.sha256, transfer_syntax_uid=existing.transfer_syntax_uid,
+                            superseded_at=_now(),
+                        ).on_conflict_do_nothing()
+                    )
+                    outcome = StoreOutcome.VERSIONED
+                else:
+                    outcome = StoreOutcome.REPLACED
+                    if not self._referenced(conn, old.key, exclude_sop=None):
+                        released.append(old)
+            self._insert_instance(conn, entry)
+            return StoreResult(outcome, tuple(released))
+
+    def _upsert_id(self, conn: Connection, stmt: Any, table: Any, key_col: str, values: dict[str, Any]) -> tuple[int, bool]:
+        res = conn.execute(stmt, values)
+        if res.rowcount == 1 and res.inserted_primary_key is not None and res.inserted_primary_key[0]:
+            return int(res.inserted_primary_key[0]), True
+        row = conn.execute(select(table.c.id).where(table.c[key_col] == values[key_col])).one()
+        return int(row.id), False
+
+    def _parents(self, conn: Connection, entry: InstanceEntry) -> tuple[int, int, int, bool, bool]:
+        """(patient id, study id, series id, new study?, new series?) — one SELECT when the series exists,
+        which is the common case (instance 2..N of a series)."""
+        found = conn.execute(self._q_series_ids, {"b_series": entry.series["series_uid"]}).first()
+        if found is not None:
+            return int(found.patient_fk), int(found.study_fk), int(found.id), False, False
+        p = dict(entry.patient)
+        p["patient_key"] = f"{p.get('patient_id') or ''}\x00{p.get('issuer_of_patient_id') or ''}"
+        patient_id, _ = self._upsert_id(
+            conn, self._ins_patient, patients, "patient_key",
+            {**p, "num_studies": 0, "num_series": 0, "num_instances": 0},
+        )
+        study_id, new_study = self._upsert_id(
+            conn, self._ins_study, studies, "study_uid",
+            {**entry.study, "patient_fk": patient_id, "num_series": 0, "num_instances": 0, "size_bytes": 0,
+             "modalities_in_study": "", "updated_at": _now()},
+        )
+        if not new_study:
+            # The study may exist under another patient row; counters follow the study's owner.
+            patient_id = conn.execute(select(studies.c.patient_fk).where(studies.c.id == study_id)).scalar_one()
+        series_id, new_series = self._upsert_id(
+            conn, self._ins_series, series, "series_uid", {**entry.series, "study_fk": study_id, "num_instances": 0}
+        )
+        if not new_series:
+            study_id = conn.execute(select(series.c.study_fk).where(series.c.id == series_id)).scalar_one()
+            patient_id = conn.execute(select(studies.c.patient_fk).where(studies.c.id == study_id)).scalar_one()
+        return patient_id, study_id, series_id, new_study, new_series
+
+    def _insert_instance(self, conn: Connection, entry: InstanceEntry) -> None:
+        patient_id, study_id, series_id, new_study, new_series = self._parents(conn, entry)
+        now = _now()
+        conn.execute(
+            self._ins_instance,
+            {
+                **entry.instance,
+                "series_fk": series_id,
+                "blob_key": entry.blob.key,
+                "blob_size": entry.blob.size,
+                "blob_sha256": entry.blob.sha256,
+                "metadata": entry.metadata_json,
+                "frame_index": entry.frame_index.to_json() if entry.frame_index else None,
+                "source": entry.source[:128] if entry.source else None,
+                "stored_at": now,
+            },
+        )
+        conn.execute(self._upd_series, {"b_id": series_id})
+        conn.execute(self._upd_study, {"b_id": study_id, "b_size": entry.blob.size, "b_now": now})
+        conn.execute(self._upd_patient, {"b_id": patient_id})
+        if new_series:
+            conn.execute(update(studies).where(studies.c.id == study_id).values(num_series=studies.c.num_series + 1))
+            conn.execute(update(patients).where(patients.c.id == patient_id)
+                         .values(num_series=patients.c.num_series + 1))
+            self._refresh_modalities(conn, study_id)
+        if new_study:
+            conn.execute(update(patients).where(patients.c.id == patient_id)
+                         .values(num_studies=patients.c.num_studies + 1))
+
+    def _refresh_modalities(self, conn: Connection, study_id: int) -> None:
+        mods = sorted(
+            {m for (m,) in conn.execute(select(series.c.modality).where(series.c.study_fk == study_id)) if m}
+        )
+        value = ("\\" + "\\".join(mods) + "\\") if mods else ""
+        conn.execute(update(studies).where(studies.c.id == study_id).values(modalities_in_study=value))
+
+    def _remove_instance(self, conn: Connection, instance_id: int) -> None:
+        """Delete one instance row, keep counters right, and drop parents left empty."""
+        row = conn.execute(
+            select(instances.c.series_fk, instances.c.blob_size, series.c.study_fk, studies.c.patient_fk)
+            .select_from(instances.join(series, instances.c.series_fk == series.c.id)
+                         .join(studies, series.c.study_fk == studies.c.id))
+            .where(instances.c.id == instance_id)
+        ).one()
+        conn.execute(delete(instances).where(instances.c.id == instance_id))
+        conn.execute(update(series).where(series.c.id == row.series_fk)
+                     .values(num_instances=series.c.num_instances - 1))
+        conn.execute(update(studies).where(studies.c.id == row.study_fk).values(
+            num_instances=studies.c.num_instances - 1, size_bytes=studies.c.size_bytes - row.blob_size))
+        conn.execute(update(patients).where(patients.c.id == row.patient_fk)
+                     .values(num_instances=patients.c.num_instances - 1))
+        left = conn.execute(select(series.c.num_instances).where(series.c.id == row.series_fk)).scalar_one()
+        if left <= 0:
+            conn.execute(delete(series).where(series.c.id == row.series_fk))
+            conn.execute(update(studies).where(studies.c.id == row.study_fk)
+                         .values(num_series=studies.c.num_series - 1))
+            conn.execute(update(patients).where(patients.c.id == row.patient_fk)
+                         .values(num_series=patients.c.num_series - 1))
+            self._refresh_modalities(conn, row.study_fk)
+            n_series = conn.execute(select(studies.c.num_series).where(studies.c.id == row.study_fk)).scalar_one()
+            if n_series <= 0:
+                conn.execute(delete(studies).where(studies.c.id == row.study_fk))
+                conn.execute(update(patients).where(patients.c.id == row.patient_fk)
+                             .values(num_studies=patients.c.num_studies - 1))
+                n_studies = conn.execute(
+                    select(patients.c.num_studies).where(patients.c.id == row.patient_fk)).scalar_one()
+                if n_studies <= 0:
+                    conn.execute(delete(patients).where(patients.c.id == row.patient_fk))
+
+    def _referenced(self, conn: Connection, key: str, exclude_sop: str | None) -> bool:
+        q1 = select(instances.c.id).where(instances.c.blob_key == key).limit(1)
+        q2 = select(instance_versions.c.id).where(instance_versions.c.blob_key == key).limit(1)
+        return conn.execute(q1).first() is not None or conn.execute(q2).first() is not None
+
+    # -- queries -----------------------------------------------------------------------------------------
+
+    def find(self, spec: QuerySpec) -> list[dict[str, Any]]:
+        stmt = querying.build_select(spec)
+
+        def run() -> list[dict[str, Any]]:
+            with self._read() as conn:
+                return [dict(r._mapping) for r in conn.execute(stmt)]
+
+        return self._retrying(run)
+
+    def representative_metadata(self, *, study_uid: str, series_uid: str | None = None) -> str | None:
+        stmt = (
+            select(instances.c.metadata)
+            .select_from(instances.join(series, instances.c.series_fk == series.c.id)
+                         .join(studies, series.c.study_fk == studies.c.id))
+            .where(studies.c.study_uid == study_uid)
+        )
+        if series_uid is not None:
+            stmt = stmt.where(series.c.series_uid == series_uid)
+        with self._read() as conn:
+            return conn.execute(stmt.order_by(instances.c.id).limit(1)).scalar_one_or_none()
+
+    def _instance_select(self, *cols: Any) -> Any:
+        return select(*cols).select_from(
+            instances.join(series, instances.c.series_fk == series.c.id)
+            .join(studies, series.c.study_fk == studies.c.id)
+            .join(patients, studies.c.patient_fk == patients.c.id)
+        )
+
+    def instances(
+        self,
+        *,
+        patient_id: str | None = None,
+        study_uid: str | None = None,
+        series_uid: str | None = None,
+        sop_uids: list[str] | None = None,
+    ) -> list[InstanceRecord]:
+        stmt = self._instance_select(
+            patients.c.patient_id, studies.c.study_uid, series.c.series_uid, instances.c.sop_uid,
+            instances.c.sop_class_uid, instances.c.transfer_syntax_uid, instances.c.blob_key,
+            instances.c.blob_size, instances.c.blob_sha256, instances.c.number_of_frames, instances.c.rows,
+            instances.c.columns, instances.c.instance_number, instances.c.frame_index,
+        )
+        if patient_id is not None:
+            stmt = stmt.where(patients.c.patient_id == patient_id)
+        if study_uid is not None:
+            stmt = stmt.where(studies.c.study_uid == study_uid)
+        if series_uid is not None:
+            stmt = stmt.where(series.c.series_uid == series_uid)
+        if sop_uids is not None:
+            stmt = stmt.where(instances.c.sop_uid.in_(sop_uids))
+        stmt = stmt.order_by(series.c.series_number, series.c.id, instances.c.instance_number, instances.c.id)
+        with self._read() as conn:
+            rows = conn.execute(stmt).all()
+        return [
+            InstanceRecord(
+                patient_id=r.patient_id, study_uid=r.study_uid, series_uid=r.series_uid, sop_uid=r.sop_uid,
+                sop_class_uid=r.sop_class_uid, transfer_syntax_uid=r.transfer_syntax_uid,
+                blob=BlobInfo(r.blob_key, r.blob_size, r.blob_sha256), number_of_frames=r.number_of_frames,
+                rows=r.rows, columns=r.columns, instance_number=r.instance_number,
+                frame_index=FrameIndex.from_json(r.frame_index) if r.frame_index else None,
+            )
+            for r in rows
+        ]
+
+    def metadata(
+        self, *, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> Iterator[str]:
+        stmt = self._instance_select(instances.c.metadata).where(studies.c.study_uid == study_uid)
+        if series_uid is not None:
+            stmt = stmt.where(series.c.series_uid == series_uid)
+        if sop_uid is not None:
+            stmt = stmt.where(instances.c.sop_uid == sop_uid)
+        stmt = stmt.order_by(series.c.series_number, series.c.id, instances.c.instance_number, instances.c.id)
+        with self._read() as conn:
+            rows = conn.execute(stmt).scalars().all()
+        yield from rows
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    def delete(
+        self, *, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> list[BlobInfo]:
+        def run() -> list[BlobInfo]:
+            with self._write() as conn:
+                stmt = self._instance_select(instances.c.id, instances.c.sop_uid, instances.c.blob_key,
+                                             instances.c.blob_size, instances.c.blob_sha256)
+                stmt = stmt.where(studies.c.study_uid == study_uid)
+                if series_uid is not None:
+                    stmt = stmt.where(series.c.series_uid == series_uid)
+                if sop_uid is not None:
+                    stmt = stmt.where(instances.c.sop_uid == sop_uid)
+                rows = conn.execute(stmt).all()
+                released: list[BlobInfo] = []
+                for r in rows:
+                    self._remove_instance(conn, r.id)
+                    versions = conn.execute(
+                        select(instance_versions.c.blob_key, instance_versions.c.blob_size,
+                               instance_versions.c.blob_sha256).where(instance_versions.c.sop_uid == r.sop_uid)
+                    ).all()
+                    conn.execute(delete(instance_versions).where(instance_versions.c.sop_uid == r.sop_uid))
+                    for b in [BlobInfo(r.blob_key, r.blob_size, r.blob_sha256)] + [
+                        BlobInfo(v.blob_key, v.blob_size, v.blob_sha256) for v in versions
+                    ]:
+                        if not self._referenced(conn, b.key, None) and b not in released:
+                            released.append(b)
+                return released
+
+        return self._retrying(run)
+
+    def iter_blob_refs(self) -> Iterator[tuple[str, BlobInfo]]:
+        with self._read() as conn:
+            for r in conn.execute(select(instances.c.sop_uid, instances.c.blob_key, instances.c.blob_size,
+                                         instances.c.blob_sha256).order_by(instances.c.id)):
+                yield r.sop_uid, BlobInfo(r.blob_key, r.blob_size, r.blob_sha256)
+            for r in conn.execute(select(instance_versions.c.sop_uid, instance_versions.c.blob_key,
+                                         instance_versions.c.blob_size, instance_versions.c.blob_sha256)):
+                yield r.sop_uid, BlobInfo(r.blob_key, r.blob_size, r.blob_sha256)
+
+    def instance_checksum(self, sop_uid: str) -> str | None:
+        with self._read() as conn:
+            return conn.execute(self._q_checksum, {"b_sop": sop_uid}).scalar_one_or_none()
+
+    def blob_referenced(self, key: str) -> bool:
+        with self._read() as conn:
+            return self._referenced(conn, key, None)
+
+    def replace_blob_key(self, old_key: str, new: BlobInfo) -> int:
+        def run() -> int:
+            with self._write() as conn:
+                n = conn.execute(update(instances).where(instances.c.blob_key == old_key).values(
+                    blob_key=new.key, blob_size=new.size, blob_sha256=new.sha256)).rowcount
+                n += conn.execute(update(instance_versions).where(instance_versions.c.blob_key == old_key).values(
+                    blob_key=new.key, blob_size=new.size, blob_sha256=new.sha256)).rowcount
+                return int(n)
+
+        return self._retrying(run)
+
+    def stats(self) -> ArchiveStats:
+        with self._read() as conn:
+            n_pat = conn.execute(select(func.count()).select_from(patients)).scalar_one()
+            n_st = conn.execute(select(func.count()).select_from(studies)).scalar_one()
+            n_se = conn.execute(select(func.count()).select_from(series)).scalar_one()
+            n_in, n_bytes = conn.execute(
+                select(func.count(), func.coalesce(func.sum(instances.c.blob_size), 0)).select_from(instances)
+            ).one()
+            by_mod = {
+                (m or "??"): (int(c), int(b))
+                for m, c, b in conn.execute(
+                    select(series.c.modality, func.count(), func.coalesce(func.sum(instances.c.blob_size), 0))
+                    .select_from(instances.join(series, instances.c.series_fk == series.c.id))
+                    .group_by(series.c.modality)
+                )
+            }
+        return ArchiveStats(int(n_pat), int(n_st), int(n_se), int(n_in), int(n_bytes), by_mod)
+
+    def ping(self) -> None:
+        try:
+            with self._read() as conn:
+                conn.execute(text("SELECT 1"))
+        except DBAPIError as exc:
+            raise Unavailable("index database unavailable") from exc

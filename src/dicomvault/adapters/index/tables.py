@@ -1,0 +1,143 @@
+"""The index schema (SQLAlchemy Core), shared by every SQL dialect.
+
+Person-name and time columns have a shadow ``<column>_n`` holding the normalised form used for matching
+(case/accent-folded names, zero-padded times) while the original column keeps the value as received.
+Counters (NumberOf…Related…) and ModalitiesInStudy are maintained in the ingest transaction so that queries
+never aggregate.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# BigInteger primary keys become INTEGER on SQLite (rowid alias) and BIGINT on PostgreSQL.
+Id = BigInteger().with_variant(Integer, "sqlite")
+
+patients = Table(
+    "patients",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("patient_key", String(200), nullable=False, unique=True),  # PatientID + NUL + Issuer
+    Column("patient_id", String(64)),
+    Column("issuer_of_patient_id", String(64)),
+    Column("patient_name", String(324)),
+    Column("patient_name_n", String(324)),
+    Column("patient_birth_date", String(16)),
+    Column("patient_sex", String(16)),
+    Column("num_studies", Integer, nullable=False, default=0),
+    Column("num_series", Integer, nullable=False, default=0),
+    Column("num_instances", Integer, nullable=False, default=0),
+    Index("ix_patients_patient_id", "patient_id"),
+    Index("ix_patients_patient_name_n", "patient_name_n"),
+)
+
+studies = Table(
+    "studies",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("study_uid", String(64), nullable=False, unique=True),
+    Column("patient_fk", Id, ForeignKey("patients.id", ondelete="CASCADE"), nullable=False),
+    Column("study_date", String(16)),
+    Column("study_time", String(32)),
+    Column("study_time_n", String(16)),
+    Column("accession_number", String(64)),
+    Column("study_id", String(64)),
+    Column("referring_physician_name", String(324)),
+    Column("referring_physician_name_n", String(324)),
+    Column("study_description", String(256)),
+    Column("modalities_in_study", String(256), nullable=False, default=""),  # "\CT\MR\" for LIKE matching
+    Column("num_series", Integer, nullable=False, default=0),
+    Column("num_instances", Integer, nullable=False, default=0),
+    Column("size_bytes", BigInteger, nullable=False, default=0),
+    Column("updated_at", DateTime(timezone=True)),
+    Index("ix_studies_patient_fk", "patient_fk"),
+    Index("ix_studies_study_date", "study_date"),
+    Index("ix_studies_accession_number", "accession_number"),
+)
+
+series = Table(
+    "series",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("series_uid", String(64), nullable=False, unique=True),
+    Column("study_fk", Id, ForeignKey("studies.id", ondelete="CASCADE"), nullable=False),
+    Column("modality", String(16)),
+    Column("series_number", Integer),
+    Column("series_description", String(256)),
+    Column("body_part_examined", String(64)),
+    Column("series_date", String(16)),
+    Column("series_time", String(32)),
+    Column("series_time_n", String(16)),
+    Column("pps_start_date", String(16)),
+    Column("pps_start_time", String(32)),
+    Column("pps_start_time_n", String(16)),
+    Column("num_instances", Integer, nullable=False, default=0),
+    Index("ix_series_study_fk", "study_fk"),
+    Index("ix_series_modality", "modality"),
+)
+
+instances = Table(
+    "instances",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("sop_uid", String(64), nullable=False, unique=True),
+    Column("series_fk", Id, ForeignKey("series.id", ondelete="CASCADE"), nullable=False),
+    Column("sop_class_uid", String(64), nullable=False),
+    Column("instance_number", Integer),
+    Column("rows", Integer),
+    Column("columns", Integer),
+    Column("number_of_frames", Integer),
+    Column("bits_allocated", Integer),
+    Column("content_date", String(16)),
+    Column("content_time", String(32)),
+    Column("content_time_n", String(16)),
+    Column("transfer_syntax_uid", String(64), nullable=False),
+    Column("blob_key", String(128), nullable=False),
+    Column("blob_size", BigInteger, nullable=False),
+    Column("blob_sha256", String(64), nullable=False),
+    Column("metadata", Text, nullable=False),
+    Column("frame_index", Text),
+    Column("source", String(128)),
+    Column("stored_at", DateTime(timezone=True), nullable=False),
+    Index("ix_instances_series_fk_number", "series_fk", "instance_number"),
+    Index("ix_instances_blob_key", "blob_key"),
+)
+
+#: Prior content of an instance kept by the ``keep-both`` duplicate policy.
+instance_versions = Table(
+    "instance_versions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("sop_uid", String(64), nullable=False),
+    Column("blob_key", String(128), nullable=False),
+    Column("blob_size", BigInteger, nullable=False),
+    Column("blob_sha256", String(64), nullable=False),
+    Column("transfer_syntax_uid", String(64), nullable=False),
+    Column("superseded_at", DateTime(timezone=True), nullable=False),
+    Index("ix_instance_versions_sop_uid", "sop_uid"),
+    Index("ix_instance_versions_blob_key", "blob_key"),
+    UniqueConstraint("sop_uid", "blob_key", name="uq_instance_versions_sop_blob"),
+)
+
+LEVEL_TABLES = {"PATIENT": patients, "STUDY": studies, "SERIES": series, "IMAGE": instances}
