@@ -1,0 +1,172 @@
+"""Reading a DICOM header once at ingest: validation, index columns, and the cached DICOM JSON.
+
+The header is read with pydicom without loading pixel data (``stop_before_pixels``), and large non-pixel values
+are deferred, so a multi-GB instance costs a few kilobytes of memory here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import pydicom
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from dicomvault.domain.errors import InvalidDicom
+from dicomvault.domain.query import fold_pn, normalise_time
+from dicomvault.domain.tags import INDEXED, Level
+
+_UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+#: Values longer than this go to BulkDataURI in the cached metadata, as PS3.18 asks for bulk data.
+BULK_THRESHOLD = 1024
+PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)
+
+
+@dataclass
+class ParsedHeader:
+    dataset: Dataset
+    transfer_syntax_uid: str
+    #: file offset of the pixel data element's tag, or None if the object has no pixel data
+    pixel_data_offset: int | None
+    file_size: int
+
+
+def is_valid_uid(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 64 and _UID_RE.match(value) is not None
+
+
+def parse_header(stream: BinaryIO) -> ParsedHeader:
+    """Parse everything but pixel data; leave ``stream`` anywhere (callers seek)."""
+    stream.seek(0, 2)
+    size = stream.tell()
+    stream.seek(0)
+    if size == 0:
+        raise InvalidDicom("empty object")
+    try:
+        ds = pydicom.dcmread(stream, stop_before_pixels=True, defer_size="64 KB", force=False)
+    except InvalidDicomError as exc:
+        # Files without a preamble/meta are still DICOM if they parse as a raw dataset (force).
+        stream.seek(0)
+        try:
+            ds = pydicom.dcmread(stream, stop_before_pixels=True, defer_size="64 KB", force=True)
+        except Exception as exc2:
+            raise InvalidDicom(f"not a DICOM object: {exc}") from exc2
+        if len(ds) == 0 or "SOPInstanceUID" not in ds:
+            raise InvalidDicom(f"not a DICOM object: {exc}") from exc
+    except Exception as exc:
+        raise InvalidDicom(f"malformed DICOM object: {type(exc).__name__}: {exc}") from exc
+    pos = stream.tell()
+    tsuid = ""
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        tsuid = str(meta.TransferSyntaxUID)
+    if not tsuid:
+        tsuid = ImplicitVRLittleEndian if ds.original_encoding == (True, True) else "1.2.840.10008.1.2.1"
+    pixel_offset: int | None = None
+    if tsuid != DeflatedExplicitVRLittleEndian and pos < size:
+        stream.seek(pos)
+        tag_bytes = stream.read(4)
+        if len(tag_bytes) == 4:
+            little = tsuid != "1.2.840.10008.1.2.2"
+            group = int.from_bytes(tag_bytes[:2], "little" if little else "big")
+            elem = int.from_bytes(tag_bytes[2:], "little" if little else "big")
+            if (group << 16 | elem) in PIXEL_TAGS:
+                pixel_offset = pos
+    return ParsedHeader(ds, tsuid, pixel_offset, size)
+
+
+def validate(ds: Dataset) -> None:
+    """Reject objects the archive cannot index (PS3.4 B.2.3: 0xA900 dataset does not match SOP class)."""
+    for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        try:
+            value = ds.get(keyword)
+        except Exception as exc:
+            raise InvalidDicom(f"{keyword} cannot be read: {exc}") from exc
+        if value is None or str(value).strip() == "":
+            raise InvalidDicom(f"{keyword} is missing")
+        if not is_valid_uid(str(value).strip()):
+            raise InvalidDicom(f"{keyword} is not a valid UID")
+
+
+def _text(ds: Dataset, tag: int) -> str | None:
+    if tag not in ds:
+        return None
+    try:
+        elem = ds[tag]
+    except Exception:
+        return None
+    if elem is None or elem.value is None or elem.value == "":
+        return None
+    value = elem.value
+    if isinstance(value, pydicom.multival.MultiValue):
+        return "\\".join(str(v) for v in value)
+    return str(value).strip()
+
+
+def _int(ds: Dataset, tag: int) -> int | None:
+    text = _text(ds, tag)
+    if text is None:
+        return None
+    try:
+        return int(float(text.split("\\")[0]))
+    except ValueError:
+        return None
+
+
+def index_columns(ds: Dataset, transfer_syntax_uid: str) -> dict[Level, dict[str, Any]]:
+    """Values of every indexed attribute, by level, plus the normalised shadow columns (``_n``)."""
+    out: dict[Level, dict[str, Any]] = {lvl: {} for lvl in Level}
+    for attr in INDEXED:
+        if attr.computed:
+            continue
+        if attr.vr in ("IS", "US", "UL", "SS", "SL"):
+            value: Any = _int(ds, attr.tag)
+        else:
+            value = _text(ds, attr.tag)
+            if value is not None and attr.vr == "UI":
+                value = value.strip("\x00 ")
+            if value is not None:
+                value = value[:324]
+        out[attr.level][attr.column] = value
+        if attr.vr == "PN":
+            out[attr.level][attr.column + "_n"] = fold_pn(value) if value else None
+        elif attr.vr == "TM":
+            out[attr.level][attr.column + "_n"] = normalise_time(value.split("\\")[0]) if value else None
+        elif attr.vr == "DA" and value:
+            out[attr.level][attr.column] = value.replace(".", "")[:8]
+    out[Level.IMAGE]["transfer_syntax_uid"] = transfer_syntax_uid
+    return out
+
+
+def _bulk_uri(elem: DataElement) -> str:
+    return f"bulk/{int(elem.tag):08X}"
+
+
+def metadata_json(ds: Dataset, parsed: ParsedHeader) -> str:
+    """DICOM JSON (PS3.18 F.2) of the non-bulk attributes, with relative BulkDataURIs (``bulk/<tag>``) that
+    the DICOMweb front end prefixes with the instance URL when serving."""
+    try:
+        data = ds.to_json_dict(bulk_data_threshold=BULK_THRESHOLD, bulk_data_element_handler=_bulk_uri)
+    except Exception:
+        # A vendor value pydicom cannot encode as JSON must not block archiving: drop the offenders.
+        data = {}
+        for elem in ds:
+            try:
+                data.update(Dataset({elem.tag: elem}).to_json_dict(
+                    bulk_data_threshold=BULK_THRESHOLD, bulk_data_element_handler=_bulk_uri))
+            except Exception:
+                continue
+    if parsed.pixel_data_offset is not None:
+        vr = "OB" if ds.get("BitsAllocated", 16) <= 8 or UID(parsed.transfer_syntax_uid).is_compressed else "OW"
+        data["7FE00010"] = {"vr": vr, "BulkDataURI": "bulk/7FE00010"}
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:
+        data.pop("00020010", None)
+    # AvailableTransferSyntaxUID (0008,3002) tells a viewer what it can ask for without transcoding.
+    data["00083002"] = {"vr": "UI", "Value": [parsed.transfer_syntax_uid]}
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)

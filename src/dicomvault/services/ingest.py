@@ -1,0 +1,133 @@
+"""The one ingest path used by every front end (C-STORE, STOW-RS, CLI import).
+
+parse header (no pixel data) → validate → build index entry and cached JSON → frame index → durable blob put
+(SHA-256 computed while streaming) → index in one transaction → only then return, so the caller acknowledges
+only what is durable and indexed. If indexing fails, a blob this call created is removed again; if the process
+dies in between, the blob is an orphan that ``verify --repair`` removes: never an index row without its blob.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from dicomvault.domain.errors import DicomVaultError, InvalidDicom
+from dicomvault.domain.records import BlobInfo, DuplicatePolicy, InstanceEntry, StoreOutcome
+from dicomvault.domain.tags import Level
+from dicomvault.ports.blobs import BlobStore
+from dicomvault.ports.index import IndexRepository
+from dicomvault.services import header as hdr
+from dicomvault.services.frames import build_frame_index
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    outcome: StoreOutcome
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_uid: str
+    series_uid: str
+    transfer_syntax_uid: str
+    blob: BlobInfo
+
+    @property
+    def warning(self) -> str | None:
+        if self.outcome == StoreOutcome.DUPLICATE:
+            return None
+        if self.outcome in (StoreOutcome.REPLACED, StoreOutcome.VERSIONED):
+            return f"an earlier object with this SOP Instance UID was {self.outcome.value}"
+        return None
+
+
+def _sha256_of(stream: BinaryIO) -> str:
+    stream.seek(0)
+    digest = hashlib.sha256()
+    while chunk := stream.read(1 << 20):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+class IngestService:
+    def __init__(self, index: IndexRepository, blobs: BlobStore, *, policy: DuplicatePolicy) -> None:
+        self.index = index
+        self.blobs = blobs
+        self.policy = policy
+
+    def ingest(self, stream: BinaryIO, *, source: str = "") -> IngestResult:
+        """Store one Part 10 object read from a seekable ``stream``. Raises ``InvalidDicom``, ``Conflict``,
+        ``Unavailable``; returns only after the object is durable and indexed."""
+        parsed = hdr.parse_header(stream)
+        ds = parsed.dataset
+        hdr.validate(ds)
+        cols = hdr.index_columns(ds, parsed.transfer_syntax_uid)
+        try:
+            meta_json = hdr.metadata_json(ds, parsed)
+        except Exception as exc:  # pragma: no cover - to_json_dict already degrades per element
+            raise InvalidDicom(f"attributes cannot be encoded: {exc}") from exc
+        frame_index = None
+        if parsed.pixel_data_offset is not None:
+            try:
+                frame_index = build_frame_index(
+                    stream, ds, parsed.transfer_syntax_uid, parsed.pixel_data_offset, parsed.file_size
+                )
+            except Exception:
+                log.debug("frame index not built", exc_info=True)
+                frame_index = None
+        sop_uid = cols[Level.IMAGE]["sop_uid"]
+        known = self.index.instance_checksum(sop_uid)
+        if known is not None and known == _sha256_of(stream):
+            # Re-sent identical object (a modality retrying, an import re-run): success, nothing written.
+            return IngestResult(StoreOutcome.DUPLICATE, cols[Level.IMAGE]["sop_class_uid"], sop_uid,
+                                cols[Level.STUDY]["study_uid"], cols[Level.SERIES]["series_uid"],
+                                parsed.transfer_syntax_uid, BlobInfo(known, parsed.file_size, known))
+        stream.seek(0)
+        put = self.blobs.put(stream)
+        if put.info.size != parsed.file_size:
+            raise InvalidDicom("object changed while it was being stored")
+        entry = InstanceEntry(
+            patient=cols[Level.PATIENT],
+            study=cols[Level.STUDY],
+            series=cols[Level.SERIES],
+            instance=cols[Level.IMAGE],
+            blob=put.info,
+            metadata_json=meta_json,
+            frame_index=frame_index,
+            source=source,
+        )
+        try:
+            result = self.index.store_instance(entry, self.policy)
+        except BaseException:
+            if put.created and not self._safe_referenced(put.info.key):
+                self._safe_delete(put.info.key)
+            raise
+        for blob in result.released_blobs:
+            self._safe_delete(blob.key)
+        log.info(
+            "stored instance outcome=%s size=%d ts=%s source=%s",
+            result.outcome.value, put.info.size, parsed.transfer_syntax_uid, source,
+        )
+        return IngestResult(
+            outcome=result.outcome,
+            sop_class_uid=cols[Level.IMAGE]["sop_class_uid"],
+            sop_instance_uid=cols[Level.IMAGE]["sop_uid"],
+            study_uid=cols[Level.STUDY]["study_uid"],
+            series_uid=cols[Level.SERIES]["series_uid"],
+            transfer_syntax_uid=parsed.transfer_syntax_uid,
+            blob=put.info,
+        )
+
+    def _safe_referenced(self, key: str) -> bool:
+        try:
+            return self.index.blob_referenced(key)
+        except DicomVaultError:
+            return True  # cannot tell: keep the blob, verify --repair decides later
+
+    def _safe_delete(self, key: str) -> None:
+        try:
+            self.blobs.delete(key)
+        except Exception:
+            log.warning("could not delete released blob %s; verify --repair will", key, exc_info=True)

@@ -1,0 +1,77 @@
+"""Transfer syntax conversion through pydicom's pixel plugins (pylibjpeg, openjpeg, libjpeg, pyjpegls, RLE).
+
+Used only when a peer cannot take the stored syntax: a C-GET/C-MOVE destination that did not propose it, or a
+WADO-RS request for a specific syntax. Stored objects are never transcoded silently.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+)
+
+from dicomvault.domain.errors import Unsupported
+
+UNCOMPRESSED = {ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian}
+#: Lossless syntaxes we can encode to (pydicom encoders available with the pinned plugins).
+ENCODABLE = {RLELossless, JPEGLSLossless, JPEG2000Lossless, "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.57"}
+
+
+def can_transcode(source_ts: str, target_ts: str) -> bool:
+    if source_ts == target_ts:
+        return True
+    if target_ts in UNCOMPRESSED:
+        return True  # decoding is supported for every compressed syntax pydicom's plugins read
+    return target_ts in {RLELossless, JPEGLSLossless, JPEG2000Lossless} and source_ts in UNCOMPRESSED
+
+
+def to_syntax(ds: Dataset, target_ts: str) -> Dataset:
+    """A copy of ``ds`` encoded in ``target_ts``; raises ``Unsupported`` with the reason."""
+    source = UID(ds.file_meta.TransferSyntaxUID)
+    target = UID(target_ts)
+    if source == target:
+        return ds
+    out = copy.deepcopy(ds)
+    try:
+        if "PixelData" not in out:
+            out.file_meta.TransferSyntaxUID = target
+            return out
+        if source.is_compressed:
+            out.decompress()
+        if target.is_compressed:
+            if not can_transcode(ExplicitVRLittleEndian, target):
+                raise Unsupported(f"cannot encode to {target.name or target}")
+            out.compress(target)
+        else:
+            out.file_meta.TransferSyntaxUID = target
+    except Unsupported:
+        raise
+    except Exception as exc:
+        raise Unsupported(f"cannot transcode {source.name or source} to {target.name or target}: {exc}") from exc
+    out.file_meta.TransferSyntaxUID = target
+    return out
+
+
+def frame_from_dataset(ds: Dataset, number: int) -> bytes:
+    """Frame bytes (stored syntax) taken from a fully read dataset: the slow path when no index exists."""
+    ts = UID(ds.file_meta.TransferSyntaxUID)
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    if ts.is_encapsulated:
+        for i, frame in enumerate(generate_frames(ds.PixelData, number_of_frames=n), start=1):
+            if i == number:
+                return bytes(frame)
+        raise Unsupported("frame not found in encapsulated pixel data")
+    arr = ds.pixel_array
+    frame = arr[number - 1] if n > 1 else arr
+    return bytes(frame.astype(frame.dtype.newbyteorder("<")).tobytes())
