@@ -1,0 +1,43 @@
+# DicomVault — the two commands of the quick start are `make serve` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: serve test lint typecheck check bench clean venv test-deps
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## Run the archive on its embedded defaults (SQLite index + ./vault-data folder; DIMSE :11112, HTTP :8080).
+serve: $(STAMP)
+	$(BIN)/dicomvault serve
+
+## Install what the tests need (dcmtk), then run every test (2 workers).
+test: $(STAMP) test-deps
+	$(BIN)/pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+test-deps:
+	@bash scripts/ensure-test-deps.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck
+
+## Side-by-side benchmarks against Orthanc (see docs/benchmarks.md).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/dimse_store.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the external programs the test suite drives: dcmtk's storescu/findscu/getscu/movescu/echoscu.
+# PostgreSQL and the S3 server are started by the test fixtures themselves (see tests/pg_fixture.py, tests/s3_fixture.py).
+set -euo pipefail
+missing=()
+command -v storescu >/dev/null 2>&1 || missing+=(dcmtk)
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "Installing test dependencies: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+else
+  echo "The tests need: ${missing[*]} (Debian/Ubuntu: sudo apt-get install ${missing[*]})" >&2
+  exit 1
+fi
