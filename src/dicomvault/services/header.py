@@ -80,58 +80,48 @@ def parse_header(stream: BinaryIO) -> ParsedHeader:
     return ParsedHeader(ds, tsuid, pixel_offset, size)
 
 
-def validate(ds: Dataset) -> None:
+def validate(data: dict[str, Any]) -> None:
     """Reject objects the archive cannot index (PS3.4 B.2.3: 0xA900 dataset does not match SOP class)."""
-    for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
-        try:
-            value = ds.get(keyword)
-        except Exception as exc:
-            raise InvalidDicom(f"{keyword} cannot be read: {exc}") from exc
-        if value is None or str(value).strip() == "":
+    for keyword, tag_hex in (("SOPClassUID", "00080016"), ("SOPInstanceUID", "00080018"),
+                             ("StudyInstanceUID", "0020000D"), ("SeriesInstanceUID", "0020000E")):
+        value = _json_text(data.get(tag_hex))
+        if value is None:
             raise InvalidDicom(f"{keyword} is missing")
-        if not is_valid_uid(str(value).strip()):
+        if not is_valid_uid(value.strip("\x00 ")):
             raise InvalidDicom(f"{keyword} is not a valid UID")
 
 
-def _text(ds: Dataset, tag: int) -> str | None:
-    if tag not in ds:
+def _json_text(elem: dict[str, Any] | None) -> str | None:
+    """A JSON element's value as DICOM writes it (multiple values joined by backslashes)."""
+    if not elem:
         return None
-    try:
-        elem = ds[tag]
-    except Exception:
+    values = elem.get("Value")
+    if not values:
         return None
-    if elem is None or elem.value is None or elem.value == "":
-        return None
-    value = elem.value
-    if isinstance(value, pydicom.multival.MultiValue):
-        return "\\".join(str(v) for v in value)
-    return str(value).strip()
+    parts = []
+    for v in values:
+        if isinstance(v, dict):  # PN: the alphabetic group is what queries match
+            v = v.get("Alphabetic", "")
+        parts.append("" if v is None else str(v))
+    text = "\\".join(parts).strip()
+    return text or None
 
 
-def _int(ds: Dataset, tag: int) -> int | None:
-    text = _text(ds, tag)
-    if text is None:
-        return None
-    try:
-        return int(float(text.split("\\")[0]))
-    except ValueError:
-        return None
-
-
-def index_columns(ds: Dataset, transfer_syntax_uid: str) -> dict[Level, dict[str, Any]]:
-    """Values of every indexed attribute, by level, plus the normalised shadow columns (``_n``)."""
+def index_columns(data: dict[str, Any], transfer_syntax_uid: str) -> dict[Level, dict[str, Any]]:
+    """Values of every indexed attribute, by level, plus the normalised shadow columns (``_n``), taken from the
+    DICOM JSON already built for the metadata cache (pydicom converts each value once)."""
     out: dict[Level, dict[str, Any]] = {lvl: {} for lvl in Level}
     for attr in INDEXED:
         if attr.computed:
             continue
-        if attr.vr in ("IS", "US", "UL", "SS", "SL"):
-            value: Any = _int(ds, attr.tag)
-        else:
-            value = _text(ds, attr.tag)
-            if value is not None and attr.vr == "UI":
-                value = value.strip("\x00 ")
-            if value is not None:
-                value = value[:324]
+        value: Any = _json_text(data.get(attr.tag_hex))
+        if attr.vr in _INT_VRS:
+            try:
+                value = int(float(value.split("\\")[0])) if value is not None else None
+            except ValueError:
+                value = None
+        elif value is not None:
+            value = value.strip("\x00 ")[:324] if attr.vr == "UI" else value[:324]
         out[attr.level][attr.column] = value
         if attr.vr == "PN":
             out[attr.level][attr.column + "_n"] = fold_pn(value) if value else None
@@ -143,11 +133,14 @@ def index_columns(ds: Dataset, transfer_syntax_uid: str) -> dict[Level, dict[str
     return out
 
 
+_INT_VRS = ("IS", "US", "UL", "SS", "SL")
+
+
 def _bulk_uri(elem: DataElement) -> str:
     return f"bulk/{int(elem.tag):08X}"
 
 
-def metadata_json(ds: Dataset, parsed: ParsedHeader) -> str:
+def json_dict(ds: Dataset, parsed: ParsedHeader) -> dict[str, Any]:
     """DICOM JSON (PS3.18 F.2) of the non-bulk attributes, with relative BulkDataURIs (``bulk/<tag>``) that
     the DICOMweb front end prefixes with the instance URL when serving."""
     try:
@@ -169,4 +162,8 @@ def metadata_json(ds: Dataset, parsed: ParsedHeader) -> str:
         data.pop("00020010", None)
     # AvailableTransferSyntaxUID (0008,3002) tells a viewer what it can ask for without transcoding.
     data["00083002"] = {"vr": "UI", "Value": [parsed.transfer_syntax_uid]}
+    return data
+
+
+def dumps(data: dict[str, Any]) -> str:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False)

@@ -62,12 +62,10 @@ class IngestService:
         ``Unavailable``; returns only after the object is durable and indexed."""
         parsed = hdr.parse_header(stream)
         ds = parsed.dataset
-        hdr.validate(ds)
-        cols = hdr.index_columns(ds, parsed.transfer_syntax_uid)
-        try:
-            meta_json = hdr.metadata_json(ds, parsed)
-        except Exception as exc:  # pragma: no cover - to_json_dict already degrades per element
-            raise InvalidDicom(f"attributes cannot be encoded: {exc}") from exc
+        data = hdr.json_dict(ds, parsed)
+        hdr.validate(data)
+        cols = hdr.index_columns(data, parsed.transfer_syntax_uid)
+        meta_json = hdr.dumps(data)
         frame_index = None
         if parsed.pixel_data_offset is not None:
             try:
