@@ -23,6 +23,11 @@ class InvalidDicom(DicomVaultError):
     """The object is not DICOM, is truncated, or lacks a required identifying attribute."""
 
 
+class MalformedDicom(InvalidDicom):
+    """The bytes cannot be parsed as DICOM at all (truncated, garbage): 'cannot understand' rather than
+    'does not match the SOP class'."""
+
+
 class InvalidQuery(DicomVaultError):
     """A query key or value cannot be understood (bad date range, unknown keyword, bad UID list)."""
 

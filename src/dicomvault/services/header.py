@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -17,7 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from dicomvault.domain.errors import InvalidDicom
+from dicomvault.domain.errors import InvalidDicom, MalformedDicom
 from dicomvault.domain.query import fold_pn, normalise_time
 from dicomvault.domain.tags import INDEXED, Level
 
@@ -46,7 +47,7 @@ def parse_header(stream: BinaryIO) -> ParsedHeader:
     size = stream.tell()
     stream.seek(0)
     if size == 0:
-        raise InvalidDicom("empty object")
+        raise MalformedDicom("empty object")
     try:
         ds = pydicom.dcmread(stream, stop_before_pixels=True, defer_size="64 KB", force=False)
     except InvalidDicomError as exc:
@@ -55,11 +56,11 @@ def parse_header(stream: BinaryIO) -> ParsedHeader:
         try:
             ds = pydicom.dcmread(stream, stop_before_pixels=True, defer_size="64 KB", force=True)
         except Exception as exc2:
-            raise InvalidDicom(f"not a DICOM object: {exc}") from exc2
+            raise MalformedDicom(f"not a DICOM object: {exc}") from exc2
         if len(ds) == 0 or "SOPInstanceUID" not in ds:
-            raise InvalidDicom(f"not a DICOM object: {exc}") from exc
+            raise MalformedDicom(f"not a DICOM object: {exc}") from exc
     except Exception as exc:
-        raise InvalidDicom(f"malformed DICOM object: {type(exc).__name__}: {exc}") from exc
+        raise MalformedDicom(f"malformed DICOM object: {type(exc).__name__}: {exc}") from exc
     pos = stream.tell()
     tsuid = ""
     meta = getattr(ds, "file_meta", None)
@@ -77,7 +78,64 @@ def parse_header(stream: BinaryIO) -> ParsedHeader:
             elem = int.from_bytes(tag_bytes[2:], "little" if little else "big")
             if (group << 16 | elem) in PIXEL_TAGS:
                 pixel_offset = pos
+    if tsuid == DeflatedExplicitVRLittleEndian:
+        return ParsedHeader(ds, tsuid, None, size)  # positions refer to the inflated stream: nothing to check
+    _check_complete(ds, size)
+    if pixel_offset is not None:
+        _check_pixel_data(stream, tsuid, pixel_offset, size)
+    elif all(k in ds for k in ("Rows", "Columns", "BitsAllocated")) and "FloatPixelData" not in ds:
+        raise MalformedDicom("the object describes an image but has no pixel data (truncated?)")
     return ParsedHeader(ds, tsuid, pixel_offset, size)
+
+
+def _check_complete(ds: Dataset, size: int) -> None:
+    """pydicom reads a truncated element silently (a short value); a value that ends past the end of the
+    object means the transfer was cut."""
+    for tag in ds.keys():
+        raw = ds.get_item(tag)
+        tell = getattr(raw, "value_tell", None)
+        length = getattr(raw, "length", None)
+        if tell is None or length is None or length == 0xFFFFFFFF:
+            continue
+        if tell + length > size:
+            raise MalformedDicom(f"the object is truncated: element ({int(tag) >> 16:04X},{int(tag) & 0xFFFF:04X}) "
+                                 "ends past the end of the data")
+
+
+def _check_pixel_data(stream: BinaryIO, tsuid: str, offset: int, size: int) -> None:
+    """The pixel data element must end inside the object (defined length) or be closed by a sequence
+    delimiter (encapsulated)."""
+    stream.seek(offset)
+    head = stream.read(12)
+    if len(head) < 8:
+        raise MalformedDicom("the object is truncated inside the pixel data element")
+    little = tsuid != "1.2.840.10008.1.2.2"
+    order = "<" if little else ">"
+    if tsuid == "1.2.840.10008.1.2":
+        (length,) = struct.unpack(order + "I", head[4:8])
+        value = offset + 8
+    elif head[4:6] in (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN"):
+        (length,) = struct.unpack(order + "I", head[8:12])
+        value = offset + 12
+    else:
+        (length,) = struct.unpack(order + "H", head[6:8])
+        value = offset + 8
+    if length != 0xFFFFFFFF:
+        if value + length > size:
+            raise MalformedDicom(f"the object is truncated: pixel data needs {value + length - size} more bytes")
+        return
+    pos = value
+    stream.seek(pos)
+    while pos + 8 <= size:
+        item = stream.read(8)
+        group, elem, n = struct.unpack("<HHI", item)
+        if (group, elem) == (0xFFFE, 0xE0DD):
+            return
+        if (group, elem) != (0xFFFE, 0xE000) or n == 0xFFFFFFFF:
+            raise MalformedDicom("encapsulated pixel data is malformed (unexpected item tag)")
+        pos += 8 + n
+        stream.seek(pos)
+    raise MalformedDicom("the object is truncated: encapsulated pixel data has no sequence delimiter")
 
 
 def validate(data: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from dicomvault.domain.errors import DicomVaultError, InvalidDicom
+from dicomvault.domain.errors import Conflict, DicomVaultError, InvalidDicom
 from dicomvault.domain.records import BlobInfo, DuplicatePolicy, InstanceEntry, StoreOutcome
 from dicomvault.domain.tags import Level
 from dicomvault.ports.blobs import BlobStore
@@ -98,10 +98,15 @@ class IngestService:
         )
         try:
             result = self.index.store_instance(entry, self.policy)
-        except BaseException:
+        except Conflict:
+            # Refused by the duplicate policy: these bytes will never be referenced (another node storing the
+            # same bytes gets the same refusal), so the blob can go at once.
             if put.created and not self._safe_referenced(put.info.key):
                 self._safe_delete(put.info.key)
             raise
+        # Any other failure (database unavailable, crash) leaves the blob in place: another node may be about to
+        # reference the same content-addressed key. Unreferenced blobs are swept by `verify --repair` after a
+        # grace period, so deleting here could only ever race.
         for blob in result.released_blobs:
             self._safe_delete(blob.key)
         log.info(

@@ -10,6 +10,7 @@ import copy
 
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
+from pydicom.pixels import pack_bits
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
@@ -48,11 +49,11 @@ def to_syntax(ds: Dataset, target_ts: str) -> Dataset:
             out.file_meta.TransferSyntaxUID = target
             return out
         if source.is_compressed:
-            out.decompress()
+            out.decompress(generate_instance_uid=False)
         if target.is_compressed:
             if not can_transcode(ExplicitVRLittleEndian, target):
                 raise Unsupported(f"cannot encode to {target.name or target}")
-            out.compress(target)
+            out.compress(target, generate_instance_uid=False)
         else:
             out.file_meta.TransferSyntaxUID = target
     except Unsupported:
@@ -73,5 +74,7 @@ def frame_from_dataset(ds: Dataset, number: int) -> bytes:
                 return bytes(frame)
         raise Unsupported("frame not found in encapsulated pixel data")
     arr = ds.pixel_array
-    frame = arr[number - 1] if n > 1 else arr
-    return bytes(frame.astype(frame.dtype.newbyteorder("<")).tobytes())
+    pixels = arr[number - 1] if n > 1 else arr
+    if int(ds.get("BitsAllocated", 8) or 8) == 1:
+        return pack_bits(pixels)  # native 1-bit frames are bit-packed (pixel_array unpacks them to bytes)
+    return bytes(pixels.astype(pixels.dtype.newbyteorder("<")).tobytes())
