@@ -50,14 +50,14 @@ class MemoryBlobStore:
         return data[offset : offset + length]
 
     def exists(self, key: str) -> bool:
-        return key in self._data
+        return check_key(key) in self._data
 
     def size(self, key: str) -> int:
         return len(self._get(key))
 
     def delete(self, key: str) -> None:
         with self._lock:
-            self._data.pop(key, None)
+            self._data.pop(check_key(key), None)
 
     def iter_keys(self) -> Iterator[str]:
         yield from sorted(self._data)
