@@ -3,7 +3,8 @@
 SQLite: WAL journal, ``synchronous=FULL`` (a commit is on disk when it returns: we acknowledge stores only after
 it), a busy timeout, foreign keys, case-sensitive LIKE (DICOM wildcard matching is case-sensitive except for PN,
 which matches on a folded column), and explicit ``BEGIN IMMEDIATE`` for writers.
-PostgreSQL: psycopg 3 with a sized pool and pre-ping, so a restarted server is reconnected transparently.
+PostgreSQL: psycopg 3 with a sized pool and pre-ping, so a restarted server is reconnected transparently
+(options and their reasons in ``adapters.index.postgres``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+
+from dicomvault.adapters.index import postgres
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -37,6 +40,8 @@ def create_index_engine(url: str, *, pool_size: int = 10, echo: bool = False) ->
                                pool_size=pool_size, max_overflow=pool_size)
         _configure_sqlite(engine)
         return engine
+    if url.startswith("postgresql"):
+        return create_engine(url, echo=echo, **postgres.engine_options(pool_size))
     return create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
                          pool_recycle=1800)
 
@@ -68,5 +73,7 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision (idempotent; safe to call at every start)."""
-    command.upgrade(alembic_config(engine), "head")
+    """Bring the schema to the newest revision (idempotent; safe to call at every start, also by several nodes
+    of a cluster at once: PostgreSQL migrations are serialised by an advisory lock)."""
+    with postgres.migration_lock(engine):
+        command.upgrade(alembic_config(engine), "head")

@@ -14,9 +14,10 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, bindparam, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 
-from dicomvault.adapters.index import querying
+from dicomvault.adapters.index import postgres, querying
 from dicomvault.adapters.index.tables import instance_versions, instances, patients, series, studies
 from dicomvault.domain.errors import Conflict, Unavailable
 from dicomvault.domain.query import QuerySpec
@@ -36,6 +37,18 @@ T = TypeVar("T")
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def patient_key(patient_id: str | None, issuer: str | None) -> str:
+    """The unique key of a patient row: PatientID and IssuerOfPatientID joined by U+001F (a control character
+    LO values cannot contain; NUL, used before, is rejected by PostgreSQL text columns)."""
+    return f"{patient_id or ''}\x1f{issuer or ''}"
+
+
+def _no_nul(values: dict[str, Any]) -> dict[str, Any]:
+    """Drop NUL characters (malformed NUL padding) from text values: PostgreSQL text cannot hold them, and both
+    dialects must index the same values."""
+    return {k: (v.replace("\x00", "") if isinstance(v, str) and "\x00" in v else v) for k, v in values.items()}
 
 
 class SqlIndexRepository:
@@ -71,24 +84,20 @@ class SqlIndexRepository:
         with self.engine.connect() as conn:
             yield conn
 
-    def _retrying(self, fn: Callable[[], T]) -> T:
-        """Run a whole transaction again on serialization failures and deadlocks (PostgreSQL SQLSTATE 40001,
-        40P01); translate a lost connection into ``Unavailable``."""
-        import random
-        import time
+    def _reading(self, fn: Callable[[Connection], T]) -> T:
+        """One read-only unit of work, retried and error-translated like a write."""
 
-        for attempt in range(self._retries):
-            try:
-                return fn()
-            except DBAPIError as exc:
-                code = getattr(getattr(exc, "orig", None), "sqlstate", None)
-                if code in ("40001", "40P01") and attempt + 1 < self._retries:
-                    time.sleep(random.uniform(0.005, 0.05) * (2**attempt))
-                    continue
-                if exc.connection_invalidated or isinstance(exc, OperationalError):
-                    raise Unavailable(f"index database unavailable: {type(exc.orig).__name__}") from exc
-                raise
-        raise AssertionError("unreachable")
+        def run() -> T:
+            with self._read() as conn:
+                return fn(conn)
+
+        return self._retrying(run)
+
+    def _retrying(self, fn: Callable[[], T]) -> T:
+        """Run a whole transaction again when the database says a retry can succeed (PostgreSQL: serialization
+        failure, deadlock, a concurrent insert of the same SOP Instance UID, a dropped connection; policy in
+        ``adapters.index.postgres``); translate an unreachable or overloaded database into ``Unavailable``."""
+        return postgres.run_with_retries(fn, dialect=self._dialect, retries=self._retries)
 
     def _insert(self, table: Any) -> Any:
         return (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(table)
@@ -111,9 +120,14 @@ class SqlIndexRepository:
             .select_from(series.join(studies, series.c.study_fk == studies.c.id))
             .where(series.c.series_uid == bindparam("b_series"))
         )
-        self._ins_patient = self._insert(patients).on_conflict_do_nothing(index_elements=["patient_key"])
-        self._ins_study = self._insert(studies).on_conflict_do_nothing(index_elements=["study_uid"])
-        self._ins_series = self._insert(series).on_conflict_do_nothing(index_elements=["series_uid"])
+        # Explicit RETURNING: the id comes back only when the row was inserted (psycopg reports rowcount -1 for
+        # INSERT … RETURNING, and SQLite's lastrowid is stale after a DO NOTHING conflict).
+        self._ins_patient = (self._insert(patients).on_conflict_do_nothing(index_elements=["patient_key"])
+                             .returning(patients.c.id))
+        self._ins_study = (self._insert(studies).on_conflict_do_nothing(index_elements=["study_uid"])
+                           .returning(studies.c.id))
+        self._ins_series = (self._insert(series).on_conflict_do_nothing(index_elements=["series_uid"])
+                            .returning(series.c.id))
         self._ins_instance = instances.insert()
         self._upd_series = (
             update(series).where(series.c.id == bindparam("b_id"))
@@ -161,10 +175,12 @@ class SqlIndexRepository:
             self._insert_instance(conn, entry)
             return StoreResult(outcome, tuple(released))
 
-    def _upsert_id(self, conn: Connection, stmt: Any, table: Any, key_col: str, values: dict[str, Any]) -> tuple[int, bool]:
-        res = conn.execute(stmt, values)
-        if res.rowcount == 1 and res.inserted_primary_key is not None and res.inserted_primary_key[0]:
-            return int(res.inserted_primary_key[0]), True
+    def _upsert_id(
+        self, conn: Connection, stmt: Any, table: Any, key_col: str, values: dict[str, Any]
+    ) -> tuple[int, bool]:
+        inserted = conn.execute(stmt, values).scalar_one_or_none()
+        if inserted is not None:
+            return int(inserted), True
         row = conn.execute(select(table.c.id).where(table.c[key_col] == values[key_col])).one()
         return int(row.id), False
 
@@ -174,22 +190,23 @@ class SqlIndexRepository:
         found = conn.execute(self._q_series_ids, {"b_series": entry.series["series_uid"]}).first()
         if found is not None:
             return int(found.patient_fk), int(found.study_fk), int(found.id), False, False
-        p = dict(entry.patient)
-        p["patient_key"] = f"{p.get('patient_id') or ''}\x00{p.get('issuer_of_patient_id') or ''}"
+        p = _no_nul(entry.patient)
+        p["patient_key"] = patient_key(p.get("patient_id"), p.get("issuer_of_patient_id"))
         patient_id, _ = self._upsert_id(
             conn, self._ins_patient, patients, "patient_key",
             {**p, "num_studies": 0, "num_series": 0, "num_instances": 0},
         )
         study_id, new_study = self._upsert_id(
             conn, self._ins_study, studies, "study_uid",
-            {**entry.study, "patient_fk": patient_id, "num_series": 0, "num_instances": 0, "size_bytes": 0,
+            {**_no_nul(entry.study), "patient_fk": patient_id, "num_series": 0, "num_instances": 0, "size_bytes": 0,
              "modalities_in_study": "", "updated_at": _now()},
         )
         if not new_study:
             # The study may exist under another patient row; counters follow the study's owner.
             patient_id = conn.execute(select(studies.c.patient_fk).where(studies.c.id == study_id)).scalar_one()
         series_id, new_series = self._upsert_id(
-            conn, self._ins_series, series, "series_uid", {**entry.series, "study_fk": study_id, "num_instances": 0}
+            conn, self._ins_series, series, "series_uid",
+            {**_no_nul(entry.series), "study_fk": study_id, "num_instances": 0},
         )
         if not new_series:
             study_id = conn.execute(select(series.c.study_fk).where(series.c.id == series_id)).scalar_one()
@@ -202,7 +219,7 @@ class SqlIndexRepository:
         conn.execute(
             self._ins_instance,
             {
-                **entry.instance,
+                **_no_nul(entry.instance),
                 "series_fk": series_id,
                 "blob_key": entry.blob.key,
                 "blob_size": entry.blob.size,
@@ -290,8 +307,8 @@ class SqlIndexRepository:
         )
         if series_uid is not None:
             stmt = stmt.where(series.c.series_uid == series_uid)
-        with self._read() as conn:
-            return conn.execute(stmt.order_by(instances.c.id).limit(1)).scalar_one_or_none()
+        stmt = stmt.order_by(instances.c.id).limit(1)
+        return self._reading(lambda conn: conn.execute(stmt).scalar_one_or_none())
 
     def _instance_select(self, *cols: Any) -> Any:
         return select(*cols).select_from(
@@ -323,8 +340,7 @@ class SqlIndexRepository:
         if sop_uids is not None:
             stmt = stmt.where(instances.c.sop_uid.in_(sop_uids))
         stmt = stmt.order_by(series.c.series_number, series.c.id, instances.c.instance_number, instances.c.id)
-        with self._read() as conn:
-            rows = conn.execute(stmt).all()
+        rows = self._reading(lambda conn: conn.execute(stmt).all())
         return [
             InstanceRecord(
                 patient_id=r.patient_id, study_uid=r.study_uid, series_uid=r.series_uid, sop_uid=r.sop_uid,
@@ -345,8 +361,7 @@ class SqlIndexRepository:
         if sop_uid is not None:
             stmt = stmt.where(instances.c.sop_uid == sop_uid)
         stmt = stmt.order_by(series.c.series_number, series.c.id, instances.c.instance_number, instances.c.id)
-        with self._read() as conn:
-            rows = conn.execute(stmt).scalars().all()
+        rows = self._reading(lambda conn: conn.execute(stmt).scalars().all())
         yield from rows
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -382,21 +397,27 @@ class SqlIndexRepository:
         return self._retrying(run)
 
     def iter_blob_refs(self) -> Iterator[tuple[str, BlobInfo]]:
-        with self._read() as conn:
-            for r in conn.execute(select(instances.c.sop_uid, instances.c.blob_key, instances.c.blob_size,
-                                         instances.c.blob_sha256).order_by(instances.c.id)):
-                yield r.sop_uid, BlobInfo(r.blob_key, r.blob_size, r.blob_sha256)
-            for r in conn.execute(select(instance_versions.c.sop_uid, instance_versions.c.blob_key,
-                                         instance_versions.c.blob_size, instance_versions.c.blob_sha256)):
-                yield r.sop_uid, BlobInfo(r.blob_key, r.blob_size, r.blob_sha256)
+        """Streams (server-side cursor on PostgreSQL, ``yield_per``) so a million rows stay in bounded memory."""
+        queries = (
+            select(instances.c.sop_uid, instances.c.blob_key, instances.c.blob_size, instances.c.blob_sha256)
+            .order_by(instances.c.id),
+            select(instance_versions.c.sop_uid, instance_versions.c.blob_key, instance_versions.c.blob_size,
+                   instance_versions.c.blob_sha256).order_by(instance_versions.c.id),
+        )
+        try:
+            with self._read() as conn:
+                conn = conn.execution_options(stream_results=True, yield_per=1000)
+                for stmt in queries:
+                    for r in conn.execute(stmt):
+                        yield r.sop_uid, BlobInfo(r.blob_key, r.blob_size, r.blob_sha256)
+        except (DBAPIError, SqlTimeoutError) as exc:
+            raise Unavailable("index database unavailable while listing blobs") from exc
 
     def instance_checksum(self, sop_uid: str) -> str | None:
-        with self._read() as conn:
-            return conn.execute(self._q_checksum, {"b_sop": sop_uid}).scalar_one_or_none()
+        return self._reading(lambda conn: conn.execute(self._q_checksum, {"b_sop": sop_uid}).scalar_one_or_none())
 
     def blob_referenced(self, key: str) -> bool:
-        with self._read() as conn:
-            return self._referenced(conn, key, None)
+        return self._reading(lambda conn: self._referenced(conn, key, None))
 
     def replace_blob_key(self, old_key: str, new: BlobInfo) -> int:
         def run() -> int:
@@ -410,21 +431,23 @@ class SqlIndexRepository:
         return self._retrying(run)
 
     def stats(self) -> ArchiveStats:
-        with self._read() as conn:
-            n_pat = conn.execute(select(func.count()).select_from(patients)).scalar_one()
-            n_st = conn.execute(select(func.count()).select_from(studies)).scalar_one()
-            n_se = conn.execute(select(func.count()).select_from(series)).scalar_one()
-            n_in, n_bytes = conn.execute(
-                select(func.count(), func.coalesce(func.sum(instances.c.blob_size), 0)).select_from(instances)
-            ).one()
-            by_mod = {
-                (m or "??"): (int(c), int(b))
-                for m, c, b in conn.execute(
-                    select(series.c.modality, func.count(), func.coalesce(func.sum(instances.c.blob_size), 0))
-                    .select_from(instances.join(series, instances.c.series_fk == series.c.id))
-                    .group_by(series.c.modality)
-                )
-            }
+        return self._reading(self._stats)
+
+    def _stats(self, conn: Connection) -> ArchiveStats:
+        n_pat = conn.execute(select(func.count()).select_from(patients)).scalar_one()
+        n_st = conn.execute(select(func.count()).select_from(studies)).scalar_one()
+        n_se = conn.execute(select(func.count()).select_from(series)).scalar_one()
+        n_in, n_bytes = conn.execute(
+            select(func.count(), func.coalesce(func.sum(instances.c.blob_size), 0)).select_from(instances)
+        ).one()
+        by_mod = {
+            (m or "??"): (int(c), int(b))
+            for m, c, b in conn.execute(
+                select(series.c.modality, func.count(), func.coalesce(func.sum(instances.c.blob_size), 0))
+                .select_from(instances.join(series, instances.c.series_fk == series.c.id))
+                .group_by(series.c.modality)
+            )
+        }
         return ArchiveStats(int(n_pat), int(n_st), int(n_se), int(n_in), int(n_bytes), by_mod)
 
     def ping(self) -> None:

@@ -1,0 +1,1 @@
+"""Background work through the JobQueue port (forwarding, lifecycle moves, fixity scans)."""

@@ -1,0 +1,124 @@
+"""Job kind → handler. A handler takes the claimed ``Job`` and returns a small JSON-able result (or None).
+
+Every handler is idempotent — running it twice has the effect of running it once — because the queue delivers
+at least once (a worker that dies mid-job is replaced after its lease expires). A handler raises
+``PermanentJobError`` for a job that can never succeed (bad payload), any other exception to be retried.
+
+Kinds:
+
+* ``fixity`` — re-read stored objects and compare their SHA-256 with the index. Payload: ``{"sop_uid": …}``,
+  ``{"sop_uids": […]}`` or ``{"study_uid": …[, "series_uid": …]}``. A mismatch or a missing blob fails the
+  job permanently (``IntegrityFailure``) naming the instances, so it shows in ``dicomvault jobs list --state
+  failed``; repair is ``dicomvault verify --repair``'s business.
+* ``delete-blob`` — payload ``{"key": …}``: delete a blob the index no longer references (deferred clean-up
+  after a delete or replace). A blob that became referenced again is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from dicomvault.domain.errors import IntegrityFailure, NotFound
+from dicomvault.domain.records import InstanceRecord
+from dicomvault.ports.blobs import BlobStore
+from dicomvault.ports.index import IndexRepository
+from dicomvault.ports.jobs import Job
+from dicomvault.services.retrieve import RetrieveService
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Job], "dict[str, Any] | None"]
+
+#: Instances listed by name in a failure message (the full count is always given).
+_NAMED = 20
+
+
+class PermanentJobError(Exception):
+    """The job cannot succeed however often it is retried (e.g. a malformed payload)."""
+
+
+class HandlerServices(Protocol):
+    index: IndexRepository
+    blobs: BlobStore
+    retrieve: RetrieveService
+
+
+def _str_field(payload: dict[str, Any], name: str) -> str | None:
+    value = payload.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise PermanentJobError(f"payload field {name!r} must be a non-empty string")
+    return value
+
+
+def fixity_handler(retrieve: RetrieveService) -> Handler:
+    def run(job: Job) -> dict[str, Any]:
+        p = job.payload
+        sop_uids = p.get("sop_uids")
+        if sop_uids is not None and not (isinstance(sop_uids, list) and all(isinstance(u, str) for u in sop_uids)):
+            raise PermanentJobError("payload field 'sop_uids' must be a list of strings")
+        single = _str_field(p, "sop_uid")
+        if single is not None:
+            sop_uids = [*(sop_uids or []), single]
+        study_uid, series_uid = _str_field(p, "study_uid"), _str_field(p, "series_uid")
+        if not sop_uids and study_uid is None:
+            raise PermanentJobError("fixity needs 'sop_uid', 'sop_uids' or 'study_uid' in its payload")
+        records = retrieve.locate(study_uid=study_uid, series_uid=series_uid, sop_uids=sop_uids)
+        missing_index = sorted(set(sop_uids or ()) - {r.sop_uid for r in records})
+        corrupt: list[str] = []
+        missing_blob: list[str] = []
+        for record in records:
+            outcome = _verify(retrieve, record)
+            if outcome == "corrupt":
+                corrupt.append(record.sop_uid)
+            elif outcome == "missing":
+                missing_blob.append(record.sop_uid)
+        result = {"checked": len(records), "corrupt": corrupt, "missing_blob": missing_blob,
+                  "not_indexed": missing_index}
+        if corrupt or missing_blob:
+            bad = corrupt + missing_blob
+            raise IntegrityFailure(
+                f"{len(corrupt)} corrupt and {len(missing_blob)} missing of {len(records)} checked: "
+                + ", ".join(bad[:_NAMED]) + (" …" if len(bad) > _NAMED else "")
+            )
+        return result
+
+    return run
+
+
+def _verify(retrieve: RetrieveService, record: InstanceRecord) -> str:
+    try:
+        for _ in retrieve.iter_bytes(record, verify=True):
+            pass
+    except IntegrityFailure:
+        log.error("fixity: instance %s does not match its recorded SHA-256", record.sop_uid)
+        return "corrupt"
+    except NotFound:
+        log.error("fixity: the blob of instance %s is missing", record.sop_uid)
+        return "missing"
+    return "ok"
+
+
+def delete_blob_handler(index: IndexRepository, blobs: BlobStore) -> Handler:
+    def run(job: Job) -> dict[str, Any]:
+        key = _str_field(job.payload, "key")
+        if key is None:
+            raise PermanentJobError("delete-blob needs 'key' in its payload")
+        if index.blob_referenced(key):
+            return {"deleted": False, "reason": "referenced"}
+        existed = blobs.exists(key)
+        blobs.delete(key)
+        return {"deleted": existed}
+
+    return run
+
+
+def default_handlers(services: HandlerServices) -> dict[str, Handler]:
+    """The handlers every node registers; later features (forwarding, lifecycle moves) add their kinds here."""
+    return {
+        "fixity": fixity_handler(services.retrieve),
+        "delete-blob": delete_blob_handler(services.index, services.blobs),
+    }

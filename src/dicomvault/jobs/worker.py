@@ -1,0 +1,180 @@
+"""The job worker: claim → run the kind's handler → complete, or fail with exponential backoff and jitter.
+
+One ``Worker`` is a thread; every node of a cluster may run one (``dicomvault serve`` does, ``dicomvault jobs
+work`` runs one in the foreground). While a handler runs, a heartbeat extends the job's lease, so only a worker
+that really stopped (crash, SIGKILL, lost network) lets its job run again elsewhere after the lease expires.
+Handlers must therefore be idempotent (see ``ports.jobs``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from dicomvault.domain.errors import (
+    IntegrityFailure,
+    InvalidDicom,
+    InvalidQuery,
+    NotFound,
+    Unavailable,
+    Unsupported,
+)
+from dicomvault.jobs.handlers import Handler, PermanentJobError, default_handlers
+from dicomvault.ports.blobs import BlobStore
+from dicomvault.ports.index import IndexRepository
+from dicomvault.ports.jobs import Job, JobQueue
+from dicomvault.services.retrieve import RetrieveService
+
+log = logging.getLogger(__name__)
+
+#: Errors a retry cannot fix: the job fails at once instead of burning its attempts.
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
+    PermanentJobError, IntegrityFailure, InvalidDicom, InvalidQuery, NotFound, Unsupported,
+)
+
+
+def backoff_delay(attempt: int, *, base: float = 5.0, cap: float = 3600.0) -> float:
+    """Seconds before retry number ``attempt`` (1-based): base·2^(attempt-1), capped, with "equal jitter"
+    (half fixed, half random) so that jobs failing together (a destination down) do not retry in lockstep."""
+    delay = min(cap, base * (2 ** max(0, attempt - 1)))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Worker(threading.Thread):
+    """Runs jobs until ``stop()``; never dies on a handler's or the database's error (it logs and goes on)."""
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        handlers: Mapping[str, Handler],
+        *,
+        worker_id: str | None = None,
+        kinds: list[str] | None = None,
+        poll_interval: float = 1.0,
+        lease_seconds: float = 300.0,
+        backoff_base: float = 5.0,
+        backoff_cap: float = 3600.0,
+    ) -> None:
+        super().__init__(name="dicomvault-worker", daemon=True)
+        self.queue = queue
+        self.handlers = dict(handlers)
+        self.worker_id = worker_id or default_worker_id()
+        self.kinds = kinds if kinds is not None else sorted(self.handlers)
+        self.poll_interval = poll_interval
+        self.lease_seconds = lease_seconds
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self._stop_event = threading.Event()
+        self.processed = 0
+
+    def run(self) -> None:
+        log.info("job worker %s started (kinds: %s)", self.worker_id, ", ".join(self.kinds))
+        while not self._stop_event.is_set():
+            try:
+                worked = self.run_once()
+            except Unavailable as exc:  # the database is down: wait and try again
+                log.warning("job worker %s: cannot claim jobs: %s", self.worker_id, exc.message)
+                worked = False
+            except Exception:
+                log.exception("job worker %s: unexpected error while claiming", self.worker_id)
+                worked = False
+            if not worked:
+                self._stop_event.wait(self.poll_interval)
+        log.info("job worker %s stopped", self.worker_id)
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Graceful: the job in progress finishes (and is recorded) before the thread ends."""
+        self._stop_event.set()
+        if self.is_alive():
+            self.join(timeout)
+
+    def run_once(self) -> bool:
+        """Claim and run at most one job; False when none was due."""
+        job = self.queue.claim(self.worker_id, self.kinds, self.lease_seconds)
+        if job is None:
+            return False
+        self.execute(job)
+        self.processed += 1
+        return True
+
+    def execute(self, job: Job) -> None:
+        handler = self.handlers.get(job.kind)
+        if handler is None:
+            self.queue.fail(job.id, f"no handler for job kind {job.kind!r}", None)
+            return
+        beat = _Heartbeat(self.queue, job.id, self.worker_id, self.lease_seconds)
+        beat.start()
+        try:
+            result = handler(job)
+        except PERMANENT_ERRORS as exc:
+            log.warning("job %d (%s) failed permanently: %s", job.id, job.kind, exc)
+            self.queue.fail(job.id, f"{type(exc).__name__}: {exc}", None)
+        except Exception as exc:
+            delay = backoff_delay(job.attempts, base=self.backoff_base, cap=self.backoff_cap)
+            retry_at = datetime.now(UTC) + timedelta(seconds=delay)
+            state = self.queue.fail(job.id, f"{type(exc).__name__}: {exc}", retry_at)
+            log.warning("job %d (%s) attempt %d failed (%s); now %s", job.id, job.kind, job.attempts,
+                        type(exc).__name__, state.value, exc_info=log.isEnabledFor(logging.DEBUG))
+        else:
+            self.queue.complete(job.id, result)
+            log.debug("job %d (%s) done", job.id, job.kind)
+        finally:
+            beat.stop()
+
+
+class _Heartbeat(threading.Thread):
+    """Extends a running job's lease every third of its length while the handler works."""
+
+    def __init__(self, queue: JobQueue, job_id: int, worker_id: str, lease_seconds: float) -> None:
+        super().__init__(name=f"dicomvault-heartbeat-{job_id}", daemon=True)
+        self.queue, self.job_id, self.worker_id, self.lease = queue, job_id, worker_id, lease_seconds
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(self.lease / 3):
+            try:
+                if not self.queue.heartbeat(self.job_id, self.worker_id, self.lease):
+                    log.warning("job %d: lease lost (another worker may run it too)", self.job_id)
+                    return
+            except Exception:
+                log.warning("job %d: heartbeat failed", self.job_id, exc_info=True)
+
+    def stop(self) -> None:
+        self._done.set()
+
+
+class WorkerHost(Protocol):
+    """What ``start_worker`` needs from the composition root's ``Archive``."""
+
+    jobs: JobQueue | None
+    index: IndexRepository
+    blobs: BlobStore
+    retrieve: RetrieveService
+
+
+def start_worker(
+    archive: WorkerHost,
+    *,
+    poll_interval: float = 1.0,
+    lease_seconds: float = 300.0,
+    worker_id: str | None = None,
+) -> Worker:
+    """Start a background worker over ``archive`` with the default handlers (``dicomvault serve`` calls this;
+    call ``worker.stop()`` before closing the archive)."""
+    if archive.jobs is None:
+        raise ValueError("this archive has no job queue")
+    worker = Worker(archive.jobs, default_handlers(archive), poll_interval=poll_interval,
+                    lease_seconds=lease_seconds, worker_id=worker_id)
+    worker.start()
+    return worker
