@@ -35,7 +35,9 @@ def number_of_frames(ds: Dataset) -> int:
     return max(1, _int_attr(ds, "NumberOfFrames", 1))
 
 
-def build_frame_index(stream: BinaryIO, ds: Dataset, tsuid: str, pixel_offset: int, file_size: int) -> FrameIndex | None:
+def build_frame_index(
+    stream: BinaryIO, ds: Dataset, tsuid: str, pixel_offset: int, file_size: int
+) -> FrameIndex | None:
     """Return the index, or None when frames cannot be located without decoding (big endian, 1-bit, odd data)."""
     if tsuid == _BIG or pixel_offset is None:
         return None

@@ -91,7 +91,7 @@ def parse_header(stream: BinaryIO) -> ParsedHeader:
 def _check_complete(ds: Dataset, size: int) -> None:
     """pydicom reads a truncated element silently (a short value); a value that ends past the end of the
     object means the transfer was cut."""
-    for tag in ds.keys():
+    for tag in list(ds.keys()):
         raw = ds.get_item(tag)
         tell = getattr(raw, "value_tell", None)
         length = getattr(raw, "length", None)
@@ -198,6 +198,20 @@ def _bulk_uri(elem: DataElement) -> str:
     return f"bulk/{int(elem.tag):08X}"
 
 
+def _nest_bulk_uris(data: dict[str, Any], prefix: str) -> None:
+    """BulkDataURIs inside sequence items become ``bulk/<seq tag>/<item index>/<tag>`` (pydicom's handler only
+    sees the element, so a nested value would otherwise be addressed like a top-level one)."""
+    for tag, elem in data.items():
+        if not isinstance(elem, dict):
+            continue
+        if prefix and "BulkDataURI" in elem:
+            elem["BulkDataURI"] = f"bulk/{prefix}{tag}"
+        if elem.get("vr") == "SQ":
+            for i, item in enumerate(elem.get("Value") or []):
+                if isinstance(item, dict):
+                    _nest_bulk_uris(item, f"{prefix}{tag}/{i}/")
+
+
 def json_dict(ds: Dataset, parsed: ParsedHeader) -> dict[str, Any]:
     """DICOM JSON (PS3.18 F.2) of the non-bulk attributes, with relative BulkDataURIs (``bulk/<tag>``) that
     the DICOMweb front end prefixes with the instance URL when serving."""
@@ -212,6 +226,7 @@ def json_dict(ds: Dataset, parsed: ParsedHeader) -> dict[str, Any]:
                     bulk_data_threshold=BULK_THRESHOLD, bulk_data_element_handler=_bulk_uri))
             except Exception:
                 continue
+    _nest_bulk_uris(data, "")
     if parsed.pixel_data_offset is not None:
         vr = "OB" if ds.get("BitsAllocated", 16) <= 8 or UID(parsed.transfer_syntax_uid).is_compressed else "OW"
         data["7FE00010"] = {"vr": vr, "BulkDataURI": "bulk/7FE00010"}

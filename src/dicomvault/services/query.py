@@ -69,6 +69,11 @@ class QueryService:
 
     def search(self, spec: QuerySpec) -> list[dict[str, Any]]:
         """Run ``spec``; results are DICOM JSON objects (tag hex → element), in a stable order."""
+        return self.search_page(spec)[0]
+
+    def search_page(self, spec: QuerySpec) -> tuple[list[dict[str, Any]], int | None]:
+        """Like ``search``, plus the internal id of the last result: a keyset cursor for the next page
+        (``QuerySpec.after_id``), so that deep pages (QIDO-RS ``offset``) need no OFFSET scan."""
         if spec.limit is not None and spec.limit > MAX_LIMIT:
             spec.limit = MAX_LIMIT
         post_filter = bool(spec.extra_filters)
@@ -78,16 +83,17 @@ class QueryService:
         rows = self.index.find(spec)
         wanted = self._wanted(spec)
         results: list[dict[str, Any]] = []
+        ids: list[int] = []
         for row in rows:
             cached = self._cached(spec.level, row, needed=post_filter or spec.include_all or self._needs_cache(wanted))
             if post_filter and not self._extra_match(spec, cached):
                 continue
             results.append(self._to_json(spec, row, wanted, cached))
+            ids.append(int(row["_id"]))
         if post_filter:
-            results = results[page_offset:]
-            if page_limit is not None:
-                results = results[:page_limit]
-        return results
+            end = None if page_limit is None else page_offset + page_limit
+            results, ids = results[page_offset:end], ids[page_offset:end]
+        return results, (ids[-1] if ids else None)
 
     def row_ids(self, rows: list[dict[str, Any]]) -> list[int]:
         return [int(r["_id"]) for r in rows]

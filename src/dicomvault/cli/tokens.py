@@ -1,0 +1,90 @@
+"""``dicomvault token``: create, list and revoke API tokens for the DICOMweb front end.
+
+The secret is printed once by ``create`` (to stdout, alone on its line, so scripts can capture it) and cannot be
+shown again: only its SHA-256 is stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dicomvault.bootstrap import build_archive
+from dicomvault.domain.errors import DicomVaultError
+from dicomvault.services.tokens import SCOPES, TokenService
+from dicomvault.settings import Settings
+
+app = typer.Typer(help="Manage API tokens (bearer tokens for DICOMweb).", no_args_is_help=True)
+err = Console(stderr=True)
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Folder of the embedded index and blob store.")]
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="TOML configuration file.")]
+IndexUrl = Annotated[str | None, typer.Option("--index-url", help="Index database URL.")]
+
+
+@contextmanager
+def _tokens(data_dir: Path | None, config: Path | None, index_url: str | None) -> Iterator[TokenService]:
+    try:
+        settings = Settings.load(config, data_dir=data_dir, index_url=index_url)
+    except (FileNotFoundError, ValueError) as exc:
+        err.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    archive = build_archive(settings)
+    try:
+        if archive.tokens is None:
+            err.print("[red]this archive has no token store[/red]")
+            raise typer.Exit(2)
+        yield archive.tokens
+    except DicomVaultError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from None
+    finally:
+        archive.close()
+
+
+@app.command()
+def create(
+    name: Annotated[str, typer.Argument(help="A name for the token (who or what uses it).")],
+    scope: Annotated[list[str], typer.Option("--scope", "-s", help=f"Scope, repeatable: {', '.join(SCOPES)}.")],
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    index_url: IndexUrl = None,
+) -> None:
+    """Create a token and print its secret once."""
+    with _tokens(data_dir, config, index_url) as tokens:
+        record, secret = tokens.create(name, scope)
+    err.print(f"created token [bold]{record.name}[/bold] (id {record.id}, scopes {' '.join(record.scopes)}); "
+              "store the secret now, it cannot be shown again:")
+    typer.echo(secret)
+
+
+@app.command("list")
+def list_tokens(data_dir: DataDir = None, config: ConfigFile = None, index_url: IndexUrl = None) -> None:
+    """List tokens (never their secrets)."""
+    with _tokens(data_dir, config, index_url) as tokens:
+        records = tokens.all()
+    table = Table("id", "name", "scopes", "created", "revoked")
+    for t in records:
+        table.add_row(str(t.id), t.name, " ".join(t.scopes), t.created_at.isoformat(timespec="seconds"),
+                      t.revoked_at.isoformat(timespec="seconds") if t.revoked_at else "")
+    Console(width=160).print(table)
+
+
+@app.command()
+def revoke(
+    name_or_id: Annotated[str, typer.Argument(help="Token name (its active tokens) or numeric id.")],
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    index_url: IndexUrl = None,
+) -> None:
+    """Revoke a token: requests using it get 401 from now on."""
+    with _tokens(data_dir, config, index_url) as tokens:
+        revoked = tokens.revoke(name_or_id)
+    for t in revoked:
+        typer.echo(f"revoked token {t.name} (id {t.id})")

@@ -1,0 +1,92 @@
+"""ASGI application factory: routers, middleware and exception handlers over one ``Archive``.
+
+DICOMweb lives under ``/dicom-web`` (STOW-RS, QIDO-RS, WADO-RS, DELETE), WADO-URI at ``/wado``; ``/healthz``
+and ``/readyz`` are the probes; ``/openapi.json`` describes the API. Middleware, outermost first: CORS (when
+``cors_origins`` is set; answers preflight ``OPTIONS`` and allows the ``Authorization`` header), then the audit
+log / last-resort 500.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+
+from dicomvault import __version__
+from dicomvault.dicomweb import delete, errors, qido, stow, wado, wado_uri
+from dicomvault.dicomweb.security import AuditMiddleware, AuthPolicy
+from dicomvault.domain.errors import DicomVaultError
+from dicomvault.ports.blobs import BlobStore
+from dicomvault.ports.index import IndexRepository
+from dicomvault.services.ingest import IngestService
+from dicomvault.services.query import QueryService
+from dicomvault.services.retrieve import RetrieveService
+from dicomvault.services.tokens import TokenService
+from dicomvault.settings import Settings
+from dicomvault.webui import mount_viewer
+
+BASE_PATH = "/dicom-web"
+
+
+class Archive(Protocol):
+    """What the HTTP front end uses of ``bootstrap.Archive``, stated structurally so that this layer never imports
+    the composition root (front ends sit below bootstrap in the import layers)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def index(self) -> IndexRepository: ...
+    @property
+    def blobs(self) -> BlobStore: ...
+    @property
+    def ingest(self) -> IngestService: ...
+    @property
+    def query(self) -> QueryService: ...
+    @property
+    def retrieve(self) -> RetrieveService: ...
+    @property
+    def tokens(self) -> TokenService | None: ...
+
+
+def create_app(archive: Archive) -> FastAPI:
+    """Build the HTTP app; raises ``ConfigurationError`` for an unauthenticated archive on a public address."""
+    auth = AuthPolicy.from_settings(archive.settings, archive.tokens)
+    app = FastAPI(title="DicomVault", version=__version__, docs_url="/docs", openapi_url="/openapi.json")
+    app.state.archive = archive
+    app.state.auth = auth
+    app.state.qido_keyset = qido.KeysetCache()
+    errors.install(app)
+    for module in (stow, qido, wado, delete):
+        app.include_router(module.router, prefix=BASE_PATH)
+    # WADO-URI has its own root (``/wado``, the viewer's wadoUriRoot): its router carries the full path.
+    app.include_router(wado_uri.router)
+
+    app.add_middleware(AuditMiddleware)
+    if archive.settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=archive.settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Accept", "Content-Type", "Range"],
+            expose_headers=["Warning", "Content-Location", "Content-Length", "Content-Type"],
+            max_age=600,
+        )
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz() -> JSONResponse:
+        """Readiness: the index answers and the blob store is reachable."""
+        try:
+            archive.index.ping()
+        except DicomVaultError as exc:
+            return JSONResponse({"status": "unavailable", "message": exc.message}, status_code=503)
+        return JSONResponse({"status": "ready", "storage": archive.blobs.describe()})
+
+    mount_viewer(app, archive.settings)
+    return app

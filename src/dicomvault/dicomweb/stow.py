@@ -1,0 +1,253 @@
+"""STOW-RS (PS3.18 10.5): ``POST /studies`` and ``POST /studies/{study}``.
+
+Each body part is spooled as it arrives and handed to ``IngestService.ingest`` in a worker thread; the response
+is sent only after every part's ingest returned, i.e. after each stored object is durable and indexed.
+
+Request: ``multipart/related; type="application/dicom"; boundary=…`` (parts ``application/dicom``, or without a
+Content-Type), or a single ``application/dicom`` body. Anything else: 415.
+
+Response (``application/dicom+json``, Store Instances Response Module, PS3.18 Annex I): RetrieveURL (0008,1190) of
+the study when all stored instances belong to one study; ReferencedSOPSequence (0008,1199) with
+ReferencedSOPClassUID, ReferencedSOPInstanceUID, RetrieveURL (and WarningReason when there is a warning);
+FailedSOPSequence (0008,1198) with the UIDs when known and FailureReason (0008,1197).
+
+Failure Reason values (PS3.18 Table I.2-2, implementation-specific values in the standard's ranges):
+- ``0xA700`` (42752) out of resources: the index or storage is unavailable, or the disk is full;
+- ``0xA900`` (43264) data set does not match SOP class: a required identifying UID is missing or invalid;
+- ``0xA901`` (43265) the instance's Study Instance UID differs from the study in the request URL;
+- ``0xC000`` (49152) cannot understand: the part is not a DICOM object, or not ``application/dicom``;
+- ``0x0111`` (273) duplicate SOP instance: different content under a stored SOP Instance UID and the duplicate
+  policy is ``reject``;
+- ``0x0110`` (272) processing failure: anything unexpected.
+Warning Reason: ``0xB000`` (45056) coercion: the instance replaced (policy ``replace``) or superseded (policy
+``keep-both``) earlier content with the same SOP Instance UID. Re-sending identical content is a plain success.
+
+HTTP status: 200 all stored; 202 some failed or warnings; 409 none stored (503 if every failure was 0xA700);
+400 malformed/truncated multipart with nothing stored (with something stored: 202 and a ``Warning`` header);
+413 body over ``max_upload_bytes``; 415 wrong media type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any, cast
+
+import pydicom
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+from dicomvault.dicomweb.errors import error_response
+from dicomvault.dicomweb.multipart import MultipartError, Part, iter_parts, parse_media_type, read_single
+from dicomvault.dicomweb.security import Principal, require_scope
+from dicomvault.domain.errors import Conflict, InvalidDicom, Unavailable
+from dicomvault.domain.records import StoreOutcome
+
+if TYPE_CHECKING:
+    from dicomvault.services.ingest import IngestService
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["STOW-RS"])
+
+DICOM_JSON = "application/dicom+json"
+OUT_OF_RESOURCES = 0xA700
+INVALID_DATASET = 0xA900
+STUDY_MISMATCH = 0xA901
+CANNOT_UNDERSTAND = 0xC000
+DUPLICATE_REJECTED = 0x0111
+PROCESSING_FAILURE = 0x0110
+WARNING_COERCION = 0xB000
+#: parts stored concurrently within one request
+PIPELINE = 4
+
+_NOT_DICOM_PREFIXES = ("not a DICOM object", "malformed DICOM object", "empty object")
+
+
+@dataclass
+class PartResult:
+    sop_class_uid: str | None = None
+    sop_instance_uid: str | None = None
+    study_uid: str | None = None
+    failure: int | None = None
+    warning: int | None = None
+
+
+def _peek(stream: IO[bytes]) -> tuple[str | None, str | None, str | None]:
+    """(SOP Class, SOP Instance, Study Instance UID) from the header, or Nones: used to check the target study
+    before storing and to name a failed instance in the response."""
+    try:
+        stream.seek(0)
+        ds = pydicom.dcmread(stream, stop_before_pixels=True, force=True,
+                             specific_tags=["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"])
+        values = [str(ds.get(k, "") or "").strip("\x00 ") or None
+                  for k in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID")]
+        return values[0], values[1], values[2]
+    except Exception:
+        return None, None, None
+    finally:
+        stream.seek(0)
+
+
+def store_part(ingest: IngestService, part: Part, target_study: str | None) -> PartResult:
+    """Store one part (blocking: runs in a worker thread); never raises for a bad instance."""
+    ctype = part.content_type
+    if ctype not in ("", "application/dicom"):
+        cls, sop, study = _peek(part.file)
+        return PartResult(cls, sop, study, failure=CANNOT_UNDERSTAND)
+    if target_study is not None:
+        cls, sop, study = _peek(part.file)
+        if study is not None and study != target_study:
+            return PartResult(cls, sop, study, failure=STUDY_MISMATCH)
+    stream = cast("Any", part.file)
+    try:
+        res = ingest.ingest(stream, source="stow")
+    except InvalidDicom as exc:
+        cls, sop, study = _peek(part.file)
+        code = CANNOT_UNDERSTAND if exc.message.startswith(_NOT_DICOM_PREFIXES) else INVALID_DATASET
+        return PartResult(cls, sop, study, failure=code)
+    except Conflict as exc:
+        cls, sop, study = _peek(part.file)
+        return PartResult(cls, sop or exc.sop_instance_uid or None, study, failure=DUPLICATE_REJECTED)
+    except Unavailable:
+        cls, sop, study = _peek(part.file)
+        return PartResult(cls, sop, study, failure=OUT_OF_RESOURCES)
+    except OSError as exc:
+        log.error("STOW-RS part not stored: %s", type(exc).__name__)
+        cls, sop, study = _peek(part.file)
+        return PartResult(cls, sop, study, failure=OUT_OF_RESOURCES)
+    except Exception as exc:
+        log.error("STOW-RS part not stored: unexpected %s", type(exc).__name__)
+        log.debug("STOW-RS failure", exc_info=True)
+        cls, sop, study = _peek(part.file)
+        return PartResult(cls, sop, study, failure=PROCESSING_FAILURE)
+    warning = WARNING_COERCION if res.outcome in (StoreOutcome.REPLACED, StoreOutcome.VERSIONED) else None
+    return PartResult(res.sop_class_uid, res.sop_instance_uid, res.study_uid, warning=warning)
+
+
+def _ui(value: str | None) -> dict[str, Any]:
+    return {"vr": "UI", "Value": [value]} if value else {"vr": "UI"}
+
+
+def response_body(results: list[PartResult], base: str, target_study: str | None) -> dict[str, Any]:
+    """The Store Instances Response Module as DICOM JSON."""
+    referenced: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    studies: set[str] = set()
+    for r in results:
+        if r.failure is not None:
+            failed.append({"00081150": _ui(r.sop_class_uid), "00081155": _ui(r.sop_instance_uid),
+                           "00081197": {"vr": "US", "Value": [r.failure]}})
+            continue
+        assert r.study_uid is not None
+        studies.add(r.study_uid)
+        item: dict[str, Any] = {
+            "00081150": _ui(r.sop_class_uid),
+            "00081155": _ui(r.sop_instance_uid),
+            "00081190": {"vr": "UR", "Value": [f"{base}/studies/{r.study_uid}/instances/{r.sop_instance_uid}"]},
+        }
+        if r.warning is not None:
+            item["00081196"] = {"vr": "US", "Value": [r.warning]}
+        referenced.append(item)
+    body: dict[str, Any] = {}
+    study = target_study or (next(iter(studies)) if len(studies) == 1 else None)
+    body["00081190"] = {"vr": "UR", "Value": [f"{base}/studies/{study}"]} if study else {"vr": "UR"}
+    if failed:
+        body["00081198"] = {"vr": "SQ", "Value": failed}
+    body["00081199"] = {"vr": "SQ", "Value": referenced}
+    return body
+
+
+def http_status(results: list[PartResult]) -> int:
+    failures = [r.failure for r in results if r.failure is not None]
+    if not failures:
+        return 202 if any(r.warning is not None for r in results) else 200
+    if len(failures) < len(results):
+        return 202
+    return 503 if all(f == OUT_OF_RESOURCES for f in failures) else 409
+
+
+async def _parts(request: Request, max_bytes: int | None) -> Any:
+    """The request's parts (async iterator), or an error response for a wrong media type."""
+    media, params = parse_media_type(request.headers.get("content-type", ""))
+    if media == "application/dicom":
+        part = await read_single(request.stream(), {"content-type": "application/dicom"}, max_bytes=max_bytes)
+
+        async def one() -> Any:
+            yield part
+
+        return one()
+    if media != "multipart/related":
+        return error_response(415, "STOW-RS accepts multipart/related; type=\"application/dicom\" or "
+                                   "application/dicom")
+    root_type = params.get("type", "application/dicom").strip().lower()
+    if root_type != "application/dicom":
+        return error_response(415, f"multipart/related type {root_type!r} is not supported "
+                                   "(only application/dicom parts)")
+    return iter_parts(request.stream(), params.get("boundary", ""), max_bytes=max_bytes)
+
+
+async def _stored(ingest: IngestService, part: Part, target_study: str | None) -> PartResult:
+    try:
+        return await run_in_threadpool(store_part, ingest, part, target_study)
+    finally:
+        part.close()
+
+
+async def _store(request: Request, target_study: str | None) -> JSONResponse:
+    archive = request.app.state.archive
+    max_bytes = archive.settings.max_upload_bytes or None
+    declared = request.headers.get("content-length")
+    if max_bytes and declared and declared.isdigit() and int(declared) > max_bytes:
+        return error_response(413, f"request body exceeds the limit of {max_bytes} bytes")
+    base = str(request.base_url).rstrip("/") + "/dicom-web"
+    # Up to PIPELINE parts are stored concurrently while the next ones arrive (their fsyncs overlap); results keep
+    # the request's order. Memory stays bounded: at most PIPELINE spooled parts are held at once.
+    pending: list[asyncio.Task[PartResult]] = []
+    results: list[PartResult] = []
+    problem: MultipartError | None = None
+    try:
+        parts = await _parts(request, max_bytes)
+        if isinstance(parts, JSONResponse):
+            return parts
+        async for part in parts:
+            if len(pending) >= PIPELINE:
+                results.append(await pending.pop(0))
+            pending.append(asyncio.create_task(_stored(archive.ingest, part, target_study)))
+    except MultipartError as exc:
+        problem = exc
+    except ClientDisconnect:
+        log.info("STOW-RS client disconnected after %d part(s)", len(results) + len(pending))
+        return error_response(400, "client disconnected before the request body was complete")
+    finally:
+        # Every started store completes before we answer (or give up): never acknowledge or drop half-done work.
+        results += [await t for t in pending]
+        pending.clear()
+    if problem is not None and not any(r.failure is None for r in results):
+        return error_response(problem.status, problem.message)
+    if not results:
+        return error_response(400, "the request contains no DICOM part")
+    headers = {}
+    if problem is not None:
+        headers["Warning"] = f'299 dicomvault "{problem.message}; {len(results)} part(s) processed"'
+    status = http_status(results)
+    if problem is not None and status == 200:
+        status = 202
+    if status == 503:
+        headers["Retry-After"] = "5"
+    return JSONResponse(response_body(results, base, target_study), status_code=status, media_type=DICOM_JSON,
+                        headers=headers)
+
+
+@router.post("/studies", summary="Store instances (STOW-RS)")
+async def store_instances(request: Request, _who: Principal = Depends(require_scope("write"))) -> JSONResponse:
+    return await _store(request, None)
+
+
+@router.post("/studies/{study}", summary="Store instances of one study (STOW-RS)")
+async def store_study_instances(
+    study: str, request: Request, _who: Principal = Depends(require_scope("write"))
+) -> JSONResponse:
+    return await _store(request, study.strip())

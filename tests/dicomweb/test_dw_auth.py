@@ -1,0 +1,259 @@
+"""Authentication and authorization against the real server: API tokens (managed through the CLI app), OIDC JWTs
+verified against a JWKS served locally, the anonymous policy, CORS, the audit log and the 500 catch-all."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+from typer.testing import CliRunner
+
+from dicomvault.bootstrap import build_archive
+from dicomvault.cli.tokens import app as token_cli
+from dicomvault.dicomweb.app import create_app
+from dicomvault.dicomweb.security import scopes_from_claims
+from dicomvault.domain.errors import ConfigurationError
+from tests.dicomweb.dw_live import DwServer, dw_settings
+from tests.helpers import make_ct
+
+runner = CliRunner()
+
+
+def cli(server: DwServer, *args: str) -> str:
+    extra = ["--data-dir", str(server.settings.data_dir)]
+    if server.settings.index_url:
+        extra += ["--index-url", server.settings.index_url]
+    result = runner.invoke(token_cli, [*args, *extra])
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def stow(server: DwServer, token: str | None) -> httpx.Response:
+    headers = {"Content-Type": "application/dicom"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return httpx.post(server.dicomweb_url + "/studies", content=make_ct(), headers=headers)
+
+
+def qido(server: DwServer, token: str | None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.get(server.dicomweb_url + "/studies", headers=headers)
+
+
+def test_tokens_through_the_cli(dw_server: DwServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    # Loopback, no token yet: anonymous works.
+    assert qido(dw_server, None).status_code == 200
+    reader = cli(dw_server, "create", "viewer", "--scope", "read").strip().splitlines()[-1]
+    writer = cli(dw_server, "create", "modality", "--scope", "write", "--scope", "read").strip().splitlines()[-1]
+    assert reader.startswith("dv_") and writer.startswith("dv_") and reader != writer
+    # A token exists: anonymous is off.
+    r = qido(dw_server, None)
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"].startswith("Bearer")
+    assert r.json() == {"error": "authentication required", "status": 401}
+    assert qido(dw_server, "dv_wrong").status_code == 401
+    assert qido(dw_server, reader).status_code == 200
+    study = stow(dw_server, writer).json()["00081190"]["Value"][0].rsplit("/", 1)[-1]
+    r = httpx.get(f"{dw_server.dicomweb_url}/studies/{study}/series", headers={"Authorization": f"Bearer {reader}"})
+    assert r.status_code == 200 and len(r.json()) == 1
+    r = stow(dw_server, reader)
+    assert r.status_code == 403 and "insufficient_scope" in r.headers["www-authenticate"]
+    assert stow(dw_server, writer).status_code == 200
+    r = httpx.get(dw_server.dicomweb_url + "/studies", headers={"Authorization": "Basic dXNlcjpwYXNz"})
+    assert r.status_code == 401
+    listing = cli(dw_server, "list")
+    assert "viewer" in listing and "modality" in listing and reader not in listing
+    assert "revoked token viewer" in cli(dw_server, "revoke", "viewer")
+    assert qido(dw_server, reader).status_code == 401
+    assert qido(dw_server, writer).status_code == 200
+    failed = runner.invoke(token_cli, ["revoke", "viewer", "--data-dir", str(dw_server.settings.data_dir),
+                                       *(["--index-url", dw_server.settings.index_url]
+                                         if dw_server.settings.index_url else [])])
+    assert failed.exit_code == 1
+    bad_scope = runner.invoke(token_cli, ["create", "x", "--scope", "superuser", "--data-dir",
+                                          str(dw_server.settings.data_dir)])
+    assert bad_scope.exit_code == 1
+    # Audit lines name the principal and the route template; secrets and UIDs never reach the log.
+    audit = [r.getMessage() for r in caplog.records if r.name == "dicomvault.audit"]
+    assert "GET /dicom-web/studies 200 viewer" in audit
+    assert "POST /dicom-web/studies 403 viewer" in audit
+    assert "GET /dicom-web/studies 401 -" in audit
+    assert "GET /dicom-web/studies/{study}/series 200 viewer" in audit
+    assert not any(study in line for line in audit)
+    everything = "\n".join(r.getMessage() for r in caplog.records)
+    assert reader not in everything and writer not in everything
+
+
+def test_public_address_needs_auth(tmp_path: Path) -> None:
+    archive = build_archive(dw_settings(tmp_path / "a", host="0.0.0.0"))
+    try:
+        with pytest.raises(ConfigurationError):
+            create_app(archive)
+        assert archive.tokens is not None
+        archive.tokens.create("ops", ["admin"])
+        create_app(archive)  # a token exists: fine
+    finally:
+        archive.close()
+
+
+@pytest.mark.parametrize("overrides", [{"allow_anonymous": True}, {"oidc_issuer": "http://127.0.0.1:9/"}])
+def test_public_address_with_explicit_policy_starts(tmp_path: Path, overrides: dict[str, Any]) -> None:
+    archive = build_archive(dw_settings(tmp_path / "v", host="10.1.2.3", **overrides))
+    try:
+        assert create_app(archive) is not None
+    finally:
+        archive.close()
+
+
+def test_anonymous_explicitly_disabled_on_loopback(make_dw_server: Callable[..., DwServer]) -> None:
+    server = make_dw_server(allow_anonymous=False)
+    assert qido(server, None).status_code == 401
+
+
+def test_anonymous_explicitly_enabled_beside_tokens(make_dw_server: Callable[..., DwServer]) -> None:
+    server = make_dw_server(allow_anonymous=True)
+    assert server.archive.tokens is not None
+    server.archive.tokens.create("someone", ["read"])
+    assert qido(server, None).status_code == 200
+
+
+# -- OIDC ------------------------------------------------------------------------------------------------------
+
+
+class Issuer:
+    """A local OIDC issuer: discovery document + JWKS over HTTP, and a signing key."""
+
+    def __init__(self) -> None:
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        jwk = json.loads(RSAAlgorithm.to_jwk(self.key.public_key()))
+        jwk.update({"kid": "k1", "use": "sig", "alg": "RS256"})
+        self.jwks = {"keys": [jwk]}
+        issuer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body: Any
+                if self.path == "/.well-known/openid-configuration":
+                    body = {"issuer": issuer.url, "jwks_uri": issuer.url + "/jwks.json"}
+                elif self.path == "/jwks.json":
+                    body = issuer.jwks
+                else:
+                    self.send_error(404)
+                    return
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def token(self, *, key: Any = None, kid: str = "k1", alg: str = "RS256", **claims: Any) -> str:
+        now = int(time.time())
+        payload = {"iss": self.url, "aud": "dicomvault", "sub": "user-1", "preferred_username": "alice",
+                   "iat": now, "exp": now + 300, **claims}
+        payload = {k: v for k, v in payload.items() if v is not None}
+        return jwt.encode(payload, key or self.key, algorithm=alg, headers={"kid": kid})
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def issuer() -> Iterator[Issuer]:
+    i = Issuer()
+    yield i
+    i.close()
+
+
+def test_oidc_bearer_tokens(make_dw_server: Callable[..., DwServer], issuer: Issuer) -> None:
+    server = make_dw_server(oidc_issuer=issuer.url, oidc_audience="dicomvault")  # JWKS found by discovery
+    assert qido(server, None).status_code == 401  # an issuer is configured: no anonymous access
+    reader = issuer.token(scope="openid dicom.read")
+    assert qido(server, reader).status_code == 200
+    assert stow(server, reader).status_code == 403
+    writer = issuer.token(scp=["dicomvault:write", "read"])
+    assert stow(server, writer).status_code == 200
+    admin = issuer.token(scope="admin")
+    assert stow(server, admin).status_code == 200 and qido(server, admin).status_code == 200
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    for bad in (
+        issuer.token(scope="read", exp=int(time.time()) - 3600),  # expired
+        issuer.token(scope="read", aud="someone-else"),  # wrong audience
+        issuer.token(scope="read", iss="http://127.0.0.1:1"),  # wrong issuer
+        issuer.token(scope="read", key=other_key),  # not signed by the issuer
+        issuer.token(scope="read", exp=None),  # no expiry
+        jwt.encode({"iss": issuer.url, "aud": "dicomvault", "exp": int(time.time()) + 60, "scope": "read"},
+                   "secret-secret-secret-secret-secret!", algorithm="HS256", headers={"kid": "k1"}),  # HMAC
+        jwt.encode({"iss": issuer.url, "aud": "dicomvault", "exp": int(time.time()) + 60, "scope": "read"},
+                   cast(Any, None), algorithm="none"),  # unsigned
+    ):
+        r = qido(server, bad)
+        assert r.status_code == 401, bad
+        assert 'error="invalid_token"' in r.headers["www-authenticate"]
+
+
+def test_oidc_with_explicit_jwks_url(make_dw_server: Callable[..., DwServer], issuer: Issuer) -> None:
+    server = make_dw_server(oidc_issuer=issuer.url, oidc_jwks_url=issuer.url + "/jwks.json")
+    assert qido(server, issuer.token(scope="dicomweb/read")).status_code == 200  # no audience configured
+
+
+def test_scope_claims_mapping() -> None:
+    assert scopes_from_claims({"scope": "openid dicom.read dicom.write"}) == {"read", "write"}
+    assert scopes_from_claims({"scp": ["dicomvault:delete", "profile"]}) == {"delete"}
+    assert scopes_from_claims({"scp": "admin"}) == {"admin"}
+    assert scopes_from_claims({"roles": ["admin"]}) == frozenset()
+
+
+# -- CORS, 500 -------------------------------------------------------------------------------------------------
+
+
+def test_cors_preflight_and_headers(make_dw_server: Callable[..., DwServer]) -> None:
+    origin = "http://viewer.example"
+    server = make_dw_server(cors_origins=[origin])
+    r = httpx.options(server.dicomweb_url + "/studies", headers={
+        "Origin": origin, "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization, accept"})
+    assert r.status_code == 200
+    assert r.headers["access-control-allow-origin"] == origin
+    assert "authorization" in r.headers["access-control-allow-headers"].lower()
+    r = httpx.get(server.dicomweb_url + "/studies", headers={"Origin": origin})
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == origin
+    r = httpx.get(server.dicomweb_url + "/studies", headers={"Origin": "http://evil.example"})
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_unexpected_error_is_a_bare_500(dw_server: DwServer, monkeypatch: pytest.MonkeyPatch,
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    def explode(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("DOE^JANE 19700101")
+
+    monkeypatch.setattr(dw_server.archive.query, "search_page", explode)
+    caplog.set_level(logging.INFO)
+    r = httpx.get(dw_server.dicomweb_url + "/studies")
+    assert r.status_code == 500
+    assert r.json() == {"error": "internal server error", "status": 500}
+    assert "DOE^JANE" not in r.text
+    assert not any("DOE^JANE" in rec.getMessage() for rec in caplog.records if rec.levelno >= logging.INFO)
+    monkeypatch.undo()
+    assert httpx.get(dw_server.dicomweb_url + "/studies").status_code == 200
