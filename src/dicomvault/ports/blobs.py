@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, runtime_checkable
 
 from dicomvault.domain.records import BlobInfo
 
@@ -55,4 +55,26 @@ class BlobStore(Protocol):
 
     def describe(self) -> str:
         """A URL-like description for logs and ``stats`` (no credentials)."""
+        ...
+
+
+@runtime_checkable
+class Housekeeping(Protocol):
+    """Optional capability of stores that can tell how old their files are and stage writes (the filesystem store).
+
+    ``verify`` needs ages to tell garbage from work in progress on a running server: a blob written but not yet
+    indexed (an ingest between its put and its commit) looks exactly like an orphan left by a crash, and a staged
+    file being written looks like one a crash abandoned. Only what is older than a grace period is garbage.
+    """
+
+    def blob_age(self, key: str) -> float | None:
+        """Seconds since the blob was written, or None if it does not exist."""
+        ...
+
+    def temporary_files(self, older_than: float = 0.0) -> list[str]:
+        """Names of staged files untouched for ``older_than`` seconds."""
+        ...
+
+    def sweep_temporary(self, older_than: float = 3600.0) -> int:
+        """Remove staged files untouched for ``older_than`` seconds; returns how many were removed."""
         ...

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,13 +54,35 @@ class FilesystemBlobStore:
         check_key(key)
         return self.root / key[:2] / key[2:4] / key
 
-    def sweep_temporary(self) -> int:
-        """Remove temporary files left by a crash mid-write (never acknowledged, so nothing is lost)."""
+    def blob_age(self, key: str) -> float | None:
+        """Seconds since the blob was written (``ports.blobs.Housekeeping``), None if it does not exist."""
+        try:
+            return max(0.0, time.time() - self.path_for(key).stat().st_mtime)
+        except FileNotFoundError:
+            return None
+
+    def temporary_files(self, older_than: float = 0.0) -> list[str]:
+        """Staged files untouched for ``older_than`` seconds (``ports.blobs.Housekeeping``)."""
+        cutoff = time.time() - older_than
+        out: list[str] = []
+        for p in sorted(self.tmp.iterdir()):
+            with contextlib.suppress(FileNotFoundError):
+                if p.stat().st_mtime <= cutoff:
+                    out.append(p.name)
+        return out
+
+    def sweep_temporary(self, older_than: float = 3600.0) -> int:
+        """Remove temporary files left by a crash mid-write (never acknowledged, so nothing is lost).
+
+        Only files untouched for ``older_than`` seconds: the folder may be shared by several nodes of a cluster,
+        and a file another node is writing right now must survive this node's start-up."""
         n = 0
+        cutoff = time.time() - older_than
         for p in self.tmp.iterdir():
             with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-                n += 1
+                if p.stat().st_mtime <= cutoff:
+                    p.unlink()
+                    n += 1
         return n
 
     def put(self, stream: BinaryIO) -> PutResult:

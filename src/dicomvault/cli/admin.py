@@ -1,0 +1,198 @@
+"""``dicomvault verify`` (fixity check and repair) and ``dicomvault stats`` (what the archive holds)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from dicomvault.cli.common import (
+    ConfigFile,
+    DataDir,
+    IndexUrl,
+    StorageUrl,
+    console,
+    err,
+    fail,
+    human_bytes,
+    load_settings,
+    open_archive,
+)
+from dicomvault.domain.errors import DicomVaultError
+from dicomvault.logging_setup import configure_logging
+from dicomvault.services.fixity import FixityReport, FixityService, RepairResult
+
+
+def _report_table(report: FixityReport, examples: int) -> Table:
+    table = Table(title="Fixity check")
+    table.add_column("Check")
+    table.add_column("Count", justify="right")
+    table.add_column("Examples", overflow="fold")
+    table.add_row("objects verified", str(report.checked), human_bytes(report.bytes_read) + " read")
+
+    def row(title: str, names: list[str], style: str) -> None:
+        more = f"\n… and {len(names) - examples} more" if len(names) > examples else ""
+        table.add_row(f"[{style}]{title}[/{style}]" if names else title, str(len(names)),
+                      "\n".join(names[:examples]) + more)
+
+    row("missing blobs", [f"{d.sop_uid} (blob {d.blob.key[:16]}…)" for d in report.missing], "red")
+    row("corrupt blobs", [f"{d.sop_uid}: {d.detail}" for d in report.corrupt], "red")
+    row("orphan blobs (unreferenced)", report.orphans, "yellow")
+    if report.recent_unreferenced:
+        table.add_row("recent unreferenced blobs (in progress?)", str(report.recent_unreferenced),
+                      "younger than --grace (or of unknown age): not counted")
+    if report.temporary is not None:
+        row("temporary files (interrupted writes)", report.temporary, "yellow")
+    return table
+
+
+def verify_command(
+    repair: Annotated[bool, typer.Option(
+        "--repair", help="Delete orphan blobs (stored but never indexed: a crash between the two steps) and "
+        "leftover temporary files of interrupted writes. Never touches indexed data.")] = False,
+    drop_missing: Annotated[bool, typer.Option(
+        "--drop-missing", help="Also remove the index rows of instances whose blob is missing or corrupt, so "
+        "queries stop offering objects that cannot be delivered. That data is already lost: restore the blobs "
+        "from a backup first if you can. Implies --repair.")] = False,
+    grace: Annotated[float, typer.Option(
+        "--grace", min=0, help="Unreferenced blobs and temporary files younger than this many seconds may be "
+        "writes in progress on a running server: neither reported as problems nor removed. Use 0 when nothing "
+        "is being stored (e.g. right after a crash, before restarting).")] = 3600.0,
+    examples: Annotated[int, typer.Option("--examples", min=0, help="Examples listed per problem.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the final report as JSON (for scripts).")] = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    index_url: IndexUrl = None,
+    storage_url: StorageUrl = None,
+) -> None:
+    """Recompute the SHA-256 of every stored object and report missing/corrupt blobs, orphans and leftovers.
+
+    Exit code 0 when the archive is clean (after repair, if asked), 1 when problems remain, 2 on configuration
+    errors. Repair may run while `serve` runs (see --grace), but not while the same objects are being re-imported:
+    an orphan being re-referenced by an identical object at that very moment could be deleted.
+    """
+    settings = load_settings(config, data_dir=data_dir, index_url=index_url, storage_url=storage_url)
+    configure_logging("WARNING" if settings.log_level.upper() == "INFO" else settings.log_level)
+    archive = open_archive(settings)
+    fixity = FixityService(archive.index, archive.blobs)
+    result: RepairResult | None = None
+    try:
+        report = _check(fixity, grace)
+        if not as_json:
+            console.print(_report_table(report, examples))
+        if repair or drop_missing:
+            result = RepairResult()
+            result.orphans_removed = fixity.remove_orphans(report)
+            result.temporary_removed = fixity.sweep_temporary(grace)
+            if drop_missing:
+                fixity.drop_damaged(report, result)
+            report = _check(fixity, grace)
+            if not as_json:
+                _print_repair(result, drop_missing)
+                console.print(_report_table(report, examples))
+    except DicomVaultError as exc:
+        fail(f"verify failed: {exc.message}", 1)
+    finally:
+        archive.close()
+    if as_json:
+        typer.echo(json.dumps(_report_json(report, result), indent=2))
+        if not report.clean:
+            raise typer.Exit(1)
+        return
+    if report.clean:
+        console.print("[green]archive is clean[/green]")
+        return
+    if report.damaged and not drop_missing:
+        err.print("[red]missing/corrupt objects remain: restore them from a backup, or drop their index rows "
+                  "with --drop-missing[/red]")
+    if (report.orphans or report.temporary) and not repair:
+        err.print("[yellow]run with --repair to remove orphans and temporary files[/yellow]")
+    raise typer.Exit(1)
+
+
+def _report_json(report: FixityReport, result: RepairResult | None) -> dict[str, object]:
+    out: dict[str, object] = {
+        "checked": report.checked,
+        "bytes_read": report.bytes_read,
+        "missing": [{"sop_uid": d.sop_uid, "key": d.blob.key} for d in report.missing],
+        "corrupt": [{"sop_uid": d.sop_uid, "key": d.blob.key, "detail": d.detail} for d in report.corrupt],
+        "orphans": report.orphans,
+        "recent_unreferenced": report.recent_unreferenced,
+        "temporary": report.temporary,
+        "clean": report.clean,
+    }
+    if result is not None:
+        out["repair"] = {
+            "orphans_removed": result.orphans_removed,
+            "temporary_removed": result.temporary_removed,
+            "rows_dropped": result.rows_dropped,
+            "not_dropped": [{"sop_uid": d.sop_uid, "reason": why} for d, why in result.not_dropped],
+        }
+    return out
+
+
+def _check(fixity: FixityService, grace: float) -> FixityReport:
+    total = fixity.expected_bytes()
+    with Progress(TextColumn("[bold]verifying"), BarColumn(), TextColumn("{task.fields[n]} objects"),
+                  DownloadColumn(), TimeRemainingColumn(), console=err) as progress:
+        task = progress.add_task("verify", total=max(total, 1), n=0)
+
+        def advance(n: int, nbytes: int) -> None:
+            progress.update(task, completed=nbytes, n=n)
+
+        return fixity.check(progress=advance, grace=grace)
+
+
+def _print_repair(result: RepairResult, drop_missing: bool) -> None:
+    console.print(f"repair: {result.orphans_removed} orphan blob(s) removed, "
+                  f"{result.temporary_removed} temporary file(s) removed", highlight=False)
+    if drop_missing:
+        console.print(f"repair: {result.rows_dropped} index row(s) of lost objects dropped", highlight=False)
+        for damage, why in result.not_dropped:
+            err.print(f"[yellow]not dropped: {damage.sop_uid}: {why}[/yellow]", highlight=False)
+
+
+def stats_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    index_url: IndexUrl = None,
+    storage_url: StorageUrl = None,
+) -> None:
+    """Counts of patients, studies, series and instances, stored bytes, and a breakdown by modality."""
+    settings = load_settings(config, data_dir=data_dir, index_url=index_url, storage_url=storage_url)
+    archive = open_archive(settings)
+    try:
+        stats = archive.index.stats()
+        storage = archive.blobs.describe()
+    except DicomVaultError as exc:
+        fail(f"stats failed: {exc.message}", 1)
+    finally:
+        archive.close()
+    if as_json:
+        typer.echo(json.dumps({
+            "patients": stats.patients, "studies": stats.studies, "series": stats.series,
+            "instances": stats.instances, "bytes": stats.bytes, "storage": storage,
+            "by_modality": {m: {"instances": c, "bytes": b} for m, (c, b) in sorted(stats.by_modality.items())},
+        }, indent=2))
+        return
+    table = Table(title=f"Archive ({storage})")
+    table.add_column("Patients", justify="right")
+    table.add_column("Studies", justify="right")
+    table.add_column("Series", justify="right")
+    table.add_column("Instances", justify="right")
+    table.add_column("Stored", justify="right")
+    table.add_row(str(stats.patients), str(stats.studies), str(stats.series), str(stats.instances),
+                  human_bytes(stats.bytes))
+    console.print(table)
+    if stats.by_modality:
+        mods = Table(title="By modality")
+        mods.add_column("Modality")
+        mods.add_column("Instances", justify="right")
+        mods.add_column("Stored", justify="right")
+        for modality, (count, nbytes) in sorted(stats.by_modality.items(), key=lambda kv: -kv[1][0]):
+            mods.add_row(modality, str(count), human_bytes(nbytes))
+        console.print(mods)

@@ -1,0 +1,103 @@
+"""``dicomvault find``: one query through the same engine as C-FIND and QIDO-RS, printed as a table or JSON.
+
+Matching keys are given as ``Keyword=Value`` (or ``0010,0020=Value`` / ``00100020=Value``) with DICOM matching
+rules: ``*`` and ``?`` wildcards, ``20200101-20201231`` ranges, ``uid1\\uid2`` lists, empty value = return only.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from pydicom.datadict import keyword_for_tag
+from rich.table import Table
+
+from dicomvault.cli.common import ConfigFile, DataDir, IndexUrl, StorageUrl, console, fail, load_settings, open_archive
+from dicomvault.domain.errors import DicomVaultError
+from dicomvault.domain.tags import DEFAULT_RETURN, Level, resolve_keyword
+
+LEVELS = {"patient": Level.PATIENT, "study": Level.STUDY, "series": Level.SERIES, "instance": Level.IMAGE,
+          "image": Level.IMAGE}
+
+
+def parse_keys(pairs: list[str]) -> dict[str, str]:
+    """``KEY=VALUE`` arguments → mapping; exits 2 on a malformed pair."""
+    keys: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            fail(f"expected KEY=VALUE, got {pair!r}")
+        keys[name.strip()] = value
+    return keys
+
+
+def _text(element: dict[str, Any] | None) -> str:
+    """A DICOM JSON element as one display string (PN alphabetic group, multi-values joined with backslash)."""
+    if not element:
+        return ""
+    values = element.get("Value")
+    if not values:
+        return ""
+    out = []
+    for v in values:
+        if isinstance(v, dict):
+            out.append(str(v.get("Alphabetic", "")) if "Alphabetic" in v else json.dumps(v))
+        else:
+            out.append(str(v))
+    return "\\".join(out)
+
+
+def columns_for(level: Level, keys: dict[str, str], include: list[str]) -> list[tuple[str, str]]:
+    """(keyword, tag hex) of the columns to show: the level's defaults, then matching keys, then --include."""
+    cols: list[tuple[str, str]] = []
+    names = [*DEFAULT_RETURN[level], *keys, *include]
+    for name in names:
+        try:
+            tag, keyword = resolve_keyword(name)
+        except KeyError:
+            continue
+        item = (keyword or keyword_for_tag(tag) or f"{tag:08X}", f"{tag:08X}")
+        if item not in cols:
+            cols.append(item)
+    return cols
+
+
+def find_command(
+    keys: Annotated[list[str] | None, typer.Argument(help="Matching keys KEY=VALUE (DICOM wildcards/ranges).")] = None,
+    level: Annotated[str, typer.Option("--level", "-l", help="patient | study | series | instance")] = "study",
+    include: Annotated[list[str] | None, typer.Option("--include", "-i", help="Extra attribute to return.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Maximum results.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print DICOM JSON (one array) instead of a table.")] = False,
+    fuzzy: Annotated[bool, typer.Option("--fuzzy", help="Fuzzy person-name matching (as QIDO fuzzymatching).")] = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    index_url: IndexUrl = None,
+    storage_url: StorageUrl = None,
+) -> None:
+    """Query the archive index (same engine as C-FIND/QIDO-RS). Example: find -l series Modality=CT PatientID=12*"""
+    lvl = LEVELS.get(level.strip().lower())
+    if lvl is None:
+        fail(f"unknown level {level!r} (patient, study, series, instance)")
+    matching = parse_keys(keys or [])
+    extra = include or []
+    settings = load_settings(config, data_dir=data_dir, index_url=index_url, storage_url=storage_url)
+    archive = open_archive(settings)
+    try:
+        spec = archive.query.build_spec(lvl, matching, return_keys=extra, fuzzy=fuzzy, limit=limit)
+        results = archive.query.search(spec)
+    except DicomVaultError as exc:
+        fail(f"query failed: {exc.message}")
+    finally:
+        archive.close()
+    if as_json:
+        typer.echo(json.dumps(results, indent=2))
+        return
+    table = Table(title=f"{len(results)} {level.lower()} result(s)" + (" (limit reached)" if len(results) >= limit
+                                                                        else ""))
+    cols = columns_for(lvl, matching, extra)
+    for keyword, _ in cols:
+        table.add_column(keyword, overflow="fold")
+    for row in results:
+        table.add_row(*(_text(row.get(tag_hex)) for _, tag_hex in cols))
+    console.print(table)

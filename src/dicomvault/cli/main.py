@@ -1,0 +1,57 @@
+"""The ``dicomvault`` command: one typer app whose subcommands live in their own modules.
+
+``serve`` runs the archive; ``import``, ``find``, ``verify`` and ``stats`` work directly on the same index and
+storage (safe while ``serve`` runs). Sub-apps of other areas (``token``, ``storage``, ``jobs``) are registered
+by the composition below, next to the commands of this package.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from dicomvault import __version__
+from dicomvault.cli.admin import stats_command, verify_command
+from dicomvault.cli.find import find_command
+from dicomvault.cli.importer import import_command
+from dicomvault.cli.index_migrate import app as index_app
+from dicomvault.cli.jobs import app as jobs_app
+from dicomvault.cli.serve import serve_command
+from dicomvault.cli.storage import app as storage_app
+from dicomvault.cli.tokens import app as token_app
+
+app = typer.Typer(
+    name="dicomvault",
+    help="DicomVault: an enterprise imaging archive (DIMSE + DICOMweb).",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals may hold patient data
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dicomvault {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """DicomVault: an enterprise imaging archive (DIMSE + DICOMweb)."""
+
+
+app.command("serve")(serve_command)
+app.command("import")(import_command)
+app.command("find")(find_command)
+app.command("verify")(verify_command)
+app.command("stats")(stats_command)
+app.add_typer(token_app, name="token")
+app.add_typer(storage_app, name="storage")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(index_app, name="index")
+
+
+def main() -> None:
+    """Console-script entry point (``dicomvault``)."""
+    app()

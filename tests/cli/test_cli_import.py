@@ -1,0 +1,103 @@
+"""``dicomvault import``: folders, zip archives, re-runs, reporting, and the summary's arithmetic."""
+
+from __future__ import annotations
+
+import re
+import warnings
+import zipfile
+from pathlib import Path
+
+import pydicom
+
+from tests.cli.cli_helpers import Invoke, corpus_root
+
+SUMMARY = re.compile(r"(\d+) stored \((\d+) bytes\), (\d+) duplicates, (\d+) rejected, (\d+) failed, (\d+) skipped")
+
+
+def storable_uids(root: Path) -> set[str]:
+    """SOP Instance UIDs of the files that carry the four identifying UIDs (read as DICOM, preamble or not)."""
+    uids: set[str] = set()
+    for p in root.rglob("*"):
+        if not p.is_file():
+            continue
+        try:
+            ds = pydicom.dcmread(p, stop_before_pixels=True, force=True)
+            values = [str(ds[k].value).strip() for k in
+                      ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")]
+        except Exception:
+            continue
+        if all(values):
+            uids.add(values[1])
+    return uids
+
+
+def counts(output: str) -> dict[str, int]:
+    m = SUMMARY.search(output)
+    assert m, output
+    keys = ("stored", "bytes", "duplicates", "rejected", "failed", "skipped")
+    return dict(zip(keys, map(int, m.groups()), strict=True))
+
+
+def test_cli_import_folder_then_rerun_is_all_duplicates(invoke: Invoke, corpus: list[Path]) -> None:
+    n_files = sum(1 for p in corpus_root().rglob("*") if p.is_file())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = len(storable_uids(corpus_root()))
+    assert expected >= len(corpus)
+    first = invoke("import", str(corpus_root()), "--workers", "3")
+    c1 = counts(first.output)
+    # Every distinct storable SOP Instance UID is stored exactly once; the corpus also holds files that reuse a UID
+    # with other content (rejected: default policy), broken objects (rejected) and non-DICOM files (skipped).
+    assert c1["stored"] == expected
+    assert c1["failed"] == 0
+    assert c1["skipped"] > 0 and "not a DICOM object" in first.output
+    assert c1["rejected"] > 0 and "different object with the same SOP Instance UID" in first.output
+    assert sum(v for k, v in c1.items() if k != "bytes") == n_files
+    assert first.exit_code == 1  # rejected objects → 1 (documented)
+
+    second = invoke("import", str(corpus_root()))
+    c2 = counts(second.output)
+    assert c2["stored"] == 0 and c2["bytes"] == 0
+    assert c2["duplicates"] == c1["stored"] + c1["duplicates"]
+    assert c2["rejected"] == c1["rejected"] and c2["skipped"] == c1["skipped"]
+
+    stats = invoke("stats", "--json")
+    assert stats.exit_code == 0, stats.output
+    assert f'"instances": {expected}' in stats.output
+
+
+def test_cli_import_zip_matches_folder(invoke: Invoke, corpus: list[Path], corpus_zip: Path) -> None:
+    result = invoke("import", str(corpus_zip))
+    c = counts(result.output)
+    with zipfile.ZipFile(corpus_zip) as zf:
+        members = [i for i in zf.infolist() if not i.is_dir()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert c["stored"] == len(storable_uids(corpus_root())) >= len(corpus)
+    assert c["failed"] == 0
+    assert sum(v for k, v in c.items() if k != "bytes") == len(members)
+    assert "corpus.zip!" in result.output  # examples name the member inside the archive
+    again = counts(invoke("import", str(corpus_zip)).output)
+    assert again["stored"] == 0 and again["duplicates"] == c["stored"] + c["duplicates"]
+
+
+def test_cli_import_clean_files_exit_zero_and_report_non_dicom(invoke: Invoke, corpus: list[Path],
+                                                               tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "notes.txt").write_text("not an image")
+    (src / "empty.dcm").write_bytes(b"")
+    picked = corpus[:5]
+    result = invoke("import", str(src), *map(str, picked))
+    c = counts(result.output)
+    assert result.exit_code == 0, result.output
+    assert c == {"stored": 5, "bytes": sum(p.stat().st_size for p in picked), "duplicates": 0, "rejected": 0,
+                 "failed": 0, "skipped": 2}
+    assert "in/notes.txt" in result.output and "empty object" in result.output
+
+
+def test_cli_import_missing_path_is_a_failure(invoke: Invoke, tmp_path: Path) -> None:
+    result = invoke("import", str(tmp_path / "nope"))
+    assert result.exit_code == 1
+    assert counts(result.output)["failed"] == 1
+    assert "no such file or folder" in result.output
