@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: serve test lint typecheck check bench clean venv test-deps
+.PHONY: serve test lint typecheck check bench clean venv test-deps viewer
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 check: lint typecheck
+
+## Install the OHIF web viewer served at / (pinned @ohif/app 3.13.2, integrity-checked, into .viewer/ohif).
+viewer:
+	bash scripts/fetch-viewer.sh
 
 ## Side-by-side benchmarks against Orthanc (see docs/benchmarks.md).
 bench: $(STAMP)

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Installs the external programs the test suite drives: dcmtk's storescu/findscu/getscu/movescu/echoscu.
+# Installs the external programs the test suite drives: dcmtk's storescu/findscu/getscu/movescu/echoscu, and
+# Chromium for the web viewer's browser tests (driven by Playwright through executable_path; never a downloaded browser).
 # PostgreSQL and the S3 server are started by the test fixtures themselves (see tests/pg_fixture.py, tests/s3_fixture.py).
 set -euo pipefail
 missing=()
 command -v storescu >/dev/null 2>&1 || missing+=(dcmtk)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

@@ -5,40 +5,25 @@ Front ends receive an ``Archive`` (a plain bundle of services), never a reposito
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
-from sqlalchemy import Engine
-
 from dicomvault.adapters.blobs.filesystem import FilesystemBlobStore
 from dicomvault.adapters.blobs.memory import MemoryBlobStore
+from dicomvault.adapters.blobs.s3 import S3BlobStore
 from dicomvault.adapters.index.engine import create_index_engine, migrate
+from dicomvault.adapters.index.job_queue import SqlJobQueue
 from dicomvault.adapters.index.repository import SqlIndexRepository
+from dicomvault.adapters.index.tokens import SqlTokenStore
+from dicomvault.adapters.index.transfer import copy_index as _copy_index
 from dicomvault.ports.blobs import BlobStore
-from dicomvault.ports.index import IndexRepository
+from dicomvault.services.archive import Archive
 from dicomvault.services.ingest import IngestService
 from dicomvault.services.query import QueryService
 from dicomvault.services.retrieve import RetrieveService
+from dicomvault.services.tokens import TokenService
 from dicomvault.settings import Settings
-
-
-@dataclass
-class Archive:
-    """The services a front end may use, built from one ``Settings``."""
-
-    settings: Settings
-    index: IndexRepository
-    blobs: BlobStore
-    ingest: IngestService
-    query: QueryService
-    retrieve: RetrieveService
-    engine: Engine | None = None
-    extras: dict[str, object] = field(default_factory=dict)
-
-    def close(self) -> None:
-        if self.engine is not None:
-            self.engine.dispose()
 
 
 def build_blob_store(url: str, settings: Settings) -> BlobStore:
@@ -47,6 +32,8 @@ def build_blob_store(url: str, settings: Settings) -> BlobStore:
         return FilesystemBlobStore(Path(parsed.path), fsync=settings.fsync)
     if parsed.scheme == "memory":
         return MemoryBlobStore()
+    if parsed.scheme == "s3":
+        return S3BlobStore.from_url(url, default_spool_dir=settings.data_dir / "spool")
     raise ValueError(f"unsupported storage URL scheme {parsed.scheme!r} (expected file://, s3:// or memory://)")
 
 
@@ -66,5 +53,23 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
         ingest=IngestService(index, blobs, policy=settings.duplicate_policy),
         query=QueryService(index),
         retrieve=RetrieveService(index, blobs),
-        engine=engine,
+        closers=[engine.dispose],
+        tokens=TokenService(SqlTokenStore(engine)),
+        jobs=SqlJobQueue(engine),
     )
+
+
+def copy_index(
+    settings: Settings, target_url: str, progress: Callable[[str, int], None] | None = None
+) -> dict[str, int]:
+    """Copy the index of ``settings`` into the empty database at ``target_url`` (``dicomvault index migrate``);
+    both are migrated to the newest schema first. Returns rows copied per table."""
+    source = create_index_engine(settings.resolved_index_url, pool_size=1)
+    target = create_index_engine(target_url, pool_size=1)
+    try:
+        migrate(source)
+        migrate(target)
+        return _copy_index(source, target, progress=progress)
+    finally:
+        source.dispose()
+        target.dispose()

@@ -27,10 +27,12 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("vault-data"), description="Folder for the embedded index and blob store.")
     index_url: str | None = Field(
-        None, description="Index database URL: sqlite:///path or postgresql://user@host/db (default: SQLite in data_dir)."
+        None,
+        description="Index database URL: sqlite:///path or postgresql://user@host/db (default: SQLite in data_dir).",
     )
     storage_url: str | None = Field(
-        None, description="Blob store URL: file:///path or s3://bucket/prefix?endpoint=…&region=… (default: data_dir/blobs)."
+        None,
+        description="Blob store URL: file:///path or s3://bucket/prefix?endpoint=…&region=… (default: data_dir/blobs).",
     )
     host: str = Field("127.0.0.1", description="Address the DIMSE and HTTP servers listen on.")
     dimse_port: int = Field(11112, description="DIMSE (DICOM upper layer) port.")
@@ -55,9 +57,16 @@ class Settings(BaseSettings):
         None, description="Anonymous HTTP access; default: on only on loopback with no token or OIDC configured."
     )
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed cross-origin (CORS).")
+    max_upload_bytes: int = Field(
+        0, description="Largest STOW-RS request body in bytes (413 above it); 0 = no limit."
+    )
     oidc_issuer: str | None = Field(None, description="OIDC issuer whose bearer JWTs are accepted.")
     oidc_audience: str | None = Field(None, description="Expected audience of OIDC JWTs.")
     oidc_jwks_url: str | None = Field(None, description="JWKS URL (default: discovered from the issuer).")
+    viewer_dir: Path = Field(
+        Path(".viewer/ohif"),
+        description="Folder of the OHIF web viewer build served at / (install: `make viewer`); no build, no viewer.",
+    )
     log_level: str = Field("INFO", description="Log level; patient data is logged only at DEBUG.")
     import_workers: int = Field(4, description="Parallel workers for `dicomvault import`.")
 
@@ -103,7 +112,8 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        toml = cls._toml_file or (Path(os.environ["DICOMVAULT_CONFIG"]) if os.environ.get("DICOMVAULT_CONFIG") else None)
+        env_file = os.environ.get("DICOMVAULT_CONFIG")
+        toml = cls._toml_file or (Path(env_file) if env_file else None)
         if toml is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
         return tuple(sources)

@@ -16,12 +16,12 @@ from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[at
 
 from dicomvault.domain.tags import Level
 from dicomvault.services.part10 import dataset_offset
+from tests.conftest import DAMAGED, corpus_dir
 from tests.dimse.conftest import Running, start
 from tests.helpers import make_ct
 
 ENV = {**os.environ, "TCP_NODELAY": "1"}
-#: Files of pydicom's corpus whose data is cut short on purpose (their pixel data or last element ends past EOF).
-DAMAGED = {"MR_truncated.dcm", "rtplan_truncated.dcm", "SC_rgb_jpeg.dcm"}
+
 
 
 def dataset_bytes(data: bytes) -> bytes:
@@ -83,7 +83,7 @@ def test_pynetdicom_corpus_exact_bytes(dimse: Running, corpus: list[Path]) -> No
     sent: list[tuple[Path, str]] = []
     _config.STORE_SEND_CHUNKED_DATASET = True
     try:
-        for path in corpus:
+        for path in [*corpus, *(corpus_dir() / name for name in sorted(DAMAGED))]:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
             if (str(ds.SOPClassUID), str(ds.file_meta.get("TransferSyntaxUID"))) not in proposed:
                 continue

@@ -11,10 +11,11 @@ import pytest
 from pydicom.uid import generate_uid
 
 from dicomvault.bootstrap import Archive, build_archive
-from dicomvault.domain.errors import Conflict, InvalidDicom
+from dicomvault.domain.errors import Conflict, InvalidDicom, MalformedDicom
 from dicomvault.domain.records import DuplicatePolicy, StoreOutcome
 from dicomvault.domain.tags import Level
 from dicomvault.settings import Settings
+from tests.conftest import DAMAGED, corpus_dir
 from tests.helpers import make_ct
 
 
@@ -118,3 +119,10 @@ def test_frame_index_points_at_frame_bytes(archive: Archive) -> None:
     pixels = pydicom.dcmread(io.BytesIO(data)).PixelData
     for n in range(1, 6):
         assert archive.retrieve.frame(rec, n) == pixels[(n - 1) * 128 : n * 128]
+
+
+@pytest.mark.parametrize("name", sorted(DAMAGED))
+def test_truncated_corpus_files_are_refused_as_malformed(archive: Archive, name: str) -> None:
+    with pytest.raises(MalformedDicom, match="truncated"):
+        ingest(archive, (corpus_dir() / name).read_bytes())
+    assert archive.index.stats().instances == 0

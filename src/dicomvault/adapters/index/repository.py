@@ -110,10 +110,12 @@ class SqlIndexRepository:
     def _prepare(self) -> None:
         """Build the hot-path statements once: SQLAlchemy then reuses their compiled form (a measurable share
         of per-instance ingest time otherwise goes to statement construction and cache-key generation)."""
+        # FOR UPDATE (PostgreSQL; SQLite has one writer anyway): two nodes replacing the same instance must not
+        # both remove the row they read; the second waits, sees the new row on its retry, and applies the policy.
         self._q_existing = select(
             instances.c.id, instances.c.blob_sha256, instances.c.blob_key, instances.c.blob_size,
             instances.c.transfer_syntax_uid,
-        ).where(instances.c.sop_uid == bindparam("b_sop"))
+        ).where(instances.c.sop_uid == bindparam("b_sop")).with_for_update()
         self._q_checksum = select(instances.c.blob_sha256).where(instances.c.sop_uid == bindparam("b_sop"))
         self._q_series_ids = (
             select(series.c.id, series.c.study_fk, studies.c.patient_fk)
