@@ -6,7 +6,7 @@ are in place), then runs searches through ``QueryService`` — the code path beh
 reports p50/p99 latency per query kind. Target: p99 < 50 ms.
 
     .venv/bin/python benchmarks/index_scale.py --instances 1000000 --studies 100000 \
-        --server postgresql://postgres@127.0.0.1:5432/postgres --report docs/benchmarks-index.md
+        --server postgresql://postgres@127.0.0.1:5432/postgres --report /tmp/benchmarks-index.md
 
 The database (``dv_bench_index`` unless ``--database``) is dropped at the end unless ``--keep``.
 """

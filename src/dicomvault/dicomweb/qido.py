@@ -27,6 +27,7 @@ from pydicom.datadict import dictionary_VR
 from starlette.concurrency import run_in_threadpool
 
 from dicomvault.dicomweb.errors import error_response
+from dicomvault.dicomweb.responses import DicomJSONResponse
 from dicomvault.dicomweb.security import Principal, require_scope
 from dicomvault.domain.errors import InvalidQuery
 from dicomvault.domain.tags import DEFAULT_RETURN, Level, resolve_keyword
@@ -206,7 +207,7 @@ async def search(request: Request, level: Level, scope: dict[str, str]) -> JSONR
                    'request further results with offset"')
     if warning:
         headers["Warning"] = warning
-    return JSONResponse(results, media_type=DICOM_JSON, headers=headers)
+    return DicomJSONResponse(results, media_type=DICOM_JSON, headers=headers)
 
 
 @router.get("/studies", summary="Search for studies (QIDO-RS)")

@@ -17,6 +17,11 @@ def element(vr: str, value: Any) -> dict[str, Any]:
     """One JSON element; ``None`` or '' gives an element with no Value (a present, empty attribute)."""
     if value is None or value == "":
         return {"vr": vr}
+    # Fast paths for the common single values (QIDO builds tens of thousands of these per second).
+    if type(value) is int and vr in _NUMERIC_VRS:
+        return {"vr": vr, "Value": [value]}
+    if type(value) is str and "\\" not in value and vr not in _NUMERIC_VRS and vr not in _FLOAT_VRS:
+        return {"vr": vr, "Value": [{"Alphabetic": value}]} if vr == "PN" else {"vr": vr, "Value": [value]}
     if isinstance(value, str) and "\\" in value and vr not in ("LT", "ST", "UT"):
         parts = [p for p in value.split("\\")]
     else:

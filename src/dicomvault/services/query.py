@@ -16,7 +16,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from dicomvault.domain.errors import InvalidQuery
 from dicomvault.domain.query import QuerySpec, dicom_wildcard_match, fold_pn, parse_condition
-from dicomvault.domain.tags import BY_KEYWORD, DEFAULT_RETURN, Level, resolve_keyword
+from dicomvault.domain.tags import BY_KEYWORD, DEFAULT_RETURN, Attribute, Level, resolve_keyword
 from dicomvault.ports.index import IndexRepository
 from dicomvault.services.dicom_json import indexed_element
 
@@ -82,13 +82,18 @@ class QueryService:
             spec.limit, spec.offset = None, 0
         rows = self.index.find(spec)
         wanted = self._wanted(spec)
+        plan = self._plan(spec, wanted)
+        need_cache = post_filter or spec.include_all or self._needs_cache(wanted)
         results: list[dict[str, Any]] = []
         ids: list[int] = []
         for row in rows:
-            cached = self._cached(spec.level, row, needed=post_filter or spec.include_all or self._needs_cache(wanted))
+            cached = self._cached(spec.level, row, needed=need_cache)
             if post_filter and not self._extra_match(spec, cached):
                 continue
-            results.append(self._to_json(spec, row, wanted, cached))
+            if spec.include_all:
+                results.append(self._to_json(spec, row, wanted, cached))
+            else:
+                results.append(self._fast_json(plan, row, cached))
             ids.append(int(row["_id"]))
         if post_filter:
             end = None if page_limit is None else page_offset + page_limit
@@ -107,6 +112,38 @@ class QueryService:
             if kw not in wanted:
                 wanted.append(kw)
         return wanted
+
+    @staticmethod
+    def _plan(spec: QuerySpec, wanted: list[str]) -> list[tuple[str, str, Attribute | None, str]]:
+        """(tag hex, keyword, indexed attribute or None, VR) for every returned attribute, in tag order: worked
+        out once per query rather than once per result row."""
+        plan: dict[str, tuple[str, str, Attribute | None, str]] = {}
+        for kw in wanted:
+            attr = BY_KEYWORD.get(kw)
+            if attr is not None and attr.level.depth <= spec.level.depth:
+                plan[attr.tag_hex] = (attr.tag_hex, kw, attr, attr.vr)
+                continue
+            tag = tag_for_keyword(kw)
+            if tag is None:
+                continue
+            try:
+                vr = str(dictionary_VR(tag))
+            except KeyError:
+                continue
+            plan.setdefault(f"{tag:08X}", (f"{tag:08X}", kw, None, vr))
+        return [plan[k] for k in sorted(plan)]
+
+    @staticmethod
+    def _fast_json(
+        plan: list[tuple[str, str, Attribute | None, str]], row: Mapping[str, Any], cached: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for tag_hex, kw, attr, vr in plan:
+            if attr is not None:
+                out[tag_hex] = indexed_element(attr, row.get(kw))
+            else:
+                out[tag_hex] = cached.get(tag_hex) or {"vr": vr}
+        return out
 
     @staticmethod
     def _needs_cache(wanted: list[str]) -> bool:
