@@ -43,8 +43,27 @@ def closing(boundary: str) -> bytes:
     return f"\r\n--{boundary}--\r\n".encode("latin-1")
 
 
+#: Chunks are coalesced up to this size before being handed to the server: Starlette moves every chunk of a
+#: synchronous iterator through its thread pool, so many small chunks (part headers, small instances) cost more
+#: than the bytes themselves.
+COALESCE = 1 << 20
+
+
 def stream_parts(boundary: str, parts: Iterable[PartSpec]) -> Iterator[bytes]:
     """Frame ``parts`` lazily: a part's body is not pulled before the previous part has been written."""
+    pending: list[bytes] = []
+    size = 0
+    for piece in _frame(boundary, parts):
+        pending.append(piece)
+        size += len(piece)
+        if size >= COALESCE:
+            yield b"".join(pending)
+            pending, size = [], 0
+    if pending:
+        yield b"".join(pending)
+
+
+def _frame(boundary: str, parts: Iterable[PartSpec]) -> Iterator[bytes]:
     first = True
     for part in parts:
         yield part_head(boundary, part.content_type, part.location, first=first)
