@@ -5,7 +5,9 @@ Generates ``--count`` CT instances (512×512, 16-bit, ~0.5 MB each, distinct pix
 instances/s, MB/s and the S3/filesystem ratio. S3 is moto's ``moto_server`` in a child process on a loopback
 port: a Python emulator that keeps objects in memory, so its figures are a lower bound for a real S3/MinIO.
 
-    .venv/bin/python benchmarks/storage_backends.py --count 200 --append /tmp/benchmarks-storage.md (then copy into docs/benchmarks.md)
+    .venv/bin/python benchmarks/storage_backends.py --count 200 --append /tmp/benchmarks-storage.md
+
+(then copy the table into docs/benchmarks.md, section 4)
 """
 
 from __future__ import annotations
