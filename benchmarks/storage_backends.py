@@ -26,43 +26,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import boto3
-import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import free_port, generate_ct_series
 from dicomvault.bootstrap import build_archive
 from dicomvault.settings import Settings
 
 
 def make_instances(count: int) -> list[bytes]:
-    study, series = generate_uid(), generate_uid()
-    rng = np.random.default_rng(0)
-    out = []
-    for i in range(count):
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-        ds.PatientID, ds.PatientName, ds.Modality = "BENCH", "Bench^Mark", "CT"
-        ds.StudyDate, ds.InstanceNumber = "20240101", i + 1
-        ds.Rows = ds.Columns = 512
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.PixelData = rng.integers(0, 4000, (512, 512), dtype=np.uint16).tobytes()
-        buf = io.BytesIO()
-        ds.save_as(buf, enforce_file_format=True)
-        out.append(buf.getvalue())
-    return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """The same generated CT series as the side-by-side benchmarks, as bytes."""
+    with tempfile.TemporaryDirectory(prefix="bench-ct-") as tmp:
+        return [p.read_bytes() for p in generate_ct_series(Path(tmp), count)]
 
 
 def start_moto(port: int) -> subprocess.Popen[bytes]:
