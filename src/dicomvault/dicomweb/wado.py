@@ -45,7 +45,7 @@ OCTET = "application/octet-stream"
 #: Up to this many frames are produced before answering (errors become a clean 4xx, the body gets a length).
 EAGER_FRAMES = 16
 #: Metadata arrays up to this many instances are sent in one write; larger ones stream.
-EAGER_METADATA = 512
+EAGER_METADATA = 4096
 _TAG_RE = re.compile(r"^[0-9A-Fa-f]{8}$")
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 
