@@ -1,42 +1,38 @@
 """One small function per DIMSE event; each translates the protocol into a service call and back.
 
 Bound to pynetdicom events by ``server.py`` with the ``Archive`` as the handler argument. pynetdicom runs each
-association in its own thread, which fits the synchronous core directly.
+association in its own thread, which fits the synchronous core directly. No handler lets an exception escape:
+every failure becomes a status with an ErrorComment and the association carries on.
 """
 
 from __future__ import annotations
 
-import io
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any, cast
 
 from pydicom.dataset import Dataset
-from pynetdicom import evt
+from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
+from pynetdicom.presentation import build_context
 
-from dicomvault.dimse import identifiers, status
-from dicomvault.dimse.retrieval import RetrievePlan
-from dicomvault.domain.errors import DicomVaultError, InvalidQuery, Unavailable
+from dicomvault.dimse import identifier, received, retrieval, scu, status
+from dicomvault.domain.errors import DicomVaultError
+from dicomvault.domain.records import InstanceRecord
+from dicomvault.domain.tags import Level
 from dicomvault.services.archive import Archive
-from dicomvault.services.part10 import file_meta_bytes
 
 log = logging.getLogger(__name__)
 
-_PATIENT_ROOT = {
-    "1.2.840.10008.5.1.4.1.2.1.1",  # Patient Root FIND
-    "1.2.840.10008.5.1.4.1.2.1.2",  # MOVE
-    "1.2.840.10008.5.1.4.1.2.1.3",  # GET
-}
-
-
-def _status(code: int, message: str | None = None) -> Dataset:
-    ds = Dataset()
-    ds.Status = code
-    if message:
-        ds.ErrorComment = status.comment(message)
-    return ds
+#: Patient Root Q/R FIND, MOVE, GET
+_PATIENT_ROOT = {"1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.1.2", "1.2.840.10008.5.1.4.1.2.1.3"}
+#: C-FIND responses between two chances for a C-CANCEL to arrive
+CANCEL_CHECK_EVERY = 32
+#: Verification, Secondary Capture, CT, MR Image Storage
+_PROBE_CONTEXTS = ("1.2.840.10008.1.1", "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.2",
+                   "1.2.840.10008.5.1.4.1.1.4")
 
 
 def handle_echo(event: Event, archive: Archive) -> int:
@@ -44,106 +40,110 @@ def handle_echo(event: Event, archive: Archive) -> int:
 
 
 def handle_store(event: Event, archive: Archive) -> Dataset:
-    """C-STORE: the received dataset bytes are kept exactly; only the Part 10 header is added."""
+    """C-STORE: the received data set bytes are kept exactly; only the Part 10 header is added. Success is
+    answered only after ingest returned, i.e. once the object is durable and indexed."""
     req = cast(C_STORE, event.request)
-    calling = event.assoc.requestor.ae_title
+    calling = str(event.assoc.requestor.ae_title).strip()
     try:
-        meta = file_meta_bytes(
-            sop_class_uid=str(req.AffectedSOPClassUID),
-            sop_instance_uid=str(req.AffectedSOPInstanceUID),
-            transfer_syntax_uid=str(event.context.transfer_syntax),
-            source_aet=calling,
-        )
-        payload = req.DataSet.getvalue() if req.DataSet is not None else b""
-        # The dataset's own SOP Instance UID is authoritative; a peer announcing another one in the command
-        # (seen with files whose meta header disagrees) still gets its object archived, not lost.
-        result = archive.ingest.ingest(io.BytesIO(meta + payload), source=f"dimse:{calling}")
+        with received.part10_stream(req, str(event.context.transfer_syntax), calling) as stream:
+            result = archive.ingest.ingest(stream, source=f"dimse:{calling}")
     except DicomVaultError as exc:
         code = status.store_status(exc)
         log.info("C-STORE from %s refused: status 0x%04X (%s)", calling, code, type(exc).__name__)
         log.debug("C-STORE refusal detail: %s", exc.message)
-        return _status(code, exc.message)
-    except Exception:
-        log.exception("C-STORE from %s failed unexpectedly", calling)
-        return _status(status.PROCESSING_FAILURE, "internal error while storing; see server log")
-    warning = result.warning
-    return _status(status.SUCCESS) if warning is None else _status(status.SUCCESS, warning)
+        return status.status_dataset(code, status.store_comment(exc))
+    except Exception as exc:
+        # Type only above DEBUG: an exception message may quote attribute values (patient data).
+        log.error("C-STORE from %s failed unexpectedly: %s", calling, type(exc).__name__)
+        log.debug("C-STORE failure detail", exc_info=True)
+        return status.status_dataset(status.STORE_UNEXPECTED_FAILURE, "Internal error while storing; see server log")
+    if result.warning:
+        log.info("C-STORE from %s: %s", calling, result.warning)
+    return status.status_dataset(status.SUCCESS)
+
+
+def _level_and_keys(event: Event) -> tuple[Level, dict[str, str]]:
+    patient_root = str(event.context.abstract_syntax) in _PATIENT_ROOT
+    ident = event.identifier
+    return identifier.query_level(ident, patient_root=patient_root), identifier.matching_keys(ident)
+
+
+def _qr_failure(exc: Exception, what: str) -> tuple[Dataset, None]:
+    if isinstance(exc, DicomVaultError):
+        code = status.qr_status(exc)
+        log.info("%s refused: status 0x%04X (%s)", what, code, type(exc).__name__)
+        return status.status_dataset(code, exc.message), None
+    log.error("%s failed unexpectedly: %s", what, type(exc).__name__)
+    log.debug("%s failure detail", what, exc_info=True)
+    return status.status_dataset(status.QR_UNABLE_TO_PROCESS, f"Internal error in {what}; see server log"), None
 
 
 def handle_find(event: Event, archive: Archive) -> Iterator[tuple[int | Dataset, Dataset | None]]:
-    patient_root = str(event.context.abstract_syntax) in _PATIENT_ROOT
+    """C-FIND on the shared query engine; responses carry exactly the requested keys."""
     try:
-        identifier = event.identifier
-        level = identifiers.query_level(identifier, patient_root=patient_root)
-        keys, _ = identifiers.matching_keys(identifier)
-        spec = archive.query.build_spec(level, keys)
-        results = archive.query.search(spec)
-    except InvalidQuery as exc:
-        yield _status(status.QR_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, exc.message), None
+        level, keys = _level_and_keys(event)
+        results = archive.query.search(archive.query.build_spec(level, keys))
+    except Exception as exc:
+        yield _qr_failure(exc, "C-FIND")
         return
-    except Unavailable as exc:
-        yield _status(status.QR_OUT_OF_RESOURCES, exc.message), None
-        return
-    except Exception:
-        log.exception("C-FIND failed unexpectedly")
-        yield _status(status.QR_UNABLE_TO_PROCESS, "internal error while querying"), None
-        return
-    for result in results:
+    ident = event.identifier
+    for n, result in enumerate(results):
+        if n and n % CANCEL_CHECK_EVERY == 0:
+            _let_requests_in(event.assoc)
         if event.is_cancelled:
             yield status.CANCEL, None
             return
-        yield status.PENDING, identifiers.response(result, identifier, level, archive.settings.aet)
+        yield status.PENDING, identifier.response(result, ident, level, archive.settings.aet)
 
 
-def _plan(event: Event, archive: Archive) -> RetrievePlan:
-    patient_root = str(event.context.abstract_syntax) in _PATIENT_ROOT
-    identifier = event.identifier
-    level = identifiers.query_level(identifier, patient_root=patient_root)
-    keys, _ = identifiers.matching_keys(identifier)
-    return RetrievePlan.locate(archive, level, keys)
+def _let_requests_in(assoc: Association) -> None:
+    """pynetdicom's network thread sends everything queued before it reads again, so a C-CANCEL would only be
+    seen after the last response. Waiting now and then for the queue to drain lets it in (cost: ~1 ms per
+    ``CANCEL_CHECK_EVERY`` responses)."""
+    queue = getattr(getattr(assoc, "dul", None), "to_provider_queue", None)
+    if queue is None:
+        return
+    deadline = time.monotonic() + 1.0
+    while not queue.empty() and time.monotonic() < deadline:
+        time.sleep(0.0005)
+    time.sleep(0.001)
+
+
+def _records(event: Event, archive: Archive) -> list[InstanceRecord]:
+    level, keys = _level_and_keys(event)
+    return retrieval.locate(archive, level, keys)
 
 
 def handle_get(event: Event, archive: Archive) -> Iterator[Any]:
+    """C-GET: sub-operations go back over the requestor's own association (SCP/SCU role selection)."""
     try:
-        plan = _plan(event, archive)
-    except InvalidQuery as exc:
-        yield _status(status.QR_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, exc.message), None
+        records = _records(event, archive)
+    except Exception as exc:
+        yield _qr_failure(exc, "C-GET")
         return
-    except DicomVaultError as exc:
-        yield _status(status.QR_OUT_OF_RESOURCES, exc.message), None
-        return
-    yield len(plan.records)
-    accepted = plan.accepted_from(event.assoc)
-    for record in plan.records:
-        if event.is_cancelled:
-            yield status.CANCEL, None
-            return
-        yield status.PENDING, plan.dataset_for(record, accepted)
+    assoc = event.assoc
+    yield from retrieval.sub_operations(archive, records, lambda: assoc, lambda: bool(event.is_cancelled))
 
 
 def handle_move(event: Event, archive: Archive) -> Iterator[Any]:
-    destination = archive.settings.destination(str(event.move_destination))
+    """C-MOVE: the destination AE title must be configured (``move_destinations``); pynetdicom opens the
+    sub-association with the contexts we propose and counts the sub-operations."""
+    destination = archive.settings.destination(str(event.move_destination or ""))
     if destination is None:
-        log.info("C-MOVE to unknown destination refused")
-        yield None, None  # pynetdicom answers 0xA801 Move Destination unknown
+        log.info("C-MOVE to an unknown destination refused")
+        yield None, None  # pynetdicom answers 0xA801 Move Destination Unknown
         return
     try:
-        plan = _plan(event, archive)
-    except InvalidQuery as exc:
-        yield destination
-        yield _status(status.QR_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, exc.message), None
+        records = _records(event, archive)
+    except Exception as exc:
+        # pynetdicom takes a failure with its ErrorComment only after a sub-operation count and an open
+        # sub-association; a short association to the known destination (contexts almost every storage SCP
+        # accepts) is the price of a clear 0xA900 instead of a bare 0xC513.
+        yield (*destination, {"contexts": [build_context(uid) for uid in _PROBE_CONTEXTS]})
+        yield 1
+        yield _qr_failure(exc, "C-MOVE")
         return
-    holder: dict[str, Any] = {}
-
-    def _capture(sub_event: Event) -> None:
-        holder["assoc"] = sub_event.assoc
-
-    yield (*destination, {"contexts": plan.proposed_contexts(),
-                          "evt_handlers": [(evt.EVT_ACCEPTED, _capture)]})
-    yield len(plan.records)
-    accepted = plan.accepted_from(holder.get("assoc"))
-    for record in plan.records:
-        if event.is_cancelled:
-            yield status.CANCEL, None
-            return
-        yield status.PENDING, plan.dataset_for(record, accepted)
+    holder: dict[str, Association] = {}
+    yield (*destination, {"contexts": scu.proposed_contexts(records), "evt_handlers": [scu.capture_accepted(holder)]})
+    yield from retrieval.sub_operations(archive, records, lambda: holder.get("assoc"),
+                                        lambda: bool(event.is_cancelled))

@@ -1,109 +1,97 @@
-"""Which instances a C-GET/C-MOVE sends and in which transfer syntax.
+"""Which instances a C-GET/C-MOVE Identifier selects, and the sub-operation stream pynetdicom sends.
 
-The stored bytes are sent unchanged whenever the peer accepted the stored transfer syntax (pydicom writes
-unconverted raw elements back byte for byte); otherwise the object is transcoded to an uncompressed syntax the
-peer accepted, and if there is none the sub-operation fails with a reason in the log.
+An Identifier holding only unique keys (the level's, plus single-valued ones of the levels above, as a
+hierarchical retrieve sends them) is answered straight from the index; any other key (a patient name, a
+modality, a date range) goes through the shared query engine at IMAGE level first, so C-GET/C-MOVE select
+exactly what a C-FIND with the same keys would list.
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from typing import Any
 
-import pydicom
-from pydicom.dataset import Dataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom.presentation import PresentationContext, build_context
+from pynetdicom.association import Association
 
-from dicomvault.domain.errors import DicomVaultError
+from dicomvault.dimse import scu, status
 from dicomvault.domain.records import InstanceRecord
-from dicomvault.domain.tags import Level
-from dicomvault.services import transcode
+from dicomvault.domain.tags import UNIQUE_KEY, Level
 from dicomvault.services.archive import Archive
 
-log = logging.getLogger(__name__)
+#: SOP Instance UIDs per index lookup.
+BATCH = 500
+_UNIQUE_ORDER = (Level.PATIENT, Level.STUDY, Level.SERIES, Level.IMAGE)
 
-UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
-MAX_CONTEXTS = 128
+
+def _values(raw: str) -> list[str]:
+    return [v.strip() for v in raw.split("\\") if v.strip()]
 
 
-@dataclass
-class RetrievePlan:
-    archive: Archive
-    records: list[InstanceRecord]
+def locate(archive: Archive, level: Level, keys: dict[str, str]) -> list[InstanceRecord]:
+    """The instances under ``keys`` at ``level`` (no duplicates, index order); raises ``InvalidQuery``."""
+    given = {k: v for k, v in keys.items() if v.strip() not in ("", "*")}
+    unique_names = {UNIQUE_KEY[lv] for lv in _UNIQUE_ORDER if lv.depth <= level.depth}
+    own = _values(given.get(UNIQUE_KEY[level], ""))
+    parents = {k: _values(v) for k, v in given.items() if k != UNIQUE_KEY[level]}
+    direct = bool(own) and set(given) <= unique_names and all(len(v) == 1 for v in parents.values())
+    if direct:
+        records = _by_unique_keys(archive, level, own, {k: v[0] for k, v in parents.items()})
+    else:
+        spec = archive.query.build_spec(Level.IMAGE, given)
+        uids = [r["00080018"]["Value"][0] for r in archive.query.search(spec) if r.get("00080018", {}).get("Value")]
+        records = []
+        for i in range(0, len(uids), BATCH):
+            records += archive.retrieve.locate(sop_uids=uids[i : i + BATCH])
+    seen: set[str] = set()
+    unique: list[InstanceRecord] = []
+    for r in records:
+        if r.sop_uid not in seen:
+            seen.add(r.sop_uid)
+            unique.append(r)
+    return unique
 
-    @classmethod
-    def locate(cls, archive: Archive, level: Level, keys: dict[str, str]) -> RetrievePlan:
-        """Instances under the identifier's unique keys (UID lists allowed) or, for other keys, the instances
-        the shared query engine finds at IMAGE level."""
-        unique = {Level.PATIENT: "PatientID", Level.STUDY: "StudyInstanceUID",
-                  Level.SERIES: "SeriesInstanceUID", Level.IMAGE: "SOPInstanceUID"}[level]
-        values = [v for v in keys.get(unique, "").split("\\") if v.strip()]
-        others = {k: v for k, v in keys.items() if v.strip() not in ("", "*") and k != unique}
-        records: list[InstanceRecord] = []
-        if values and not others and level != Level.IMAGE:
-            for value in values:
-                if level == Level.PATIENT:
-                    records += archive.retrieve.locate(patient_id=value)
-                elif level == Level.STUDY:
-                    records += archive.retrieve.locate(study_uid=value)
-                else:
-                    records += archive.retrieve.locate(series_uid=value)
+
+def _by_unique_keys(archive: Archive, level: Level, own: list[str], parents: dict[str, str]) -> list[InstanceRecord]:
+    patient = parents.get("PatientID")
+    study = parents.get("StudyInstanceUID")
+    series = parents.get("SeriesInstanceUID")
+    records: list[InstanceRecord] = []
+    if level == Level.IMAGE:
+        for i in range(0, len(own), BATCH):
+            records += archive.retrieve.locate(
+                patient_id=patient, study_uid=study, series_uid=series, sop_uids=own[i : i + BATCH]
+            )
+        return records
+    for value in own:
+        if level == Level.PATIENT:
+            records += archive.retrieve.locate(patient_id=value)
+        elif level == Level.STUDY:
+            records += archive.retrieve.locate(patient_id=patient, study_uid=value)
         else:
-            spec = archive.query.build_spec(Level.IMAGE, {k: v for k, v in keys.items() if v.strip()})
-            uids = [r["00080018"]["Value"][0] for r in archive.query.search(spec) if r["00080018"].get("Value")]
-            for i in range(0, len(uids), 500):
-                records += archive.retrieve.locate(sop_uids=uids[i : i + 500])
-        return cls(archive, records)
+            records += archive.retrieve.locate(patient_id=patient, study_uid=study, series_uid=value)
+    return records
 
-    def proposed_contexts(self) -> list[PresentationContext]:
-        """For a C-MOVE sub-association: each SOP class with each stored syntax in a context of its own (so the
-        stored bytes can go unchanged), plus one with the uncompressed syntaxes as a fallback for a peer that
-        refuses a compressed one."""
-        pairs: dict[str, set[str]] = {}
-        for r in self.records:
-            pairs.setdefault(r.sop_class_uid, set()).add(r.transfer_syntax_uid)
-        contexts: list[PresentationContext] = []
-        for sop_class, syntaxes in pairs.items():
-            for ts in sorted(syntaxes):  # the stored syntax on its own: the peer cannot pick another one
-                contexts.append(build_context(sop_class, [ts]))
-            contexts.append(build_context(sop_class, list(UNCOMPRESSED)))
-        if len(contexts) > MAX_CONTEXTS:
-            contexts = [build_context(sc, [*sorted(ts), *UNCOMPRESSED]) for sc, ts in pairs.items()][:MAX_CONTEXTS]
-        return contexts
 
-    @staticmethod
-    def accepted_from(assoc: Any) -> dict[str, set[str]]:
-        """SOP class → transfer syntaxes the peer accepted on ``assoc`` (for storage sub-operations)."""
-        out: dict[str, set[str]] = {}
-        if assoc is None:
-            return out
-        for cx in assoc.accepted_contexts:
-            if cx.transfer_syntax:
-                out.setdefault(str(cx.abstract_syntax), set()).add(str(cx.transfer_syntax[0]))
-        return out
-
-    def dataset_for(self, record: InstanceRecord, accepted: dict[str, set[str]]) -> Dataset | None:
-        """The object to send: as stored when possible, else transcoded; None (a failed sub-operation) when the
-        blob cannot be read."""
-        try:
-            with self.archive.retrieve.open(record) as f:
-                ds = pydicom.dcmread(f)
-        except (DicomVaultError, OSError, Exception):
-            log.exception("cannot read a stored instance for C-GET/C-MOVE")
-            return None
-        syntaxes = accepted.get(record.sop_class_uid, set())
-        stored = UID(record.transfer_syntax_uid)
-        if not syntaxes or stored in syntaxes:
-            return ds
-        if not stored.is_compressed and syntaxes & {str(u) for u in UNCOMPRESSED}:
-            return ds  # pynetdicom converts between the uncompressed little-endian syntaxes
-        for target in UNCOMPRESSED:
-            if str(target) in syntaxes:
-                try:
-                    return transcode.to_syntax(ds, target)
-                except DicomVaultError:
-                    log.warning("cannot transcode an instance for a retrieve peer", exc_info=True)
-                    return ds
-        return ds
+def sub_operations(
+    archive: Archive,
+    records: list[InstanceRecord],
+    peer: Callable[[], Association | None],
+    is_cancelled: Callable[[], bool],
+) -> Iterator[Any]:
+    """What a C-GET/C-MOVE handler yields after its destination: the sub-operation count, then one
+    (Pending, object) per instance; pynetdicom sends each C-STORE before asking for the next, so a stored file
+    only needs to exist for one step. ``peer`` gives the association the C-STOREs go over (known only once
+    pynetdicom opened it, for C-MOVE)."""
+    yield len(records)
+    if not records:
+        return
+    assoc = peer()
+    if assoc is not None:
+        scu.install_sender(assoc)
+    accepted = scu.accepted_syntaxes(assoc)
+    for record in records:
+        if is_cancelled():
+            yield status.CANCEL, None
+            return
+        with scu.outgoing(archive, record, accepted) as ds:
+            yield status.PENDING, ds

@@ -1,9 +1,13 @@
 """DIMSE status codes DicomVault returns, by name, and the one mapping from domain errors to statuses.
 
-References: PS3.4 B.2.3 (Storage), C.4.1.1.4 / C.4.2.1.5 / C.4.3.1.4 (Query/Retrieve), PS3.7 Annex C.
+References: PS3.4 B.2.3 (Storage), C.4.1.1.4 / C.4.2.1.5 / C.4.3.1.4 (Query/Retrieve), PS3.7 Annex C. Services
+raise domain errors (``domain.errors``); only this module knows which status each one becomes, so C-STORE,
+C-FIND, C-GET and C-MOVE answer the same failure the same way.
 """
 
 from __future__ import annotations
+
+from pydicom.dataset import Dataset
 
 from dicomvault.domain import errors as e
 
@@ -15,10 +19,12 @@ CANCEL = 0xFE00
 STORE_OUT_OF_RESOURCES = 0xA700
 STORE_DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 STORE_CANNOT_UNDERSTAND = 0xC000
+#: Anything unexpected: still in the "cannot understand" failure range, with a generic comment (details only in
+#: the server log, never patient data in the response).
+STORE_UNEXPECTED_FAILURE = 0xC001
 #: The default duplicate policy keeps the stored object and discards the new one: a warning, not a failure,
 #: so that a modality does not retry forever something the archive will never take.
 STORE_WARNING_ELEMENTS_DISCARDED = 0xB006
-PROCESSING_FAILURE = 0x0110
 
 # C-FIND / C-GET / C-MOVE (PS3.4 C.4)
 QR_OUT_OF_RESOURCES = 0xA700
@@ -26,25 +32,64 @@ QR_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 QR_UNABLE_TO_PROCESS = 0xC000
 MOVE_DESTINATION_UNKNOWN = 0xA801
 RETRIEVE_SUBOPS_OUT_OF_RESOURCES = 0xA702
+RETRIEVE_SUBOPS_SOME_FAILED = 0xB000
 
 #: ErrorComment is LO: at most 64 characters.
 MAX_COMMENT = 64
 
+#: Domain error → C-STORE status, most specific class first (MalformedDicom is an InvalidDicom).
+STORE_STATUS: tuple[tuple[type[e.DicomVaultError], int], ...] = (
+    (e.Conflict, STORE_WARNING_ELEMENTS_DISCARDED),
+    (e.MalformedDicom, STORE_CANNOT_UNDERSTAND),
+    (e.InvalidDicom, STORE_DATASET_DOES_NOT_MATCH_SOP_CLASS),
+    (e.Unsupported, STORE_CANNOT_UNDERSTAND),
+    (e.Unavailable, STORE_OUT_OF_RESOURCES),
+)
+
+#: Domain error → C-FIND/C-GET/C-MOVE failure status.
+QR_STATUS: tuple[tuple[type[e.DicomVaultError], int], ...] = (
+    (e.InvalidQuery, QR_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS),
+    (e.Unavailable, QR_OUT_OF_RESOURCES),
+)
+
+#: The comment a refused duplicate gets (the issue: "reject — the default, with a warning status").
+DUPLICATE_REJECTED = "Duplicate SOP Instance UID, different content: not stored"
+
+
+def _lookup(table: tuple[tuple[type[e.DicomVaultError], int], ...], exc: BaseException, default: int) -> int:
+    for kind, code in table:
+        if isinstance(exc, kind):
+            return code
+    return default
+
 
 def store_status(exc: BaseException) -> int:
-    """The C-STORE status for a failure raised by ingest."""
+    """The C-STORE status for a failure raised while storing."""
+    return _lookup(STORE_STATUS, exc, STORE_UNEXPECTED_FAILURE)
+
+
+def qr_status(exc: BaseException) -> int:
+    """The C-FIND/C-GET/C-MOVE failure status for an error raised while matching."""
+    return _lookup(QR_STATUS, exc, QR_UNABLE_TO_PROCESS)
+
+
+def store_comment(exc: e.DicomVaultError) -> str:
     if isinstance(exc, e.Conflict):
-        return STORE_WARNING_ELEMENTS_DISCARDED
-    if isinstance(exc, e.MalformedDicom):
-        return STORE_CANNOT_UNDERSTAND
-    if isinstance(exc, e.InvalidDicom):
-        return STORE_DATASET_DOES_NOT_MATCH_SOP_CLASS
-    if isinstance(exc, e.Unavailable):
-        return STORE_OUT_OF_RESOURCES
-    return PROCESSING_FAILURE
+        return DUPLICATE_REJECTED
+    return exc.message
 
 
 def comment(text: str) -> str:
-    """Fit a message into ErrorComment (LO, 64 characters, no backslash)."""
-    text = text.replace("\\", "/").replace("\n", " ")
-    return text if len(text) <= MAX_COMMENT else text[: MAX_COMMENT - 1] + "…"
+    """Fit a message into ErrorComment (LO: 64 ASCII characters, no backslash, no control characters)."""
+    text = "".join(" " if ch < " " else ch for ch in text.replace("\\", "/"))
+    text = text.encode("ascii", "replace").decode("ascii")  # the response has no Specific Character Set
+    return text if len(text) <= MAX_COMMENT else text[: MAX_COMMENT - 3] + "..."
+
+
+def status_dataset(code: int, message: str | None = None) -> Dataset:
+    """A status Dataset pynetdicom sends as is: Status plus, for anything but success, an ErrorComment."""
+    ds = Dataset()
+    ds.Status = code
+    if message:
+        ds.ErrorComment = comment(message)
+    return ds
