@@ -77,7 +77,7 @@ def test_cli_verify_detects_corruption_missing_orphans_and_repairs(invoke: Invok
     missing.unlink()
     orphan_data = make_ct(seed=99)
     orphan_key = hashlib.sha256(orphan_data).hexdigest()
-    orphan = data_dir / "blobs" / orphan_key[:2] / orphan_key[2:4] / orphan_key
+    orphan = data_dir / "blobs" / orphan_key[:2] / orphan_key[2:4] / orphan_key  # the layout of earlier versions
     orphan.parent.mkdir(parents=True, exist_ok=True)
     orphan.write_bytes(orphan_data)
     leftover = data_dir / "blobs" / "tmp" / "interrupted-write"
@@ -109,7 +109,7 @@ def test_cli_verify_grace_spares_writes_in_progress(invoke: Invoke, tmp_path: Pa
     staged.write_bytes(b"x")
     fresh = make_ct(seed=7)
     key = hashlib.sha256(fresh).hexdigest()
-    unindexed = data_dir / "blobs" / key[:2] / key[2:4] / key
+    unindexed = data_dir / "blobs" / key[:3] / key
     unindexed.parent.mkdir(parents=True, exist_ok=True)
     unindexed.write_bytes(fresh)
     # Fresh files may be an ingest between its blob put and its index commit on a running server: left alone.

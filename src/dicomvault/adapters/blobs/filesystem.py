@@ -1,11 +1,17 @@
-"""Filesystem blob store: content-addressed files fanned out as ``ab/cd/abcd…``.
+"""Filesystem blob store: content-addressed files fanned out as ``abc/abcdef…`` (4,096 folders).
 
 Durability protocol for ``put`` (what is fsynced when):
 1. the bytes stream into ``tmp/<random>`` on the same filesystem while SHA-256 is computed;
 2. the temporary file is fsynced;
 3. it is hard-linked to its final path (a link never overwrites: write-once) and the temporary name removed;
-4. the final directory is fsynced (and its parents when they were created), so the name survives a crash.
+4. the final directory is fsynced, so the name survives a crash.
 Only then does ``put`` return. A crash before step 3 leaves a file under ``tmp/`` that start-up sweeps away.
+
+Why one level of 4,096 folders, all created (and fsynced) when the store is first opened: with folders created on
+demand, nearly every object of a young archive lands in a new folder, and making a new folder durable costs two
+more fsyncs (the folder and its parent) on the acknowledgement path. 4,096 folders keep 40 million objects at
+~10,000 per folder, which ext4 and XFS index well. Stores written by earlier versions used ``ab/cd/<key>``; those
+objects are still found (``path_for`` falls back to the old place) and listed.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from dicomvault.domain.records import BlobInfo
 from dicomvault.ports.blobs import PutResult
 
 CHUNK = 1 << 20
+#: Hex digits of the key that name its folder: 16**3 = 4,096 folders.
+FANOUT = 3
 
 
 def _fsync_dir(path: Path) -> None:
@@ -43,6 +51,18 @@ class FilesystemBlobStore:
         self.tmp = self.root / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._fsync = fsync
+        self._create_fanout()
+
+    def _create_fanout(self) -> None:
+        """Create every fan-out folder once, in order, so the last one existing means all do (``put`` still
+        recreates a folder that went missing)."""
+        last = 16**FANOUT - 1
+        if (self.root / f"{last:0{FANOUT}x}").is_dir():
+            return
+        for n in range(last + 1):
+            (self.root / f"{n:0{FANOUT}x}").mkdir(exist_ok=True)
+        if self._fsync:
+            _fsync_dir(self.root)
 
     def describe(self) -> str:
         return f"file://{self.root.resolve()}"
@@ -51,8 +71,19 @@ class FilesystemBlobStore:
         return self.path_for(key)
 
     def path_for(self, key: str) -> Path:
+        """Where the blob is: its fan-out folder, or the two-level folder of stores written before 4,096
+        folders (only looked at when the object is not in its folder)."""
         check_key(key)
-        return self.root / key[:2] / key[2:4] / key
+        path = self.root / key[:FANOUT] / key
+        if not path.exists():
+            legacy = self.root / key[:2] / key[2:4] / key
+            if legacy.exists():
+                return legacy
+        return path
+
+    def _new_path(self, key: str) -> Path:
+        check_key(key)
+        return self.root / key[:FANOUT] / key
 
     def blob_age(self, key: str) -> float | None:
         """Seconds since the blob was written (``ports.blobs.Housekeeping``), None if it does not exist."""
@@ -102,25 +133,29 @@ class FilesystemBlobStore:
                 if self._fsync:
                     os.fsync(out.fileno())
             key = digest.hexdigest()
-            final = self.path_for(key)
             info = BlobInfo(key, size, key)
-            if final.exists():
+            if self.path_for(key).exists():
                 return PutResult(info, created=False)
-            created_dirs = not final.parent.exists()
-            final.parent.mkdir(parents=True, exist_ok=True)
+            final = self._new_path(key)
             try:
-                os.link(tmp_path, final)
+                self._link(tmp_path, final)
             except FileExistsError:
                 return PutResult(info, created=False)
             if self._fsync:
                 _fsync_dir(final.parent)
-                if created_dirs:
-                    _fsync_dir(final.parent.parent)
-                    _fsync_dir(self.root)
             return PutResult(info, created=True)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp_path.unlink()
+
+    def _link(self, source: Path, final: Path) -> None:
+        try:
+            os.link(source, final)
+        except FileNotFoundError:  # its fan-out folder was removed by hand: make it again, durably
+            final.parent.mkdir(exist_ok=True)
+            if self._fsync:
+                _fsync_dir(self.root)
+            os.link(source, final)
 
     def open(self, key: str) -> BinaryIO:
         try:
@@ -159,9 +194,14 @@ class FilesystemBlobStore:
 
     def iter_keys(self) -> Iterator[str]:
         for first in sorted(self.root.iterdir()):
-            if not first.is_dir() or len(first.name) != 2:
+            if not first.is_dir():
                 continue
-            for second in sorted(first.iterdir()):
-                for f in sorted(second.iterdir()):
+            if len(first.name) == FANOUT:
+                for f in sorted(first.iterdir()):
                     if len(f.name) == 64:
                         yield f.name
+            elif len(first.name) == 2:  # the two-level layout of earlier versions
+                for second in sorted(first.iterdir()):
+                    for f in sorted(second.iterdir()):
+                        if len(f.name) == 64:
+                            yield f.name
