@@ -21,6 +21,7 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ImplicitVRLittleEnd
 from dicomvault.domain.errors import InvalidDicom, MalformedDicom
 from dicomvault.domain.query import fold_pn, normalise_time
 from dicomvault.domain.tags import INDEXED, Level
+from dicomvault.services.header_json import header_json
 
 _UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 #: Values longer than this go to BulkDataURI in the cached metadata, as PS3.18 asks for bulk data.
@@ -216,7 +217,7 @@ def json_dict(ds: Dataset, parsed: ParsedHeader) -> dict[str, Any]:
     """DICOM JSON (PS3.18 F.2) of the non-bulk attributes, with relative BulkDataURIs (``bulk/<tag>``) that
     the DICOMweb front end prefixes with the instance URL when serving."""
     try:
-        data = ds.to_json_dict(bulk_data_threshold=BULK_THRESHOLD, bulk_data_element_handler=_bulk_uri)
+        data = header_json(ds, bulk_threshold=BULK_THRESHOLD, bulk_uri=_bulk_uri)
     except Exception:
         # A vendor value pydicom cannot encode as JSON must not block archiving: drop the offenders.
         data = {}

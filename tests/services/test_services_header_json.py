@@ -1,0 +1,60 @@
+"""The fast header JSON must be exactly what pydicom's ``to_json_dict`` gives, on every file pydicom ships."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.dataelem import DataElement
+
+from dicomvault.services.header_json import header_json
+from tests.conftest import corpus_dir
+from tests.helpers import make_ct
+
+
+def _bulk(elem: DataElement) -> str:
+    return f"bulk/{int(elem.tag):08X}"
+
+
+def _both(data: bytes) -> tuple[dict[str, object], dict[str, object]]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fast = header_json(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, defer_size="64 KB",
+                                           force=True), bulk_threshold=1024, bulk_uri=_bulk)
+        slow = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, defer_size="64 KB",
+                               force=True).to_json_dict(bulk_data_threshold=1024, bulk_data_element_handler=_bulk)
+    return fast, slow
+
+
+def _readable(path: Path) -> bool:
+    try:
+        _both(path.read_bytes())
+    except Exception:
+        return False
+    return True
+
+
+def test_fast_json_equals_pydicom_on_the_whole_corpus() -> None:
+    files = [p for p in sorted(corpus_dir().rglob("*")) if p.is_file() and _readable(p)]
+    assert len(files) > 100
+    for path in files:
+        fast, slow = _both(path.read_bytes())
+        assert fast == slow, path.name
+        assert list(fast) == list(slow), path.name  # same element order
+
+
+@pytest.mark.parametrize("value, expected", [
+    (b"ORIGINAL\\PRIMARY\\AXIAL ", ["ORIGINAL", "PRIMARY", "AXIAL"]),
+    (b"A\\\\B ", ["A", "", "B"]),
+])
+def test_multi_valued_strings_split_like_pydicom(value: bytes, expected: list[str]) -> None:
+    ds = pydicom.dcmread(io.BytesIO(make_ct(seed=3)))
+    ds.ImageType = value.decode().rstrip()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    fast, slow = _both(buf.getvalue())
+    assert fast == slow
+    assert fast["00080008"] == {"vr": "CS", "Value": expected}
