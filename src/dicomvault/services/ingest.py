@@ -52,10 +52,17 @@ def _sha256_of(stream: BinaryIO) -> str:
 
 
 class IngestService:
-    def __init__(self, index: IndexRepository, blobs: BlobStore, *, policy: DuplicatePolicy) -> None:
+    def __init__(
+        self, index: IndexRepository, blobs: BlobStore, *, policy: DuplicatePolicy, precheck_duplicates: bool = True
+    ) -> None:
+        """``precheck_duplicates``: ask the index whether an identical object is already stored before sending
+        the bytes to the blob store. Worth it where a put is expensive (S3: the whole body crosses the network
+        before the store can say it has the object); the filesystem store finds an existing blob by hashing
+        alone, so there the query would only add a round trip to every new instance."""
         self.index = index
         self.blobs = blobs
         self.policy = policy
+        self.precheck_duplicates = precheck_duplicates
 
     def ingest(self, stream: BinaryIO, *, source: str = "") -> IngestResult:
         """Store one Part 10 object read from a seekable ``stream``. Raises ``InvalidDicom``, ``Conflict``,
@@ -75,13 +82,14 @@ class IngestService:
             except Exception:
                 log.debug("frame index not built", exc_info=True)
                 frame_index = None
-        sop_uid = cols[Level.IMAGE]["sop_uid"]
-        known = self.index.instance_checksum(sop_uid)
-        if known is not None and known == _sha256_of(stream):
-            # Re-sent identical object (a modality retrying, an import re-run): success, nothing written.
-            return IngestResult(StoreOutcome.DUPLICATE, cols[Level.IMAGE]["sop_class_uid"], sop_uid,
-                                cols[Level.STUDY]["study_uid"], cols[Level.SERIES]["series_uid"],
-                                parsed.transfer_syntax_uid, BlobInfo(known, parsed.file_size, known))
+        if self.precheck_duplicates:
+            sop_uid = cols[Level.IMAGE]["sop_uid"]
+            known = self.index.instance_checksum(sop_uid)
+            if known is not None and known == _sha256_of(stream):
+                # Re-sent identical object (a modality retrying, an import re-run): success, nothing written.
+                return IngestResult(StoreOutcome.DUPLICATE, cols[Level.IMAGE]["sop_class_uid"], sop_uid,
+                                    cols[Level.STUDY]["study_uid"], cols[Level.SERIES]["series_uid"],
+                                    parsed.transfer_syntax_uid, BlobInfo(known, parsed.file_size, known))
         stream.seek(0)
         put = self.blobs.put(stream)
         if put.info.size != parsed.file_size:
