@@ -57,8 +57,9 @@ class IngestService:
     ) -> None:
         """``precheck_duplicates``: ask the index whether an identical object is already stored before sending
         the bytes to the blob store. Worth it where a put is expensive (S3: the whole body crosses the network
-        before the store can say it has the object); the filesystem store finds an existing blob by hashing
-        alone, so there the query would only add a round trip to every new instance."""
+        before the store can say it has the object). On the filesystem a re-sent object costs one temporary
+        write (the store then finds the content-addressed blob present and links nothing), which is cheaper
+        overall than a query for every new instance: re-sends are rare, new instances are the hot path."""
         self.index = index
         self.blobs = blobs
         self.policy = policy

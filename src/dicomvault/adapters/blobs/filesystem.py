@@ -31,8 +31,6 @@ from dicomvault.domain.records import BlobInfo
 from dicomvault.ports.blobs import PutResult
 
 CHUNK = 1 << 20
-#: Streams up to this size are hashed before they are written (see ``_already_stored``).
-PREHASH_MAX = 16 << 20
 #: Hex digits of the key that name its folder: 16**3 = 4,096 folders.
 FANOUT = 3
 
@@ -118,28 +116,7 @@ class FilesystemBlobStore:
                     n += 1
         return n
 
-    def _already_stored(self, stream: BinaryIO) -> BlobInfo | None:
-        """For a small seekable stream, hash it first: an object already stored (a re-sent instance) is then
-        not written and fsynced again. Large streams are not read twice; they are written and deduplicated
-        after."""
-        if not stream.seekable():
-            return None
-        start = stream.tell()
-        size = stream.seek(0, os.SEEK_END) - start
-        stream.seek(start)
-        if size > PREHASH_MAX:
-            return None
-        digest = hashlib.sha256()
-        while chunk := stream.read(CHUNK):
-            digest.update(chunk)
-        stream.seek(start)
-        key = digest.hexdigest()
-        return BlobInfo(key, size, key) if self.path_for(key).exists() else None
-
     def put(self, stream: BinaryIO) -> PutResult:
-        known = self._already_stored(stream)
-        if known is not None:
-            return PutResult(known, created=False)
         tmp_path = self.tmp / uuid.uuid4().hex
         digest = hashlib.sha256()
         size = 0
