@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     max_pdu: int = Field(4 * 1024 * 1024, description="Maximum PDU length the DIMSE server receives (bytes).")
     max_associations: int = Field(64, description="Concurrent DIMSE associations accepted.")
     dimse_timeout: float = Field(60.0, description="DIMSE/ACSE/network timeout in seconds.")
+    dimse_fast_store: bool = Field(
+        True,
+        description="Serve storage-only associations with the lean receiver; false: everything through pynetdicom.",
+    )
     index_pool_size: int = Field(10, description="Database connection pool size per process.")
     fsync: bool = Field(True, description="fsync blobs and directories before acknowledging (keep on).")
     allow_anonymous: bool | None = Field(

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from typing import Any, cast
+from contextlib import AbstractContextManager
+from typing import Any, BinaryIO, cast
 
 from pydicom.dataset import Dataset
 from pynetdicom.association import Association
@@ -40,12 +41,24 @@ def handle_echo(event: Event, archive: Archive) -> int:
 
 
 def handle_store(event: Event, archive: Archive) -> Dataset:
-    """C-STORE: the received data set bytes are kept exactly; only the Part 10 header is added. Success is
-    answered only after ingest returned, i.e. once the object is durable and indexed."""
+    """C-STORE through pynetdicom: the received data set bytes go to ``store_received``."""
     req = cast(C_STORE, event.request)
     calling = str(event.assoc.requestor.ae_title).strip()
+    return store_received(archive, received.received_dataset(req), str(req.AffectedSOPClassUID),
+                          str(req.AffectedSOPInstanceUID), str(event.context.transfer_syntax), calling)
+
+
+def store_received(archive: Archive, dataset: AbstractContextManager[tuple[BinaryIO, int, int]], sop_class_uid: str,
+                   sop_instance_uid: str, transfer_syntax: str, calling: str) -> Dataset:
+    """Store one received C-STORE data set and return the status to answer. The one function both receive paths
+    call (pynetdicom's handler above and the lean storage path, ``fast_store``), so they answer identically.
+
+    ``dataset`` is entered here, inside the error handling, and yields (stream, start, length) of the data set
+    bytes exactly as received; they are kept exactly, only the Part 10 header (naming ``calling``) is added.
+    Success is answered only after ingest returned, i.e. once the object is durable and indexed."""
     try:
-        with received.part10_stream(req, str(event.context.transfer_syntax), calling) as stream:
+        with dataset as part:
+            stream = received.part10_stream(part, sop_class_uid, sop_instance_uid, transfer_syntax, calling)
             result = archive.ingest.ingest(stream, source=f"dimse:{calling}")
     except DicomVaultError as exc:
         code = status.store_status(exc)

@@ -147,30 +147,31 @@ def dataset_identity(part: tuple[BinaryIO, int, int], transfer_syntax: str) -> t
         return None
 
 
-def check_identity(request: C_STORE, identity: tuple[str, str] | None) -> None:
+def check_identity(sop_class_uid: str, sop_instance_uid: str, identity: tuple[str, str] | None) -> None:
     """PS3.4 B.2: the command's Affected SOP Class/Instance UIDs must be the data set's own. A mismatch means the
     peer's command and object disagree (e.g. a file whose meta header names another instance): refused, since
     storing it would index the object under a UID the peer did not mean."""
     if identity is None:
         return
     sop_class, sop_instance = identity
-    if sop_instance and sop_instance != str(request.AffectedSOPInstanceUID or ""):
+    if sop_instance and sop_instance != sop_instance_uid:
         raise InvalidDicom("Affected SOP Instance UID differs from the data set's")
-    if sop_class and sop_class != str(request.AffectedSOPClassUID or ""):
+    if sop_class and sop_class != sop_class_uid:
         raise InvalidDicom("Affected SOP Class UID differs from the data set's")
 
 
-@contextlib.contextmanager
-def part10_stream(request: C_STORE, transfer_syntax: str, calling_aet: str) -> Iterator[BinaryIO]:
-    """The Part 10 object to ingest: our file meta + the received data set bytes, as one stream.
+def part10_stream(
+    part: tuple[BinaryIO, int, int], sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, calling_aet: str
+) -> BinaryIO:
+    """The Part 10 object to ingest: our file meta + the received data set bytes (``part``), as one stream.
 
+    Shared by the pynetdicom handler and the lean storage path (``fast_store``), so both keep identical objects.
     Raises ``InvalidDicom`` when the command and the data set name different SOP instances or classes."""
-    with received_dataset(request) as part:
-        check_identity(request, dataset_identity(part, transfer_syntax))
-        meta = file_meta_bytes(
-            sop_class_uid=str(request.AffectedSOPClassUID),
-            sop_instance_uid=str(request.AffectedSOPInstanceUID),
-            transfer_syntax_uid=transfer_syntax,
-            source_aet=calling_aet,
-        )
-        yield cast(BinaryIO, SplicedReader([(io.BytesIO(meta), 0, len(meta)), part]))
+    check_identity(sop_class_uid, sop_instance_uid, dataset_identity(part, transfer_syntax))
+    meta = file_meta_bytes(
+        sop_class_uid=sop_class_uid,
+        sop_instance_uid=sop_instance_uid,
+        transfer_syntax_uid=transfer_syntax,
+        source_aet=calling_aet,
+    )
+    return cast(BinaryIO, SplicedReader([(io.BytesIO(meta), 0, len(meta)), part]))
