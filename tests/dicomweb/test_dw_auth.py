@@ -249,6 +249,7 @@ def test_unexpected_error_is_a_bare_500(dw_server: DwServer, monkeypatch: pytest
         raise RuntimeError("DOE^JANE 19700101")
 
     monkeypatch.setattr(dw_server.archive.query, "search_page", explode)
+    monkeypatch.setattr(dw_server.archive.query, "search_page_encoded", explode)  # the cached-answer path
     caplog.set_level(logging.INFO)
     r = httpx.get(dw_server.dicomweb_url + "/studies")
     assert r.status_code == 500

@@ -21,8 +21,9 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from pydicom.datadict import dictionary_VR
 from starlette.concurrency import run_in_threadpool
 
@@ -31,6 +32,7 @@ from dicomvault.dicomweb.responses import DicomJSONResponse
 from dicomvault.dicomweb.security import Principal, require_scope
 from dicomvault.domain.errors import InvalidQuery
 from dicomvault.domain.tags import DEFAULT_RETURN, Level, resolve_keyword
+from dicomvault.services.query import EncodedResult
 
 router = APIRouter(tags=["QIDO-RS"])
 
@@ -158,7 +160,7 @@ def _retrieve_url(base: str, level: Level, item: dict[str, Any], scope: dict[str
     return f"{base}/studies/{study}/series/{series}/instances/{sop}" if sop else None
 
 
-async def search(request: Request, level: Level, scope: dict[str, str]) -> JSONResponse:
+async def search(request: Request, level: Level, scope: dict[str, str]) -> Response:
     if not _accepts_json(request):
         return error_response(406, "QIDO-RS answers application/dicom+json only")
     archive = request.app.state.archive
@@ -193,54 +195,72 @@ async def search(request: Request, level: Level, scope: dict[str, str]) -> JSONR
     after = cache.get(signature, offset) if offset else None
     if after is not None:
         spec.after_id, spec.offset = after, 0
-    results, last_id = await run_in_threadpool(archive.query.search_page, spec)
+    base = str(request.base_url).rstrip("/") + "/dicom-web"
+    encoded = await run_in_threadpool(archive.query.search_page_encoded, spec)
+    if encoded is not None:
+        results: list[Any] = encoded[0]
+        last_id = encoded[1]
+        body = _encoded_array(encoded[0], base)
+    else:
+        results, last_id = await run_in_threadpool(archive.query.search_page, spec)
+        for item in results:
+            url = _retrieve_url(base, level, item, scope)
+            if url is not None:
+                item["00081190"] = {"vr": "UR", "Value": [url]}
     if last_id is not None:
         cache.put(signature, offset + len(results), last_id)
-    base = str(request.base_url).rstrip("/") + "/dicom-web"
-    for item in results:
-        url = _retrieve_url(base, level, item, scope)
-        if url is not None:
-            item["00081190"] = {"vr": "UR", "Value": [url]}
     headers = {}
     if warning is None and p["limit"] is None and len(results) >= MAX_LIMIT:
         warning = (f'299 dicomvault "the number of results may exceed the maximum of {MAX_LIMIT}; '
                    'request further results with offset"')
     if warning:
         headers["Warning"] = warning
+    if encoded is not None:
+        return Response(body, media_type=DICOM_JSON, headers=headers)
     return DicomJSONResponse(results, media_type=DICOM_JSON, headers=headers)
 
 
+def _encoded_array(results: list[EncodedResult], base: str) -> bytes:
+    """The JSON array of pre-serialized study objects, each with its RetrieveURL (0008,1190) spliced in as the
+    last member, where the per-row path puts it too: the bytes are those ``DicomJSONResponse`` writes for the
+    same objects, without decoding or re-encoding any of them. (A study object is never empty: it always
+    holds the default return keys.)"""
+    prefix = base + "/studies/"
+    head, tail = b',"00081190":{"vr":"UR","Value":[', b"]}}"
+    return b"[" + b",".join(r.json[:-1] + head + orjson.dumps(prefix + r.study_uid) + tail for r in results) + b"]"
+
+
 @router.get("/studies", summary="Search for studies (QIDO-RS)")
-async def search_studies(request: Request, _who: Principal = Depends(require_scope("read"))) -> JSONResponse:
+async def search_studies(request: Request, _who: Principal = Depends(require_scope("read"))) -> Response:
     return await search(request, Level.STUDY, {})
 
 
 @router.get("/series", summary="Search for series (QIDO-RS)")
-async def search_series(request: Request, _who: Principal = Depends(require_scope("read"))) -> JSONResponse:
+async def search_series(request: Request, _who: Principal = Depends(require_scope("read"))) -> Response:
     return await search(request, Level.SERIES, {})
 
 
 @router.get("/instances", summary="Search for instances (QIDO-RS)")
-async def search_instances(request: Request, _who: Principal = Depends(require_scope("read"))) -> JSONResponse:
+async def search_instances(request: Request, _who: Principal = Depends(require_scope("read"))) -> Response:
     return await search(request, Level.IMAGE, {})
 
 
 @router.get("/studies/{study}/series", summary="Search for series of a study (QIDO-RS)")
 async def search_study_series(
     study: str, request: Request, _who: Principal = Depends(require_scope("read"))
-) -> JSONResponse:
+) -> Response:
     return await search(request, Level.SERIES, {"StudyInstanceUID": study})
 
 
 @router.get("/studies/{study}/instances", summary="Search for instances of a study (QIDO-RS)")
 async def search_study_instances(
     study: str, request: Request, _who: Principal = Depends(require_scope("read"))
-) -> JSONResponse:
+) -> Response:
     return await search(request, Level.IMAGE, {"StudyInstanceUID": study})
 
 
 @router.get("/studies/{study}/series/{series}/instances", summary="Search for instances of a series (QIDO-RS)")
 async def search_series_instances(
     study: str, series: str, request: Request, _who: Principal = Depends(require_scope("read"))
-) -> JSONResponse:
+) -> Response:
     return await search(request, Level.IMAGE, {"StudyInstanceUID": study, "SeriesInstanceUID": series})

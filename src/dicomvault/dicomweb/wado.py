@@ -120,7 +120,7 @@ def _target_syntax(record: InstanceRecord, requested: str | None, retrieve: Retr
 
 def _instance_body(retrieve: RetrieveService, record: InstanceRecord, ts: str) -> Iterator[bytes]:
     if ts == record.transfer_syntax_uid:
-        yield from retrieve.iter_bytes(record)
+        yield from retrieve.iter_bytes(record, chunk=mw.BATCH)
     else:
         yield retrieve.transcoded(record, ts)
 
@@ -143,9 +143,14 @@ def _retrieve(request: Request, study: str, series: str | None, sop: str | None)
         headers = {"Content-Length": str(record.blob.size)} if ts == record.transfer_syntax_uid else None
         return StreamingResponse(body_of(record, ts), media_type=f"{DICOM}; transfer-syntax={ts}", headers=headers)
     boundary = mw.new_boundary()
-    parts = (mw.PartSpec(f"{DICOM}; transfer-syntax={ts}", body_of(r, ts))
-             for r, ts in zip(records, targets, strict=True))
-    return StreamingResponse(mw.stream_parts(boundary, parts), media_type=mw.content_type(boundary, DICOM))
+    ctypes = [f"{DICOM}; transfer-syntax={ts}" for ts in targets]
+    parts = (mw.PartSpec(ct, body_of(r, ts)) for r, ts, ct in zip(records, targets, ctypes, strict=True))
+    if first is not None or any(ts != r.transfer_syntax_uid for r, ts in zip(records, targets, strict=True)):
+        return StreamingResponse(mw.stream_parts(boundary, parts), media_type=mw.content_type(boundary, DICOM))
+    # Stored bytes only: the body's length is known before the first byte is read.
+    length = mw.body_length(boundary, ((ct, r.blob.size) for ct, r in zip(ctypes, records, strict=True)))
+    return StreamingResponse(mw.stream_parts_async(boundary, parts), media_type=mw.content_type(boundary, DICOM),
+                             headers={"Content-Length": str(length)})
 
 
 @router.get("/studies/{study}", summary="Retrieve a study")
@@ -172,11 +177,11 @@ def _metadata(request: Request, study: str, series: str | None, sop: str | None)
                           or a.media in ("*/*", "application/*") for a in accept):
         raise not_acceptable("metadata (application/dicom+json)")
     svc = services(request).metadata
-    texts = svc.texts(study, series, sop)
     base = base_url(request)
-    if len(texts) <= EAGER_METADATA:
-        return Response(b"".join(svc.array_chunks(texts, base, study, series, sop)), media_type=DICOM_JSON)
-    return StreamingResponse(svc.array_chunks(texts, base, study, series, sop), media_type=DICOM_JSON)
+    body = svc.document(study, series, sop, base, max_instances=EAGER_METADATA)
+    if body is not None:
+        return Response(body, media_type=DICOM_JSON)
+    return StreamingResponse(svc.array_chunks(svc.documents(study, series, sop), base, study), media_type=DICOM_JSON)
 
 
 @router.get("/studies/{study}/metadata", summary="Study metadata")

@@ -34,6 +34,13 @@ class IndexRepository(Protocol):
         its parents, plus ``_metadata`` (the cached DICOM JSON text) at IMAGE level and ``_uid`` of the row."""
         ...
 
+    def find_study_json(self, spec: QuerySpec) -> list[tuple[int, str, str | dict[str, Any]]]:
+        """For a STUDY-level ``spec``: (row id, Study Instance UID, answer) per matching study, in the order and
+        page of ``find``. The answer is the study's default QIDO-RS object as compact DICOM JSON text, cached by
+        the index and kept current in every transaction that changes the study; where no current one is cached
+        (a study indexed before the cache existed), it is the study's row as ``find`` returns it instead."""
+        ...
+
     def representative_metadata(self, *, study_uid: str, series_uid: str | None = None) -> str | None:
         """The cached DICOM JSON of one instance of the study (or series): the source of non-indexed return
         keys at study and series level."""
@@ -54,6 +61,19 @@ class IndexRepository(Protocol):
         self, *, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
     ) -> Iterator[str]:
         """Cached DICOM JSON texts (one per instance), never read from blobs."""
+        ...
+
+    def metadata_documents(
+        self, *, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> list[tuple[str, str, str]]:
+        """(Series Instance UID, SOP Instance UID, cached DICOM JSON text) per instance, in ``metadata`` order:
+        the UIDs spare the caller a search through each text."""
+        ...
+
+    def metadata_version(self, *, study_uid: str, series_uid: str | None = None) -> tuple[Any, ...] | None:
+        """A cheap token that differs whenever an instance of the study (or series) has been stored, removed or
+        replaced since it was taken, also by another process; None when no instance matches. Read it before
+        the documents it validates."""
         ...
 
     def delete(

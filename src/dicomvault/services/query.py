@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from dicomvault.domain.errors import InvalidQuery
@@ -21,6 +23,18 @@ from dicomvault.ports.index import IndexRepository
 from dicomvault.services.dicom_json import indexed_element
 
 MAX_LIMIT = 10_000
+
+
+@dataclass(frozen=True)
+class EncodedResult:
+    """One result already serialized: a compact DICOM JSON object (UTF-8) and the Study Instance UID it
+    describes (front ends add what depends on the request, such as QIDO-RS's RetrieveURL)."""
+
+    json: bytes
+    study_uid: str
+
+
+_STUDY_DEFAULT = frozenset(DEFAULT_RETURN[Level.STUDY])
 
 
 class QueryService:
@@ -99,6 +113,33 @@ class QueryService:
             end = None if page_limit is None else page_offset + page_limit
             results, ids = results[page_offset:end], ids[page_offset:end]
         return results, (ids[-1] if ids else None)
+
+    def search_page_encoded(self, spec: QuerySpec) -> tuple[list[EncodedResult], int | None] | None:
+        """Like ``search_page`` but with each result serialized, taken from the index's cached default answer
+        of each study; ``None`` when ``spec`` asks for something the cache does not hold (not STUDY level,
+        ``includefield`` beyond the default return keys, matching on non-indexed attributes), and the caller
+        then uses ``search_page``. The bytes equal ``orjson.dumps`` of what ``search_page`` returns."""
+        if not self.answers_from_cache(spec):
+            return None
+        if spec.limit is not None and spec.limit > MAX_LIMIT:
+            spec.limit = MAX_LIMIT
+        found = self.index.find_study_json(spec)
+        plan: list[tuple[str, str, Attribute | None, str]] | None = None
+        out: list[EncodedResult] = []
+        for _, study_uid, answer in found:
+            if isinstance(answer, str):
+                out.append(EncodedResult(answer.encode("utf-8"), study_uid))
+                continue
+            if plan is None:  # a study without a current cached answer: built from its columns
+                plan = self._plan(spec, self._wanted(spec))
+            out.append(EncodedResult(orjson.dumps(self._fast_json(plan, answer, {})), study_uid))
+        return out, (found[-1][0] if found else None)
+
+    @staticmethod
+    def answers_from_cache(spec: QuerySpec) -> bool:
+        """Whether the cached default study answers are exactly what ``spec`` returns."""
+        return (spec.level == Level.STUDY and not spec.include_all and not spec.extra_filters
+                and all(kw in _STUDY_DEFAULT for kw in spec.return_keys))
 
     def row_ids(self, rows: list[dict[str, Any]]) -> list[int]:
         return [int(r["_id"]) for r in rows]

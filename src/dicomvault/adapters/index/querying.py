@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Column, ColumnElement, Select, and_, exists, false, or_, select
 
-from dicomvault.adapters.index.tables import instances, patients, series, studies
+from dicomvault.adapters.index.tables import instances, patients, series, studies, study_qido
 from dicomvault.domain.query import Condition, MatchKind, QuerySpec, wildcard_to_like
 from dicomvault.domain.tags import INDEXED, Attribute, Level
 
@@ -100,6 +100,35 @@ def _exists_below(level: Level, lower: Level, clauses: list[ColumnElement[bool]]
 
 
 def build_select(spec: QuerySpec) -> Select[Any]:
+    """Every indexed column of the level and its parents for the rows matching ``spec``, in id order."""
+    level = spec.level
+    cols: list[Any] = [_TABLE[level].c.id.label("_id")]
+    for attr in INDEXED:
+        if attr.level.depth <= level.depth:
+            if attr.keyword == "AvailableTransferSyntaxUID":
+                cols.append(instances.c.transfer_syntax_uid.label(attr.keyword))
+            else:
+                cols.append(_TABLE[attr.level].c[attr.column].label(attr.keyword))
+    if level == Level.IMAGE:
+        cols.append(instances.c.metadata.label("_metadata"))
+    return filtered_select(spec, cols)
+
+
+def build_fragment_select(spec: QuerySpec) -> Select[Any]:
+    """For a STUDY-level ``spec``: only what the cached-answer path needs (id, UID, cached default answer, the count
+    it was built for, the current count). Five narrow columns instead of every indexed one: materialising the
+    wide rows was most of the SQL side of a search with hundreds of results."""
+    if spec.level != Level.STUDY:
+        raise ValueError("cached answers exist at STUDY level only")
+    cols = [studies.c.id.label("_id"), studies.c.study_uid, study_qido.c.answer,
+            study_qido.c.num_instances.label("_built_for"), studies.c.num_instances]
+    from_ = _joined(Level.STUDY).outerjoin(study_qido, study_qido.c.study_fk == studies.c.id)
+    return filtered_select(spec, cols, from_)
+
+
+def filtered_select(spec: QuerySpec, cols: list[Any], from_: Any = None) -> Select[Any]:
+    """SELECT ``cols`` FROM the level joined to its parents (or ``from_``), WHERE the conditions of ``spec``, in id
+    order, paged."""
     level = spec.level
     own: list[ColumnElement[bool]] = []
     below: dict[Level, list[ColumnElement[bool]]] = {}
@@ -113,16 +142,7 @@ def build_select(spec: QuerySpec) -> Select[Any]:
         own.append(_exists_below(level, lower, clauses))
 
     table = _TABLE[level]
-    cols: list[Any] = [table.c.id.label("_id")]
-    for attr in INDEXED:
-        if attr.level.depth <= level.depth:
-            if attr.keyword == "AvailableTransferSyntaxUID":
-                cols.append(instances.c.transfer_syntax_uid.label(attr.keyword))
-            else:
-                cols.append(_TABLE[attr.level].c[attr.column].label(attr.keyword))
-    if level == Level.IMAGE:
-        cols.append(instances.c.metadata.label("_metadata"))
-    stmt = select(*cols).select_from(_joined(level))
+    stmt = select(*cols).select_from(_joined(level) if from_ is None else from_)
     if own:
         stmt = stmt.where(and_(*own))
     if spec.after_id is not None:

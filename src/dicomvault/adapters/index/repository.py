@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 
-from dicomvault.adapters.index import postgres, querying
+from dicomvault.adapters.index import fragments, postgres, querying
 from dicomvault.adapters.index.tables import instance_versions, instances, patients, series, studies
 from dicomvault.domain.errors import Conflict, Unavailable
 from dicomvault.domain.query import QuerySpec
@@ -151,6 +151,7 @@ class SqlIndexRepository:
             existing = conn.execute(self._q_existing, {"b_sop": entry.instance["sop_uid"]}).first()
             released: list[BlobInfo] = []
             outcome = StoreOutcome.STORED
+            old_study: int | None = None
             if existing is not None:
                 if existing.blob_sha256 == entry.blob.sha256:
                     return StoreResult(StoreOutcome.DUPLICATE)
@@ -160,7 +161,7 @@ class SqlIndexRepository:
                         entry.instance["sop_uid"],
                     )
                 old = BlobInfo(existing.blob_key, existing.blob_size, existing.blob_sha256)
-                self._remove_instance(conn, existing.id)
+                old_study = self._remove_instance(conn, existing.id)
                 if policy == DuplicatePolicy.KEEP_BOTH:
                     conn.execute(
                         self._insert(instance_versions).values(
@@ -174,7 +175,9 @@ class SqlIndexRepository:
                     outcome = StoreOutcome.REPLACED
                     if not self._referenced(conn, old.key, exclude_sop=None):
                         released.append(old)
-            self._insert_instance(conn, entry)
+            new_study = self._insert_instance(conn, entry)
+            if old_study is not None and old_study != new_study:
+                fragments.refresh(conn, [old_study])  # the replaced instance lived in another study
             return StoreResult(outcome, tuple(released))
 
     def _upsert_id(
@@ -215,7 +218,9 @@ class SqlIndexRepository:
             patient_id = conn.execute(select(studies.c.patient_fk).where(studies.c.id == study_id)).scalar_one()
         return patient_id, study_id, series_id, new_study, new_series
 
-    def _insert_instance(self, conn: Connection, entry: InstanceEntry) -> None:
+    def _insert_instance(self, conn: Connection, entry: InstanceEntry) -> int:
+        """Insert the instance row and bring its parents' counters and the study's cached QIDO answer up to
+        date; returns the study id."""
         patient_id, study_id, series_id, new_study, new_series = self._parents(conn, entry)
         now = _now()
         conn.execute(
@@ -243,6 +248,8 @@ class SqlIndexRepository:
         if new_study:
             conn.execute(update(patients).where(patients.c.id == patient_id)
                          .values(num_studies=patients.c.num_studies + 1))
+        fragments.refresh(conn, [study_id])
+        return study_id
 
     def _refresh_modalities(self, conn: Connection, study_id: int) -> None:
         mods = sorted(
@@ -251,8 +258,10 @@ class SqlIndexRepository:
         value = ("\\" + "\\".join(mods) + "\\") if mods else ""
         conn.execute(update(studies).where(studies.c.id == study_id).values(modalities_in_study=value))
 
-    def _remove_instance(self, conn: Connection, instance_id: int) -> None:
-        """Delete one instance row, keep counters right, and drop parents left empty."""
+    def _remove_instance(self, conn: Connection, instance_id: int) -> int:
+        """Delete one instance row, keep counters right, and drop parents left empty. Returns the study id: the
+        caller refreshes that study's cached QIDO answer once it has removed everything it removes (one re-render
+        per study, not per instance, when a whole series goes)."""
         row = conn.execute(
             select(instances.c.series_fk, instances.c.blob_size, series.c.study_fk, studies.c.patient_fk)
             .select_from(instances.join(series, instances.c.series_fk == series.c.id)
@@ -283,6 +292,7 @@ class SqlIndexRepository:
                     select(patients.c.num_studies).where(patients.c.id == row.patient_fk)).scalar_one()
                 if n_studies <= 0:
                     conn.execute(delete(patients).where(patients.c.id == row.patient_fk))
+        return int(row.study_fk)
 
     def _referenced(self, conn: Connection, key: str, exclude_sop: str | None) -> bool:
         q1 = select(instances.c.id).where(instances.c.blob_key == key).limit(1)
@@ -297,6 +307,32 @@ class SqlIndexRepository:
         def run() -> list[dict[str, Any]]:
             with self._read() as conn:
                 return [dict(r._mapping) for r in conn.execute(stmt)]
+
+        return self._retrying(run)
+
+    def find_study_json(self, spec: QuerySpec) -> list[tuple[int, str, str | dict[str, Any]]]:
+        """(row id, Study Instance UID, answer) per matching study, in id order; the answer is the cached default
+        DICOM JSON text or, for a study without a current cached answer (``fragments.valid``), the full row as
+        ``find`` gives it (a second query, on those ids only)."""
+
+        def run() -> list[tuple[int, str, str | dict[str, Any]]]:
+            with self._read() as conn:
+                # Plain tuples: Row attribute access by name costs microseconds per row, a visible share here.
+                rows = [tuple(r) for r in conn.execute(querying.build_fragment_select(spec)).all()]
+                stale = [r[0] for r in rows if not fragments.valid(r[2], r[3], r[4])]
+                full: dict[int, dict[str, Any]] = {}
+                if stale:
+                    stmt = querying.build_select(QuerySpec(level=spec.level)).where(studies.c.id.in_(stale))
+                    full = {int(m["_id"]): dict(m) for m in conn.execute(stmt).mappings()}
+                out: list[tuple[int, str, str | dict[str, Any]]] = []
+                for row_id, study_uid, text, count, n in rows:
+                    if row_id in full:
+                        out.append((row_id, study_uid, full[row_id]))
+                    elif fragments.valid(text, count, n):
+                        out.append((row_id, study_uid, text))
+                    # else: deleted between the two statements (READ COMMITTED on PostgreSQL gives each statement
+                    # its own snapshot): left out rather than answered from a stale cached answer
+                return out
 
         return self._retrying(run)
 
@@ -366,6 +402,38 @@ class SqlIndexRepository:
         rows = self._reading(lambda conn: conn.execute(stmt).scalars().all())
         yield from rows
 
+    def metadata_documents(
+        self, *, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> list[tuple[str, str, str]]:
+        stmt = (
+            select(series.c.series_uid, instances.c.sop_uid, instances.c.metadata)
+            .select_from(instances.join(series, instances.c.series_fk == series.c.id)
+                         .join(studies, series.c.study_fk == studies.c.id))
+            .where(studies.c.study_uid == study_uid)
+        )
+        if series_uid is not None:
+            stmt = stmt.where(series.c.series_uid == series_uid)
+        if sop_uid is not None:
+            stmt = stmt.where(instances.c.sop_uid == sop_uid)
+        stmt = stmt.order_by(series.c.series_number, series.c.id, instances.c.instance_number, instances.c.id)
+        return self._reading(lambda conn: [(a, b, c) for a, b, c in conn.execute(stmt).all()])
+
+    def metadata_version(self, *, study_uid: str, series_uid: str | None = None) -> tuple[Any, ...] | None:
+        """(instance count, highest instance id, the study's ``updated_at``): count and id come from the
+        (series_fk, instance_number) index without reading instance rows; ``updated_at`` is rewritten by every
+        store into the study, which covers what count and id miss (SQLite reuses the highest rowid when the
+        newest instance is replaced)."""
+        stmt = (
+            select(func.count(instances.c.id), func.max(instances.c.id), func.max(studies.c.updated_at))
+            .select_from(instances.join(series, instances.c.series_fk == series.c.id)
+                         .join(studies, series.c.study_fk == studies.c.id))
+            .where(studies.c.study_uid == study_uid)
+        )
+        if series_uid is not None:
+            stmt = stmt.where(series.c.series_uid == series_uid)
+        row = self._reading(lambda conn: conn.execute(stmt).one())
+        return None if not row[0] else (int(row[0]), int(row[1]), row[2])
+
     # -- lifecycle ---------------------------------------------------------------------------------------
 
     def delete(
@@ -382,8 +450,9 @@ class SqlIndexRepository:
                     stmt = stmt.where(instances.c.sop_uid == sop_uid)
                 rows = conn.execute(stmt).all()
                 released: list[BlobInfo] = []
+                touched: set[int] = set()
                 for r in rows:
-                    self._remove_instance(conn, r.id)
+                    touched.add(self._remove_instance(conn, r.id))
                     versions = conn.execute(
                         select(instance_versions.c.blob_key, instance_versions.c.blob_size,
                                instance_versions.c.blob_sha256).where(instance_versions.c.sop_uid == r.sop_uid)
@@ -394,6 +463,7 @@ class SqlIndexRepository:
                     ]:
                         if not self._referenced(conn, b.key, None) and b not in released:
                             released.append(b)
+                fragments.refresh(conn, sorted(touched))
                 return released
 
         return self._retrying(run)

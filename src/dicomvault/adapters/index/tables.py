@@ -76,6 +76,19 @@ studies = Table(
     Index("ix_studies_accession_number", "accession_number"),
 )
 
+#: Each study's default QIDO-RS answer (``domain.dicom_json.default_object``) as compact DICOM JSON, rewritten in
+#: every transaction that changes the study (``adapters.index.fragments``), with the num_instances it was built
+#: for: an answer whose count differs from the study's (written by a node that predates this table) or that is
+#: missing is ignored, and the study is answered from its columns. A table of its own (not a column of
+#: ``studies``) so that searches scanning studies do not read ~1 KB more per row.
+study_qido = Table(
+    "study_qido",
+    metadata,
+    Column("study_fk", Id, ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True, autoincrement=False),
+    Column("answer", Text, nullable=False),
+    Column("num_instances", Integer, nullable=False),
+)
+
 series = Table(
     "series",
     metadata,
