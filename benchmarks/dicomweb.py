@@ -106,7 +106,11 @@ def dw_base(server: Server) -> str:
     return f"{server.http}/dicom-web"
 
 
-def run_server(server: Server, args: argparse.Namespace, data: dict[str, object]) -> dict[str, float]:
+def run_server(
+    server: Server, args: argparse.Namespace, data: dict[str, object], rows: dict[str, int]
+) -> dict[str, float]:
+    """Run the whole workload against one server; ``rows`` receives the number of results of each QIDO query
+    (both servers must return the same, or the latencies are not comparable)."""
     res: dict[str, float] = {}
     base = dw_base(server)
     with httpx.Client(timeout=600) as c:
@@ -121,10 +125,16 @@ def run_server(server: Server, args: argparse.Namespace, data: dict[str, object]
             "qido ModalitiesInStudy": {"ModalitiesInStudy": "MR", "limit": "100"},
         }
         for name, params in queries.items():
-            lat = timed(lambda p=params: c.get(f"{base}/studies", params=p,  # type: ignore[misc]
-                                                headers={"Accept": "application/dicom+json"}), args.repeat)
+            # The query string is written out, not built by httpx: httpx percent-encodes ``*`` as ``%2A``, which
+            # Orthanc's DICOMweb plugin (1.x) does not decode, so it matched the literal text and answered an
+            # empty list (an earlier version of this script compared that empty answer with our 500 rows).
+            # Viewers send the wildcard as is (encodeURIComponent leaves ``*`` alone).
+            url = f"{base}/studies?" + "&".join(f"{k}={v}" for k, v in params.items())
+            lat = timed(lambda u=url: c.get(u, headers={"Accept": "application/dicom+json"}),  # type: ignore[misc]
+                        args.repeat)
             res[f"{name} p50 ms"] = percentile(lat, 50)
             res[f"{name} p99 ms"] = percentile(lat, 99)
+            rows[name] = len(c.get(url, headers={"Accept": "application/dicom+json"}).json())
         stow(c, base, data["series600"], batch=50)  # type: ignore[arg-type]
         s600, se600 = data["series600_uids"]  # type: ignore[misc]
         url = f"{base}/studies/{s600}/series/{se600}/metadata"
@@ -222,10 +232,15 @@ def main() -> None:
         data["big_uids"] = make_big(tmpdir / "big.dcm", args.frames)
         print(f"big instance: {(tmpdir / 'big.dcm').stat().st_size / 1e9:.2f} GB, {args.frames} frames", flush=True)
         results: dict[str, dict[str, float]] = {}
+        rows: dict[str, dict[str, int]] = {"Orthanc": {}, "DicomVault": {}}
         with orthanc(dicomweb=True) as server:
-            results["Orthanc"] = run_server(server, args, data)
+            results["Orthanc"] = run_server(server, args, data, rows["Orthanc"])
         with dicomvault() as server:
-            results["DicomVault"] = run_server(server, args, data)
+            results["DicomVault"] = run_server(server, args, data, rows["DicomVault"])
+    for name, n in rows["Orthanc"].items():
+        print(f"{name}: {n} results from Orthanc, {rows['DicomVault'][name]} from DicomVault")
+        if n != rows["DicomVault"][name]:
+            raise SystemExit(f"{name}: the servers disagree on the number of results; latencies not comparable")
 
     higher_is_better = {"stow inst/s", "study retrieve MB/s (median of 5)", "big STOW MB/s"}
     print(f"\n{'metric':34s} {'Orthanc':>12s} {'DicomVault':>12s} {'DicomVault advantage':>22s}")

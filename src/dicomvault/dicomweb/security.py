@@ -161,12 +161,23 @@ class AuthPolicy:
         )
 
     def anonymous_allowed(self) -> bool:
+        known = self.anonymous_allowed_cached()
+        if known is not None:
+            return known
+        assert self.tokens is not None  # only an unknown token count leaves the question open
+        return not self.tokens.any_active()
+
+    def anonymous_allowed_cached(self) -> bool | None:
+        """``anonymous_allowed`` when it can be answered without the index (None: ask ``anonymous_allowed``)."""
         explicit = self.settings.allow_anonymous
         if explicit is not None:
             return explicit
         if not is_loopback(self.settings.host) or self.oidc is not None:
             return False
-        return self.tokens is None or not self.tokens.any_active()
+        if self.tokens is None:
+            return True
+        active = self.tokens.any_active_cached()
+        return None if active is None else not active
 
     async def authenticate(self, request: Request) -> Principal:
         cached = getattr(request.state, "principal", None)
@@ -179,7 +190,10 @@ class AuthPolicy:
     async def _authenticate(self, request: Request) -> Principal:
         header = request.headers.get("authorization")
         if not header:
-            if await run_in_threadpool(self.anonymous_allowed):
+            allowed = self.anonymous_allowed_cached()
+            if allowed is None:
+                allowed = await run_in_threadpool(self.anonymous_allowed)
+            if allowed:
                 return Principal("anonymous", ANONYMOUS_SCOPES, "anonymous")
             raise _unauthorized("authentication required", None)
         scheme, _, credential = header.partition(" ")

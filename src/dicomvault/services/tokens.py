@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from dicomvault.domain.errors import InvalidQuery, NotFound
@@ -41,8 +43,18 @@ def normalise_scopes(scopes: list[str] | tuple[str, ...]) -> tuple[str, ...]:
 
 
 class TokenService:
-    def __init__(self, store: TokenStore) -> None:
+    def __init__(
+        self, store: TokenStore, *, active_ttl: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """``active_ttl``: how long the answer of ``any_active`` is reused. Whether anonymous access is still
+        allowed depends on it and is asked on every anonymous request; counting tokens in the index each time
+        was a measurable share of a small DICOMweb request. Tokens created or revoked through this service are
+        seen at once; by another process (``dicomvault token create`` beside a running server), within
+        ``active_ttl`` seconds."""
         self.store = store
+        self._active_ttl = active_ttl
+        self._clock = clock
+        self._active: tuple[bool, float] | None = None
 
     def create(self, name: str, scopes: list[str] | tuple[str, ...]) -> tuple[ApiToken, str]:
         """Create a token; returns its record and the secret, which cannot be recovered later."""
@@ -55,6 +67,7 @@ class TokenService:
         secret = PREFIX + secrets.token_urlsafe(32)
         record = self.store.add(name=name, token_hash=hash_secret(secret), scopes=wanted,
                                 created_at=datetime.now(UTC))
+        self._active = None
         return record, secret
 
     def all(self) -> list[ApiToken]:
@@ -72,6 +85,7 @@ class TokenService:
         for t in targets:
             if self.store.revoke(t.id, now):
                 revoked.append(t)
+        self._active = None
         return revoked
 
     def verify(self, secret: str) -> ApiToken | None:
@@ -84,4 +98,18 @@ class TokenService:
         return token
 
     def any_active(self) -> bool:
-        return self.store.count_active() > 0
+        """Whether any token is active (from the index, or an answer younger than ``active_ttl``)."""
+        known = self.any_active_cached()
+        if known is not None:
+            return known
+        value = self.store.count_active() > 0
+        self._active = (value, self._clock())
+        return value
+
+    def any_active_cached(self) -> bool | None:
+        """The answer of ``any_active`` without touching the index: None when it has to be asked again (lets an
+        async caller stay on the event loop in the common case)."""
+        known = self._active
+        if known is None or self._clock() - known[1] >= self._active_ttl:
+            return None
+        return known[0]
