@@ -20,6 +20,7 @@ import uvicorn
 from rich.panel import Panel
 
 from dicomvault.bootstrap import Archive
+from dicomvault.cli.allocator import tune_allocator
 from dicomvault.cli.common import (
     ConfigFile,
     DataDir,
@@ -97,6 +98,7 @@ def serve_command(
         configure_logging(settings.log_level)
     except ValueError as exc:
         fail(str(exc))
+    tune_allocator()
     archive = open_archive(settings)
     try:
         _run(archive, settings)
