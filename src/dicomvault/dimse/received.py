@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import struct
 import zlib
 from collections.abc import Iterator
 from typing import Any, BinaryIO, cast
@@ -27,6 +28,8 @@ from dicomvault.services.part10 import dataset_offset, file_meta_bytes
 WINDOW = 64 * 1024
 #: Enough inflated bytes of a deflated data set to reach (0008,0018).
 DEFLATED_PREFIX = 256 * 1024
+#: Bytes of the data set the quick identity walk looks at (the SOP UIDs come within the first few hundred).
+QUICK_PREFIX = 4096
 
 
 class SplicedReader(io.RawIOBase):
@@ -125,11 +128,66 @@ def received_dataset(request: C_STORE) -> Iterator[tuple[BinaryIO, int, int]]:
         yield cast(BinaryIO, f), start, size - start
 
 
+#: VRs with a reserved field and a 4-byte length in explicit VR encoding (PS3.5 7.1.2).
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+_SOP_CLASS, _SOP_INSTANCE = 0x00080016, 0x00080018
+
+
+def identity_from_bytes(head: bytes, implicit: bool, *, whole: bool) -> tuple[str, str] | None:
+    """(SOPClassUID, SOPInstanceUID) from the first bytes of a little endian data set (``whole``: the entire data
+    set), walking the raw elements; None where this simple walk cannot be sure (an undefined length, a value or
+    the end of the UIDs' group past ``head``, a multi-valued UID),
+    and the caller asks pydicom instead. Exists because it runs for every C-STORE and pydicom's reader, which
+    builds a ``Dataset`` to answer the same question, cost ~0.3 ms of the few an instance costs."""
+    pos, end = 0, len(head)
+    found: dict[int, str] = {}
+    while pos + 8 <= end:
+        group, element = struct.unpack_from("<HH", head, pos)
+        tag = (group << 16) | element
+        if tag > _SOP_INSTANCE:
+            break
+        if implicit:
+            (length,) = struct.unpack_from("<I", head, pos + 4)
+            pos += 8
+        else:
+            vr = head[pos + 4 : pos + 6]
+            if vr in _LONG_VRS:
+                if pos + 12 > end:
+                    return None
+                (length,) = struct.unpack_from("<I", head, pos + 8)
+                pos += 12
+            else:
+                (length,) = struct.unpack_from("<H", head, pos + 6)
+                pos += 8
+        if length == 0xFFFFFFFF or pos + length > end:
+            return None
+        if tag in (_SOP_CLASS, _SOP_INSTANCE):
+            value = head[pos : pos + length].decode("ascii", "replace").rstrip("\0 ")
+            if "\\" in value:
+                return None
+            found[tag] = value
+        pos += length
+    else:
+        if not (whole and pos == end):  # ran out of bytes before passing (0008,0018)
+            return None
+    return found.get(_SOP_CLASS, ""), found.get(_SOP_INSTANCE, "")
+
+
 def dataset_identity(part: tuple[BinaryIO, int, int], transfer_syntax: str) -> tuple[str, str] | None:
     """(SOPClassUID, SOPInstanceUID) read from the start of the data set, or None if they cannot be read here
     (ingest then reports what is wrong with the object)."""
     stream, start, length = part
     ts = UID(transfer_syntax)
+    try:
+        walkable = ts.is_little_endian and not ts.is_deflated
+    except ValueError:  # not a transfer syntax pydicom knows
+        walkable = False
+    if walkable:
+        stream.seek(start)
+        quick = identity_from_bytes(stream.read(min(length, QUICK_PREFIX)), ts.is_implicit_VR,
+                                    whole=length <= QUICK_PREFIX)
+        if quick is not None:
+            return quick
     stream.seek(start)
     try:
         if ts == DeflatedExplicitVRLittleEndian:
