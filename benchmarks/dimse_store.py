@@ -4,6 +4,10 @@ Generates a CT series (default 400 instances, 512x512, 16-bit), then for each se
 and stores the series with dcmtk's storescu over 1 association and over 4 parallel associations (the series split
 in four). Prints instances/s and MB/s per run, the medians, and the ratio DicomVault / Orthanc.
 
+Also prints, per measurement, the server's CPU time per instance (user + system, from /proc/<pid>/stat) and how
+busy the whole machine was: on a 2-core machine that shared budget, not the disk, is what bounds the rate with
+several associations.
+
     .venv/bin/python benchmarks/dimse_store.py [--instances 400] [--runs 3]
 """
 
@@ -20,6 +24,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import Server, dicomvault, generate_ct_series, median, orthanc
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(all, idle + iowait) jiffies of the machine so far."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    return sum(values), values[3] + values[4]
 
 
 def store(server: Server, groups: list[list[Path]]) -> float:
@@ -55,11 +71,16 @@ def main() -> None:
                 for assocs in (1, 4):
                     with factory() as server:
                         groups = [files[i::assocs] for i in range(assocs)]
+                        cpu0, (all0, idle0) = cpu_seconds(server.process.pid), machine_ticks()
                         elapsed = store(server, groups)
+                        cpu1, (all1, idle1) = cpu_seconds(server.process.pid), machine_ticks()
                     rate = len(files) / elapsed
                     results.setdefault((name, assocs), []).append(rate)
                     mbs = total_mb / elapsed
-                    print(f"run {run + 1}: {name:10s} {assocs} assoc: {rate:7.1f} inst/s {mbs:7.1f} MB/s")
+                    cpu_ms = (cpu1 - cpu0) / len(files) * 1000
+                    busy = 100 * (1 - (idle1 - idle0) / max(1, all1 - all0))
+                    print(f"run {run + 1}: {name:10s} {assocs} assoc: {rate:7.1f} inst/s {mbs:7.1f} MB/s"
+                          f"   server CPU {cpu_ms:4.2f} ms/instance, machine {busy:3.0f}% busy")
         print("\nmedians (instances/s):")
         for assocs in (1, 4):
             o = median(results[("Orthanc", assocs)])

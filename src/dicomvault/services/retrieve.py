@@ -57,11 +57,17 @@ class RetrieveService:
         """Stream the stored object in chunks of ``chunk`` bytes (larger chunks: fewer reads and writes for a
         sender that can hold them); with ``verify`` the SHA-256 is checked at the end."""
         digest = hashlib.sha256() if verify else None
+        remaining = record.blob.size
         with self.open(record) as f:
-            while chunk_bytes := f.read(chunk):
+            # Reads sized to what is left: a read of ``chunk`` bytes allocates ``chunk`` bytes whatever the file
+            # holds, and knowing the size saves the read that would only find the end.
+            while chunk_bytes := f.read(min(chunk, remaining) if remaining > 0 else chunk):
                 if digest is not None:
                     digest.update(chunk_bytes)
+                remaining -= len(chunk_bytes)
                 yield chunk_bytes
+                if remaining == 0:
+                    break
         if digest is not None and digest.hexdigest() != record.blob.sha256:
             raise IntegrityFailure(f"instance {record.sop_uid} failed its checksum")
 

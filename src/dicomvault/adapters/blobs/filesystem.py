@@ -158,6 +158,11 @@ class FilesystemBlobStore:
             os.link(source, final)
 
     def open(self, key: str) -> BinaryIO:
+        check_key(key)
+        try:  # the current layout first, without a separate existence check (one stat less per object served)
+            return open(self.root / key[:FANOUT] / key, "rb")
+        except FileNotFoundError:
+            pass
         try:
             return open(self.path_for(key), "rb")
         except FileNotFoundError:
