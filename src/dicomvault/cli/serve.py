@@ -35,6 +35,7 @@ from dicomvault.cli.common import (
 from dicomvault.dicomweb.app import create_app
 from dicomvault.domain.errors import ConfigurationError
 from dicomvault.logging_setup import configure_logging
+from dicomvault.services.warmup import warm_up
 from dicomvault.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ def serve_command(
         fail(str(exc))
     tune_allocator()
     archive = open_archive(settings)
+    warm_up(archive.index, archive.query)
     try:
         _run(archive, settings)
     finally:

@@ -37,7 +37,7 @@ def create_index_engine(url: str, *, pool_size: int = 10, echo: bool = False) ->
         if u.database and u.database != ":memory:":
             Path(u.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, echo=echo, connect_args={"timeout": 60, "check_same_thread": False},
-                               pool_size=pool_size, max_overflow=pool_size)
+                               pool_size=pool_size, max_overflow=pool_size, pool_use_lifo=True)
         _configure_sqlite(engine)
         return engine
     if url.startswith("postgresql"):
