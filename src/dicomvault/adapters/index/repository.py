@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 
 from dicomvault.adapters.index import fragments, postgres, querying
+from dicomvault.adapters.index.group_commit import GroupCommit
 from dicomvault.adapters.index.tables import instance_versions, instances, patients, series, studies
 from dicomvault.domain.errors import Conflict, Unavailable
 from dicomvault.domain.query import QuerySpec
@@ -61,6 +62,8 @@ class SqlIndexRepository:
         # SQLite has one writer per database: serialising writers inside the process avoids lock-upgrade
         # failures; other processes (a CLI import beside the server) wait on busy_timeout.
         self._write_lock = threading.Lock() if self._dialect == "sqlite" else None
+        # Stores arriving together share one transaction and one WAL fsync (see ``group_commit``).
+        self._group = GroupCommit(self._write) if self._write_lock is not None else None
         self._prepare()
 
     # -- transactions -------------------------------------------------------------------------------------
@@ -105,6 +108,9 @@ class SqlIndexRepository:
     # -- ingest ------------------------------------------------------------------------------------------
 
     def store_instance(self, entry: InstanceEntry, policy: DuplicatePolicy) -> StoreResult:
+        group = self._group
+        if group is not None:
+            return self._retrying(lambda: group.run(lambda conn: self._store_in(conn, entry, policy)))
         return self._retrying(lambda: self._store(entry, policy))
 
     def _prepare(self) -> None:
@@ -148,37 +154,40 @@ class SqlIndexRepository:
 
     def _store(self, entry: InstanceEntry, policy: DuplicatePolicy) -> StoreResult:
         with self._write() as conn:
-            existing = conn.execute(self._q_existing, {"b_sop": entry.instance["sop_uid"]}).first()
-            released: list[BlobInfo] = []
-            outcome = StoreOutcome.STORED
-            old_study: int | None = None
-            if existing is not None:
-                if existing.blob_sha256 == entry.blob.sha256:
-                    return StoreResult(StoreOutcome.DUPLICATE)
-                if policy == DuplicatePolicy.REJECT:
-                    raise Conflict(
-                        "a different object with this SOP Instance UID is already stored",
-                        entry.instance["sop_uid"],
-                    )
-                old = BlobInfo(existing.blob_key, existing.blob_size, existing.blob_sha256)
-                old_study = self._remove_instance(conn, existing.id)
-                if policy == DuplicatePolicy.KEEP_BOTH:
-                    conn.execute(
-                        self._insert(instance_versions).values(
-                            sop_uid=entry.instance["sop_uid"], blob_key=old.key, blob_size=old.size,
-                            blob_sha256=old.sha256, transfer_syntax_uid=existing.transfer_syntax_uid,
-                            superseded_at=_now(),
-                        ).on_conflict_do_nothing()
-                    )
-                    outcome = StoreOutcome.VERSIONED
-                else:
-                    outcome = StoreOutcome.REPLACED
-                    if not self._referenced(conn, old.key, exclude_sop=None):
-                        released.append(old)
-            new_study = self._insert_instance(conn, entry)
-            if old_study is not None and old_study != new_study:
-                fragments.refresh(conn, [old_study])  # the replaced instance lived in another study
-            return StoreResult(outcome, tuple(released))
+            return self._store_in(conn, entry, policy)
+
+    def _store_in(self, conn: Connection, entry: InstanceEntry, policy: DuplicatePolicy) -> StoreResult:
+        existing = conn.execute(self._q_existing, {"b_sop": entry.instance["sop_uid"]}).first()
+        released: list[BlobInfo] = []
+        outcome = StoreOutcome.STORED
+        old_study: int | None = None
+        if existing is not None:
+            if existing.blob_sha256 == entry.blob.sha256:
+                return StoreResult(StoreOutcome.DUPLICATE)
+            if policy == DuplicatePolicy.REJECT:
+                raise Conflict(
+                    "a different object with this SOP Instance UID is already stored",
+                    entry.instance["sop_uid"],
+                )
+            old = BlobInfo(existing.blob_key, existing.blob_size, existing.blob_sha256)
+            old_study = self._remove_instance(conn, existing.id)
+            if policy == DuplicatePolicy.KEEP_BOTH:
+                conn.execute(
+                    self._insert(instance_versions).values(
+                        sop_uid=entry.instance["sop_uid"], blob_key=old.key, blob_size=old.size,
+                        blob_sha256=old.sha256, transfer_syntax_uid=existing.transfer_syntax_uid,
+                        superseded_at=_now(),
+                    ).on_conflict_do_nothing()
+                )
+                outcome = StoreOutcome.VERSIONED
+            else:
+                outcome = StoreOutcome.REPLACED
+                if not self._referenced(conn, old.key, exclude_sop=None):
+                    released.append(old)
+        new_study = self._insert_instance(conn, entry)
+        if old_study is not None and old_study != new_study:
+            fragments.refresh(conn, [old_study])  # the replaced instance lived in another study
+        return StoreResult(outcome, tuple(released))
 
     def _upsert_id(
         self, conn: Connection, stmt: Any, table: Any, key_col: str, values: dict[str, Any]
