@@ -69,6 +69,11 @@ def main() -> None:
         for run in range(args.runs):
             for name, factory in (("Orthanc", orthanc), ("DicomVault", dicomvault)):
                 for assocs in (1, 4):
+                    # Each measurement starts with no dirty data left by the previous server: what Orthanc wrote
+                    # without flushing would otherwise be written back during the next measurement, slowing the
+                    # fsyncs of whichever server runs next.
+                    os.sync()
+                    time.sleep(1)
                     with factory() as server:
                         groups = [files[i::assocs] for i in range(assocs)]
                         cpu0, (all0, idle0) = cpu_seconds(server.process.pid), machine_ticks()
