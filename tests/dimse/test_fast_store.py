@@ -112,17 +112,21 @@ def test_storage_plus_find_goes_to_pynetdicom(lean: Running) -> None:
 def test_calling_aet_allow_list(tmp_path: Path) -> None:
     running = start(tmp_path, allowed_calling_aets=["GOOD"])
     try:
-        for aet, ok in (("BAD", False), ("GOOD", True)):
-            ae = AE(ae_title=aet)
-            ae.add_requested_context(CTImageStorage)
-            assoc = ae.associate("127.0.0.1", running.port, ae_title="DICOMVAULT")
-            assert assoc.is_established is ok
-            if ok:
-                assert assoc.send_c_store(pydicom.dcmread(io.BytesIO(make_ct()))).Status == 0
-                assoc.release()
-            else:
-                rj = assoc.acceptor.primitive
-                assert (rj.result, rj.result_source, rj.diagnostic) == (0x01, 0x01, 0x03)
+        # A hand-driven requestor sees the exact A-ASSOCIATE-RJ: rejected-permanent, service-user, calling AE
+        # not recognised. (pynetdicom as requestor is not used for this half: under heavy CPU load it sometimes
+        # reports an abort instead of a reject that arrives within microseconds of its request.)
+        with Raw(running.port, aet="BAD") as raw:
+            rj = raw.associate(expect=0x03)
+            assert tuple(rj[1:4]) == (0x01, 0x01, 0x03)
+            raw.sock.settimeout(0.3)
+            with pytest.raises(TimeoutError):  # the server leaves the close to us (PS3.8 Sta13)
+                raw.sock.recv(1)
+        ae = AE(ae_title="GOOD")
+        ae.add_requested_context(CTImageStorage)
+        assoc = ae.associate("127.0.0.1", running.port, ae_title="DICOMVAULT")
+        assert assoc.is_established
+        assert assoc.send_c_store(pydicom.dcmread(io.BytesIO(make_ct()))).Status == 0
+        assoc.release()
         assert running.server.lean_associations == 1
     finally:
         running.server.stop()
@@ -214,7 +218,8 @@ class Raw:
     def __exit__(self, *exc: object) -> None:
         self.sock.close()
 
-    def associate(self) -> bytes:
+    def associate(self, expect: int = 0x02) -> bytes:
+        """Send the A-ASSOCIATE-RQ; return the body of the answer, which must be a PDU of type ``expect``."""
         rq = A_ASSOCIATE()
         rq.application_context_name = "1.2.840.10008.3.1.1.1"
         rq.calling_ae_title, rq.called_ae_title = self.aet, "DICOMVAULT"
@@ -229,9 +234,9 @@ class Raw:
         pdu = A_ASSOCIATE_RQ()
         pdu.from_primitive(rq)
         self.sock.sendall(pdu.encode())
-        pdu_type, _ = self.read_pdu()
-        assert pdu_type == 0x02, pdu_type
-        return b""
+        pdu_type, body = self.read_pdu()
+        assert pdu_type == expect, pdu_type
+        return body
 
     def read_pdu(self) -> tuple[int, bytes]:
         header = self._exactly(6)

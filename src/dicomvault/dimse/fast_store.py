@@ -60,6 +60,8 @@ MAX_PEEK = 256 * 1024
 #: Anything else (user identity, SOP class (common) extended negotiation) is left to pynetdicom.
 _PLAIN_ITEMS = (MaximumLengthNotification, ImplementationClassUIDNotification, ImplementationVersionNameNotification,
                 SCP_SCU_RoleSelectionNegotiation, AsynchronousOperationsWindowNegotiation)
+#: Seconds a rejected requestor gets to close the connection after reading the A-ASSOCIATE-RJ (ARTIM-like).
+REJECT_LINGER = 10.0
 # A-ASSOCIATE-RJ (result, source, diagnostic), PS3.8 9.3.4, as pynetdicom's acse sends them
 REJECT_CALLING_AET = (0x01, 0x01, 0x03)
 REJECT_LOCAL_LIMIT = (0x02, 0x03, 0x02)
@@ -180,8 +182,12 @@ class FastStore:
         try:
             set_socket_timeout(sock, self.timeout)
             sock.sendall(pdu.encode())
-            sock.shutdown(socket.SHUT_WR)
-            sock.recv(1024)  # let the peer read the reject and close first (it will, per PS3.8 Sta13)
+            # PS3.8 Sta13: the requestor closes the connection once it has read the reject; wait for that (as
+            # pynetdicom's acceptor does, bounded like its ARTIM timer). Closing or half-closing first lets a
+            # requestor see the connection end before it has processed the reject, and report an abort instead.
+            set_socket_timeout(sock, min(self.timeout, REJECT_LINGER))
+            while sock.recv(1024):
+                pass
         except OSError:
             pass
         sock.close()
