@@ -8,13 +8,24 @@ study-level answer of each study (``default_object``) for QIDO-RS to concatenate
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from dicomvault.domain.tags import BY_KEYWORD, DEFAULT_RETURN, Attribute, Level
 
 _NUMERIC_VRS = {"IS", "US", "UL", "SS", "SL", "UV", "SV"}
 _FLOAT_VRS = {"DS", "FL", "FD"}
+
+
+def _converted(parts: list[Any], convert: Callable[[Any], Any]) -> list[Any]:
+    """The values ``convert`` accepts, in order (an unparsable IS/DS/US value is left out, as before)."""
+    out: list[Any] = []
+    for p in parts:
+        try:
+            out.append(convert(p))
+        except (TypeError, ValueError):
+            continue
+    return out
 
 
 def element(vr: str, value: Any) -> dict[str, Any]:
@@ -32,22 +43,9 @@ def element(vr: str, value: Any) -> dict[str, Any]:
         parts = [value]
     if vr == "PN":
         return {"vr": vr, "Value": [{"Alphabetic": str(p)} for p in parts]}
-    if vr in _NUMERIC_VRS:
-        out: list[Any] = []
-        for p in parts:
-            try:
-                out.append(int(p))
-            except (TypeError, ValueError):
-                continue
-        return {"vr": vr, "Value": out} if out else {"vr": vr}
-    if vr in _FLOAT_VRS:
-        floats: list[Any] = []
-        for p in parts:
-            try:
-                floats.append(float(p))
-            except (TypeError, ValueError):
-                continue
-        return {"vr": vr, "Value": floats} if floats else {"vr": vr}
+    if vr in _NUMERIC_VRS or vr in _FLOAT_VRS:
+        numbers = _converted(parts, int if vr in _NUMERIC_VRS else float)
+        return {"vr": vr, "Value": numbers} if numbers else {"vr": vr}
     return {"vr": vr, "Value": [str(p) for p in parts]}
 
 

@@ -158,9 +158,8 @@ class FilesystemBlobStore:
             os.link(source, final)
 
     def open(self, key: str) -> BinaryIO:
-        check_key(key)
         try:  # the current layout first, without a separate existence check (one stat less per object served)
-            return open(self.root / key[:FANOUT] / key, "rb")
+            return open(self._new_path(key), "rb")
         except FileNotFoundError:
             pass
         try:
