@@ -20,6 +20,7 @@ from dicomvault.adapters.index.transfer import copy_index as _copy_index
 from dicomvault.ports.blobs import BlobStore
 from dicomvault.services.archive import Archive
 from dicomvault.services.ingest import IngestService
+from dicomvault.services.lifecycle import BlobRemover, LifecycleService
 from dicomvault.services.query import QueryService
 from dicomvault.services.retrieve import RetrieveService
 from dicomvault.services.tokens import TokenService
@@ -46,14 +47,17 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
     blobs = build_blob_store(settings.resolved_storage_url, settings)
     if isinstance(blobs, FilesystemBlobStore):
         blobs.sweep_temporary()
+    remover = BlobRemover(index, blobs, stale_after=settings.blob_removal_stale_after)
     return Archive(
         settings=settings,
         index=index,
         blobs=blobs,
-        ingest=IngestService(index, blobs, policy=settings.duplicate_policy,
+        ingest=IngestService(index, blobs, remover, policy=settings.duplicate_policy,
                              precheck_duplicates=not isinstance(blobs, FilesystemBlobStore)),
         query=QueryService(index),
         retrieve=RetrieveService(index, blobs),
+        lifecycle=LifecycleService(index, remover),
+        remover=remover,
         closers=[engine.dispose],
         tokens=TokenService(SqlTokenStore(engine)),
         jobs=SqlJobQueue(engine),
