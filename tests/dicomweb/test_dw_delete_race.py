@@ -1,0 +1,56 @@
+"""Issue #9, defect 1 through the real HTTP front end: ``DELETE /studies/{s}`` racing a STOW-RS re-send of the
+same objects (httpx, one client per thread) must never leave an instance that QIDO-RS lists but WADO-RS cannot
+serve with its exact bytes. Runs on the backends the environment selects. Before the claim protocol, the
+service-level version of these rounds lost objects on every backend pair (tests/services/test_services_delete_race.py).
+"""
+
+from __future__ import annotations
+
+import io
+
+import httpx
+
+from tests.dicomweb.dw_live import DwServer
+from tests.race_rounds import ACKNOWLEDGED, UNAVAILABLE, run_rounds
+
+ROUNDS = 40
+PER_STUDY = 3
+ANY_TS = "application/dicom; transfer-syntax=*"
+
+
+def test_delete_racing_a_stow_resend_loses_nothing(dw_server: DwServer) -> None:
+    base = dw_server.dicomweb_url
+    archive = dw_server.archive
+    with httpx.Client(timeout=60) as sender, httpx.Client(timeout=60) as other:
+
+        def store(data: bytes) -> str:
+            return archive.ingest.ingest(io.BytesIO(data)).blob.sha256
+
+        def resend(datas: list[bytes]) -> list[str]:
+            answers = []
+            for data in datas:
+                resp = sender.post(f"{base}/studies", content=data, headers={"Content-Type": "application/dicom"})
+                assert resp.status_code in (200, 503), resp.text
+                answers.append(ACKNOWLEDGED if resp.status_code == 200 else UNAVAILABLE)
+            return answers
+
+        def delete(study: str) -> None:
+            assert other.delete(f"{base}/studies/{study}").status_code in (204, 404)
+
+        def indexed(study: str) -> set[str]:
+            resp = other.get(f"{base}/studies/{study}/instances")
+            assert resp.status_code in (200, 204), resp.text
+            return {i["00080018"]["Value"][0] for i in resp.json()} if resp.content else set()
+
+        def retrieve(study: str, series: str, sop: str) -> bytes | None:
+            try:
+                resp = other.get(f"{base}/studies/{study}/series/{series}/instances/{sop}",
+                                 headers={"Accept": ANY_TS})
+            except httpx.HTTPError:  # the stream broke off: the blob vanished mid-response
+                return None
+            return resp.content if resp.status_code == 200 else None
+
+        tally = run_rounds(ROUNDS, PER_STUDY, store=store, delete=delete, resend=resend, indexed=indexed,
+                           retrieve=retrieve, seed=21)
+    assert tally.losses == [], f"{len(tally.losses)} losses in {tally.rounds} rounds: {tally.losses[:5]}"
+    assert tally.indexed > 0, f"some re-sends must come after the delete: {tally}"
