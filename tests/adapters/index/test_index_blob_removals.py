@@ -1,6 +1,7 @@
-"""The blob removal claim inside SQLite's group commit: a store refused because its blob is being removed is
-undone alone (its SAVEPOINT), the stores sharing its transaction commit, and it succeeds on its retry once the
-removal has finished and the bytes are written again (services.lifecycle, case a)."""
+"""Engine-specific parts of the blob removal claims: inside SQLite's group commit, a store refused because its
+blob is being removed is undone alone (its SAVEPOINT), the stores sharing its transaction commit, and it succeeds
+on its retry once the removal has finished (services.lifecycle, case a); on PostgreSQL, a claim that created its
+row waits for every writer in flight, the newest included (case d)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ import threading
 import time
 from pathlib import Path
 
+from sqlalchemy import text
+
+from dicomvault.adapters.index.engine import create_index_engine, migrate
+from dicomvault.adapters.index.removals import settle_postgres
 from dicomvault.adapters.index.repository import SqlIndexRepository
 from dicomvault.bootstrap import build_archive
 from dicomvault.domain.records import StoreOutcome
@@ -65,3 +70,24 @@ def test_refused_store_in_a_shared_batch_is_undone_alone_and_retried(tmp_path: P
             assert b"".join(archive.retrieve.iter_bytes(record, verify=True)) == data
     finally:
         archive.close()
+
+
+def test_settle_waits_for_the_newest_writer(pg_url: str) -> None:
+    """The store racing an orphan claim is typically the newest transaction, which a snapshot's in-progress list
+    (only ids below the newest *completed* one) leaves out: settling must wait for it all the same."""
+    engine = create_index_engine(pg_url, pool_size=2)
+    migrate(engine)
+    try:
+        with engine.connect() as writer:
+            writer.execute(text("SELECT pg_current_xact_id()"))  # a writer in flight, holding the newest id
+            assert settle_postgres(engine, timeout=0.3) is False, "still in flight: not settled"
+            settled: list[bool] = []
+            waiter = threading.Thread(target=lambda: settled.append(settle_postgres(engine, timeout=20)))
+            waiter.start()
+            time.sleep(0.3)
+            assert waiter.is_alive()
+            writer.rollback()
+        waiter.join(20)
+        assert settled == [True]
+    finally:
+        engine.dispose()
