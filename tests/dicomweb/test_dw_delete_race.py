@@ -11,6 +11,7 @@ import io
 import httpx
 
 from tests.dicomweb.dw_live import DwServer
+from tests.helpers import make_ct
 from tests.race_rounds import ACKNOWLEDGED, UNAVAILABLE, run_rounds
 
 ROUNDS = 40
@@ -54,3 +55,19 @@ def test_delete_racing_a_stow_resend_loses_nothing(dw_server: DwServer) -> None:
                            retrieve=retrieve, seed=21)
     assert tally.losses == [], f"{len(tally.losses)} losses in {tally.rounds} rounds: {tally.losses[:5]}"
     assert tally.indexed > 0, f"some re-sends must come after the delete: {tally}"
+
+
+def test_stow_of_bytes_whose_removal_never_finishes_is_503(dw_server: DwServer) -> None:
+    """A deleter that claimed the blob and died: the re-send is answered "try again", never acknowledged."""
+    archive = dw_server.archive
+    data = make_ct(seed=77)
+    first = archive.ingest.ingest(io.BytesIO(data))
+    archive.index.delete(study_uid=first.study_uid)
+    archive.index.claim_blob_removals([first.blob.key], stale_after=300)  # ...and the deleter dies here
+    archive.ingest.removal_wait = 0.3  # instead of 20 s
+    resp = httpx.post(f"{dw_server.dicomweb_url}/studies", content=data,
+                      headers={"Content-Type": "application/dicom"}, timeout=60)
+    assert resp.status_code == 503 and resp.headers.get("content-type", "").startswith("application/dicom+json")
+    [failed] = resp.json()["00081198"]["Value"]
+    assert failed["00081197"]["Value"] == [0xA700]
+    assert archive.index.instances(sop_uids=[first.sop_instance_uid]) == []

@@ -24,6 +24,7 @@ from dicomvault.dimse.server import DimseServer
 from dicomvault.domain.errors import IntegrityFailure, NotFound
 from dicomvault.settings import Settings
 from tests.dicomweb.dw_live import serve
+from tests.helpers import make_ct
 from tests.race_rounds import ACKNOWLEDGED, UNAVAILABLE, run_rounds
 
 ROUNDS = 30
@@ -95,3 +96,23 @@ def test_delete_racing_a_c_store_resend_loses_nothing(nodes: tuple[Archive, int,
             assoc.release()
     assert tally.losses == [], f"{len(tally.losses)} losses in {tally.rounds} rounds: {tally.losses[:5]}"
     assert tally.indexed > 0, f"some re-sends must come after the delete: {tally}"
+
+
+def test_c_store_of_bytes_whose_removal_never_finishes_is_a700(nodes: tuple[Archive, int, str]) -> None:
+    """A deleter that claimed the blob and died: the re-send gets 0xA700 (try again), never a success."""
+    archive, port, _ = nodes
+    ds = pydicom.dcmread(io.BytesIO(make_ct(seed=78)))
+    ae = AE(ae_title="RACESCU")
+    ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
+    assoc = ae.associate("127.0.0.1", port, ae_title=archive.settings.aet)
+    try:
+        assert assoc.send_c_store(ds).Status == 0x0000
+        [record] = archive.retrieve.locate(sop_uids=[str(ds.SOPInstanceUID)])
+        archive.index.delete(study_uid=record.study_uid)
+        archive.index.claim_blob_removals([record.blob.key], stale_after=300)  # ...and the deleter dies here
+        archive.ingest.removal_wait = 0.3  # instead of 20 s
+        status = assoc.send_c_store(ds)
+    finally:
+        assoc.release()
+    assert status.Status == OUT_OF_RESOURCES and "removal" in str(status.get("ErrorComment", ""))
+    assert archive.index.instances(sop_uids=[record.sop_uid]) == []
