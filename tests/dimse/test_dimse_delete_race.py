@@ -27,7 +27,7 @@ from tests.dicomweb.dw_live import serve
 from tests.helpers import make_ct
 from tests.race_rounds import ACKNOWLEDGED, UNAVAILABLE, run_rounds
 
-ROUNDS = 30
+ROUNDS = 40
 PER_STUDY = 3
 OUT_OF_RESOURCES = 0xA700
 
@@ -90,7 +90,7 @@ def test_delete_racing_a_c_store_resend_loses_nothing(nodes: tuple[Archive, int,
             tally = run_rounds(
                 ROUNDS, PER_STUDY, store=store, delete=delete, resend=resend,
                 indexed=lambda study: {r.sop_uid for r in archive.index.instances(study_uid=study)},
-                retrieve=retrieve, seed=33, spread=(-2.5, 0.5),
+                retrieve=retrieve, seed=33, spread=(-4.0, 0.5),
             )
         finally:
             assoc.release()
