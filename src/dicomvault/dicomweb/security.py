@@ -161,7 +161,6 @@ class AuthPolicy:
     settings: Settings
     tokens: TokenService | None
     oidc: OidcVerifier | None = field(default=None)
-
     anonymous: Principal = field(default=Principal("anonymous", frozenset({"read"}), "anonymous"))
 
     @classmethod
