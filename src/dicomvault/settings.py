@@ -62,11 +62,62 @@ class Settings(BaseSettings):
     )
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed cross-origin (CORS).")
     max_upload_bytes: int = Field(
-        0, description="Largest STOW-RS request body in bytes (413 above it); 0 = no limit."
+        4 * 1024**3,
+        description="Largest STOW-RS request body in bytes (413 above it; default 4 GiB, about the largest one "
+        "uncompressed DICOM object can be); 0 = no limit.",
     )
     oidc_issuer: str | None = Field(None, description="OIDC issuer whose bearer JWTs are accepted.")
     oidc_audience: str | None = Field(None, description="Expected audience of OIDC JWTs.")
     oidc_jwks_url: str | None = Field(None, description="JWKS URL (default: discovered from the issuer).")
+    # -- HTTP hardening (issue #9): request limits, anonymous access, Host check, proxies, OIDC scopes, HTTPS --
+    http_max_header_bytes: int = Field(
+        64 * 1024,
+        description="Largest HTTP request line plus headers in bytes; a larger request gets 431 and is closed.",
+    )
+    http_header_timeout: float = Field(
+        20.0,
+        description="Seconds a client has, from connecting or from the end of its previous request, to send "
+        "complete request headers (then 408 and the connection is closed).",
+    )
+    http_body_timeout: float = Field(
+        60.0,
+        description="Seconds the server waits for more bytes of a request body it is reading before it closes the "
+        "connection.",
+    )
+    http_max_connections: int = Field(
+        1000, description="Concurrent HTTP connections accepted in total; more are answered 503 and closed."
+    )
+    http_max_connections_per_client: int = Field(
+        100,
+        description="Concurrent HTTP connections accepted from one client address (reverse proxies listed in "
+        "trusted_proxies are exempt); more are answered 503 and closed.",
+    )
+    anonymous_scopes: list[str] = Field(
+        default_factory=lambda: ["read"],
+        description="What anonymous HTTP requests may do when anonymous access is on: read, write, delete.",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names clients may use in HTTP requests ('*.example.org' allowed; DNS-rebinding "
+        "protection); empty: loopback names, IP addresses, the listen address and this machine's name.",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or networks of reverse proxies whose X-Forwarded-For/-Proto headers are believed.",
+    )
+    oidc_scope_map: dict[str, str] = Field(
+        default_factory=lambda: {"dicomvault.read": "read", "dicomvault.write": "write",
+                                 "dicomvault.delete": "delete", "dicomvault.admin": "admin"},
+        description="OIDC scope names (matched exactly) and the DicomVault scope (read, write, delete, admin) each "
+        "grants.",
+    )
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate (with chain) for HTTPS; with tls_key set, the HTTP port speaks HTTPS only."
+    )
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")
+    tls_client_ca: Path | None = Field(
+        None, description="PEM CA certificates: when set, HTTPS clients must present a certificate they signed."
+    )
     viewer_dir: Path = Field(
         Path(".viewer/ohif"),
         description="Folder of the OHIF web viewer build served at / (install: `make viewer`); no build, no viewer.",
@@ -81,6 +132,15 @@ class Settings(BaseSettings):
         if not 0 < len(value) <= 16 or "\\" in value:
             raise ValueError("AE title must be 1-16 characters without backslash")
         return value
+
+    @field_validator("anonymous_scopes")
+    @classmethod
+    def _check_anonymous_scopes(cls, value: list[str]) -> list[str]:
+        scopes = [v.strip().lower() for v in value if v.strip()]
+        bad = [s for s in scopes if s not in ("read", "write", "delete")]
+        if bad:
+            raise ValueError(f"anonymous_scopes: {', '.join(bad)} not allowed (only read, write, delete)")
+        return scopes
 
     @field_validator("move_destinations")
     @classmethod

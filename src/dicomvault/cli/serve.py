@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import logging
 import signal
+from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
@@ -33,6 +34,7 @@ from dicomvault.cli.common import (
     redact_url,
 )
 from dicomvault.dicomweb.app import create_app
+from dicomvault.dicomweb.http_server import uvicorn_config
 from dicomvault.domain.errors import ConfigurationError
 from dicomvault.logging_setup import configure_logging
 from dicomvault.services.warmup import warm_up
@@ -60,7 +62,8 @@ def banner(settings: Settings, storage: str) -> Panel:
     lines = [
         f"[bold]AE title[/bold]   {settings.aet}",
         f"[bold]DIMSE[/bold]      {settings.host}:{settings.dimse_port}",
-        f"[bold]HTTP[/bold]       http://{host}:{settings.http_port}/dicom-web",
+        f"[bold]HTTP[/bold]       {'https' if settings.tls_cert else 'http'}://{host}:{settings.http_port}/dicom-web"
+        + (" (client certificates required)" if settings.tls_client_ca else ""),
         f"[bold]Index[/bold]      {redact_url(settings.resolved_index_url)}",
         f"[bold]Storage[/bold]    {storage}",
     ]
@@ -85,6 +88,12 @@ def serve_command(
         "--allow-anonymous/--no-anonymous", help="Allow unauthenticated HTTP access (default: loopback only).")] = None,
     log_level: Annotated[str | None, typer.Option(
         "--log-level", help="DEBUG, INFO, WARNING, ERROR (patient data only at DEBUG).")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(
+        "--tls-cert", help="PEM certificate (chain): serve HTTPS (TLS 1.2+) instead of HTTP.")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key of --tls-cert.")] = None,
+    tls_client_ca: Annotated[Path | None, typer.Option(
+        "--tls-client-ca", help="PEM CA certificates: require HTTPS clients to present a certificate they signed.")
+    ] = None,
 ) -> None:
     """Run the archive: DIMSE (C-ECHO/STORE/FIND/GET/MOVE) and DICOMweb over HTTP. Stop with Ctrl-C or SIGTERM.
 
@@ -93,7 +102,8 @@ def serve_command(
     settings = load_settings(
         config, data_dir=data_dir, host=host, dimse_port=dimse_port, http_port=http_port, aet=aet,
         move_destinations=parse_destinations(move_destination), index_url=index_url, storage_url=storage_url,
-        allow_anonymous=allow_anonymous, log_level=log_level,
+        allow_anonymous=allow_anonymous, log_level=log_level, tls_cert=tls_cert, tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
     )
     try:
         configure_logging(settings.log_level)
@@ -111,6 +121,10 @@ def serve_command(
 def _run(archive: Archive, settings: Settings) -> None:
     try:
         app = create_app(archive)
+        config = uvicorn_config(
+            app, settings, lifespan="on", log_config=None, log_level=settings.log_level.lower(), access_log=False,
+            timeout_graceful_shutdown=10,
+        )
     except ConfigurationError as exc:
         fail(f"refusing to start: {exc.message}")
     # Imported here so that the other subcommands do not pay for (or depend on) the DIMSE stack.
@@ -125,10 +139,6 @@ def _run(archive: Archive, settings: Settings) -> None:
     from dicomvault.jobs.worker import start_worker
 
     worker = None
-    config = uvicorn.Config(
-        app, host=settings.host, port=settings.http_port, lifespan="on", log_config=None,
-        log_level=settings.log_level.lower(), access_log=False, timeout_graceful_shutdown=10,
-    )
     server = uvicorn.Server(config)
 
     def request_exit(signum: int, frame: FrameType | None) -> None:

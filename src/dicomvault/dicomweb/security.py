@@ -1,20 +1,27 @@
 """Authentication (API tokens, OIDC bearer JWTs, anonymous policy), scope checks, and the audit log.
 
-Scopes: ``read`` (QIDO-RS, WADO-RS, WADO-URI), ``write`` (STOW-RS), ``delete`` (DELETE), ``admin`` (all of them).
-Routes declare what they need with ``Depends(require_scope("read"))``.
+Scopes: ``read`` (QIDO-RS, WADO-RS, WADO-URI, /openapi.json), ``write`` (STOW-RS), ``delete`` (DELETE), ``admin``
+(all of them). Routes declare what they need with ``Depends(require_scope("read"))``.
 
-Anonymous access (all scopes but ``admin``) is decided by ``AuthPolicy``:
-- ``allow_anonymous = true``: always allowed;
+Anonymous access grants the scopes of ``anonymous_scopes`` (default ``read`` only: a page in the user's browser
+must not be able to store or delete; ``admin`` is never anonymous). Whether it is on is decided by ``AuthPolicy``:
+- ``allow_anonymous = true``: always, also through reverse proxies;
 - ``allow_anonymous = false``: never;
-- unset (default): allowed only while the server listens on a loopback address, no API token is active, and no
-  OIDC issuer is configured. ``create_app`` refuses (``ConfigurationError``) to serve a non-loopback address with
-  neither authentication configured nor anonymous access explicitly enabled.
+- unset (default): only while the server listens on a loopback address, no API token is active, no OIDC issuer
+  is configured, and the request did not come through a reverse proxy (it carries none of ``Forwarded``,
+  ``X-Forwarded-For``, ``X-Forwarded-Host``, ``X-Forwarded-Proto``, ``X-Real-IP``, ``Via``): a proxy on the same
+  host would otherwise make every client of the proxy a loopback client. ``create_app`` refuses
+  (``ConfigurationError``) to serve a non-loopback address with neither authentication configured nor anonymous
+  access explicitly enabled.
 
-OIDC: a bearer JWT is verified with the issuer's JWKS (``oidc_jwks_url``, or ``jwks_uri`` discovered from
-``<oidc_issuer>/.well-known/openid-configuration``): signature (RSA/EC/PSS only, never ``none`` or HMAC), ``iss``,
-``exp`` (required), ``aud`` when ``oidc_audience`` is set. Scopes come from ``scope`` (space-separated) or ``scp``
-(list or string): each value's last segment after ``.``, ``:`` or ``/`` names a DicomVault scope, so ``read``,
-``dicom.read``, ``dicomvault:write`` and ``dicomweb/delete`` are all understood; other values are ignored.
+OIDC: an ``oidc_issuer`` requires an ``oidc_audience`` (refused at start otherwise: without it, a token the same
+identity provider issued for any other application would be accepted). A bearer JWT is verified with the issuer's
+JWKS (``oidc_jwks_url``, or ``jwks_uri`` discovered from ``<oidc_issuer>/.well-known/openid-configuration``):
+signature (RSA/EC/PSS only, never ``none`` or HMAC), ``iss``, ``aud``, ``exp`` (all required). Scopes come from
+``scope`` (space-separated) or ``scp`` (list or string); each value grants a DicomVault scope only if it is a key
+of ``oidc_scope_map`` (exact, case-sensitive match; default ``dicomvault.read`` → read, ``dicomvault.write`` →
+write, ``dicomvault.delete`` → delete, ``dicomvault.admin`` → admin), so ``calendar.read`` or ``otherapi:admin``
+grant nothing.
 
 Secrets are never logged. The audit log (logger ``dicomvault.audit``, INFO) records method, route template,
 status and principal name: no UIDs, no query strings, no patient data.
@@ -37,6 +44,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dicomvault.dicomweb.errors import report_unexpected, route_template, unexpected_body
 from dicomvault.domain.errors import ConfigurationError
 from dicomvault.services.tokens import SCOPES
 
@@ -47,7 +55,8 @@ if TYPE_CHECKING:
 audit_log = logging.getLogger("dicomvault.audit")
 log = logging.getLogger(__name__)
 
-ANONYMOUS_SCOPES = frozenset({"read", "write", "delete"})
+#: headers by which a reverse proxy tells that it forwarded a request (any of them: the request came through one)
+PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip", "via")
 _JWT_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"]
 
 
@@ -72,7 +81,8 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def scopes_from_claims(claims: dict[str, Any]) -> frozenset[str]:
+def scopes_from_claims(claims: dict[str, Any], scope_map: dict[str, str]) -> frozenset[str]:
+    """The DicomVault scopes granted by the ``scope``/``scp`` claim values that are keys of ``scope_map``."""
     raw: list[str] = []
     for key in ("scope", "scp"):
         value = claims.get(key)
@@ -80,22 +90,34 @@ def scopes_from_claims(claims: dict[str, Any]) -> frozenset[str]:
             raw.extend(value.split())
         elif isinstance(value, list):
             raw.extend(str(v) for v in value)
-    out = set()
-    for item in raw:
-        last = item
-        for sep in (".", ":", "/"):
-            last = last.rsplit(sep, 1)[-1]
-        if last.lower() in SCOPES:
-            out.add(last.lower())
-    return frozenset(out)
+    return frozenset(scope_map[item] for item in raw if item in scope_map)
+
+
+def check_scope_map(scope_map: dict[str, str]) -> dict[str, str]:
+    """``oidc_scope_map`` validated: every target is a DicomVault scope, every name non-empty without spaces."""
+    for name, target in scope_map.items():
+        if not name or name != name.strip() or " " in name:
+            raise ConfigurationError(f"oidc_scope_map: {name!r} is not a valid OIDC scope name")
+        if target not in SCOPES:
+            raise ConfigurationError(f"oidc_scope_map: {name!r} maps to {target!r}, not one of {', '.join(SCOPES)}")
+    if not scope_map:
+        raise ConfigurationError("oidc_scope_map is empty: no OIDC token could be granted anything")
+    return dict(scope_map)
+
+
+def arrived_through_proxy(request: Request) -> bool:
+    """Whether the request carries a header by which a reverse proxy announces itself."""
+    headers = request.headers
+    return any(name in headers for name in PROXY_HEADERS)
 
 
 class OidcVerifier:
     """Verifies bearer JWTs against the issuer's keys; key fetching is blocking, so callers use a thread."""
 
-    def __init__(self, issuer: str, audience: str | None, jwks_url: str | None) -> None:
+    def __init__(self, issuer: str, audience: str, jwks_url: str | None, scope_map: dict[str, str]) -> None:
         self.issuer = issuer
         self.audience = audience
+        self.scope_map = scope_map
         self._jwks_url = jwks_url
         self._client: jwt.PyJWKClient | None = None
         self._lock = threading.Lock()
@@ -126,10 +148,10 @@ class OidcVerifier:
             issuer=self.issuer,
             audience=self.audience,
             leeway=30,
-            options={"require": ["exp", "iss"], "verify_aud": self.audience is not None},
+            options={"require": ["exp", "iss", "aud"], "verify_aud": True},
         )
         name = str(claims.get("preferred_username") or claims.get("client_id") or claims.get("sub") or "oidc")
-        return Principal(name=name, scopes=scopes_from_claims(claims), kind="oidc")
+        return Principal(name=name, scopes=scopes_from_claims(claims, self.scope_map), kind="oidc")
 
 
 @dataclass
@@ -139,13 +161,21 @@ class AuthPolicy:
     settings: Settings
     tokens: TokenService | None
     oidc: OidcVerifier | None = field(default=None)
+    anonymous: Principal = field(default=Principal("anonymous", frozenset({"read"}), "anonymous"))
 
     @classmethod
     def from_settings(cls, settings: Settings, tokens: TokenService | None) -> AuthPolicy:
         oidc = None
         if settings.oidc_issuer:
-            oidc = OidcVerifier(settings.oidc_issuer, settings.oidc_audience, settings.oidc_jwks_url)
-        policy = cls(settings=settings, tokens=tokens, oidc=oidc)
+            if not settings.oidc_audience:
+                raise ConfigurationError(
+                    "oidc_issuer is set but oidc_audience is not: set oidc_audience to the audience (client id or "
+                    "API identifier) the identity provider puts in tokens meant for DicomVault, otherwise tokens it "
+                    "issues for any other application would be accepted")
+            oidc = OidcVerifier(settings.oidc_issuer, settings.oidc_audience, settings.oidc_jwks_url,
+                                check_scope_map(settings.oidc_scope_map))
+        anonymous = Principal("anonymous", frozenset(settings.anonymous_scopes) - {"admin"}, "anonymous")
+        policy = cls(settings=settings, tokens=tokens, oidc=oidc, anonymous=anonymous)
         policy.check_startup()
         return policy
 
@@ -193,8 +223,11 @@ class AuthPolicy:
             allowed = self.anonymous_allowed_cached()
             if allowed is None:
                 allowed = await run_in_threadpool(self.anonymous_allowed)
+            if allowed and self.settings.allow_anonymous is None and arrived_through_proxy(request):
+                raise _unauthorized("authentication required (anonymous access is not granted to requests "
+                                    "forwarded by a proxy unless allow_anonymous is set)", None)
             if allowed:
-                return Principal("anonymous", ANONYMOUS_SCOPES, "anonymous")
+                return self.anonymous
             raise _unauthorized("authentication required", None)
         scheme, _, credential = header.partition(" ")
         credential = credential.strip()
@@ -210,7 +243,7 @@ class AuthPolicy:
             token = await run_in_threadpool(self.tokens.verify, credential)
             if token is not None:
                 return Principal(token.name, frozenset(token.scopes), "token")
-        raise _unauthorized("invalid or revoked bearer token", "invalid_token")
+        raise _unauthorized("invalid, expired or revoked bearer token", "invalid_token")
 
 
 def _unauthorized(message: str, error: str | None) -> HTTPException:
@@ -238,10 +271,12 @@ def require_scope(scope: str) -> Callable[[Request], Awaitable[Principal]]:
 
 
 class AuditMiddleware:
-    """Logs one audit line per request and answers unexpected exceptions with a bare 500 JSON body.
+    """Logs one audit line per request and answers unexpected exceptions with a 500 that can be acted on.
 
-    Sits inside the CORS middleware so even a 500 carries CORS headers; the exception text (which may hold
-    patient data from a parsed object) is logged only at DEBUG.
+    The last-resort answer names the exception type and an error id; the ERROR log line carries the same id, the
+    type and where it was raised (``errors.report_unexpected``), so an operator can find the cause without a
+    traceback. The exception text (which may hold patient data from a parsed object) and the traceback are logged
+    only at DEBUG. Sits inside the CORS middleware so even a 500 carries CORS headers.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -262,11 +297,10 @@ class AuditMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception as exc:
-            log.error("unhandled %s on %s %s", type(exc).__name__, scope.get("method"), _template(scope))
-            log.debug("unhandled exception", exc_info=True)
+            error_id = report_unexpected(exc, f"{scope.get('method')} {route_template(scope)}")
             if status == 0:
                 status = 500
-                body = b'{"error":"internal server error","status":500}'
+                body = unexpected_body(exc, error_id)
                 await send({"type": "http.response.start", "status": 500,
                             "headers": [(b"content-type", b"application/json"),
                                         (b"content-length", str(len(body)).encode())]})
@@ -274,13 +308,4 @@ class AuditMiddleware:
         finally:
             principal = scope.get("state", {}).get("principal")
             who = principal.name if isinstance(principal, Principal) else "-"
-            audit_log.info("%s %s %d %s", scope.get("method"), _template(scope), status, who)
-
-
-def _template(scope: Scope) -> str:
-    """The matched route's path with parameters as ``{name}`` (no UIDs in the audit log)."""
-    if scope.get("route") is None:
-        return "(unrouted)"
-    by_value = {str(v): k for k, v in (scope.get("path_params") or {}).items()}
-    return "/".join("{" + by_value[seg] + "}" if seg in by_value else seg
-                    for seg in str(scope.get("path", "")).split("/"))
+            audit_log.info("%s %s %d %s", scope.get("method"), route_template(scope), status, who)

@@ -9,7 +9,10 @@ Content-Type), or a single ``application/dicom`` body. Anything else: 415.
 Response (``application/dicom+json``, Store Instances Response Module, PS3.18 Annex I): RetrieveURL (0008,1190) of
 the study when all stored instances belong to one study; ReferencedSOPSequence (0008,1199) with
 ReferencedSOPClassUID, ReferencedSOPInstanceUID, RetrieveURL (and WarningReason when there is a warning);
-FailedSOPSequence (0008,1198) with the UIDs when known and FailureReason (0008,1197).
+FailedSOPSequence (0008,1198) with the UIDs when known, FailureReason (0008,1197) and the reason as text in
+Error Comment (0000,0902), LO, at most 64 characters like a DIMSE Error Comment, no patient data (the text of the
+domain error: "PatientID is missing", "the object is truncated: …"). Each failed part is also logged at INFO
+with its position in the request, the Failure Reason and the full reason text (never a UID).
 
 Failure Reason values (PS3.18 Table I.2-2, implementation-specific values in the standard's ranges):
 - ``0xA700`` (42752) out of resources: the index or storage is unavailable, or the disk is full;
@@ -24,14 +27,21 @@ Warning Reason: ``0xB000`` (45056) coercion: the instance replaced (policy ``rep
 
 HTTP status: 200 all stored; 202 some failed or warnings; 409 none stored (503 if every failure was 0xA700);
 400 malformed/truncated multipart with nothing stored (with something stored: 202 and a ``Warning`` header);
-413 body over ``max_upload_bytes``; 415 wrong media type.
+413 body over ``max_upload_bytes`` (checked on Content-Length before reading, and while streaming a chunked body;
+the rest of the body is then read and discarded for at most ``http_header_timeout`` seconds, so that a client
+that writes its whole body before reading gets the answer instead of a connection reset); 415 wrong media type.
+
+Parts are spooled to ``<data_dir>/spool`` (``prepare_spool``), never to the system temporary folder.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
 import pydicom
@@ -40,7 +50,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from dicomvault.dicomweb.errors import error_response
+from dicomvault.dicomweb.errors import error_response, report_unexpected
 from dicomvault.dicomweb.multipart import MultipartError, Part, iter_parts, parse_media_type, read_single
 from dicomvault.dicomweb.security import Principal, require_scope
 from dicomvault.domain.errors import Conflict, InvalidDicom, Unavailable
@@ -73,6 +83,23 @@ class PartResult:
     study_uid: str | None = None
     failure: int | None = None
     warning: int | None = None
+    #: why the part failed, without patient data (the domain error's message); empty for a stored part
+    reason: str = ""
+
+
+def prepare_spool(data_dir: Path) -> Path:
+    """Create (if needed) and return ``<data_dir>/spool``, where STOW-RS parts larger than the in-memory spool
+    go (as unnamed files: nothing is left behind by a crash)."""
+    folder = Path(data_dir) / "spool"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def error_comment(reason: str) -> str:
+    """``reason`` as an Error Comment (LO): printable ASCII without backslash, at most 64 characters."""
+    text = re.sub(r"\s+", " ", reason).strip().replace("\\", "/")
+    text = "".join(c if " " <= c <= "~" else "?" for c in text)
+    return text if len(text) <= 64 else text[:61].rstrip() + "..."
 
 
 def _peek(stream: IO[bytes]) -> tuple[str | None, str | None, str | None]:
@@ -96,33 +123,36 @@ def store_part(ingest: IngestService, part: Part, target_study: str | None) -> P
     ctype = part.content_type
     if ctype not in ("", "application/dicom"):
         cls, sop, study = _peek(part.file)
-        return PartResult(cls, sop, study, failure=CANNOT_UNDERSTAND)
+        return PartResult(cls, sop, study, failure=CANNOT_UNDERSTAND, reason="the part is not application/dicom")
     if target_study is not None:
         cls, sop, study = _peek(part.file)
         if study is not None and study != target_study:
-            return PartResult(cls, sop, study, failure=STUDY_MISMATCH)
+            return PartResult(cls, sop, study, failure=STUDY_MISMATCH,
+                              reason="Study Instance UID differs from the study in the request URL")
     stream = cast("Any", part.file)
     try:
         res = ingest.ingest(stream, source="stow")
     except InvalidDicom as exc:
         cls, sop, study = _peek(part.file)
         code = CANNOT_UNDERSTAND if exc.message.startswith(_NOT_DICOM_PREFIXES) else INVALID_DATASET
-        return PartResult(cls, sop, study, failure=code)
+        return PartResult(cls, sop, study, failure=code, reason=exc.message)
     except Conflict as exc:
         cls, sop, study = _peek(part.file)
-        return PartResult(cls, sop or exc.sop_instance_uid or None, study, failure=DUPLICATE_REJECTED)
-    except Unavailable:
+        return PartResult(cls, sop or exc.sop_instance_uid or None, study, failure=DUPLICATE_REJECTED,
+                          reason=exc.message)
+    except Unavailable as exc:
         cls, sop, study = _peek(part.file)
-        return PartResult(cls, sop, study, failure=OUT_OF_RESOURCES)
+        return PartResult(cls, sop, study, failure=OUT_OF_RESOURCES, reason=exc.message)
     except OSError as exc:
         log.error("STOW-RS part not stored: %s", type(exc).__name__)
         cls, sop, study = _peek(part.file)
-        return PartResult(cls, sop, study, failure=OUT_OF_RESOURCES)
+        cause = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+        return PartResult(cls, sop, study, failure=OUT_OF_RESOURCES, reason=f"storage error: {cause}")
     except Exception as exc:
-        log.error("STOW-RS part not stored: unexpected %s", type(exc).__name__)
-        log.debug("STOW-RS failure", exc_info=True)
+        error_id = report_unexpected(exc, "STOW-RS part")
         cls, sop, study = _peek(part.file)
-        return PartResult(cls, sop, study, failure=PROCESSING_FAILURE)
+        return PartResult(cls, sop, study, failure=PROCESSING_FAILURE,
+                          reason=f"unexpected {type(exc).__name__} (error id {error_id})")
     warning = WARNING_COERCION if res.outcome in (StoreOutcome.REPLACED, StoreOutcome.VERSIONED) else None
     return PartResult(res.sop_class_uid, res.sop_instance_uid, res.study_uid, warning=warning)
 
@@ -138,12 +168,15 @@ def response_body(results: list[PartResult], base: str, target_study: str | None
     studies: set[str] = set()
     for r in results:
         if r.failure is not None:
-            failed.append({"00081150": _ui(r.sop_class_uid), "00081155": _ui(r.sop_instance_uid),
-                           "00081197": {"vr": "US", "Value": [r.failure]}})
+            item = {"00081150": _ui(r.sop_class_uid), "00081155": _ui(r.sop_instance_uid),
+                    "00081197": {"vr": "US", "Value": [r.failure]}}
+            if r.reason:
+                item["00000902"] = {"vr": "LO", "Value": [error_comment(r.reason)]}
+            failed.append(item)
             continue
         assert r.study_uid is not None
         studies.add(r.study_uid)
-        item: dict[str, Any] = {
+        item = {
             "00081150": _ui(r.sop_class_uid),
             "00081155": _ui(r.sop_instance_uid),
             "00081190": {"vr": "UR", "Value": [f"{base}/studies/{r.study_uid}/instances/{r.sop_instance_uid}"]},
@@ -171,9 +204,11 @@ def http_status(results: list[PartResult]) -> int:
 
 async def _parts(request: Request, max_bytes: int | None) -> Any:
     """The request's parts (async iterator), or an error response for a wrong media type."""
+    spool_dir: Path | None = getattr(request.app.state, "spool_dir", None)
     media, params = parse_media_type(request.headers.get("content-type", ""))
     if media == "application/dicom":
-        part = await read_single(request.stream(), {"content-type": "application/dicom"}, max_bytes=max_bytes)
+        part = await read_single(request.stream(), {"content-type": "application/dicom"}, max_bytes=max_bytes,
+                                 spool_dir=spool_dir)
 
         async def one() -> Any:
             yield part
@@ -186,7 +221,7 @@ async def _parts(request: Request, max_bytes: int | None) -> Any:
     if root_type != "application/dicom":
         return error_response(415, f"multipart/related type {root_type!r} is not supported "
                                    "(only application/dicom parts)")
-    return iter_parts(request.stream(), params.get("boundary", ""), max_bytes=max_bytes)
+    return iter_parts(request.stream(), params.get("boundary", ""), max_bytes=max_bytes, spool_dir=spool_dir)
 
 
 async def _stored(ingest: IngestService, part: Part, target_study: str | None) -> PartResult:
@@ -225,6 +260,10 @@ async def _store(request: Request, target_study: str | None) -> JSONResponse:
         # Every started store completes before we answer (or give up): never acknowledge or drop half-done work.
         results += [await t for t in pending]
         pending.clear()
+    for position, r in enumerate(results, 1):
+        if r.failure is not None:
+            log.info("STOW-RS part %d of %d not stored: %s (Failure Reason 0x%04X)", position, len(results),
+                     r.reason, r.failure)
     if problem is not None and not any(r.failure is None for r in results):
         return error_response(problem.status, problem.message)
     if not results:
