@@ -49,6 +49,13 @@ class Settings(BaseSettings):
         description="Same SOP Instance UID, different content: reject (warning status), replace, or keep-both.",
     )
     # -- Query limits (issue #9: wildcard matching, bounded result sets) --------------------------------------
+    # Why these defaults: 64 characters is the longest LO value and PN component group, so a longer pattern could
+    # only serve free-text attributes nobody queries; 16 wildcards leave room for a '?' per unsure letter of a
+    # name. 1,000 values keep the SQL IN lists far below SQLite's 32,766 and PostgreSQL's 65,535 parameters.
+    # 10,000 results per query is the former QIDO-RS maximum (and AWS HealthImaging's); 1,000 per QIDO-RS page
+    # without limit keeps an unfiltered study list around 1 MB. 10,000 records examined for non-indexed keys cost
+    # about 0.5 s of one core (benchmarks/query_abuse.py: 20,000 took 0.5-1.0 s on 2 shared cores). 20,000
+    # instances per retrieve covers the largest single studies (a few thousand instances) several times over.
     query_max_pattern_length: int = Field(
         64, ge=1,
         description="Longest wildcard pattern (* or ?) a query key may carry, in characters; longer ones are refused.",
@@ -63,7 +70,7 @@ class Settings(BaseSettings):
         description="Most results of one query: the largest QIDO-RS page and the most C-FIND responses (then 0xA700).",
     )
     query_max_scanned: int = Field(
-        20_000, ge=1,
+        10_000, ge=1,
         description="Most records one query examines to match attributes the index does not hold (then a warning).",
     )
     qido_default_limit: int = Field(

@@ -11,10 +11,18 @@ PS3.18 8.3.4.4.1 currently says 204, but CP-2473 restores 200 with an empty payl
 
 Paging (PS3.18 8.3.4.4): a request without ``limit`` gets ``qido_default_limit`` results, a ``limit`` above
 ``query_max_results`` is reduced to it. When the server's own limit (the default or the maximum, not a ``limit``
-the client chose) cut the list short, the response carries the Warning PS3.18 specifies for this case (see
-``MORE_RESULTS``). Attributes the index does not hold are matched on at most ``query_max_scanned`` candidate
-records per request; when that budget runs out before the page is full, the page holds what was found and a
-``Warning: 299`` says where to continue (``SCAN_STOPPED``).
+the client chose) cut the list short, the response carries the Warning PS3.18 specifies for this case
+(``MORE_RESULTS``). PS3.18-2013 section 6.7 (QIDO-RS Search): "If the number of results exceeds the maximum
+supported by the server, the server shall return the maximum supported results and the response shall include
+the following HTTP/1.1 Warning header (see RFC 2616 Section 14.46): Warning: 299 {SERVICE}: "The number of
+results exceeded the maximum supported by the server. Additional results can be requested."". Current editions
+(8.3.4.4.1 Paging Behavior) state the rule with ``limit``, ``maxResults`` (the system limit) and ``remaining``.
+The warn-agent here is the pseudonym ``dicomvault`` (RFC 7234 5.5 allows a host or a pseudonym; "{SERVICE}:" with
+its colon is not valid header syntax).
+
+Attributes the index does not hold are matched on at most ``query_max_scanned`` candidate records per request;
+when that budget runs out before the page is full, the page holds what was found and a ``Warning: 299`` says
+where to continue (``SCAN_STOPPED``).
 
 Deep pages use keyset paging: each answered page leaves (query signature, next offset) → id of its last row in a
 small per-app LRU map, so the usual walk ``offset=0,100,200…`` continues with ``id > last`` instead of an OFFSET
@@ -43,12 +51,7 @@ from dicomvault.services.query import EncodedResult, PageEnd
 
 router = APIRouter(tags=["QIDO-RS"])
 
-#: PS3.18 (2013, 6.7.1.2.1): "If the number of results exceeds the maximum supported by the server, the server shall
-#: return the maximum supported results and the response shall include the following HTTP/1.1 Warning header (see
-#: RFC 2616 Section 14.46): Warning: 299 {SERVICE}: "The number of results exceeded the maximum supported by the
-#: server. Additional results can be requested."" Current editions (8.3.4.4.1 Paging Behavior) keep the rule in
-#: terms of ``limit``, ``maxResults`` and ``remaining``. The warn-agent is the pseudonym ``dicomvault`` (RFC 7234
-#: 5.5 allows a host or a pseudonym there; "{SERVICE}:" with its colon is not valid header syntax).
+#: The PS3.18 Warning for a list cut short by the server's limit (text quoted in the module docstring).
 MORE_RESULTS = ('299 dicomvault "The number of results exceeded the maximum supported by the server. '
                 'Additional results can be requested."')
 #: Not in PS3.18: the scan budget for non-indexed attributes ran out before the page was full.

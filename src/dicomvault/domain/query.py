@@ -76,7 +76,7 @@ class QueryLimits:
     max_values: int = 1000
     max_keys: int = 64
     max_results: int = 10_000
-    max_scanned: int = 20_000
+    max_scanned: int = 10_000
 
 
 def check_key(keyword: str, raw: str, limits: QueryLimits) -> int:

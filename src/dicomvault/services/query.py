@@ -286,12 +286,16 @@ class QueryService:
                 state.out_of_budget = True
                 return
             rows = self.index.find(replace(spec, limit=n, offset=sql_offset, after_id=cursor))
-            cached = self._cached_page(spec.level, rows) if need_cache else {}
+            texts = self._cached_texts(spec.level, rows) if need_cache else {}
             for row in rows:
                 row_id = int(row["_id"])
                 state.last_id = row_id
                 state.examined += 1
-                meta = cached.get(row_id, {})
+                text = texts.get(row_id)
+                if filters and not (text and filters.may_match(text)):
+                    continue
+                # json, not orjson: a cached text may hold NaN (an FL/FD value), which only the stdlib parser reads
+                meta: dict[str, Any] = json.loads(text) if text else {}
                 if filters and not filters.match(meta):
                     continue
                 if skip:
@@ -302,17 +306,14 @@ class QueryService:
                 return
             cursor, page, sql_offset = int(rows[-1]["_id"]), SCAN_PAGE, 0
 
-    def _cached_page(self, level: Level, rows: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
-        """Row id → the row's cached DICOM JSON (parsed): at image level from the row itself, at study and series
-        level from a representative instance, for the whole page in one statement; none at patient level."""
+    def _cached_texts(self, level: Level, rows: list[dict[str, Any]]) -> dict[int, str]:
+        """Row id → the row's cached DICOM JSON text: at image level from the row itself, at study and series level
+        from a representative instance, for the whole page in one statement; none at patient level."""
         if level == Level.PATIENT or not rows:
             return {}
         if level == Level.IMAGE:
-            texts = {int(r["_id"]): r.get("_metadata") for r in rows}
-        else:
-            texts = dict(self.index.representative_metadata_many(level, [int(r["_id"]) for r in rows]))
-        # json, not orjson: the cached texts may hold NaN (an FL/FD value), which only the standard parser reads
-        return {row_id: json.loads(text) for row_id, text in texts.items() if text}
+            return {int(r["_id"]): r["_metadata"] for r in rows if r.get("_metadata")}
+        return self.index.representative_metadata_many(level, [int(r["_id"]) for r in rows])
 
     def _to_json(
         self, spec: QuerySpec, row: Mapping[str, Any], wanted: list[str], cached: Mapping[str, Any]

@@ -56,5 +56,11 @@ class CachedFilters:
     def __bool__(self) -> bool:
         return bool(self._filters)
 
+    def may_match(self, text: str) -> bool:
+        """A cheap necessary condition on the cached JSON text, checked before parsing it: every filtered
+        attribute must occur in it (an absent attribute matches no value). Spares the parse of most candidates
+        when the attribute is rare."""
+        return all(f'"{f.tag_hex}"' in text for f in self._filters)
+
     def match(self, cached: Mapping[str, Any]) -> bool:
         return all(f.match(cached) for f in self._filters)
