@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from sqlalchemy import event
 
 
 def make_ct(
@@ -55,3 +58,25 @@ def make_ct(
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
+
+
+#: 8 × ``*A`` then ``*B``: within the default query caps (9 wildcards, 18 characters). Against a 64-character
+#: value of ``A``s the regex matcher DicomVault used before issue #9 needed over a minute (7 × ``*A``: 10 s).
+PATHOLOGICAL_WILDCARD = "*A" * 8 + "*B"
+
+
+@contextmanager
+def count_selects(archive: Any) -> Iterator[list[str]]:
+    """Every SELECT the archive's index engine runs inside the block (SQLAlchemy cursor events)."""
+    engine = archive.index.engine
+    seen: list[str] = []
+
+    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", before)

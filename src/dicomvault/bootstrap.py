@@ -17,6 +17,7 @@ from dicomvault.adapters.index.job_queue import SqlJobQueue
 from dicomvault.adapters.index.repository import SqlIndexRepository
 from dicomvault.adapters.index.tokens import SqlTokenStore
 from dicomvault.adapters.index.transfer import copy_index as _copy_index
+from dicomvault.domain.query import QueryLimits
 from dicomvault.ports.blobs import BlobStore
 from dicomvault.services.archive import Archive
 from dicomvault.services.ingest import IngestService
@@ -37,6 +38,14 @@ def build_blob_store(url: str, settings: Settings) -> BlobStore:
     raise ValueError(f"unsupported storage URL scheme {parsed.scheme!r} (expected file://, s3:// or memory://)")
 
 
+def query_limits(settings: Settings) -> QueryLimits:
+    return QueryLimits(
+        max_pattern_length=settings.query_max_pattern_length, max_wildcards=settings.query_max_wildcards,
+        max_values=settings.query_max_values, max_keys=settings.query_max_keys,
+        max_results=settings.query_max_results, max_scanned=settings.query_max_scanned,
+    )
+
+
 def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_index_engine(settings.resolved_index_url, pool_size=settings.index_pool_size)
@@ -52,7 +61,7 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
         blobs=blobs,
         ingest=IngestService(index, blobs, policy=settings.duplicate_policy,
                              precheck_duplicates=not isinstance(blobs, FilesystemBlobStore)),
-        query=QueryService(index),
+        query=QueryService(index, query_limits(settings)),
         retrieve=RetrieveService(index, blobs),
         closers=[engine.dispose],
         tokens=TokenService(SqlTokenStore(engine)),

@@ -48,6 +48,37 @@ class Settings(BaseSettings):
         DuplicatePolicy.REJECT,
         description="Same SOP Instance UID, different content: reject (warning status), replace, or keep-both.",
     )
+    # -- Query limits (issue #9: wildcard matching, bounded result sets) --------------------------------------
+    # Why these defaults: 64 characters is the longest LO value and PN component group, so a longer pattern could
+    # only serve free-text attributes nobody queries; 16 wildcards leave room for a '?' per unsure letter of a
+    # name. 1,000 values keep the SQL IN lists far below SQLite's 32,766 and PostgreSQL's 65,535 parameters.
+    # 10,000 results per query is the former QIDO-RS maximum (and AWS HealthImaging's); 1,000 per QIDO-RS page
+    # without limit keeps an unfiltered study list around 1 MB. 10,000 records examined for non-indexed keys cost
+    # about 0.5 s of one core (benchmarks/query_abuse.py: 20,000 took 0.5-1.0 s on 2 shared cores). 20,000
+    # instances per retrieve covers the largest single studies (a few thousand instances) several times over.
+    query_max_pattern_length: int = Field(
+        64, ge=1,
+        description="Longest wildcard pattern (* or ?) a query key may carry, in characters; longer ones are refused.",
+    )
+    query_max_wildcards: int = Field(16, ge=1, description="Most * and ? wildcards in one query key.")
+    query_max_values: int = Field(
+        1000, ge=1, description="Most values one query may list (UID lists and multiple values, all keys together)."
+    )
+    query_max_keys: int = Field(64, ge=1, description="Most matching keys (keys with a value) in one query.")
+    query_max_results: int = Field(
+        10_000, ge=1,
+        description="Most results of one query: the largest QIDO-RS page and the most C-FIND responses (then 0xA700).",
+    )
+    query_max_scanned: int = Field(
+        10_000, ge=1,
+        description="Most records one query examines to match attributes the index does not hold (then a warning).",
+    )
+    qido_default_limit: int = Field(
+        1000, ge=1, description="Results per QIDO-RS response when the request sets no limit."
+    )
+    retrieve_max_instances: int = Field(
+        20_000, ge=1, description="Most instances one C-GET or C-MOVE may address; above it the request is refused.",
+    )
     max_pdu: int = Field(4 * 1024 * 1024, description="Maximum PDU length the DIMSE server receives (bytes).")
     max_associations: int = Field(64, description="Concurrent DIMSE associations accepted.")
     dimse_timeout: float = Field(60.0, description="DIMSE/ACSE/network timeout in seconds.")

@@ -20,7 +20,7 @@ from pynetdicom.events import Event
 from pynetdicom.presentation import build_context
 
 from dicomvault.dimse import identifier, received, retrieval, scu, status
-from dicomvault.domain.errors import DicomVaultError
+from dicomvault.domain.errors import DicomVaultError, ResultLimitExceeded
 from dicomvault.domain.records import InstanceRecord
 from dicomvault.domain.tags import Level
 from dicomvault.services.archive import Archive
@@ -92,21 +92,34 @@ def _qr_failure(exc: Exception, what: str) -> tuple[Dataset, None]:
 
 
 def handle_find(event: Event, archive: Archive) -> Iterator[tuple[int | Dataset, Dataset | None]]:
-    """C-FIND on the shared query engine; responses carry exactly the requested keys."""
+    """C-FIND on the shared query engine; responses carry exactly the requested keys.
+
+    Matches are streamed from the index a page at a time (``QueryService.stream``), so the first response leaves
+    before the last row is read. After ``query_max_results`` responses, or once the records examined for keys the
+    index does not hold reach ``query_max_scanned``, the C-FIND ends with 0xA700 and an Error Comment saying why
+    (``status.FIND_STATUS``), and a WARNING is logged (counts only, no query values)."""
+    calling = str(event.assoc.requestor.ae_title).strip()
     try:
         level, keys = _level_and_keys(event)
-        results = archive.query.search(archive.query.build_spec(level, keys))
+        spec = archive.query.build_spec(level, keys)
+        ident = event.identifier
+        results = archive.query.stream(spec, max_results=archive.settings.query_max_results)
+        for n, result in enumerate(results):
+            if n and n % CANCEL_CHECK_EVERY == 0:
+                _let_requests_in(event.assoc)
+            if event.is_cancelled:
+                yield status.CANCEL, None
+                return
+            yield status.PENDING, identifier.response(result, ident, level, archive.settings.aet)
+    except DicomVaultError as exc:
+        code = status.find_status(exc)
+        if isinstance(exc, ResultLimitExceeded):
+            log.warning("C-FIND from %s stopped: %s (status 0x%04X)", calling, exc.message, code)
+        else:
+            log.info("C-FIND from %s refused: status 0x%04X (%s)", calling, code, type(exc).__name__)
+        yield status.status_dataset(code, exc.message), None
     except Exception as exc:
         yield _qr_failure(exc, "C-FIND")
-        return
-    ident = event.identifier
-    for n, result in enumerate(results):
-        if n and n % CANCEL_CHECK_EVERY == 0:
-            _let_requests_in(event.assoc)
-        if event.is_cancelled:
-            yield status.CANCEL, None
-            return
-        yield status.PENDING, identifier.response(result, ident, level, archive.settings.aet)
 
 
 def _let_requests_in(assoc: Association) -> None:
@@ -124,7 +137,12 @@ def _let_requests_in(assoc: Association) -> None:
 
 def _records(event: Event, archive: Archive) -> list[InstanceRecord]:
     level, keys = _level_and_keys(event)
-    return retrieval.locate(archive, level, keys)
+    try:
+        return retrieval.locate(archive, level, keys)
+    except ResultLimitExceeded as exc:
+        what = event.event.name.removeprefix("EVT_").replace("_", "-")  # "C-GET" / "C-MOVE"
+        log.warning("%s from %s refused: %s", what, str(event.assoc.requestor.ae_title).strip(), exc.message)
+        raise
 
 
 def handle_get(event: Event, archive: Archive) -> Iterator[Any]:
@@ -132,6 +150,7 @@ def handle_get(event: Event, archive: Archive) -> Iterator[Any]:
     try:
         records = _records(event, archive)
     except Exception as exc:
+        yield 1  # pynetdicom reads a sub-operation count before any status (else it answers a bare 0xC413)
         yield _qr_failure(exc, "C-GET")
         return
     assoc = event.assoc

@@ -31,6 +31,7 @@ QR_OUT_OF_RESOURCES = 0xA700
 QR_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 QR_UNABLE_TO_PROCESS = 0xC000
 MOVE_DESTINATION_UNKNOWN = 0xA801
+RETRIEVE_OUT_OF_RESOURCES_MATCHES = 0xA701
 RETRIEVE_SUBOPS_OUT_OF_RESOURCES = 0xA702
 RETRIEVE_SUBOPS_SOME_FAILED = 0xB000
 
@@ -46,10 +47,26 @@ STORE_STATUS: tuple[tuple[type[e.DicomVaultError], int], ...] = (
     (e.Unavailable, STORE_OUT_OF_RESOURCES),
 )
 
-#: Domain error → C-FIND/C-GET/C-MOVE failure status.
+#: Domain error → C-FIND/C-GET/C-MOVE failure status, most specific class first.
+#: A query beyond the configured bounds (pattern length, wildcards, values, keys) is valid against the information
+#: model, so not 0xA900 "Identifier does not match SOP Class": this SCP is unable to process it (0xC000, PS3.4
+#: C.4.1.1.4 / C.4.2.1.5 / C.4.3.1.4). A retrieve addressing more instances than allowed is refused with 0xA701
+#: "Out of Resources - Unable to calculate number of matches": the selection stops at the bound without counting
+#: the rest.
 QR_STATUS: tuple[tuple[type[e.DicomVaultError], int], ...] = (
+    (e.QueryTooComplex, QR_UNABLE_TO_PROCESS),
     (e.InvalidQuery, QR_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS),
+    (e.ResultLimitExceeded, RETRIEVE_OUT_OF_RESOURCES_MATCHES),
     (e.Unavailable, QR_OUT_OF_RESOURCES),
+)
+
+#: C-FIND has no 0xA701: a query that reaches the maximum number of matches (or of records examined) ends, after
+#: the responses already sent, with 0xA700 "Refused: Out of Resources" and an Error Comment saying so, rather than
+#: a success that would pass a truncated list off as complete (Orthanc's silent truncation); dcm4chee-arc counts
+#: first and refuses a C-FIND beyond its "Query Max Number of Results", which costs a COUNT over every match.
+FIND_STATUS: tuple[tuple[type[e.DicomVaultError], int], ...] = (
+    (e.ResultLimitExceeded, QR_OUT_OF_RESOURCES),
+    *QR_STATUS,
 )
 
 #: The comment a refused duplicate gets (the issue: "reject — the default, with a warning status").
@@ -71,6 +88,11 @@ def store_status(exc: BaseException) -> int:
 def qr_status(exc: BaseException) -> int:
     """The C-FIND/C-GET/C-MOVE failure status for an error raised while matching."""
     return _lookup(QR_STATUS, exc, QR_UNABLE_TO_PROCESS)
+
+
+def find_status(exc: BaseException) -> int:
+    """The C-FIND failure status for an error raised while matching or streaming the matches."""
+    return _lookup(FIND_STATUS, exc, QR_UNABLE_TO_PROCESS)
 
 
 def store_comment(exc: e.DicomVaultError) -> str:

@@ -32,6 +32,16 @@ class InvalidQuery(DicomVaultError):
     """A query key or value cannot be understood (bad date range, unknown keyword, bad UID list)."""
 
 
+class QueryTooComplex(InvalidQuery):
+    """A query is valid DICOM but exceeds a configured bound on its keys (pattern length, wildcards, number of
+    values or keys): refused before any matching is done."""
+
+
+class ResultLimitExceeded(DicomVaultError):
+    """A query or retrieve reached a configured bound on its result (matches, candidate records examined,
+    instances addressed); nothing beyond the bound is processed."""
+
+
 class Conflict(DicomVaultError):
     """A different object with the same SOP Instance UID exists and the duplicate policy is ``reject``."""
 

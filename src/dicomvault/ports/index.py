@@ -18,6 +18,7 @@ from dicomvault.domain.records import (
     InstanceRecord,
     StoreResult,
 )
+from dicomvault.domain.tags import Level
 
 
 class IndexRepository(Protocol):
@@ -44,6 +45,11 @@ class IndexRepository(Protocol):
     def representative_metadata(self, *, study_uid: str, series_uid: str | None = None) -> str | None:
         """The cached DICOM JSON of one instance of the study (or series): the source of non-indexed return
         keys at study and series level."""
+        ...
+
+    def representative_metadata_many(self, level: Level, row_ids: list[int]) -> dict[int, str]:
+        """``representative_metadata`` for a page of STUDY or SERIES rows of ``find`` (by their ``_id``) in one
+        query: row id → the cached DICOM JSON of the row's first stored instance (rows without one are absent)."""
         ...
 
     def instances(

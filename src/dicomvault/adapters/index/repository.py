@@ -32,6 +32,7 @@ from dicomvault.domain.records import (
     StoreOutcome,
     StoreResult,
 )
+from dicomvault.domain.tags import Level
 
 T = TypeVar("T")
 
@@ -356,6 +357,12 @@ class SqlIndexRepository:
             stmt = stmt.where(series.c.series_uid == series_uid)
         stmt = stmt.order_by(instances.c.id).limit(1)
         return self._reading(lambda conn: conn.execute(stmt).scalar_one_or_none())
+
+    def representative_metadata_many(self, level: Level, row_ids: list[int]) -> dict[int, str]:
+        if not row_ids:
+            return {}
+        stmt = querying.representative_select(level, row_ids)
+        return self._reading(lambda conn: {int(owner): text for owner, text in conn.execute(stmt).all()})
 
     def _instance_select(self, *cols: Any) -> Any:
         return select(*cols).select_from(
