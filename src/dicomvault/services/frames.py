@@ -1,4 +1,5 @@
-"""Frame offset index, built once at ingest so that any frame is served with one byte-range read.
+"""Frame offset index, built once at ingest so that any frame is served with one byte-range read, and the pixel
+geometry both ingest and retrieval check against (bytes native pixel data must hold, bytes a decoded frame takes).
 
 Native pixel data: frame N lies at a computed offset. Encapsulated pixel data: fragment item headers are walked
 (seeking over the fragment data, never reading it) and fragments are grouped into frames using, in order, the
@@ -19,7 +20,8 @@ from dicomvault.domain.records import FrameIndex
 _IMPLICIT = "1.2.840.10008.1.2"
 _BIG = "1.2.840.10008.1.2.2"
 _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UT", b"UC", b"UR"}
-_PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)
+#: Float Pixel Data, Double Float Pixel Data, Pixel Data
+PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)
 _ITEM = 0xFFFEE000
 _SEQ_DELIM = 0xFFFEE0DD
 _FRAME_START_MARKERS = (b"\xff\xd8", b"\xff\x4f\xff\x51", b"\x00\x00\x00\x0cjP")
@@ -82,7 +84,7 @@ def pixel_element(stream: BinaryIO | IO[bytes], tsuid: str, tag_offset: int) -> 
         return None
     order = ">" if tsuid == _BIG else "<"
     group, element = struct.unpack(order + "HH", header[:4])
-    if (group << 16 | element) not in _PIXEL_TAGS:
+    if (group << 16 | element) not in PIXEL_TAGS:
         return None
     if tsuid == _IMPLICIT:
         (length,) = struct.unpack(order + "I", header[4:8])

@@ -12,9 +12,8 @@ import io
 import json
 import re
 import struct
-import zlib
 from dataclasses import dataclass
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 import pydicom
 from pydicom.dataelem import DataElement
@@ -28,13 +27,12 @@ from dicomvault.domain.errors import InvalidDicom, MalformedDicom
 from dicomvault.domain.query import fold_pn, normalise_time
 from dicomvault.domain.tags import INDEXED, Level
 from dicomvault.services import inflate
-from dicomvault.services.frames import pixel_element, pixel_length_problem
+from dicomvault.services.frames import PIXEL_TAGS, pixel_element, pixel_length_problem
 from dicomvault.services.header_json import header_json
 
 _UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 #: Values longer than this go to BulkDataURI in the cached metadata, as PS3.18 asks for bulk data.
 BULK_THRESHOLD = 1024
-PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)
 
 
 @dataclass
@@ -181,32 +179,40 @@ def _check_pixel_data(stream: BinaryIO | IO[bytes], tsuid: str, offset: int, siz
     raise MalformedDicom("the object is truncated: encapsulated pixel data has no sequence delimiter")
 
 
-#: Data set bytes (inflated, for a deflated object) ``identity`` looks at: the identifying UIDs come first.
-IDENTITY_PREFIX = 256 * 1024
-_IDENTITY_TAGS = (("SOPClassUID", 0x00080016), ("SOPInstanceUID", 0x00080018), ("StudyInstanceUID", 0x0020000D))
+#: Inflated bytes of a deflated data set ``identity`` looks at (the identifying UIDs come first).
+IDENTITY_INFLATED = 4 << 20
+_IDENTITY_TAGS = (0x00080016, 0x00080018, 0x0020000D)
 
 
 def identity(stream: BinaryIO | IO[bytes]) -> tuple[str | None, str | None, str | None]:
-    """(SOP Class, SOP Instance, Study Instance UID) from the start of an object, or Nones where they cannot be
-    read: names an instance that was refused, without parsing (or inflating) more than ``IDENTITY_PREFIX`` bytes
-    of its data set. Leaves ``stream`` at 0."""
+    """(SOP Class, SOP Instance, Study Instance UID) of an object, or Nones where they cannot be read: checks a
+    STOW-RS part against its target study and names a refused instance. Values other than those three are skipped,
+    and a deflated data set is inflated only up to ``IDENTITY_INFLATED`` bytes (pydicom's reader would inflate all
+    of it into memory). Leaves ``stream`` at 0."""
     try:
         meta, offset = inflate.read_file_meta(stream)
-        ts = UID(str(meta.get("TransferSyntaxUID", ""))) if meta is not None else UID(ImplicitVRLittleEndian)
-        stream.seek(offset)
-        if ts == DeflatedExplicitVRLittleEndian:
-            data = zlib.decompressobj(-zlib.MAX_WBITS).decompress(stream.read(IDENTITY_PREFIX), IDENTITY_PREFIX)
+        stream.seek(0)
+        if meta is None or meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+            ds: Dataset = pydicom.dcmread(stream, stop_before_pixels=True, force=True,
+                                          specific_tags=list(_IDENTITY_TAGS))
         else:
-            data = stream.read(IDENTITY_PREFIX)
+            stream.seek(offset)
+            unbounded = inflate.Limits(max_inflated_bytes=1 << 62, max_inflate_ratio=0)
+            prefix = bytearray()
+            try:
+                for chunk in inflate.inflate_chunks(cast(BinaryIO, stream), unbounded):
+                    prefix += chunk
+                    if len(prefix) >= IDENTITY_INFLATED:
+                        break
+            except MalformedDicom:
+                pass  # a cut or corrupt stream: what was inflated may still name the instance
 
-        def past_study_uid(tag: BaseTag, vr: str | None, length: int) -> bool:
-            return int(tag) > 0x0020000D
+            def past_study_uid(tag: BaseTag, vr: str | None, length: int) -> bool:
+                return int(tag) > 0x0020000D
 
-        implicit = ts.is_implicit_VR if ts.is_transfer_syntax else True
-        little = ts.is_little_endian if ts.is_transfer_syntax else True
-        ds = read_dataset(io.BytesIO(data), implicit, little, stop_when=past_study_uid)
+            ds = read_dataset(io.BytesIO(bytes(prefix[:IDENTITY_INFLATED])), False, True, stop_when=past_study_uid)
         values = []
-        for _, tag in _IDENTITY_TAGS:
+        for tag in _IDENTITY_TAGS:
             elem = ds.get(tag)
             text = str((elem.value if elem is not None else None) or "").strip("\x00 ")
             values.append(text or None)

@@ -2,7 +2,9 @@
 
 A frame is decoded from its own bytes (one byte-range read through ``RetrieveService.frame``) wrapped in a tiny
 one-frame dataset that carries the stored pixel module, so frame 900 of a 1000-frame object costs the same as
-frame 1 and the rest of the pixel data is never read or decoded.
+frame 1 and the rest of the pixel data is never read or decoded. Before decoding, the decoded size is checked
+against ``max_decoded_bytes`` and a flagged object's pixel problem is answered. Bulk data values are streamed
+(``BulkValue``): by range from the stored object, or, for a deflated object, from its inflated spool.
 """
 
 from __future__ import annotations
@@ -20,10 +22,9 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from dicomvault.domain.errors import DamagedPixelData, NotFound, Unsupported
 from dicomvault.domain.records import InstanceRecord
-from dicomvault.services.frames import decoded_frame_bytes, pixel_element
+from dicomvault.services.frames import PIXEL_TAGS, decoded_frame_bytes, pixel_element
 from dicomvault.services.retrieve import RetrieveService
 
-PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 NATIVE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"})
 _PIXEL_MODULE = (
     "Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",

@@ -211,8 +211,9 @@ def grey_image(arr: np.ndarray, header: Dataset, frame: int, window: Window | No
     table: the modality and VOI transforms run once per possible value (at most 65,536, ~1 ms), then each pixel is
     one table read, tile by tile. The previous float64 pipeline cost 8 bytes per pixel per step (+1.6 GB and 4.6 s
     for an 8192 × 8192 frame); its output is what the table holds (tests/services/test_services_render_lut.py
-    compares both within one grey level). Other data is transformed tile by tile in float, in two passes when the
-    output must be stretched to its min/max. That min/max is the whole frame's (``reference``, of which ``arr`` is
+    compares both within one grey level). Other data (float pixel data, wide 32-bit ranges) is transformed in
+    float64 one tile of ~1 Mpixel at a time, never the whole frame, in two passes when the output must be
+    stretched to its min/max. That min/max is the whole frame's (``reference``, of which ``arr`` is
     a crop or a decimation), so a zoomed region is as bright as in the full image."""
     reference = arr if reference is None else reference
     monochrome1 = str(header.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1"
