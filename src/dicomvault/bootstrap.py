@@ -20,6 +20,7 @@ from dicomvault.adapters.index.transfer import copy_index as _copy_index
 from dicomvault.domain.query import QueryLimits
 from dicomvault.ports.blobs import BlobStore
 from dicomvault.services.archive import Archive
+from dicomvault.services.inflate import Limits
 from dicomvault.services.ingest import IngestService
 from dicomvault.services.query import QueryService
 from dicomvault.services.retrieve import RetrieveService
@@ -46,6 +47,12 @@ def query_limits(settings: Settings) -> QueryLimits:
     )
 
 
+def pixel_limits(settings: Settings) -> Limits:
+    """Inflation and decoding limits; spool files go to the data folder (``data_dir/spool``), not /tmp."""
+    return Limits(max_inflated_bytes=settings.max_inflated_bytes, max_inflate_ratio=settings.max_inflate_ratio,
+                  max_decoded_bytes=settings.max_decoded_bytes, spool_dir=settings.data_dir / "spool")
+
+
 def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_index_engine(settings.resolved_index_url, pool_size=settings.index_pool_size)
@@ -55,14 +62,16 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
     blobs = build_blob_store(settings.resolved_storage_url, settings)
     if isinstance(blobs, FilesystemBlobStore):
         blobs.sweep_temporary()
+    limits = pixel_limits(settings)
     return Archive(
         settings=settings,
         index=index,
         blobs=blobs,
         ingest=IngestService(index, blobs, policy=settings.duplicate_policy,
-                             precheck_duplicates=not isinstance(blobs, FilesystemBlobStore)),
+                             precheck_duplicates=not isinstance(blobs, FilesystemBlobStore),
+                             limits=limits, pixel_policy=settings.pixel_length_policy),
         query=QueryService(index, query_limits(settings)),
-        retrieve=RetrieveService(index, blobs),
+        retrieve=RetrieveService(index, blobs, limits),
         closers=[engine.dispose],
         tokens=TokenService(SqlTokenStore(engine)),
         jobs=SqlJobQueue(engine),

@@ -18,7 +18,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from dicomvault.domain.records import DuplicatePolicy
+from dicomvault.domain.records import DuplicatePolicy, PixelLengthPolicy
 
 
 class Settings(BaseSettings):
@@ -87,6 +87,33 @@ class Settings(BaseSettings):
         description="Serve storage-only associations with the lean receiver; false: everything through pynetdicom.",
     )
     index_pool_size: int = Field(10, description="Database connection pool size per process.")
+    # -- pixel data limits (issue #9: deflate bombs, decoding amplification, short pixel data) ----------------------
+    # Defaults: 1 GiB inflated holds the largest deflated objects seen in practice (deflate is used for SR, small
+    # secondary captures and the odd single image) while bounding the CPU and spool space one object may cost
+    # (measured: 512 MiB inflated into the spool in 0.7 s); memory no longer depends on it (inflation streams).
+    # 256 MiB decoded holds an 8192 x 8192 16-bit frame (128 MiB; decoding peaks at about twice the decoded size,
+    # measured on RLE), so one request costs at most ~0.5 GB; whole-object transcoding above it is refused (the
+    # object stays retrievable as stored).
+    max_inflated_bytes: int = Field(
+        1 << 30, ge=1,
+        description="Largest size in bytes a Deflated transfer syntax data set may inflate to; larger objects are "
+                    "refused.",
+    )
+    max_inflate_ratio: int = Field(
+        200, ge=0,
+        description="Refuse a deflated data set that, past 64 MiB, inflates to more than this many times its "
+                    "compressed size; 0 = no ratio check.",
+    )
+    max_decoded_bytes: int = Field(
+        256 << 20, ge=1,
+        description="Most decoded pixel bytes one request may need (a rendered or decoded frame, a transcoded "
+                    "object); larger requests are refused with an error naming this limit.",
+    )
+    pixel_length_policy: PixelLengthPolicy = Field(
+        PixelLengthPolicy.REJECT,
+        description="Native pixel data shorter than its header describes: reject, or accept-and-flag (stored with a "
+                    "warning; frames and rendered images then answer the problem).",
+    )
     fsync: bool = Field(True, description="fsync blobs and directories before acknowledging (keep on).")
     allow_anonymous: bool | None = Field(
         None, description="Anonymous HTTP access; default: on only on loopback with no token or OIDC configured."

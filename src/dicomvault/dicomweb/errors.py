@@ -26,6 +26,11 @@ from dicomvault.domain import errors as e
 
 STATUS: dict[type[e.DicomVaultError], int] = {
     e.NotFound: 404,
+    # The request is valid but what it asks for cannot be produced from this stored object: its pixel data is
+    # shorter than its header describes, or producing it would exceed a configured limit (the message names the
+    # problem or the limit; the object itself stays retrievable as stored).
+    e.DamagedPixelData: 422,
+    e.TooLarge: 422,
     e.InvalidDicom: 400,
     e.InvalidQuery: 400,
     e.Conflict: 409,

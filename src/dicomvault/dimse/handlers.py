@@ -70,6 +70,8 @@ def store_received(archive: Archive, dataset: AbstractContextManager[tuple[Binar
         log.error("C-STORE from %s failed unexpectedly: %s", calling, type(exc).__name__)
         log.debug("C-STORE failure detail", exc_info=True)
         return status.status_dataset(status.STORE_UNEXPECTED_FAILURE, "Internal error while storing; see server log")
+    if result.pixel_problem is not None:
+        return status.status_dataset(status.STORE_WARNING_DATASET_MISMATCH, result.pixel_problem)
     if result.warning:
         log.info("C-STORE from %s: %s", calling, result.warning)
     return status.status_dataset(status.SUCCESS)

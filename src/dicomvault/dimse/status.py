@@ -17,6 +17,9 @@ CANCEL = 0xFE00
 
 # C-STORE (PS3.4 B.2.3)
 STORE_OUT_OF_RESOURCES = 0xA700
+#: Refused: Out of Resources, permanent for this object: it exceeds a configured limit (``max_inflated_bytes``,
+#: ``max_inflate_ratio``); the ErrorComment names the limit. Distinct from 0xA700 (a backend is down: retry).
+STORE_REFUSED_TOO_LARGE = 0xA701
 STORE_DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 STORE_CANNOT_UNDERSTAND = 0xC000
 #: Anything unexpected: still in the "cannot understand" failure range, with a generic comment (details only in
@@ -25,6 +28,9 @@ STORE_UNEXPECTED_FAILURE = 0xC001
 #: The default duplicate policy keeps the stored object and discards the new one: a warning, not a failure,
 #: so that a modality does not retry forever something the archive will never take.
 STORE_WARNING_ELEMENTS_DISCARDED = 0xB006
+#: Stored, but the data set does not match its SOP class: native pixel data shorter than its header describes,
+#: kept under ``pixel_length_policy = accept-and-flag`` (the ErrorComment says how short).
+STORE_WARNING_DATASET_MISMATCH = 0xB007
 
 # C-FIND / C-GET / C-MOVE (PS3.4 C.4)
 QR_OUT_OF_RESOURCES = 0xA700
@@ -40,6 +46,7 @@ MAX_COMMENT = 64
 
 #: Domain error → C-STORE status, most specific class first (MalformedDicom is an InvalidDicom).
 STORE_STATUS: tuple[tuple[type[e.DicomVaultError], int], ...] = (
+    (e.TooLarge, STORE_REFUSED_TOO_LARGE),
     (e.Conflict, STORE_WARNING_ELEMENTS_DISCARDED),
     (e.MalformedDicom, STORE_CANNOT_UNDERSTAND),
     (e.InvalidDicom, STORE_DATASET_DOES_NOT_MATCH_SOP_CLASS),

@@ -63,6 +63,11 @@ class IndexRepository(Protocol):
         """Instances under the given identifiers, ordered by series then instance number."""
         ...
 
+    def frame_index_text(self, sop_uid: str, blob_key: str, start: int, length: int | None) -> str | None:
+        """``length`` characters (None: all) of the stored frame index text of ``sop_uid`` from character
+        ``start`` (0-based), while its current content is ``blob_key``; None if it is not (any longer)."""
+        ...
+
     def metadata(
         self, *, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
     ) -> Iterator[str]:
