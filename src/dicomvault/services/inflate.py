@@ -78,11 +78,12 @@ def inflate_chunks(source: BinaryIO, limits: Limits) -> Iterator[bytes]:
 
 def _check(total: int, consumed: int, limits: Limits) -> None:
     if total > limits.max_inflated_bytes:
-        raise TooLarge(f"the deflated data set inflates beyond max_inflated_bytes ({limits.max_inflated_bytes} "
-                       "bytes)", "max_inflated_bytes")
+        # Short enough for an Error Comment (LO, 64 characters) with the limit's value.
+        raise TooLarge(f"inflates beyond max_inflated_bytes ({limits.max_inflated_bytes} bytes)",
+                       "max_inflated_bytes")
     if limits.max_inflate_ratio and total > RATIO_FLOOR and total > limits.max_inflate_ratio * consumed:
-        raise TooLarge(f"the deflated data set inflates more than max_inflate_ratio ({limits.max_inflate_ratio}) "
-                       "times its size", "max_inflate_ratio")
+        raise TooLarge(f"inflates more than max_inflate_ratio ({limits.max_inflate_ratio}) times its size",
+                       "max_inflate_ratio")
 
 
 def spool_file(limits: Limits) -> IO[bytes]:
