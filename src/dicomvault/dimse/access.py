@@ -15,8 +15,8 @@ DICOM upper layer, identically on pynetdicom's path and on the lean storage path
   the OIDC issuer (ignored when none is configured). Types 1 (username only), 3 (Kerberos) and 4 (SAML) cannot be
   verified here and are ignored, as the standard lets an acceptor that does not support them. A verified identity
   requested with a positive response gets a User Identity sub-item with an empty server response (D.3.3.7.2).
-* **Operation not permitted** → the response status 0x0124 "Refused: Not authorized" (PS3.7 C.5, listed for
-  C-STORE in PS3.4 B.2.3) with an ErrorComment naming the missing permission; the association carries on and
+* **Operation not permitted** → the response status 0x0124 "Refused: Not authorized" (a general DIMSE status,
+  PS3.7 Annex C) with an ErrorComment naming the missing permission; the association carries on and
   C-ECHO always works. Why per operation rather than refusing the association: an A-ASSOCIATE-RJ cannot say
   "not authorized" (its only fitting diagnostic is "no-reason-given"), a modality operator then cannot tell a
   permission problem from a network one, while 0x0124 with a comment names it in the device's log; and a peer
