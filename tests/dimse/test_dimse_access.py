@@ -261,6 +261,7 @@ def test_user_identity_with_api_tokens(restricted: Running) -> None:
     r = run(["storescu", "-aet", "CT2", "-aec", "DICOMVAULT", "--user", "modality-ct2", "--password", writer,
              "--pos-response", "127.0.0.1", str(port), str(_ct_file(restricted))])
     assert r.returncode == 0 and "Refused" not in r.stdout + r.stderr, r.stdout + r.stderr
+    assert restricted.archive.index.stats().instances == 2  # CT1's and CT2's; WS1's was refused
     tokens.revoke("modality-ct2")
     assert associate(port, "CT2", user=identity(2, b"modality-ct2", revoked_later.encode())).rejected == \
         IDENTITY_REFUSED
@@ -276,7 +277,7 @@ def test_user_identity_with_oidc_jwt(tmp_path: Path, issuer: Issuer) -> None:
     running = start(tmp_path, dimse_peers={"CT1": {"permissions": ["store"]}}, oidc_issuer=issuer.url,
                     oidc_audience="dicomvault")
     try:
-        reader = issuer.token(scope="openid dicom.read")
+        reader = issuer.token(scope="openid dicomvault.read")
         answer = associate(running.port, "WS1", user=identity(5, reader.encode()))  # type 5: JWT
         assert answer.accepted and answer.identity_response
         # the same JWT as the passcode of username + passcode
@@ -284,14 +285,16 @@ def test_user_identity_with_oidc_jwt(tmp_path: Path, issuer: Issuer) -> None:
         ws1 = _associate(_requestor("WS1"), running.port, ext_neg=[identity(5, reader.encode())])
         assert _find(ws1, generate_uid()) == [0x0000] and _store(ws1) == NOT_AUTHORIZED
         ws1.release()
-        for bad in (issuer.token(scope="read", aud="someone-else"), issuer.token(scope="read", exp=1),
-                    reader[:-4] + "AAAA"):
+        for bad in (issuer.token(scope="dicomvault.read", aud="someone-else"),  # another application's token
+                    issuer.token(scope="dicomvault.read", exp=1),  # expired
+                    reader[:-4] + "AAAA"):  # signature does not verify
             assert associate(running.port, "WS1", user=identity(5, bad.encode())).rejected == IDENTITY_REFUSED
         jwt_file = tmp_path / "token.jwt"
-        jwt_file.write_text(issuer.token(scope="dicom.write"))
+        jwt_file.write_text(issuer.token(scope="dicomvault.write"))
         r = run(["storescu", "-aet", "WS2", "-aec", "DICOMVAULT", "--user", "alice", "--jwt", str(jwt_file),
                  "127.0.0.1", str(running.port), str(_ct_file(running))])
         assert r.returncode == 0 and "Refused" not in r.stdout + r.stderr, r.stdout + r.stderr
+        assert running.archive.index.stats().instances == 1  # WS2's (write JWT); WS1's (read) was refused
     finally:
         _stop(running)
 
