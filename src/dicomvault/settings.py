@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -18,7 +18,39 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from dicomvault.domain.peers import Permission, check_ae_title, parse_network
 from dicomvault.domain.records import DuplicatePolicy, PixelLengthPolicy
+
+
+class DimsePeer(BaseModel):
+    """One known DIMSE peer, ``[dimse_peers.<AE title>]`` in TOML (docs/deployment.md, "DIMSE access control")."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silently open rule
+
+    hosts: list[str] = Field(
+        default_factory=list,
+        description="Source addresses or networks it may connect from (10.1.2.3, 10.1.2.0/24, fd00::/64); empty: any.",
+    )
+    permissions: list[Permission] = Field(
+        default_factory=list, description="What it may do: store, query, retrieve (empty: C-ECHO only)."
+    )
+    tls: bool = Field(
+        False, description="Only over DICOM TLS: accepted on the TLS port only; the archive connects to it with TLS."
+    )
+    tls_names: list[str] = Field(
+        default_factory=list,
+        description="Names (subject CN or DNS SAN) its certificate must carry under mutual TLS; default: its AE title.",
+    )
+    tls_ca: Path | None = Field(
+        None, description="CA file (PEM) that verifies its certificate when the archive connects to it over TLS.",
+    )
+
+    @field_validator("hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str]) -> list[str]:
+        for host in value:
+            parse_network(host)  # raises ValueError with the offending value
+        return value
 
 
 class Settings(BaseSettings):
@@ -42,7 +74,38 @@ class Settings(BaseSettings):
         default_factory=dict, description="C-MOVE destinations: AE title → host:port."
     )
     allowed_calling_aets: list[str] = Field(
-        default_factory=list, description="If not empty, only these calling AE titles may associate."
+        default_factory=list,
+        description="If not empty, only these calling AE titles (and dimse_peers) may associate, each with every "
+        "permission.",
+    )
+    # -- DIMSE access control and DICOM TLS (issue #9; dimse/access.py, dimse/tls.py, docs/deployment.md) --------
+    dimse_peers: dict[str, DimsePeer] = Field(
+        default_factory=dict,
+        description="Known DIMSE peers by AE title: allowed addresses, permissions (store, query, retrieve), TLS.",
+    )
+    dimse_allow_anonymous: bool = Field(
+        False,
+        description="Admit calling AE titles that are not known peers (with dimse_anonymous_permissions), also on "
+        "a non-loopback address.",
+    )
+    dimse_anonymous_permissions: list[Permission] = Field(
+        default_factory=lambda: ["store", "query", "retrieve"],
+        description="What an admitted unknown calling AE title may do: store, query, retrieve.",
+        validate_default=True,
+    )
+    dimse_check_called_aet: bool = Field(
+        True,
+        description="Refuse associations whose called AE title is not aet; false for devices that send a wrong one.",
+    )
+    dimse_tls_port: int | None = Field(
+        None, description="DICOM TLS port (customarily 2762) beside dimse_port; unset: no TLS listener."
+    )
+    dimse_tls_cert: Path | None = Field(
+        None, description="The archive's DICOM TLS certificate chain (PEM); also shown to TLS peers it connects to."
+    )
+    dimse_tls_key: Path | None = Field(None, description="Private key (PEM) of dimse_tls_cert.")
+    dimse_tls_client_ca: Path | None = Field(
+        None, description="CA certificates (PEM): when set, TLS clients must present a certificate they issued."
     )
     duplicate_policy: DuplicatePolicy = Field(
         DuplicatePolicy.REJECT,
@@ -199,6 +262,13 @@ class Settings(BaseSettings):
         if bad:
             raise ValueError(f"anonymous_scopes: {', '.join(bad)} not allowed (only read, write, delete)")
         return scopes
+
+    @field_validator("dimse_peers", mode="before")
+    @classmethod
+    def _check_peer_titles(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {check_ae_title(str(aet)): peer for aet, peer in value.items()}
+        return value
 
     @field_validator("move_destinations")
     @classmethod

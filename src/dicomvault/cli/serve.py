@@ -70,6 +70,8 @@ def banner(settings: Settings, storage: str) -> Panel:
     if settings.move_destinations:
         dests = ", ".join(f"{a}={h}" for a, h in sorted(settings.move_destinations.items()))
         lines.append(f"[bold]C-MOVE to[/bold]  {dests}")
+    if settings.dimse_tls_port is not None:
+        lines.insert(2, f"[bold]DICOM TLS[/bold]  {settings.host}:{settings.dimse_tls_port}")
     return Panel("\n".join(lines), title="DicomVault", expand=False)
 
 
@@ -94,16 +96,23 @@ def serve_command(
     tls_client_ca: Annotated[Path | None, typer.Option(
         "--tls-client-ca", help="PEM CA certificates: require HTTPS clients to present a certificate they signed.")
     ] = None,
+    dimse_tls_port: Annotated[int | None, typer.Option(
+        "--dimse-tls-port", help="DICOM TLS port (customarily 2762); with --dimse-tls-cert/--dimse-tls-key.")] = None,
+    dimse_tls_cert: Annotated[Path | None, typer.Option(
+        "--dimse-tls-cert", help="DICOM TLS certificate chain (PEM).")] = None,
+    dimse_tls_key: Annotated[Path | None, typer.Option("--dimse-tls-key", help="DICOM TLS private key (PEM).")] = None,
 ) -> None:
     """Run the archive: DIMSE (C-ECHO/STORE/FIND/GET/MOVE) and DICOMweb over HTTP. Stop with Ctrl-C or SIGTERM.
 
-    Exit code 2 when the configuration is refused (e.g. a public address without authentication).
+    Exit code 2 when the configuration is refused (e.g. a public address without authentication, or DIMSE open to
+    any calling AE title on a public address).
     """
     settings = load_settings(
         config, data_dir=data_dir, host=host, dimse_port=dimse_port, http_port=http_port, aet=aet,
         move_destinations=parse_destinations(move_destination), index_url=index_url, storage_url=storage_url,
         allow_anonymous=allow_anonymous, log_level=log_level, tls_cert=tls_cert, tls_key=tls_key,
         tls_client_ca=tls_client_ca,
+        dimse_tls_port=dimse_tls_port, dimse_tls_cert=dimse_tls_cert, dimse_tls_key=dimse_tls_key,
     )
     try:
         configure_logging(settings.log_level)
@@ -130,7 +139,10 @@ def _run(archive: Archive, settings: Settings) -> None:
     # Imported here so that the other subcommands do not pay for (or depend on) the DIMSE stack.
     from dicomvault.dimse.server import DimseServer
 
-    dimse = DimseServer(archive)
+    try:
+        dimse = DimseServer(archive)
+    except ConfigurationError as exc:
+        fail(f"refusing to start: {exc.message}")
     try:
         dimse.start()
     except OSError as exc:

@@ -14,14 +14,8 @@ must not be able to store or delete; ``admin`` is never anonymous). Whether it i
   (``ConfigurationError``) to serve a non-loopback address with neither authentication configured nor anonymous
   access explicitly enabled.
 
-OIDC: an ``oidc_issuer`` requires an ``oidc_audience`` (refused at start otherwise: without it, a token the same
-identity provider issued for any other application would be accepted). A bearer JWT is verified with the issuer's
-JWKS (``oidc_jwks_url``, or ``jwks_uri`` discovered from ``<oidc_issuer>/.well-known/openid-configuration``):
-signature (RSA/EC/PSS only, never ``none`` or HMAC), ``iss``, ``aud``, ``exp`` (all required). Scopes come from
-``scope`` (space-separated) or ``scp`` (list or string); each value grants a DicomVault scope only if it is a key
-of ``oidc_scope_map`` (exact, case-sensitive match; default ``dicomvault.read`` → read, ``dicomvault.write`` →
-write, ``dicomvault.delete`` → delete, ``dicomvault.admin`` → admin), so ``calendar.read`` or ``otherapi:admin``
-grant nothing.
+Bearer credentials (API tokens, OIDC JWTs) are verified by ``services/auth.py`` (rules there), which DIMSE User
+Identity Negotiation uses too, so a credential grants the same scopes on both front ends.
 
 Secrets are never logged. The audit log (logger ``dicomvault.audit``, INFO) records method, route template,
 status and principal name: no UIDs, no query strings, no patient data.
@@ -29,16 +23,11 @@ status and principal name: no UIDs, no query strings, no patient data.
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import logging
-import threading
-import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import jwt
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -46,6 +35,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dicomvault.dicomweb.errors import report_unexpected, route_template, unexpected_body
 from dicomvault.domain.errors import ConfigurationError
+from dicomvault.services.auth import OidcVerifier, Principal, is_loopback, looks_like_jwt, verify_credential
+from dicomvault.services.auth import scopes_from_claims as scopes_from_claims  # re-exported (tests, callers)
 from dicomvault.services.tokens import SCOPES
 
 if TYPE_CHECKING:
@@ -57,101 +48,12 @@ log = logging.getLogger(__name__)
 
 #: headers by which a reverse proxy tells that it forwarded a request (any of them: the request came through one)
 PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip", "via")
-_JWT_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"]
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: a token name, an OIDC subject, or ``anonymous``."""
-
-    name: str
-    scopes: frozenset[str]
-    kind: str  # "token" | "oidc" | "anonymous"
-
-    def allows(self, scope: str) -> bool:
-        return "admin" in self.scopes or scope in self.scopes
-
-
-def is_loopback(host: str) -> bool:
-    if host.strip().lower() in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def scopes_from_claims(claims: dict[str, Any], scope_map: dict[str, str]) -> frozenset[str]:
-    """The DicomVault scopes granted by the ``scope``/``scp`` claim values that are keys of ``scope_map``."""
-    raw: list[str] = []
-    for key in ("scope", "scp"):
-        value = claims.get(key)
-        if isinstance(value, str):
-            raw.extend(value.split())
-        elif isinstance(value, list):
-            raw.extend(str(v) for v in value)
-    return frozenset(scope_map[item] for item in raw if item in scope_map)
-
-
-def check_scope_map(scope_map: dict[str, str]) -> dict[str, str]:
-    """``oidc_scope_map`` validated: every target is a DicomVault scope, every name non-empty without spaces."""
-    for name, target in scope_map.items():
-        if not name or name != name.strip() or " " in name:
-            raise ConfigurationError(f"oidc_scope_map: {name!r} is not a valid OIDC scope name")
-        if target not in SCOPES:
-            raise ConfigurationError(f"oidc_scope_map: {name!r} maps to {target!r}, not one of {', '.join(SCOPES)}")
-    if not scope_map:
-        raise ConfigurationError("oidc_scope_map is empty: no OIDC token could be granted anything")
-    return dict(scope_map)
 
 
 def arrived_through_proxy(request: Request) -> bool:
     """Whether the request carries a header by which a reverse proxy announces itself."""
     headers = request.headers
     return any(name in headers for name in PROXY_HEADERS)
-
-
-class OidcVerifier:
-    """Verifies bearer JWTs against the issuer's keys; key fetching is blocking, so callers use a thread."""
-
-    def __init__(self, issuer: str, audience: str, jwks_url: str | None, scope_map: dict[str, str]) -> None:
-        self.issuer = issuer
-        self.audience = audience
-        self.scope_map = scope_map
-        self._jwks_url = jwks_url
-        self._client: jwt.PyJWKClient | None = None
-        self._lock = threading.Lock()
-
-    def _jwks_client(self) -> jwt.PyJWKClient:
-        with self._lock:
-            if self._client is None:
-                url = self._jwks_url or self._discover()
-                self._client = jwt.PyJWKClient(url, cache_keys=True, lifespan=300, timeout=10)
-            return self._client
-
-    def _discover(self) -> str:
-        url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            doc = json.loads(resp.read(1 << 20))
-        jwks = doc.get("jwks_uri")
-        if not isinstance(jwks, str):
-            raise jwt.PyJWKClientError("issuer metadata has no jwks_uri")
-        return jwks
-
-    def verify(self, token: str) -> Principal:
-        """Raise ``jwt.PyJWTError`` (or ``PyJWKClientError``) for any invalid token."""
-        key = self._jwks_client().get_signing_key_from_jwt(token)
-        claims = jwt.decode(
-            token,
-            key.key,
-            algorithms=_JWT_ALGORITHMS,
-            issuer=self.issuer,
-            audience=self.audience,
-            leeway=30,
-            options={"require": ["exp", "iss", "aud"], "verify_aud": True},
-        )
-        name = str(claims.get("preferred_username") or claims.get("client_id") or claims.get("sub") or "oidc")
-        return Principal(name=name, scopes=scopes_from_claims(claims, self.scope_map), kind="oidc")
 
 
 @dataclass
@@ -165,15 +67,7 @@ class AuthPolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings, tokens: TokenService | None) -> AuthPolicy:
-        oidc = None
-        if settings.oidc_issuer:
-            if not settings.oidc_audience:
-                raise ConfigurationError(
-                    "oidc_issuer is set but oidc_audience is not: set oidc_audience to the audience (client id or "
-                    "API identifier) the identity provider puts in tokens meant for DicomVault, otherwise tokens it "
-                    "issues for any other application would be accepted")
-            oidc = OidcVerifier(settings.oidc_issuer, settings.oidc_audience, settings.oidc_jwks_url,
-                                check_scope_map(settings.oidc_scope_map))
+        oidc = OidcVerifier.from_settings(settings)  # raises ConfigurationError (no audience, bad scope map)
         anonymous = Principal("anonymous", frozenset(settings.anonymous_scopes) - {"admin"}, "anonymous")
         policy = cls(settings=settings, tokens=tokens, oidc=oidc, anonymous=anonymous)
         policy.check_startup()
@@ -233,17 +127,12 @@ class AuthPolicy:
         credential = credential.strip()
         if scheme.lower() != "bearer" or not credential:
             raise _unauthorized("expected an Authorization: Bearer credential", "invalid_request")
-        if credential.count(".") == 2 and self.oidc is not None:
-            try:
-                return await run_in_threadpool(self.oidc.verify, credential)
-            except (jwt.PyJWTError, jwt.PyJWKClientError, OSError) as exc:
-                log.info("bearer JWT rejected: %s", type(exc).__name__)
-                raise _unauthorized("invalid or expired bearer token", "invalid_token") from None
-        if self.tokens is not None:
-            token = await run_in_threadpool(self.tokens.verify, credential)
-            if token is not None:
-                return Principal(token.name, frozenset(token.scopes), "token")
-        raise _unauthorized("invalid, expired or revoked bearer token", "invalid_token")
+        principal = await run_in_threadpool(verify_credential, credential, self.tokens, self.oidc)
+        if principal is not None:
+            return principal
+        jwt_checked = looks_like_jwt(credential) and self.oidc is not None
+        raise _unauthorized("invalid or expired bearer token" if jwt_checked else
+                            "invalid, expired or revoked bearer token", "invalid_token")
 
 
 def _unauthorized(message: str, error: str | None) -> HTTPException:

@@ -11,7 +11,8 @@ so accepted contexts and transfer syntax preference are identical) and hands the
 in the same thread. Anything else (Q/R contexts, TLS, requests we cannot parse) is served by pynetdicom exactly as
 before, the peeked bytes still unread.
 
-Unchanged behaviour on the lean path: the calling AE allow-list (same A-ASSOCIATE-RJ), ``max_associations``
+Unchanged behaviour on the lean path: the access policy (``access.DimseAccess``: same A-ASSOCIATE-RJ, same 0x0124
+for a C-STORE the peer may not make), ``max_associations``
 (counted across both paths), TCP_NODELAY, the ACSE/network timeout, the max PDU we advertise, the peer's max PDU
 for what we send, asynchronous operations not negotiated (window 1/1), the C-STORE statuses (one shared function,
 ``handlers.store_received``). ``settings.dimse_fast_store = false`` turns the routing off.
@@ -42,8 +43,10 @@ from pynetdicom.presentation import negotiate_as_acceptor
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicomvault.dimse import handlers
+from dicomvault.dimse.access import DimseAccess, rejection
 from dicomvault.dimse.store_link import StoreLink, set_socket_timeout
 from dicomvault.services.archive import Archive
+from dicomvault.services.peer_access import Rejected
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,6 @@ _PLAIN_ITEMS = (MaximumLengthNotification, ImplementationClassUIDNotification, I
 #: Seconds a rejected requestor gets to close the connection after reading the A-ASSOCIATE-RJ (ARTIM-like).
 REJECT_LINGER = 10.0
 # A-ASSOCIATE-RJ (result, source, diagnostic), PS3.8 9.3.4, as pynetdicom's acse sends them
-REJECT_CALLING_AET = (0x01, 0x01, 0x03)
 REJECT_LOCAL_LIMIT = (0x02, 0x03, 0x02)
 
 
@@ -121,14 +123,14 @@ def parse_request(data: bytes) -> A_ASSOCIATE | None:
 class FastStore:
     """The lean path's configuration and bookkeeping, shared by every connection of one server."""
 
-    def __init__(self, archive: Archive, server: ThreadedAssociationServer) -> None:
+    def __init__(self, archive: Archive, server: ThreadedAssociationServer, access: DimseAccess) -> None:
         s = archive.settings
         self.archive = archive
         self.server = server
         self.ae = server.ae
         self.timeout = s.dimse_timeout
         self.max_pdu = s.max_pdu
-        self.allowed = {a.strip() for a in s.allowed_calling_aets}
+        self.access = access
         self.max_associations = s.max_associations
         self.spool_dir: Path | None = Path(s.data_dir) / "dimse-spool"
         self._lock = threading.Lock()
@@ -153,10 +155,11 @@ class FastStore:
         # The A-ASSOCIATE-RQ is ours now: consume it.
         sock.recv(len(data), socket.MSG_WAITALL)
         calling = str(request.calling_ae_title).strip()
-        if self.allowed and calling not in self.allowed:
-            log.info("Rejecting association from %s: calling AE %s not allowed", address[0], calling)
-            return self._reject(sock, REJECT_CALLING_AET)
+        grant = self.access.admit(request, address[0], sock)
+        if isinstance(grant, Rejected):
+            return self._reject(sock, rejection(grant))
         link, accept = self._establish(sock, request, calling)
+        link.store = self.access.guard_store(link.store, grant)
         with self._lock:
             busy = self.active + sum(1 for a in self.ae.active_associations if a.is_acceptor)
             full = busy >= self.max_associations
@@ -268,8 +271,8 @@ class StorageRoutingServer(ThreadedAssociationServer):
 
     fast: FastStore | None = None
 
-    def enable_fast_store(self, archive: Archive) -> None:
-        self.fast = FastStore(archive, self)
+    def enable_fast_store(self, archive: Archive, access: DimseAccess) -> None:
+        self.fast = FastStore(archive, self, access)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         """Runs in the connection's own thread (ThreadingMixIn); the accept loop is never blocked by a peek."""

@@ -19,7 +19,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from pynetdicom.presentation import build_context
 
-from dicomvault.dimse import identifier, received, retrieval, scu, status
+from dicomvault.dimse import identifier, received, retrieval, scu, status, tls
 from dicomvault.domain.errors import DicomVaultError, ResultLimitExceeded
 from dicomvault.domain.records import InstanceRecord
 from dicomvault.domain.tags import Level
@@ -173,11 +173,13 @@ def handle_move(event: Event, archive: Archive) -> Iterator[Any]:
         # pynetdicom takes a failure with its ErrorComment only after a sub-operation count and an open
         # sub-association; a short association to the known destination (contexts almost every storage SCP
         # accepts) is the price of a clear 0xA900 instead of a bare 0xC513.
-        yield (*destination, {"contexts": [build_context(uid) for uid in _PROBE_CONTEXTS]})
+        yield (*destination, {"contexts": [build_context(uid) for uid in _PROBE_CONTEXTS],
+                              **tls.outbound_tls(archive.settings, str(event.move_destination), destination[0])})
         yield 1
         yield _qr_failure(exc, "C-MOVE")
         return
     holder: dict[str, Association] = {}
-    yield (*destination, {"contexts": scu.proposed_contexts(records), "evt_handlers": [scu.capture_accepted(holder)]})
+    yield (*destination, {"contexts": scu.proposed_contexts(records), "evt_handlers": [scu.capture_accepted(holder)],
+                          **tls.outbound_tls(archive.settings, str(event.move_destination), destination[0])})
     yield from retrieval.sub_operations(archive, records, lambda: holder.get("assoc"),
                                         lambda: bool(event.is_cancelled))

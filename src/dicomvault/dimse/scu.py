@@ -27,6 +27,7 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext, build_context
 
+from dicomvault.dimse.tls import outbound_tls
 from dicomvault.domain.errors import DicomVaultError, Unavailable, Unsupported
 from dicomvault.domain.records import InstanceRecord
 from dicomvault.services.archive import Archive
@@ -200,7 +201,11 @@ def send_instances(
     ae = AE(ae_title=s.aet)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = s.dimse_timeout
     ae.maximum_pdu_size = s.max_pdu
-    assoc = ae.associate(host, port, contexts=proposed_contexts(records), ae_title=aet)
+    try:
+        tls = outbound_tls(s, aet, host)  # DICOM TLS when the peer's rule says so (tls.py)
+    except OSError as exc:
+        raise Unavailable(f"cannot load the TLS files for {aet}: {type(exc).__name__}") from None
+    assoc = ae.associate(host, port, contexts=proposed_contexts(records), ae_title=aet, **tls)
     if not assoc.is_established:
         raise Unavailable(f"storage association to {aet} at {host}:{port} was not established")
     install_sender(assoc)

@@ -7,6 +7,7 @@ C-GET requestor needs; Patient Root and Study Root FIND, GET and MOVE.
 Associations that propose only Verification and storage contexts are served by the lean receiver in
 ``fast_store``/``store_link`` (same contexts, limits and statuses; measured ~4 ms -> ~1 ms receive overhead per
 512 KiB object); everything else by pynetdicom. ``settings.dimse_fast_store = false``: everything by pynetdicom.
+Both paths apply the same access policy (``access``); a DICOM TLS port (``tls``) is served by pynetdicom.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from dicomvault.dimse import handlers
+from dicomvault.dimse import handlers, tls, tls_server
+from dicomvault.dimse.access import DimseAccess
 from dicomvault.dimse.fast_store import StorageRoutingServer
 from dicomvault.services.archive import Archive
 
@@ -77,8 +79,7 @@ def build_ae(archive: Archive) -> AE:
     ae.acse_timeout = s.dimse_timeout
     ae.dimse_timeout = s.dimse_timeout
     ae.network_timeout = s.dimse_timeout
-    if s.allowed_calling_aets:
-        ae.require_calling_aet = list(s.allowed_calling_aets)
+    # Calling and called AE titles are checked by the access policy (access.py), on both receive paths.
     uncompressed = TRANSFER_SYNTAXES[:4]  # and deflated: for Verification and Q/R identifiers
     ae.add_supported_context(Verification, uncompressed)
     for cx in AllStoragePresentationContexts:
@@ -105,9 +106,13 @@ class DimseServer:
     """Runs the archive's DIMSE service in background threads (one per association)."""
 
     def __init__(self, archive: Archive) -> None:
+        """Raises ``ConfigurationError`` for unsafe or inconsistent access or TLS settings (no port opened yet)."""
         self.archive = archive
         self.ae = build_ae(archive)
+        self.access = DimseAccess.from_archive(archive)
+        self._tls_context = tls.server_context(archive.settings)
         self._server: StorageRoutingServer | None = None
+        self._tls_server: tls_server.TlsAssociationServer | None = None
 
     @property
     def port(self) -> int:
@@ -115,6 +120,13 @@ class DimseServer:
         if self._server is None:
             return self.archive.settings.dimse_port
         return int(self._server.server_address[1])
+
+    @property
+    def tls_port(self) -> int | None:
+        """The DICOM TLS port listened on (the bound one once started), None without a TLS listener."""
+        if self._tls_server is None:
+            return self.archive.settings.dimse_tls_port
+        return int(self._tls_server.server_address[1])
 
     @property
     def lean_associations(self) -> int:
@@ -134,19 +146,25 @@ class DimseServer:
             (evt.EVT_C_GET, handlers.handle_get, [self.archive]),
             (evt.EVT_C_MOVE, handlers.handle_move, [self.archive]),
             (evt.EVT_CONN_OPEN, _tune_connection),
+            *self.access.handlers(),
         ]
         # pynetdicom's start_server, with our subclass: storage-only associations take the lean path (fast_store).
         server = cast(StorageRoutingServer, self.ae.make_server(
             (s.host, s.dimse_port), evt_handlers=bind, server_class=StorageRoutingServer))
         if s.dimse_fast_store:
-            server.enable_fast_store(self.archive)
+            server.enable_fast_store(self.archive, self.access)
         thread = threading.Thread(target=server.serve_forever, name="DimseAcceptor", daemon=True)
         thread.start()
         self.ae._servers.append(server)
         self._server = server
         log.info("DIMSE listening on %s:%d as %s", s.host, self.port, s.aet)
+        if self._tls_context is not None:
+            self._tls_server = tls_server.start_listener(self.ae, s, self._tls_context, bind)
 
     def stop(self) -> None:
+        if self._tls_server is not None:
+            self._tls_server.shutdown()
+            self._tls_server = None
         if self._server is not None:
             self._server.shutdown()
             self._server = None

@@ -14,6 +14,8 @@ from dicomvault.domain import errors as e
 SUCCESS = 0x0000
 PENDING = 0xFF00
 CANCEL = 0xFE00
+#: Any DIMSE request the association may not make (general status, PS3.7 Annex C): ``dimse/access.py``.
+NOT_AUTHORIZED = 0x0124
 
 # C-STORE (PS3.4 B.2.3)
 STORE_OUT_OF_RESOURCES = 0xA700
