@@ -17,9 +17,8 @@ from pydicom.dataset import Dataset
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
-from pynetdicom.presentation import build_context
 
-from dicomvault.dimse import identifier, received, retrieval, scu, status
+from dicomvault.dimse import identifier, move, received, retrieval, scu, status
 from dicomvault.domain.errors import DicomVaultError
 from dicomvault.domain.records import InstanceRecord
 from dicomvault.domain.tags import Level
@@ -31,9 +30,6 @@ log = logging.getLogger(__name__)
 _PATIENT_ROOT = {"1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.1.2", "1.2.840.10008.5.1.4.1.2.1.3"}
 #: C-FIND responses between two chances for a C-CANCEL to arrive
 CANCEL_CHECK_EVERY = 32
-#: Verification, Secondary Capture, CT, MR Image Storage
-_PROBE_CONTEXTS = ("1.2.840.10008.1.1", "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.2",
-                   "1.2.840.10008.5.1.4.1.1.4")
 
 
 def handle_echo(event: Event, archive: Archive) -> int:
@@ -139,24 +135,36 @@ def handle_get(event: Event, archive: Archive) -> Iterator[Any]:
 
 
 def handle_move(event: Event, archive: Archive) -> Iterator[Any]:
-    """C-MOVE: the destination AE title must be configured (``move_destinations``); pynetdicom opens the
-    sub-association with the contexts we propose and counts the sub-operations."""
-    destination = archive.settings.destination(str(event.move_destination or ""))
+    """C-MOVE: the destination AE title must be configured (``move_destinations``), else 0xA801; pynetdicom opens
+    the sub-association with the contexts we propose (``move.ArchiveAE``) and counts the sub-operations. A
+    configured destination that cannot be reached: 0xA702, every sub-operation failed, the reason in the comment."""
+    aet = str(event.move_destination or "").strip()
+    destination = archive.settings.destination(aet)
     if destination is None:
         log.info("C-MOVE to an unknown destination refused")
         yield None, None  # pynetdicom answers 0xA801 Move Destination Unknown
         return
+    target = move.SubAssociation(aet, *destination)
     try:
         records = _records(event, archive)
     except Exception as exc:
         # pynetdicom takes a failure with its ErrorComment only after a sub-operation count and an open
-        # sub-association; a short association to the known destination (contexts almost every storage SCP
-        # accepts) is the price of a clear 0xA900 instead of a bare 0xC513.
-        yield (*destination, {"contexts": [build_context(uid) for uid in _PROBE_CONTEXTS]})
+        # sub-association: the stand-in (no connection) lets the 0xA900 and its comment through.
+        target.needed = False
+        yield target.destination()
         yield 1
         yield _qr_failure(exc, "C-MOVE")
         return
-    holder: dict[str, Association] = {}
-    yield (*destination, {"contexts": scu.proposed_contexts(records), "evt_handlers": [scu.capture_accepted(holder)]})
-    yield from retrieval.sub_operations(archive, records, lambda: holder.get("assoc"),
-                                        lambda: bool(event.is_cancelled))
+    yield target.destination(scu.proposed_contexts(records))
+    yield len(records)
+    if not records:
+        return
+    if target.failure is not None:
+        calling = str(event.assoc.requestor.ae_title).strip()
+        log.warning("C-MOVE from %s: %s (%s:%d); %d sub-operation(s) failed", calling, target.failure,
+                    target.host, target.port, len(records))
+        failed = Dataset()
+        failed.FailedSOPInstanceUIDList = [r.sop_uid for r in records]
+        yield status.status_dataset(status.RETRIEVE_SUBOPS_OUT_OF_RESOURCES, target.failure), failed
+        return
+    yield from retrieval.send_each(archive, records, lambda: target.assoc, lambda: bool(event.is_cancelled))

@@ -23,7 +23,7 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, _config
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext, build_context
 
@@ -185,6 +185,7 @@ def send_instances(
     s = archive.settings
     ae = AE(ae_title=s.aet)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = s.dimse_timeout
+    ae.connection_timeout = s.dimse_artim_timeout  # a host that drops packets: not the OS's two minutes
     ae.maximum_pdu_size = s.max_pdu
     assoc = ae.associate(host, port, contexts=proposed_contexts(records), ae_title=aet)
     if not assoc.is_established:
@@ -214,14 +215,3 @@ def send_instances(
         if assoc.is_established:
             assoc.release()
     return report
-
-
-def capture_accepted(holder: dict[str, Association]) -> tuple[Any, Callable[[Any], None]]:
-    """An ``EVT_ACCEPTED`` handler binding for pynetdicom's C-MOVE sub-association: records the association (so the
-    handler knows what the destination accepted) and lets it send ``Outgoing`` placeholders."""
-
-    def on_accepted(event: Any) -> None:
-        install_sender(event.assoc)
-        holder["assoc"] = event.assoc
-
-    return evt.EVT_ACCEPTED, on_accepted

@@ -19,7 +19,7 @@ import ssl
 import threading
 from typing import Any, cast
 
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
@@ -33,6 +33,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from dicomvault.dimse import handlers, quiet
 from dicomvault.dimse.connections import ConnectionGate, Limits
 from dicomvault.dimse.fast_store import StorageRoutingServer
+from dicomvault.dimse.move import ArchiveAE
 from dicomvault.dimse.pynetdicom_guard import on_message, serving
 from dicomvault.services.archive import Archive
 
@@ -73,7 +74,7 @@ QR_MODELS = (
 )
 
 
-def build_ae(archive: Archive) -> AE:
+def build_ae(archive: Archive) -> ArchiveAE:
     """The acceptor AE with every context and the settings' limits and timeouts.
 
     pynetdicom's timers (see ``pynetdicom_guard`` for what they do): ``acse_timeout`` is ARTIM (waiting for the
@@ -82,7 +83,7 @@ def build_ae(archive: Archive) -> AE:
     ``network_timeout`` stays on for the associations we request (C-MOVE) and is switched off for the ones we
     accept, whose idle timeout is ours; ``connection_timeout`` bounds a TCP connect to a C-MOVE destination."""
     s = archive.settings
-    ae = AE(ae_title=s.aet)
+    ae = ArchiveAE(ae_title=s.aet)
     ae.maximum_pdu_size = s.max_pdu
     ae.maximum_associations = s.max_associations
     ae.acse_timeout = s.dimse_artim_timeout
