@@ -57,10 +57,10 @@ def store_received(archive: Archive, dataset: AbstractContextManager[tuple[Binar
             stream = received.part10_stream(part, sop_class_uid, sop_instance_uid, transfer_syntax, calling)
             result = archive.ingest.ingest(stream, source=f"dimse:{calling}")
     except DicomVaultError as exc:
-        code = status.store_status(exc)
-        log.info("C-STORE from %s refused: status 0x%04X (%s)", calling, code, type(exc).__name__)
-        log.debug("C-STORE refusal detail: %s", exc.message)
-        return status.status_dataset(code, status.store_comment(exc))
+        code, reason = status.store_status(exc), status.store_comment(exc)
+        # The reason is the Error Comment's text: written by the archive, naming attributes, never their values.
+        log.info("C-STORE from %s refused: status 0x%04X (%s): %s", calling, code, type(exc).__name__, reason)
+        return status.status_dataset(code, reason)
     except Exception as exc:
         # Type only above DEBUG: an exception message may quote attribute values (patient data).
         log.error("C-STORE from %s failed unexpectedly: %s", calling, type(exc).__name__)

@@ -393,7 +393,7 @@ class StoreLink:
         if field == C_STORE_RQ and has_dataset:
             self._sink = DataSetSink(self.spool_dir)
         elif field == C_STORE_RQ:
-            self._answer_store(status.status_dataset(status.STORE_CANNOT_UNDERSTAND, "C-STORE without a data set"))
+            self._answer_store(self._refused(status.STORE_CANNOT_UNDERSTAND, "C-STORE without a data set"))
         elif field == C_ECHO_RQ and not has_dataset:
             self._answer_echo()
         elif field == C_CANCEL_RQ and not has_dataset:
@@ -407,7 +407,7 @@ class StoreLink:
         cmd = cast(Dataset, self._command_set)
         try:
             if abstract_syntax == VERIFICATION:
-                result = status.status_dataset(SOP_CLASS_NOT_SUPPORTED, "C-STORE on the Verification context")
+                result = self._refused(SOP_CLASS_NOT_SUPPORTED, "C-STORE on the Verification context")
             else:
                 with self.conn.busy():
                     result = self.store(sink.dataset(), str(cmd.get("AffectedSOPClassUID", "")),
@@ -416,6 +416,11 @@ class StoreLink:
             sink.close()
         self.stored += 1
         self._answer_store(result)
+
+    def _refused(self, code: int, reason: str) -> Dataset:
+        """A C-STORE refused by the receiver itself (not by ingest): logged like ``handlers.store_received``."""
+        log.info("C-STORE from %s refused: status 0x%04X: %s", self.calling, code, reason)
+        return status.status_dataset(code, reason)
 
     def _answer_store(self, result: Dataset) -> None:
         cmd = cast(Dataset, self._command_set)
