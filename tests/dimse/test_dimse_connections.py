@@ -368,6 +368,7 @@ def test_tls_listener_shares_the_gate_and_never_handshakes_in_the_accept_loop(
         assert assoc.is_established and assoc.send_c_echo().Status == 0x0000
         assoc.release()
         assert _closed_within(mute, 5)  # no handshake within ARTIM
+        socket.create_connection(("127.0.0.1", tls_port), timeout=10).close()  # a health check: not a WARNING
         with Raw(tls_port) as plain:  # a DICOM peer without TLS on the TLS port
             plain.sock.sendall(plain.request())
             assert _closed_within(plain.sock, 5)

@@ -67,28 +67,24 @@ class Request:
 
 def _read(sock: socket.socket, size: int, deadline: float) -> bytes:
     """Up to ``size`` bytes, fewer if the peer closes or the deadline passes (Python-level timeouts, so the same
-    code serves a plain and a TLS socket; this runs once per connection)."""
-    out = bytearray(size)
-    view = memoryview(out)
-    got = 0
+    code serves a plain and a TLS socket; this runs once per connection). The buffer grows with what arrives."""
+    out = bytearray()
     try:
-        while got < size:
+        while len(out) < size:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             sock.settimeout(remaining)
             try:
-                n = sock.recv_into(view[got:])
+                chunk = sock.recv(size - len(out))
             except TimeoutError:
                 break
-            if n == 0:
+            if not chunk:
                 break
-            got += n
+            out += chunk
     except (OSError, ValueError):  # reset, or the socket was cut by a stop
         pass
-    finally:
-        view.release()
-    return bytes(out[:got])
+    return bytes(out)
 
 
 def tls_handshake(conn: Connection, context: ssl.SSLContext) -> bool:
@@ -105,7 +101,9 @@ def tls_handshake(conn: Connection, context: ssl.SSLContext) -> bool:
         if isinstance(exc, TimeoutError):
             log.info("DIMSE TLS connection from %s: no TLS handshake within %g s (ARTIM); closed",
                      conn.peer, conn.limits.artim)
-        elif not conn.stop_requested:
+        elif isinstance(exc, (ssl.SSLEOFError, ConnectionError)) or conn.stop_requested:
+            log.debug("DIMSE TLS connection from %s closed during the TLS handshake", conn.peer)  # a health check
+        else:
             reason = getattr(exc, "reason", None) or type(exc).__name__
             conn.warn("DIMSE TLS connection from %s closed: TLS handshake failed (%s)", conn.peer, reason)
         return False
@@ -134,7 +132,7 @@ def read_request(conn: Connection) -> Request | None:
     (length,) = struct.unpack(">I", header[2:6])
     if length > MAX_REQUEST or length < MIN_REQUEST_BODY:
         conn.warn("DIMSE connection from %s aborted: A-ASSOCIATE-RQ announces %d bytes (accepted: %d to %d)",
-                     conn.peer, length, MIN_REQUEST_BODY, MAX_REQUEST)
+                  conn.peer, length, MIN_REQUEST_BODY, MAX_REQUEST)
         abort_connection(sock, REASON_INVALID_PARAMETER)
         return None
     body = _read(sock, length, deadline)
@@ -149,7 +147,7 @@ def read_request(conn: Connection) -> Request | None:
         primitive = pdu.to_primitive()
     except Exception as exc:  # any decoder failure: the bytes are not a request we can answer
         conn.warn("DIMSE connection from %s aborted: undecodable A-ASSOCIATE-RQ (%s)", conn.peer,
-                     type(exc).__name__)
+                  type(exc).__name__)
         log.debug("A-ASSOCIATE-RQ decoding failure", exc_info=True)
         abort_connection(sock, REASON_INVALID_PARAMETER)
         return None

@@ -114,6 +114,7 @@ class Connection:
         self.calling = ""
         self.idle_since = self.accepted
         self.last_pdu = self.accepted
+        self.closing_since = self.accepted
         #: set by a stop: end as soon as nothing is in flight
         self.stop_requested = False
         #: set when the stop's grace period is over: end now, whatever is in flight
@@ -136,7 +137,10 @@ class Connection:
         self.idle_since = time.monotonic()
 
     def closing(self) -> None:
-        self.phase = Phase.CLOSING
+        """Rejected, released or aborted: the peer has ARTIM seconds to close (PS3.8 Sta13)."""
+        if self.phase != Phase.CLOSING:
+            self.phase = Phase.CLOSING
+            self.closing_since = time.monotonic()
 
     def pdu_received(self) -> None:
         """A complete PDU arrived: an idle association now has a message in progress."""
@@ -168,8 +172,10 @@ class Connection:
 
     def wait_deadline(self) -> float | None:
         """By when the next PDU must start arriving, in the current phase (None: no limit while busy)."""
-        if self.phase in (Phase.NEGOTIATING, Phase.CLOSING):
+        if self.phase == Phase.NEGOTIATING:
             return self.artim_deadline
+        if self.phase == Phase.CLOSING:
+            return self.closing_since + self.limits.artim
         if self.phase == Phase.IDLE:
             return self.idle_since + self.limits.idle
         if self.phase == Phase.RECEIVING:

@@ -182,14 +182,14 @@ class GuardedAssociationSocket(AssociationSocket):
             pass
 
     def _read(self, size: int) -> bytearray:
-        """``size`` bytes (the buffered request first), fewer if the peer closes or the PDU deadline passes."""
-        out = bytearray(size)
-        got = min(size, len(self._prefix))
-        out[:got], self._prefix = self._prefix[:got], self._prefix[got:]
+        """``size`` bytes (the buffered request first), fewer if the peer closes or the PDU deadline passes. The
+        buffer grows with what arrives, never to what the header announced: a peer that announces a 4 MiB PDU and
+        sends a few bytes costs a few bytes."""
+        out = bytearray(self._prefix[:size])
+        self._prefix = self._prefix[size:]
         sock = cast(socket.socket, self.socket)
-        view = memoryview(out)
         try:
-            while got < size:
+            while len(out) < size:
                 remaining = self._pdu_deadline - time.monotonic()
                 if remaining <= 0:
                     self.end(f"PDU incomplete after {self.conn.limits.pdu:g} s (dimse_timeout)"
@@ -197,29 +197,26 @@ class GuardedAssociationSocket(AssociationSocket):
                     break
                 sock.settimeout(remaining)
                 try:
-                    n = sock.recv_into(view[got:], min(size - got, READ_CHUNK))
+                    chunk = sock.recv(min(size - len(out), READ_CHUNK))
                 except TimeoutError:
                     continue
-                if n == 0:
+                if not chunk:
                     break
-                got += n
+                out += chunk
         except (OSError, ValueError):
             pass  # reset, or cut by a stop: a short read, which pynetdicom treats as the end of the connection
-        finally:
-            view.release()
-        if got < size:
-            del out[got:]
         return out
 
     def end(self, reason: str | None, level: int = logging.INFO, abort_reason: int = _UNSPECIFIED) -> None:
         """End the connection from the DUL thread: an A-ABORT if the association was established (or the peer
         sent garbage), then cut the connection and stop the DUL so that pynetdicom winds the association down."""
         self._ended = True
-        if reason is not None:
+        if reason is not None and self.conn.phase != Phase.CLOSING:
             log.log(level, "DIMSE %s %s ended: %s",
                     "connection" if self.conn.phase == Phase.NEGOTIATING else "association", self.conn, reason)
         sock = self.socket
-        if sock is not None and (self.conn.phase != Phase.NEGOTIATING or abort_reason != _UNSPECIFIED):
+        established = self.conn.phase in (Phase.IDLE, Phase.RECEIVING, Phase.BUSY)
+        if sock is not None and (established or abort_reason != _UNSPECIFIED):
             pdu = A_ABORT_RQ()
             pdu.source, pdu.reason_diagnostic = 0x02, abort_reason
             try:
