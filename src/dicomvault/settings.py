@@ -144,10 +144,33 @@ class Settings(BaseSettings):
     )
     max_pdu: int = Field(4 * 1024 * 1024, description="Maximum PDU length the DIMSE server receives (bytes).")
     max_associations: int = Field(64, description="Concurrent DIMSE associations accepted.")
-    dimse_timeout: float = Field(60.0, description="DIMSE/ACSE/network timeout in seconds.")
+    dimse_timeout: float = Field(
+        60.0, gt=0,
+        description="Seconds each DIMSE PDU may take to arrive (or be sent) completely; also the wait for a reply.",
+    )
     dimse_fast_store: bool = Field(
         True,
         description="Serve storage-only associations with the lean receiver; false: everything through pynetdicom.",
+    )
+    # -- DIMSE connection limits, timers and shutdown (issue #9: connection exhaustion, graceful stop) --
+    dimse_max_connections: int | None = Field(
+        None, gt=0,
+        description="Open DIMSE connections accepted at once from all peers; more are closed at once "
+        "(default: max_associations + 32).",
+    )
+    dimse_max_connections_per_address: int = Field(
+        32, gt=0, description="Open DIMSE connections accepted at once from one IP address; more are closed at once."
+    )
+    dimse_artim_timeout: float = Field(
+        10.0, gt=0,
+        description="Seconds a new DIMSE connection has to complete association negotiation (ARTIM), else closed.",
+    )
+    dimse_idle_timeout: float = Field(
+        60.0, gt=0, description="Seconds an association may go without any DIMSE message before it is aborted."
+    )
+    dimse_shutdown_grace: float = Field(
+        10.0, ge=0,
+        description="Seconds a stop waits for C-STORE and other operations in progress before aborting them.",
     )
     index_pool_size: int = Field(10, description="Database connection pool size per process.")
     # -- pixel data limits (issue #9: deflate bombs, decoding amplification, short pixel data) ----------------------
@@ -282,6 +305,13 @@ class Settings(BaseSettings):
     @property
     def resolved_index_url(self) -> str:
         return self.index_url or f"sqlite:///{(self.data_dir / 'index.sqlite').resolve()}"
+
+    @property
+    def resolved_dimse_max_connections(self) -> int:
+        """``dimse_max_connections``, or ``max_associations`` + 32 when unset: the margin lets a peer arriving when
+        every association slot is taken still read an A-ASSOCIATE-RJ "local limit exceeded" (retry later) instead
+        of a bare close, and leaves room for connections still negotiating (at most ARTIM seconds each)."""
+        return self.dimse_max_connections or self.max_associations + 32
 
     @property
     def resolved_storage_url(self) -> str:

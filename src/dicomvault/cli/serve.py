@@ -1,20 +1,28 @@
 """``dicomvault serve``: the DIMSE server and the HTTP (DICOMweb) server over one archive, in one process.
 
 Start-up order: settings → logging → archive (migrations) → HTTP app (refuses unsafe settings before any port
-is opened) → DIMSE server (non-blocking) → background job worker → uvicorn in the foreground. uvicorn turns
-SIGINT/SIGTERM into a graceful shutdown (in-flight requests finish); then the job worker and the DIMSE server are
-stopped, the index is closed, and the process exits 0. Nothing is acknowledged before ingest returns, so even
-SIGKILL loses no acknowledged object.
+is opened) → DIMSE server (non-blocking) → background job worker → uvicorn in the foreground.
+
+Stopping (``Shutdown``; the same handler whether uvicorn is running or not, since uvicorn would otherwise own
+SIGINT/SIGTERM while it runs): the first SIGINT or SIGTERM starts a graceful stop of both servers at once — uvicorn
+stops accepting and lets requests in flight finish (``HTTP_GRACE``), the DIMSE server stops accepting, closes
+idle and half-open connections at once and gives stores in flight ``dimse_shutdown_grace`` seconds — then the job
+worker is stopped, the index closed, and the process exits 0. A second signal exits at once (``os._exit``, status
+128 + signal number). Nothing is acknowledged before ingest returns, so neither that nor SIGKILL loses an
+acknowledged object.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
+import sys
+import threading
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import uvicorn
@@ -39,6 +47,9 @@ from dicomvault.domain.errors import ConfigurationError
 from dicomvault.logging_setup import configure_logging
 from dicomvault.services.warmup import warm_up
 from dicomvault.settings import Settings
+
+if TYPE_CHECKING:
+    from dicomvault.dimse.server import DimseServer
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +84,60 @@ def banner(settings: Settings, storage: str) -> Panel:
     if settings.dimse_tls_port is not None:
         lines.insert(2, f"[bold]DICOM TLS[/bold]  {settings.host}:{settings.dimse_tls_port}")
     return Panel("\n".join(lines), title="DicomVault", expand=False)
+
+
+#: Seconds uvicorn gives HTTP requests in flight after the first signal.
+HTTP_GRACE = 10
+
+
+class Shutdown:
+    """Both servers' reaction to SIGINT/SIGTERM (see the module doc). ``signal`` runs in the main thread between
+    two bytecodes (a Python signal handler): it only sets flags and starts a thread, never blocks."""
+
+    def __init__(self, http: uvicorn.Server, dimse: DimseServer) -> None:
+        self.http = http
+        self.dimse = dimse
+        self.requested = False
+        self.dimse_stopper: threading.Thread | None = None
+
+    def signal(self, signum: int, frame: FrameType | None = None) -> None:
+        name = signal.Signals(signum).name
+        if self.requested:
+            log.warning("%s again: exiting now without waiting (stores not yet answered were not acknowledged; "
+                        "their senders will retry)", name)
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            sys.stderr.flush()
+            os._exit(128 + signum)
+        self.requested = True
+        log.info("%s received: stopping (send it again to exit at once)", name)
+        self.http.should_exit = True
+        self.start_dimse_stop()
+
+    def start_dimse_stop(self) -> None:
+        """Stop the DIMSE server in the background (at most once), concurrently with uvicorn's own shutdown."""
+        if self.dimse_stopper is None:
+            self.dimse_stopper = threading.Thread(target=self.dimse.stop, name="DimseStop", daemon=True)
+            self.dimse_stopper.start()
+
+    def finish_dimse_stop(self) -> None:
+        """Wait for the DIMSE stop (bounded by its grace period), starting it if no signal did."""
+        self.start_dimse_stop()
+        assert self.dimse_stopper is not None
+        self.dimse_stopper.join()
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn's server with its signal handling replaced by ``Shutdown`` (uvicorn installs ``handle_exit`` for
+    SIGINT/SIGTERM while it runs, and re-raises the signals it caught once it is done)."""
+
+    shutdown_handler: Shutdown | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.shutdown_handler is not None:
+            self.shutdown_handler.signal(sig, frame)
+        else:
+            super().handle_exit(sig, frame)
 
 
 def serve_command(
@@ -132,7 +197,7 @@ def _run(archive: Archive, settings: Settings) -> None:
         app = create_app(archive)
         config = uvicorn_config(
             app, settings, lifespan="on", log_config=None, log_level=settings.log_level.lower(), access_log=False,
-            timeout_graceful_shutdown=10,
+            timeout_graceful_shutdown=HTTP_GRACE,
         )
     except ConfigurationError as exc:
         fail(f"refusing to start: {exc.message}")
@@ -151,14 +216,10 @@ def _run(archive: Archive, settings: Settings) -> None:
     from dicomvault.jobs.worker import start_worker
 
     worker = None
-    server = uvicorn.Server(config)
-
-    def request_exit(signum: int, frame: FrameType | None) -> None:
-        # Outside uvicorn's own handlers (start-up, and the re-raise uvicorn does after its graceful shutdown):
-        # ask for shutdown instead of dying, so that the DIMSE server is stopped and the index closed.
-        server.should_exit = True
-
-    previous = {sig: signal.signal(sig, request_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+    server = _Uvicorn(config)
+    shutdown = Shutdown(server, dimse)
+    server.shutdown_handler = shutdown
+    previous = {sig: signal.signal(sig, shutdown.signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         worker = start_worker(archive) if archive.jobs is not None else None
         # Everything built so far lives as long as the process: keep it out of the garbage collector's
@@ -170,9 +231,9 @@ def _run(archive: Archive, settings: Settings) -> None:
         if not server.started and not server.should_exit:
             fail(f"cannot start the HTTP server on {settings.host}:{settings.http_port}")
     finally:
+        shutdown.finish_dimse_stop()
         if worker is not None:
             worker.stop()
-        dimse.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         log.info("DicomVault stopped")

@@ -109,8 +109,17 @@ def sub_operations(
     only needs to exist for one step. ``peer`` gives the association the C-STOREs go over (known only once
     pynetdicom opened it, for C-MOVE)."""
     yield len(records)
-    if not records:
-        return
+    if records:
+        yield from send_each(archive, records, peer, is_cancelled)
+
+
+def send_each(
+    archive: Archive,
+    records: list[InstanceRecord],
+    peer: Callable[[], Association | None],
+    is_cancelled: Callable[[], bool],
+) -> Iterator[Any]:
+    """The (Pending, object) yields of ``sub_operations``, without the count."""
     assoc = peer()
     if assoc is not None:
         scu.install_sender(assoc)

@@ -23,7 +23,7 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, _config
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext, build_context
 
@@ -200,6 +200,7 @@ def send_instances(
     s = archive.settings
     ae = AE(ae_title=s.aet)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = s.dimse_timeout
+    ae.connection_timeout = s.dimse_artim_timeout  # a host that drops packets: not the OS's two minutes
     ae.maximum_pdu_size = s.max_pdu
     try:
         tls = outbound_tls(s, aet, host)  # DICOM TLS when the peer's rule says so (tls.py)
@@ -233,14 +234,3 @@ def send_instances(
         if assoc.is_established:
             assoc.release()
     return report
-
-
-def capture_accepted(holder: dict[str, Association]) -> tuple[Any, Callable[[Any], None]]:
-    """An ``EVT_ACCEPTED`` handler binding for pynetdicom's C-MOVE sub-association: records the association (so the
-    handler knows what the destination accepted) and lets it send ``Outgoing`` placeholders."""
-
-    def on_accepted(event: Any) -> None:
-        install_sender(event.assoc)
-        holder["assoc"] = event.assoc
-
-    return evt.EVT_ACCEPTED, on_accepted

@@ -4,9 +4,9 @@ Profile: PS3.15 B.9, BCP 195: TLS 1.2 or 1.3 only; for TLS 1.2 the AES-GCM suite
 BCP 195 recommends (ECDHE with RSA or ECDSA certificates, DHE with RSA); no TLS compression, no renegotiation.
 dcmtk's default profile (``+tls``, "Non-downgrading BCP 195") negotiates with it.
 
-The listener (``tls_server``) handshakes in each connection's own thread with ``handshake`` below, bounded by
-``dimse_timeout`` for the whole handshake (CPython's ``do_handshake`` applies a socket timeout as an overall
-deadline, not per read); a failed or timed-out handshake closes that connection with one INFO line.
+The listener is one more ``DimseServer.listen`` behind the connection gate; the handshake runs in each connection's
+own thread (``admission.tls_handshake``), bounded by the ARTIM deadline for the whole handshake (CPython's
+``do_handshake`` applies a socket timeout as an overall deadline, not per read), never in the accept loop.
 
 Mutual TLS: with ``dimse_tls_client_ca`` set, a client must present a certificate issued by those CAs; its
 subject CN and DNS subject alternative names are what the access policy matches against a peer's ``tls_names``
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import socket
 import ssl
 from pathlib import Path
 from typing import Any
@@ -99,28 +98,3 @@ def outbound_tls(settings: Settings, aet: str, host: str) -> dict[str, Any]:
     context = _client_context(settings.dimse_tls_cert, settings.dimse_tls_key,
                               peer.tls_ca or settings.dimse_tls_client_ca)
     return {"tls_args": (context, peer.tls_names[0] if peer.tls_names else host)}
-
-
-def handshake(context: ssl.SSLContext, sock: socket.socket, address: Any,
-              timeout: float | None) -> ssl.SSLSocket | None:
-    """The server side of the TLS handshake on an accepted connection, bounded by ``timeout`` seconds in all;
-    None (connection closed) when it fails or takes longer."""
-    try:
-        tls = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-    except (OSError, ValueError) as exc:
-        log.info("DICOM TLS connection from %s failed: %s", address[0], type(exc).__name__)
-        sock.close()
-        return None
-    try:
-        tls.settimeout(timeout)
-        tls.do_handshake()
-        tls.settimeout(None)  # pynetdicom reads a blocking socket after select()
-        return tls
-    except ssl.SSLError as exc:
-        log.info("DICOM TLS handshake with %s refused: %s", address[0], exc.reason or type(exc).__name__)
-    except TimeoutError:
-        log.info("DICOM TLS handshake with %s timed out after %s s", address[0], timeout)
-    except OSError as exc:
-        log.info("DICOM TLS handshake with %s failed: %s", address[0], type(exc).__name__)
-    tls.close()
-    return None

@@ -85,11 +85,13 @@ def parse_header(stream: BinaryIO, limits: inflate.Limits) -> ParsedHeader:
         try:
             ds = pydicom.dcmread(stream, stop_before_pixels=True, defer_size="64 KB", force=True)
         except Exception as exc2:
-            raise MalformedDicom(f"not a DICOM object: {exc}") from exc2
+            raise MalformedDicom("not a DICOM object (no DICM prefix, not a data set either)") from exc2
         if len(ds) == 0 or "SOPInstanceUID" not in ds:
-            raise MalformedDicom(f"not a DICOM object: {exc}") from exc
+            raise MalformedDicom("not a DICOM object (no DICM prefix, not a data set either)") from exc
     except Exception as exc:
-        raise MalformedDicom(f"malformed DICOM object: {type(exc).__name__}: {exc}") from exc
+        # The message goes to the sender (Error Comment, FailureReason) and to the log at INFO: the exception's
+        # own text can quote the value it failed on (patient data), so only its type is named; it stays chained.
+        raise MalformedDicom(f"malformed DICOM object ({type(exc).__name__})") from exc
     pos = stream.tell()
     tsuid = ""
     meta = getattr(ds, "file_meta", None)
