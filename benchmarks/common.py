@@ -154,7 +154,10 @@ def dicomvault(*, args: list[str] | None = None, env: dict[str, str] | None = No
     cmd = [str(VENV_BIN / "dicomvault"), "serve", "--data-dir", str(work / "data"), "--dimse-port", str(dimse),
            "--http-port", str(http), "--log-level", "WARNING", *(args or [])]
     log = (work / "server.log").open("wb")  # closed with the process below
-    proc = subprocess.Popen(cmd, env={**os.environ, "TCP_NODELAY": "1", **(env or {})},
+    # The benchmarks store and delete over DICOMweb without a token: anonymous write/delete is widened explicitly
+    # (the default is read-only).
+    wide = {"DICOMVAULT_ANONYMOUS_SCOPES": '["read", "write", "delete"]'}
+    proc = subprocess.Popen(cmd, env={**os.environ, "TCP_NODELAY": "1", **wide, **(env or {})},
                             stdout=subprocess.DEVNULL, stderr=log)
     try:
         wait_port(dimse)

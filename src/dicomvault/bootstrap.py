@@ -17,8 +17,10 @@ from dicomvault.adapters.index.job_queue import SqlJobQueue
 from dicomvault.adapters.index.repository import SqlIndexRepository
 from dicomvault.adapters.index.tokens import SqlTokenStore
 from dicomvault.adapters.index.transfer import copy_index as _copy_index
+from dicomvault.domain.query import QueryLimits
 from dicomvault.ports.blobs import BlobStore
 from dicomvault.services.archive import Archive
+from dicomvault.services.inflate import Limits
 from dicomvault.services.ingest import IngestService
 from dicomvault.services.lifecycle import BlobRemover, LifecycleService
 from dicomvault.services.query import QueryService
@@ -38,6 +40,20 @@ def build_blob_store(url: str, settings: Settings) -> BlobStore:
     raise ValueError(f"unsupported storage URL scheme {parsed.scheme!r} (expected file://, s3:// or memory://)")
 
 
+def query_limits(settings: Settings) -> QueryLimits:
+    return QueryLimits(
+        max_pattern_length=settings.query_max_pattern_length, max_wildcards=settings.query_max_wildcards,
+        max_values=settings.query_max_values, max_keys=settings.query_max_keys,
+        max_results=settings.query_max_results, max_scanned=settings.query_max_scanned,
+    )
+
+
+def pixel_limits(settings: Settings) -> Limits:
+    """Inflation and decoding limits; spool files go to the data folder (``data_dir/spool``), not /tmp."""
+    return Limits(max_inflated_bytes=settings.max_inflated_bytes, max_inflate_ratio=settings.max_inflate_ratio,
+                  max_decoded_bytes=settings.max_decoded_bytes, spool_dir=settings.data_dir / "spool")
+
+
 def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_index_engine(settings.resolved_index_url, pool_size=settings.index_pool_size)
@@ -47,15 +63,17 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
     blobs = build_blob_store(settings.resolved_storage_url, settings)
     if isinstance(blobs, FilesystemBlobStore):
         blobs.sweep_temporary()
+    limits = pixel_limits(settings)
     remover = BlobRemover(index, blobs, stale_after=settings.blob_removal_stale_after)
     return Archive(
         settings=settings,
         index=index,
         blobs=blobs,
         ingest=IngestService(index, blobs, remover, policy=settings.duplicate_policy,
-                             precheck_duplicates=not isinstance(blobs, FilesystemBlobStore)),
-        query=QueryService(index),
-        retrieve=RetrieveService(index, blobs),
+                             precheck_duplicates=not isinstance(blobs, FilesystemBlobStore),
+                             limits=limits, pixel_policy=settings.pixel_length_policy),
+        query=QueryService(index, query_limits(settings)),
+        retrieve=RetrieveService(index, blobs, limits),
         lifecycle=LifecycleService(index, remover),
         remover=remover,
         closers=[engine.dispose],

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -18,7 +18,39 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from dicomvault.domain.records import DuplicatePolicy
+from dicomvault.domain.peers import Permission, check_ae_title, parse_network
+from dicomvault.domain.records import DuplicatePolicy, PixelLengthPolicy
+
+
+class DimsePeer(BaseModel):
+    """One known DIMSE peer, ``[dimse_peers.<AE title>]`` in TOML (docs/deployment.md, "DIMSE access control")."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silently open rule
+
+    hosts: list[str] = Field(
+        default_factory=list,
+        description="Source addresses or networks it may connect from (10.1.2.3, 10.1.2.0/24, fd00::/64); empty: any.",
+    )
+    permissions: list[Permission] = Field(
+        default_factory=list, description="What it may do: store, query, retrieve (empty: C-ECHO only)."
+    )
+    tls: bool = Field(
+        False, description="Only over DICOM TLS: accepted on the TLS port only; the archive connects to it with TLS."
+    )
+    tls_names: list[str] = Field(
+        default_factory=list,
+        description="Names (subject CN or DNS SAN) its certificate must carry under mutual TLS; default: its AE title.",
+    )
+    tls_ca: Path | None = Field(
+        None, description="CA file (PEM) that verifies its certificate when the archive connects to it over TLS.",
+    )
+
+    @field_validator("hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str]) -> list[str]:
+        for host in value:
+            parse_network(host)  # raises ValueError with the offending value
+        return value
 
 
 class Settings(BaseSettings):
@@ -42,20 +74,132 @@ class Settings(BaseSettings):
         default_factory=dict, description="C-MOVE destinations: AE title → host:port."
     )
     allowed_calling_aets: list[str] = Field(
-        default_factory=list, description="If not empty, only these calling AE titles may associate."
+        default_factory=list,
+        description="If not empty, only these calling AE titles (and dimse_peers) may associate, each with every "
+        "permission.",
+    )
+    # -- DIMSE access control and DICOM TLS (issue #9; dimse/access.py, dimse/tls.py, docs/deployment.md) --------
+    dimse_peers: dict[str, DimsePeer] = Field(
+        default_factory=dict,
+        description="Known DIMSE peers by AE title: allowed addresses, permissions (store, query, retrieve), TLS.",
+    )
+    dimse_allow_anonymous: bool = Field(
+        False,
+        description="Admit calling AE titles that are not known peers (with dimse_anonymous_permissions), also on "
+        "a non-loopback address.",
+    )
+    dimse_anonymous_permissions: list[Permission] = Field(
+        default_factory=lambda: ["store", "query", "retrieve"],
+        description="What an admitted unknown calling AE title may do: store, query, retrieve.",
+        validate_default=True,
+    )
+    dimse_check_called_aet: bool = Field(
+        True,
+        description="Refuse associations whose called AE title is not aet; false for devices that send a wrong one.",
+    )
+    dimse_tls_port: int | None = Field(
+        None, description="DICOM TLS port (customarily 2762) beside dimse_port; unset: no TLS listener."
+    )
+    dimse_tls_cert: Path | None = Field(
+        None, description="The archive's DICOM TLS certificate chain (PEM); also shown to TLS peers it connects to."
+    )
+    dimse_tls_key: Path | None = Field(None, description="Private key (PEM) of dimse_tls_cert.")
+    dimse_tls_client_ca: Path | None = Field(
+        None, description="CA certificates (PEM): when set, TLS clients must present a certificate they issued."
     )
     duplicate_policy: DuplicatePolicy = Field(
         DuplicatePolicy.REJECT,
         description="Same SOP Instance UID, different content: reject (warning status), replace, or keep-both.",
     )
+    # -- Query limits (issue #9: wildcard matching, bounded result sets) --------------------------------------
+    # Why these defaults: 64 characters is the longest LO value and PN component group, so a longer pattern could
+    # only serve free-text attributes nobody queries; 16 wildcards leave room for a '?' per unsure letter of a
+    # name. 1,000 values keep the SQL IN lists far below SQLite's 32,766 and PostgreSQL's 65,535 parameters.
+    # 10,000 results per query is the former QIDO-RS maximum (and AWS HealthImaging's); 1,000 per QIDO-RS page
+    # without limit keeps an unfiltered study list around 1 MB. 10,000 records examined for non-indexed keys cost
+    # about 0.5 s of one core (benchmarks/query_abuse.py: 20,000 took 0.5-1.0 s on 2 shared cores). 20,000
+    # instances per retrieve covers the largest single studies (a few thousand instances) several times over.
+    query_max_pattern_length: int = Field(
+        64, ge=1,
+        description="Longest wildcard pattern (* or ?) a query key may carry, in characters; longer ones are refused.",
+    )
+    query_max_wildcards: int = Field(16, ge=1, description="Most * and ? wildcards in one query key.")
+    query_max_values: int = Field(
+        1000, ge=1, description="Most values one query may list (UID lists and multiple values, all keys together)."
+    )
+    query_max_keys: int = Field(64, ge=1, description="Most matching keys (keys with a value) in one query.")
+    query_max_results: int = Field(
+        10_000, ge=1,
+        description="Most results of one query: the largest QIDO-RS page and the most C-FIND responses (then 0xA700).",
+    )
+    query_max_scanned: int = Field(
+        10_000, ge=1,
+        description="Most records one query examines to match attributes the index does not hold (then a warning).",
+    )
+    qido_default_limit: int = Field(
+        1000, ge=1, description="Results per QIDO-RS response when the request sets no limit."
+    )
+    retrieve_max_instances: int = Field(
+        20_000, ge=1, description="Most instances one C-GET or C-MOVE may address; above it the request is refused.",
+    )
     max_pdu: int = Field(4 * 1024 * 1024, description="Maximum PDU length the DIMSE server receives (bytes).")
     max_associations: int = Field(64, description="Concurrent DIMSE associations accepted.")
-    dimse_timeout: float = Field(60.0, description="DIMSE/ACSE/network timeout in seconds.")
+    dimse_timeout: float = Field(
+        60.0, gt=0,
+        description="Seconds each DIMSE PDU may take to arrive (or be sent) completely; also the wait for a reply.",
+    )
     dimse_fast_store: bool = Field(
         True,
         description="Serve storage-only associations with the lean receiver; false: everything through pynetdicom.",
     )
+    # -- DIMSE connection limits, timers and shutdown (issue #9: connection exhaustion, graceful stop) --
+    dimse_max_connections: int | None = Field(
+        None, gt=0,
+        description="Open DIMSE connections accepted at once from all peers; more are closed at once "
+        "(default: max_associations + 32).",
+    )
+    dimse_max_connections_per_address: int = Field(
+        32, gt=0, description="Open DIMSE connections accepted at once from one IP address; more are closed at once."
+    )
+    dimse_artim_timeout: float = Field(
+        10.0, gt=0,
+        description="Seconds a new DIMSE connection has to complete association negotiation (ARTIM), else closed.",
+    )
+    dimse_idle_timeout: float = Field(
+        60.0, gt=0, description="Seconds an association may go without any DIMSE message before it is aborted."
+    )
+    dimse_shutdown_grace: float = Field(
+        10.0, ge=0,
+        description="Seconds a stop waits for C-STORE and other operations in progress before aborting them.",
+    )
     index_pool_size: int = Field(10, description="Database connection pool size per process.")
+    # -- pixel data limits (issue #9: deflate bombs, decoding amplification, short pixel data) ----------------------
+    # Defaults: 1 GiB inflated holds the largest deflated objects seen in practice (deflate is used for SR, small
+    # secondary captures and the odd single image) while bounding the CPU and spool space one object may cost
+    # (measured: 512 MiB inflated into the spool in 0.7 s); memory no longer depends on it (inflation streams).
+    # 256 MiB decoded holds an 8192 x 8192 16-bit frame (128 MiB; decoding peaks at about twice the decoded size,
+    # measured on RLE), so one request costs at most ~0.5 GB; whole-object transcoding above it is refused (the
+    # object stays retrievable as stored).
+    max_inflated_bytes: int = Field(
+        1 << 30, ge=1,
+        description="Largest size in bytes a Deflated transfer syntax data set may inflate to; larger objects are "
+                    "refused.",
+    )
+    max_inflate_ratio: int = Field(
+        200, ge=0,
+        description="Refuse a deflated data set that, past 64 MiB, inflates to more than this many times its "
+                    "compressed size; 0 = no ratio check.",
+    )
+    max_decoded_bytes: int = Field(
+        256 << 20, ge=1,
+        description="Most decoded pixel bytes one request may need (a rendered or decoded frame, a transcoded "
+                    "object); larger requests are refused with an error naming this limit.",
+    )
+    pixel_length_policy: PixelLengthPolicy = Field(
+        PixelLengthPolicy.REJECT,
+        description="Native pixel data shorter than its header describes: reject, or accept-and-flag (stored with a "
+                    "warning; frames and rendered images then answer the problem).",
+    )
     fsync: bool = Field(True, description="fsync blobs and directories before acknowledging (keep on).")
     # -- blob removal (issue #9: a delete racing a re-send; services.lifecycle) --
     blob_removal_stale_after: float = Field(
@@ -73,11 +217,62 @@ class Settings(BaseSettings):
     )
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed cross-origin (CORS).")
     max_upload_bytes: int = Field(
-        0, description="Largest STOW-RS request body in bytes (413 above it); 0 = no limit."
+        4 * 1024**3,
+        description="Largest STOW-RS request body in bytes (413 above it; default 4 GiB, about the largest one "
+        "uncompressed DICOM object can be); 0 = no limit.",
     )
     oidc_issuer: str | None = Field(None, description="OIDC issuer whose bearer JWTs are accepted.")
     oidc_audience: str | None = Field(None, description="Expected audience of OIDC JWTs.")
     oidc_jwks_url: str | None = Field(None, description="JWKS URL (default: discovered from the issuer).")
+    # -- HTTP hardening (issue #9): request limits, anonymous access, Host check, proxies, OIDC scopes, HTTPS --
+    http_max_header_bytes: int = Field(
+        64 * 1024,
+        description="Largest HTTP request line plus headers in bytes; a larger request gets 431 and is closed.",
+    )
+    http_header_timeout: float = Field(
+        20.0,
+        description="Seconds a client has, from connecting or from the end of its previous request, to send "
+        "complete request headers (then 408 and the connection is closed).",
+    )
+    http_body_timeout: float = Field(
+        60.0,
+        description="Seconds the server waits for more bytes of a request body it is reading before it closes the "
+        "connection.",
+    )
+    http_max_connections: int = Field(
+        1000, description="Concurrent HTTP connections accepted in total; more are answered 503 and closed."
+    )
+    http_max_connections_per_client: int = Field(
+        100,
+        description="Concurrent HTTP connections accepted from one client address (reverse proxies listed in "
+        "trusted_proxies are exempt); more are answered 503 and closed.",
+    )
+    anonymous_scopes: list[str] = Field(
+        default_factory=lambda: ["read"],
+        description="What anonymous HTTP requests may do when anonymous access is on: read, write, delete.",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names clients may use in HTTP requests ('*.example.org' allowed; DNS-rebinding "
+        "protection); empty: loopback names, IP addresses, the listen address and this machine's name.",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or networks of reverse proxies whose X-Forwarded-For/-Proto headers are believed.",
+    )
+    oidc_scope_map: dict[str, str] = Field(
+        default_factory=lambda: {"dicomvault.read": "read", "dicomvault.write": "write",
+                                 "dicomvault.delete": "delete", "dicomvault.admin": "admin"},
+        description="OIDC scope names (matched exactly) and the DicomVault scope (read, write, delete, admin) each "
+        "grants.",
+    )
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate (with chain) for HTTPS; with tls_key set, the HTTP port speaks HTTPS only."
+    )
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")
+    tls_client_ca: Path | None = Field(
+        None, description="PEM CA certificates: when set, HTTPS clients must present a certificate they signed."
+    )
     viewer_dir: Path = Field(
         Path(".viewer/ohif"),
         description="Folder of the OHIF web viewer build served at / (install: `make viewer`); no build, no viewer.",
@@ -93,6 +288,22 @@ class Settings(BaseSettings):
             raise ValueError("AE title must be 1-16 characters without backslash")
         return value
 
+    @field_validator("anonymous_scopes")
+    @classmethod
+    def _check_anonymous_scopes(cls, value: list[str]) -> list[str]:
+        scopes = [v.strip().lower() for v in value if v.strip()]
+        bad = [s for s in scopes if s not in ("read", "write", "delete")]
+        if bad:
+            raise ValueError(f"anonymous_scopes: {', '.join(bad)} not allowed (only read, write, delete)")
+        return scopes
+
+    @field_validator("dimse_peers", mode="before")
+    @classmethod
+    def _check_peer_titles(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {check_ae_title(str(aet)): peer for aet, peer in value.items()}
+        return value
+
     @field_validator("move_destinations")
     @classmethod
     def _check_destinations(cls, value: dict[str, str]) -> dict[str, str]:
@@ -105,6 +316,13 @@ class Settings(BaseSettings):
     @property
     def resolved_index_url(self) -> str:
         return self.index_url or f"sqlite:///{(self.data_dir / 'index.sqlite').resolve()}"
+
+    @property
+    def resolved_dimse_max_connections(self) -> int:
+        """``dimse_max_connections``, or ``max_associations`` + 32 when unset: the margin lets a peer arriving when
+        every association slot is taken still read an A-ASSOCIATE-RJ "local limit exceeded" (retry later) instead
+        of a bare close, and leaves room for connections still negotiating (at most ARTIM seconds each)."""
+        return self.dimse_max_connections or self.max_associations + 32
 
     @property
     def resolved_storage_url(self) -> str:

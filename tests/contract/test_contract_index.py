@@ -347,8 +347,9 @@ def _entry(a: Archive, data: bytes) -> InstanceEntry:
     from dicomvault.services import header as hdr
 
     stream = io.BytesIO(data)
-    parsed = hdr.parse_header(stream)
+    parsed = hdr.parse_header(stream, a.ingest.limits)
     cols = hdr.index_columns(hdr.json_dict(parsed.dataset, parsed), parsed.transfer_syntax_uid)
+    parsed.close()
     stream.seek(0)
     blob = a.blobs.put(stream).info
     return InstanceEntry(patient=cols[Level.PATIENT], study=cols[Level.STUDY], series=cols[Level.SERIES],

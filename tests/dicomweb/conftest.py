@@ -2,6 +2,9 @@
 
 ``dw_server``: a fresh archive (default settings: loopback, anonymous allowed) and its running server.
 ``make_dw_server``: a factory for servers with other settings (``make_dw_server(oidc_issuer=..., ...)``).
+The tests store and delete without tokens, so these fixtures widen anonymous access explicitly
+(``anonymous_scopes = WIDE_ANONYMOUS``; the default is read-only): a test of the default passes
+``anonymous_scopes=["read"]`` to ``make_dw_server``.
 Both give a ``DwServer`` with ``base_url`` (``http://127.0.0.1:<port>``), ``dicomweb_url`` (``…/dicom-web``),
 ``archive``, ``settings`` and ``app``. For a module-scoped server: ``with running(dw_module_settings) as server``
 (``tests.dicomweb.dw_live.running``).
@@ -20,7 +23,7 @@ from typing import Any
 import pytest
 
 from dicomvault.settings import Settings
-from tests.dicomweb.dw_live import DwServer, running
+from tests.dicomweb.dw_live import WIDE_ANONYMOUS, DwServer, running
 
 
 def free_port() -> int:
@@ -32,7 +35,7 @@ def free_port() -> int:
 @pytest.fixture
 def dw_server(settings: Settings) -> Iterator[DwServer]:
     """A server on the root ``settings`` fixture (so ``DV_TEST_INDEX_URL`` / ``DV_TEST_STORAGE_URL`` apply)."""
-    with running(settings) as server:
+    with running(settings.model_copy(update={"anonymous_scopes": WIDE_ANONYMOUS})) as server:
         yield server
 
 
@@ -42,6 +45,7 @@ def make_dw_server(settings: Settings, tmp_path: Path) -> Iterator[Callable[...,
     stack = ExitStack()
 
     def make(**overrides: Any) -> DwServer:
+        overrides.setdefault("anonymous_scopes", WIDE_ANONYMOUS)
         s = Settings.load(data_dir=tmp_path / f"vault-{uuid.uuid4().hex[:8]}", index_url=settings.index_url,
                           storage_url=settings.storage_url, dimse_port=free_port(), http_port=free_port(),
                           **overrides)
@@ -69,6 +73,7 @@ def dw_module_settings(request: pytest.FixtureRequest, tmp_path_factory: pytest.
         storage_url = moto.url(bucket)
         cleanup.append(lambda: moto.remove_bucket(bucket))
     yield Settings.load(data_dir=tmp_path_factory.mktemp("dw") / "vault", index_url=index_url,
-                        storage_url=storage_url, dimse_port=free_port(), http_port=free_port())
+                        storage_url=storage_url, dimse_port=free_port(), http_port=free_port(),
+                        anonymous_scopes=WIDE_ANONYMOUS)
     for fn in cleanup:
         fn()

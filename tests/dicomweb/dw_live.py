@@ -1,5 +1,11 @@
 """The real DICOMweb app served by uvicorn in a background thread on a free loopback port (used by conftest
-fixtures, and directly by module-scoped fixtures that load a corpus once)."""
+fixtures, and directly by module-scoped fixtures that load a corpus once).
+
+The server is configured by ``dicomweb.http_server.uvicorn_config`` like ``dicomvault serve``: the limited httptools
+protocol (header size, header/body timeouts, connection caps), proxy trust and HTTPS all come from the settings.
+
+Anonymous access is read-only by default; ``WIDE_ANONYMOUS`` is what the fixtures of tests that store and delete
+anonymously set explicitly (``anonymous_scopes``)."""
 
 from __future__ import annotations
 
@@ -17,7 +23,11 @@ from fastapi import FastAPI
 
 from dicomvault.bootstrap import Archive, build_archive
 from dicomvault.dicomweb.app import create_app
+from dicomvault.dicomweb.http_server import uvicorn_config
 from dicomvault.settings import Settings
+
+#: anonymous scopes of the fixtures whose tests store and delete without a token
+WIDE_ANONYMOUS = ["read", "write", "delete"]
 
 
 def _free_port() -> int:
@@ -39,11 +49,14 @@ class DwServer:
 
 
 @contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """Run ``app`` with uvicorn on a free loopback port; yields the base URL."""
+def serve(app: FastAPI, settings: Settings | None = None) -> Iterator[str]:
+    """Run ``app`` with uvicorn on a free loopback port, configured from ``settings`` (default: the app's archive's
+    settings); yields the base URL (``https://`` when the settings name a certificate)."""
     port = _free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+    settings = settings or app.state.archive.settings
+    config = uvicorn_config(app, settings, host="127.0.0.1", port=port, log_level="warning",
                             lifespan="off", access_log=False)
+    scheme = "https" if settings.tls_cert else "http"
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
@@ -53,7 +66,7 @@ def serve(app: FastAPI) -> Iterator[str]:
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{scheme}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
@@ -70,7 +83,7 @@ def running(settings: Settings) -> Iterator[DwServer]:
     archive = build_archive(settings)
     try:
         app = create_app(archive)
-        with serve(app) as url:
+        with serve(app, settings) as url:
             yield DwServer(url, archive, settings, app)
     finally:
         archive.close()

@@ -1,5 +1,7 @@
-"""Authentication and authorization against the real server: API tokens (managed through the CLI app), OIDC JWTs
-verified against a JWKS served locally, the anonymous policy, CORS, the audit log and the 500 catch-all."""
+"""Authentication and authorization against the real server: API tokens (managed through the CLI app, with
+expiry), OIDC JWTs verified against a JWKS served locally (audience required, exact scope names), the anonymous
+policy, CORS, the audit log and the 500 catch-all. Anonymous defaults, Host and proxy checks:
+test_dw_access.py."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, cast
@@ -23,7 +26,7 @@ from dicomvault.bootstrap import build_archive
 from dicomvault.cli.tokens import app as token_cli
 from dicomvault.dicomweb.app import create_app
 from dicomvault.dicomweb.security import scopes_from_claims
-from dicomvault.domain.errors import ConfigurationError
+from dicomvault.domain.errors import ConfigurationError, IntegrityFailure
 from tests.dicomweb.dw_live import DwServer, dw_settings
 from tests.helpers import make_ct
 
@@ -111,7 +114,8 @@ def test_public_address_needs_auth(tmp_path: Path) -> None:
         archive.close()
 
 
-@pytest.mark.parametrize("overrides", [{"allow_anonymous": True}, {"oidc_issuer": "http://127.0.0.1:9/"}])
+@pytest.mark.parametrize("overrides", [{"allow_anonymous": True},
+                                       {"oidc_issuer": "http://127.0.0.1:9/", "oidc_audience": "dicomvault"}])
 def test_public_address_with_explicit_policy_starts(tmp_path: Path, overrides: dict[str, Any]) -> None:
     archive = build_archive(dw_settings(tmp_path / "v", host="10.1.2.3", **overrides))
     try:
@@ -192,23 +196,24 @@ def issuer() -> Iterator[Issuer]:
 def test_oidc_bearer_tokens(make_dw_server: Callable[..., DwServer], issuer: Issuer) -> None:
     server = make_dw_server(oidc_issuer=issuer.url, oidc_audience="dicomvault")  # JWKS found by discovery
     assert qido(server, None).status_code == 401  # an issuer is configured: no anonymous access
-    reader = issuer.token(scope="openid dicom.read")
+    reader = issuer.token(scope="openid dicomvault.read")
     assert qido(server, reader).status_code == 200
     assert stow(server, reader).status_code == 403
-    writer = issuer.token(scp=["dicomvault:write", "read"])
+    writer = issuer.token(scp=["dicomvault.write", "dicomvault.read"])
     assert stow(server, writer).status_code == 200
-    admin = issuer.token(scope="admin")
+    admin = issuer.token(scope="dicomvault.admin")
     assert stow(server, admin).status_code == 200 and qido(server, admin).status_code == 200
     other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     for bad in (
-        issuer.token(scope="read", exp=int(time.time()) - 3600),  # expired
-        issuer.token(scope="read", aud="someone-else"),  # wrong audience
-        issuer.token(scope="read", iss="http://127.0.0.1:1"),  # wrong issuer
-        issuer.token(scope="read", key=other_key),  # not signed by the issuer
-        issuer.token(scope="read", exp=None),  # no expiry
-        jwt.encode({"iss": issuer.url, "aud": "dicomvault", "exp": int(time.time()) + 60, "scope": "read"},
+        issuer.token(scope="dicomvault.read", exp=int(time.time()) - 3600),  # expired
+        issuer.token(scope="dicomvault.read", aud="someone-else"),  # wrong audience
+        issuer.token(scope="dicomvault.read", aud=None),  # no audience at all
+        issuer.token(scope="dicomvault.read", iss="http://127.0.0.1:1"),  # wrong issuer
+        issuer.token(scope="dicomvault.read", key=other_key),  # not signed by the issuer
+        issuer.token(scope="dicomvault.read", exp=None),  # no expiry
+        jwt.encode({"iss": issuer.url, "aud": "dicomvault", "exp": int(time.time()) + 60, "scope": "dicomvault.read"},
                    "secret-secret-secret-secret-secret!", algorithm="HS256", headers={"kid": "k1"}),  # HMAC
-        jwt.encode({"iss": issuer.url, "aud": "dicomvault", "exp": int(time.time()) + 60, "scope": "read"},
+        jwt.encode({"iss": issuer.url, "aud": "dicomvault", "exp": int(time.time()) + 60, "scope": "dicomvault.read"},
                    cast(Any, None), algorithm="none"),  # unsigned
     ):
         r = qido(server, bad)
@@ -216,16 +221,97 @@ def test_oidc_bearer_tokens(make_dw_server: Callable[..., DwServer], issuer: Iss
         assert 'error="invalid_token"' in r.headers["www-authenticate"]
 
 
-def test_oidc_with_explicit_jwks_url(make_dw_server: Callable[..., DwServer], issuer: Issuer) -> None:
-    server = make_dw_server(oidc_issuer=issuer.url, oidc_jwks_url=issuer.url + "/jwks.json")
-    assert qido(server, issuer.token(scope="dicomweb/read")).status_code == 200  # no audience configured
+@pytest.mark.parametrize("claims", [
+    {"scope": "calendar.read"}, {"scope": "otherapi:admin"}, {"scp": ["read", "admin"]}, {"scope": "dicom.read"},
+    {"scope": "dicomvault:write dicomweb/read"}, {"scope": "DICOMVAULT.READ"}, {"scope": "xdicomvault.read"},
+    {"roles": ["dicomvault.admin"]},
+])
+def test_oidc_confusable_scopes_grant_nothing(make_dw_server: Callable[..., DwServer], issuer: Issuer,
+                                              claims: dict[str, Any]) -> None:
+    """Before issue #9 a scope's last segment named the DicomVault scope, so ``calendar.read`` from the same
+    identity provider granted read and ``otherapi:admin`` granted admin. Only exact mapped names count now."""
+    server = make_dw_server(oidc_issuer=issuer.url, oidc_audience="dicomvault")
+    token = issuer.token(**claims)
+    r = qido(server, token)
+    assert r.status_code == 403, claims  # authenticated (valid signature and audience), but granted nothing
+    assert 'error="insufficient_scope"' in r.headers["www-authenticate"]
+    assert stow(server, token).status_code == 403
+
+
+def test_oidc_with_explicit_jwks_url_and_scope_map(make_dw_server: Callable[..., DwServer], issuer: Issuer) -> None:
+    server = make_dw_server(oidc_issuer=issuer.url, oidc_audience="api://dicomvault",
+                            oidc_jwks_url=issuer.url + "/jwks.json",
+                            oidc_scope_map={"Images.Read": "read", "Images.Write": "write"})
+    assert qido(server, issuer.token(aud="api://dicomvault", scp="Images.Read")).status_code == 200
+    assert stow(server, issuer.token(aud="api://dicomvault", scp="Images.Read")).status_code == 403
+    assert stow(server, issuer.token(aud="api://dicomvault", scp="Images.Write")).status_code == 200
+    # The default names are not granted when the map replaces them.
+    assert qido(server, issuer.token(aud="api://dicomvault", scope="dicomvault.read")).status_code == 403
+
+
+def test_oidc_issuer_without_audience_refuses_to_start(tmp_path: Path) -> None:
+    archive = build_archive(dw_settings(tmp_path / "v", oidc_issuer="http://127.0.0.1:9/"))
+    try:
+        with pytest.raises(ConfigurationError, match="oidc_audience"):
+            create_app(archive)
+    finally:
+        archive.close()
+
+
+@pytest.mark.parametrize("scope_map", [{"dicomvault.read": "superuser"}, {}, {"two words": "read"}])
+def test_oidc_scope_map_is_validated(tmp_path: Path, scope_map: dict[str, str]) -> None:
+    archive = build_archive(dw_settings(tmp_path / "v", oidc_issuer="http://127.0.0.1:9/", oidc_audience="dv",
+                                        oidc_scope_map=scope_map))
+    try:
+        with pytest.raises(ConfigurationError, match="oidc_scope_map"):
+            create_app(archive)
+    finally:
+        archive.close()
 
 
 def test_scope_claims_mapping() -> None:
-    assert scopes_from_claims({"scope": "openid dicom.read dicom.write"}) == {"read", "write"}
-    assert scopes_from_claims({"scp": ["dicomvault:delete", "profile"]}) == {"delete"}
-    assert scopes_from_claims({"scp": "admin"}) == {"admin"}
-    assert scopes_from_claims({"roles": ["admin"]}) == frozenset()
+    mapping = {"dicomvault.read": "read", "dicomvault.write": "write", "dicomvault.admin": "admin"}
+    assert scopes_from_claims({"scope": "openid dicomvault.read dicomvault.write"}, mapping) == {"read", "write"}
+    assert scopes_from_claims({"scp": ["dicomvault.admin", "profile"]}, mapping) == {"admin"}
+    assert scopes_from_claims({"scp": "dicomvault.read"}, mapping) == {"read"}
+    assert scopes_from_claims({"scope": "calendar.read otherapi:admin read"}, mapping) == frozenset()
+    assert scopes_from_claims({"roles": ["dicomvault.admin"]}, mapping) == frozenset()
+
+
+# -- API token expiry ------------------------------------------------------------------------------------------
+
+
+def test_expired_token_is_refused_and_listed_as_expired(dw_server: DwServer) -> None:
+    lasting = cli(dw_server, "create", "lasting", "--scope", "read", "--expires-in", "90d").strip().splitlines()[-1]
+    fleeting = cli(dw_server, "create", "fleeting", "--scope", "read",
+                   "--expires-at", (datetime.now(UTC) + timedelta(seconds=2)).isoformat()).strip().splitlines()[-1]
+    forever = cli(dw_server, "create", "forever", "--scope", "read").strip().splitlines()[-1]
+    for secret in (lasting, fleeting, forever):
+        assert qido(dw_server, secret).status_code == 200
+    deadline = time.monotonic() + 10
+    while (r := qido(dw_server, fleeting)).status_code == 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert r.status_code == 401 and 'error="invalid_token"' in r.headers["www-authenticate"]
+    assert qido(dw_server, lasting).status_code == 200 and qido(dw_server, forever).status_code == 200
+    table = cli(dw_server, "list")
+    listing = {name: next(line for line in table.splitlines() if f" {name} " in line)
+               for name in ("lasting", "fleeting", "forever")}
+    assert "expired" in listing["fleeting"]
+    assert "active" in listing["lasting"] and "never" not in listing["lasting"]
+    assert "active" in listing["forever"] and "never" in listing["forever"]
+    # An expired token still counts as configured authentication: anonymous access does not come back.
+    assert qido(dw_server, None).status_code == 401
+
+
+@pytest.mark.parametrize("args", [["--expires-in", "0d"], ["--expires-in", "ninety days"],
+                                  ["--expires-at", "2001-01-01"], ["--expires-at", "someday"],
+                                  ["--expires-in", "1d", "--expires-at", "2999-01-01"]])
+def test_bad_expiry_is_refused(dw_server: DwServer, args: list[str]) -> None:
+    extra = ["--data-dir", str(dw_server.settings.data_dir)]
+    if dw_server.settings.index_url:
+        extra += ["--index-url", dw_server.settings.index_url]
+    result = runner.invoke(token_cli, ["create", "x", "--scope", "read", *args, *extra])
+    assert result.exit_code == 1, result.output
 
 
 # -- CORS, 500 -------------------------------------------------------------------------------------------------
@@ -246,8 +332,8 @@ def test_cors_preflight_and_headers(make_dw_server: Callable[..., DwServer]) -> 
     assert "access-control-allow-origin" not in r.headers
 
 
-def test_unexpected_error_is_a_bare_500(dw_server: DwServer, monkeypatch: pytest.MonkeyPatch,
-                                        caplog: pytest.LogCaptureFixture) -> None:
+def test_unexpected_error_answers_500_with_an_error_id_matching_the_log(
+        dw_server: DwServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     def explode(*_args: Any, **_kwargs: Any) -> Any:
         raise RuntimeError("DOE^JANE 19700101")
 
@@ -256,8 +342,33 @@ def test_unexpected_error_is_a_bare_500(dw_server: DwServer, monkeypatch: pytest
     caplog.set_level(logging.INFO)
     r = httpx.get(dw_server.dicomweb_url + "/studies")
     assert r.status_code == 500
-    assert r.json() == {"error": "internal server error", "status": 500}
+    body = r.json()
+    assert body["status"] == 500 and body["exception"] == "RuntimeError"
+    error_id = body["error_id"]
+    assert len(error_id) == 12 and error_id in body["error"] and "RuntimeError" in body["error"]
     assert "DOE^JANE" not in r.text
+    errors = [rec.getMessage() for rec in caplog.records if rec.levelno >= logging.ERROR]
+    line = next(m for m in errors if error_id in m)
+    # Enough to act on without a traceback: the type, where it was raised, the route.
+    assert "RuntimeError" in line and "test_dw_auth:" in line and " via dicomvault.dicomweb.qido:" in line
+    assert "GET /dicom-web/studies" in line
     assert not any("DOE^JANE" in rec.getMessage() for rec in caplog.records if rec.levelno >= logging.INFO)
+    assert not any(rec.exc_info for rec in caplog.records if rec.levelno >= logging.INFO)
     monkeypatch.undo()
     assert httpx.get(dw_server.dicomweb_url + "/studies").status_code == 200
+
+
+def test_domain_error_mapped_to_500_also_carries_an_error_id(
+        dw_server: DwServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    def corrupt(*_args: Any, **_kwargs: Any) -> Any:
+        raise IntegrityFailure("instance 1.2.3.4 failed its checksum")
+
+    monkeypatch.setattr(dw_server.archive.query, "search_page", corrupt)
+    monkeypatch.setattr(dw_server.archive.query, "search_page_encoded", corrupt)
+    caplog.set_level(logging.INFO)
+    r = httpx.get(dw_server.dicomweb_url + "/studies")
+    assert r.status_code == 500 and r.json()["exception"] == "IntegrityFailure"
+    assert "1.2.3.4" not in r.text
+    assert any(r.json()["error_id"] in rec.getMessage() and "IntegrityFailure" in rec.getMessage()
+               for rec in caplog.records if rec.levelno == logging.ERROR)
+    assert not any("1.2.3.4" in rec.getMessage() for rec in caplog.records if rec.levelno >= logging.INFO)

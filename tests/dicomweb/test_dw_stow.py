@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import socket
 import uuid
 from collections.abc import Callable, Iterator
@@ -243,3 +244,40 @@ def test_dicomweb_client_sees_failures(dw_server: DwServer) -> None:
     with pytest.raises(HTTPError) as info:
         client.store_instances([ds], study_instance_uid=generate_uid())
     assert info.value.response is not None and info.value.response.status_code == 409
+
+
+def test_failure_reasons_as_text_in_the_response_and_the_log(dw_server: DwServer,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """Issue #9: FailedSOPSequence carried only a FailureReason number; each failed instance now also has its reason
+    as Error Comment text (read here by dicomweb-client, i.e. pydicom's DICOM JSON reader), and one INFO line per
+    failed part says the same without UIDs."""
+    caplog.set_level(logging.INFO, logger="dicomvault.dicomweb.stow")
+    good = pydicom.dcmread(io.BytesIO(make_ct()))
+    no_series = pydicom.dcmread(io.BytesIO(make_ct(PatientName="DOE^JANE")))
+    del no_series.SeriesInstanceUID
+    sop = generate_uid()
+    assert post(dw_server, *multipart([make_ct(sop=sop, seed=1)])).status_code == 200
+    conflicting = pydicom.dcmread(io.BytesIO(make_ct(sop=sop, seed=2)))
+    client = DICOMwebClient(url=dw_server.dicomweb_url)
+    result = client.store_instances([good, no_series, conflicting])  # 202: dicomweb-client returns the response
+    failed = {item.ReferencedSOPInstanceUID: item for item in result.FailedSOPSequence}
+    assert failed[no_series.SOPInstanceUID].FailureReason == 0xA900
+    assert failed[no_series.SOPInstanceUID].ErrorComment == "SeriesInstanceUID is missing"
+    assert failed[sop].FailureReason == 0x0111
+    assert failed[sop].ErrorComment == "a different object with this SOP Instance UID is already stored"
+    assert len(result.ReferencedSOPSequence) == 1
+    lines = [r.getMessage() for r in caplog.records if r.name == "dicomvault.dicomweb.stow"]
+    assert "STOW-RS part 2 of 3 not stored: SeriesInstanceUID is missing (Failure Reason 0xA900)" in lines
+    assert ("STOW-RS part 3 of 3 not stored: a different object with this SOP Instance UID is already stored "
+            "(Failure Reason 0x0111)") in lines
+    everything = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
+    assert sop not in everything and no_series.SOPInstanceUID not in everything and "DOE^JANE" not in everything
+
+
+def test_long_reasons_fit_an_error_comment(dw_server: DwServer) -> None:
+    body, ctype = multipart([b"\x00" * 300, make_ct(rows=64, columns=64)[:3000]])  # not DICOM; truncated
+    r = post(dw_server, body, ctype)
+    assert r.status_code == 409
+    comments = [item["00000902"]["Value"][0] for item in seq(r.json(), "00081198")]
+    assert len(comments) == 2 and all(0 < len(c) <= 64 and "\\" not in c and c.isascii() for c in comments)
+    assert comments[1].startswith("the object is truncated")

@@ -23,7 +23,7 @@ from dicomvault.dicomweb.app import create_app
 from dicomvault.dimse.server import DimseServer
 from dicomvault.domain.errors import IntegrityFailure, NotFound
 from dicomvault.settings import Settings
-from tests.dicomweb.dw_live import serve
+from tests.dicomweb.dw_live import WIDE_ANONYMOUS, serve
 from tests.helpers import make_ct
 from tests.race_rounds import ACKNOWLEDGED, UNAVAILABLE, run_rounds
 
@@ -34,8 +34,9 @@ OUT_OF_RESOURCES = 0xA700
 
 @pytest.fixture
 def nodes(settings: Settings) -> Iterator[tuple[Archive, int, str]]:
-    """One archive served over DIMSE and HTTP: (archive, DIMSE port, DICOMweb base URL)."""
-    archive = build_archive(settings)
+    """One archive served over DIMSE and HTTP: (archive, DIMSE port, DICOMweb base URL); anonymous HTTP may
+    delete (loopback only)."""
+    archive = build_archive(settings.model_copy(update={"anonymous_scopes": WIDE_ANONYMOUS}))
     dimse = DimseServer(archive)
     dimse.start()
     try:

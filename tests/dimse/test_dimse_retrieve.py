@@ -14,6 +14,7 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
+    MRImageStorage,
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
     StudyRootQueryRetrieveInformationModelGet,
@@ -221,6 +222,59 @@ def test_move_to_unknown_destination_and_bad_identifier(dimse: Running, loaded: 
     assert receiver.received == {}
     responses = c_move(dimse, identifier("STUDY", StudyInstanceUID=generate_uid()), receiver.aet, model)
     assert responses[-1][0].Status == 0x0000 and responses[-1][0].NumberOfCompletedSuboperations == 0
+
+
+def test_move_to_a_configured_destination_that_is_down(tmp_path: Path) -> None:
+    """Not 0xA801 (that is for an unknown AE title): every sub-operation failed, 0xA702, the reason in the Error
+    Comment, the instances in the Failed SOP Instance UID List; the same with movescu."""
+    down = free_port()  # nothing listens there
+    running = start(tmp_path, move_destinations={"DOWN": f"127.0.0.1:{down}"})
+    try:
+        loaded = load(running.archive)
+        study_a = loaded.studies["A"]
+        expected = {uid for uid, data in loaded.objects.items()
+                    if pydicom.dcmread(io.BytesIO(data)).StudyInstanceUID == study_a}
+        final, ident = c_move(running, identifier("STUDY", StudyInstanceUID=study_a), "DOWN",
+                              StudyRootQueryRetrieveInformationModelMove)[-1]
+        assert final.Status == 0xA702
+        assert final.ErrorComment == "Destination DOWN: cannot connect"
+        assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations,
+                final.NumberOfWarningSuboperations) == (0, 3, 0)
+        assert set(ident.FailedSOPInstanceUIDList) == expected
+        r = run(["movescu", "-d", "-S", "-aem", "DOWN", "-k", "QueryRetrieveLevel=STUDY",
+                 "-k", f"StudyInstanceUID={study_a}", "-aec", "DICOMVAULT", "127.0.0.1", str(running.port)])
+        out = r.stdout + r.stderr
+        assert r.returncode != 0 and "Refused: OutOfResourcesSubOperations" in out, out[-3000:]
+        assert "Failed Suboperations          : 3" in out and "[Destination DOWN: cannot connect]" in out
+        # an unknown AE title is still "Move Destination Unknown"
+        assert c_move(running, identifier("STUDY", StudyInstanceUID=study_a), "NOWHERE",
+                      StudyRootQueryRetrieveInformationModelMove)[-1][0].Status == 0xA801
+    finally:
+        running.server.stop()
+        running.archive.close()
+
+
+@pytest.mark.parametrize("refusal", ["association rejected", "no presentation context accepted"])
+def test_move_to_a_destination_that_refuses_us(tmp_path: Path, refusal: str) -> None:
+    port = free_port()
+    ae = AE(ae_title="PICKY")
+    if refusal == "association rejected":
+        ae.add_supported_context(CTImageStorage)
+        ae.require_calling_aet = ["SOMEONE"]
+    else:
+        ae.add_supported_context(MRImageStorage)  # study B: CT Image Storage objects (Modality MR)
+    picky = ae.start_server(("127.0.0.1", port), block=False)
+    running = start(tmp_path, move_destinations={"PICKY": f"127.0.0.1:{port}"})
+    try:
+        loaded = load(running.archive)
+        final, _ = c_move(running, identifier("STUDY", StudyInstanceUID=loaded.studies["B"]), "PICKY",
+                          StudyRootQueryRetrieveInformationModelMove)[-1]
+        assert (final.Status, final.ErrorComment) == (0xA702, f"Destination PICKY: {refusal}")
+        assert final.NumberOfFailedSuboperations == 2
+    finally:
+        picky.shutdown()
+        running.server.stop()
+        running.archive.close()
 
 
 def test_get_patient_root_hierarchical_image(dimse: Running, loaded: Loaded) -> None:

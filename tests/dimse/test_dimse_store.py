@@ -4,6 +4,7 @@ with a status and an ErrorComment while the association carries on."""
 from __future__ import annotations
 
 import io
+import logging
 import threading
 from pathlib import Path
 
@@ -157,6 +158,38 @@ def test_bad_objects_get_failure_status_and_the_association_continues(dimse: Run
     assoc.release()
     assert dimse.archive.index.stats().instances == 1
     assert dimse.archive.retrieve.locate(sop_uids=[str(good.SOPInstanceUID)])
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["lean", "pynetdicom"])
+def test_refused_store_gives_its_reason_in_the_comment_and_the_log(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, fast: bool) -> None:
+    """The Error Comment names the reason (storescu and pynetdicom read it), and the INFO line of the refusal
+    carries the same text, without patient data (it used to say only "status 0xA900 (InvalidDicom)")."""
+    caplog.set_level(logging.INFO)
+    running = start(tmp_path, dimse_fast_store=fast)
+    try:
+        bad = pydicom.dcmread(io.BytesIO(make_ct(PatientName="Secret^Patient", PatientID="SECRET-ID")))
+        del bad.SeriesInstanceUID
+        path = tmp_path / "bad.dcm"
+        bad.save_as(path, enforce_file_format=True)
+        r = run(["storescu", "-d", "-aec", "DICOMVAULT", "127.0.0.1", str(running.port), str(path)])
+        assert "(0000,0902) LO [SeriesInstanceUID is missing]" in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]
+        truncated = tmp_path / "truncated.dcm"
+        full = make_ct(rows=64, columns=64, PatientName="Secret^Patient")
+        truncated.write_bytes(full[: len(full) - 3000])
+        assoc = _assoc(running.port)
+        st = _send_file(assoc, truncated)
+        assoc.release()
+        assert st.Status == 0xC000
+        refusals = [r.getMessage() for r in caplog.records if "C-STORE from" in r.getMessage() and "refused" in
+                    r.getMessage()]
+        assert len(refusals) == 2, refusals
+        assert "STORESCU" in refusals[0] and refusals[0].endswith(": SeriesInstanceUID is missing")
+        assert refusals[1].endswith(st.ErrorComment), (refusals[1], st.ErrorComment)
+        assert "Secret" not in caplog.text and "SECRET-ID" not in caplog.text
+    finally:
+        running.server.stop()
+        running.archive.close()
 
 
 def dataset_offset_of(data: bytes) -> int:

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from dicomvault.domain.errors import InvalidQuery
-from dicomvault.domain.query import MatchKind, fold_pn, normalise_time, parse_condition, wildcard_to_like
+from dicomvault.domain.errors import InvalidQuery, QueryTooComplex
+from dicomvault.domain.query import (
+    MatchKind,
+    QueryLimits,
+    check_key,
+    fold_pn,
+    normalise_time,
+    parse_condition,
+    wildcard_to_like,
+)
 from dicomvault.domain.tags import BY_KEYWORD, resolve_keyword
 
 
@@ -70,3 +78,15 @@ def test_resolve_keyword_accepts_tags_and_keywords() -> None:
     assert resolve_keyword("StudyDate")[1] == "StudyDate"
     with pytest.raises(KeyError):
         resolve_keyword("NotAKeyword")
+
+
+def test_key_limits_name_the_key() -> None:
+    limits = QueryLimits(max_pattern_length=8, max_wildcards=3)
+    assert check_key("PatientName", "DOE*", limits) == 1
+    assert check_key("StudyInstanceUID", "1.2.3\\1.2.4", limits) == 2
+    assert check_key("PatientID", "A-VERY-LONG-PATIENT-ID", limits) == 1  # no wildcard: not a pattern
+    with pytest.raises(QueryTooComplex, match="PatientName: pattern longer than 8"):
+        check_key("PatientName", "DOE^JOHNNY*", limits)
+    with pytest.raises(QueryTooComplex, match="InstitutionName: more than 3 wildcards"):
+        check_key("InstitutionName", "*A*B\\*C*", limits)  # counted over every value of the key
+    assert isinstance(QueryTooComplex("x"), InvalidQuery)  # a 400 on QIDO-RS like any bad query

@@ -59,7 +59,8 @@ from dicomvault.jobs.worker import start_worker
 from dicomvault.settings import Settings
 data_dir, index_url, storage_url, port, name = sys.argv[1:6]
 archive = build_archive(Settings.load(data_dir=data_dir, index_url=index_url, storage_url=storage_url,
-                                      http_port=int(port), index_pool_size=4))
+                                      http_port=int(port), index_pool_size=4,
+                                      anonymous_scopes=["read", "write", "delete"]))
 worker = start_worker(archive, poll_interval=0.05, worker_id=name)
 uvicorn.run(create_app(archive), host="127.0.0.1", port=int(port), log_level="warning")
 worker.stop()
@@ -186,7 +187,8 @@ def test_postgresql_restart_under_load_fails_cleanly_and_recovers(
     Unavailable/503 answers, start it again and expect service to resume without restarting the archive."""
     db = own_pg_server.create_database()
     node = _HttpNode(Settings.load(data_dir=tmp_path / "v", index_url=own_pg_server.url(db), index_pool_size=4,
-                                   dimse_port=_free_port(), aet="VAULT"))
+                                   dimse_port=_free_port(), aet="VAULT",
+                                   anonymous_scopes=["read", "write", "delete"]))
     worker = start_worker(node.archive, poll_interval=0.05)
     stop = threading.Event()
     outcomes: dict[str, int] = {}

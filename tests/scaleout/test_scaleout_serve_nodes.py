@@ -5,6 +5,7 @@ either node sees everything. Runs once the DIMSE front end (``dicomvault.dimse.s
 from __future__ import annotations
 
 import io
+import os
 import random
 import signal
 import socket
@@ -51,6 +52,8 @@ def serve_nodes(tmp_path: Path, pg_url: str) -> Iterator[list[tuple[int, int]]]:
             [sys.executable, "-m", "dicomvault", "serve", "--data-dir", str(tmp_path / f"node{n}"),
              "--index-url", pg_url, "--storage-url", blob_url, "--dimse-port", str(dimse),
              "--http-port", str(http), "--aet", "VAULT"],
+            # The test stores over STOW-RS without a token: anonymous write is widened explicitly.
+            env={**os.environ, "DICOMVAULT_ANONYMOUS_SCOPES": '["read", "write"]'},
             stdout=log, stderr=subprocess.STDOUT))
     try:
         for dimse, http in nodes:

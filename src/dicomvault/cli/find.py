@@ -2,6 +2,10 @@
 
 Matching keys are given as ``Keyword=Value`` (or ``0010,0020=Value`` / ``00100020=Value``) with DICOM matching
 rules: ``*`` and ``?`` wildcards, ``20200101-20201231`` ranges, ``uid1\\uid2`` lists, empty value = return only.
+
+Bounded like the network services: the same key limits (``query_max_*``), at most ``query_max_results`` results
+(a larger ``--limit`` is reduced, with a note), and the same budget of records examined for attributes the index
+does not hold; a note on stderr says when more results exist or when that budget stopped the search.
 """
 
 from __future__ import annotations
@@ -13,7 +17,17 @@ import typer
 from pydicom.datadict import keyword_for_tag
 from rich.table import Table
 
-from dicomvault.cli.common import ConfigFile, DataDir, IndexUrl, StorageUrl, console, fail, load_settings, open_archive
+from dicomvault.cli.common import (
+    ConfigFile,
+    DataDir,
+    IndexUrl,
+    StorageUrl,
+    console,
+    err,
+    fail,
+    load_settings,
+    open_archive,
+)
 from dicomvault.domain.errors import DicomVaultError
 from dicomvault.domain.tags import DEFAULT_RETURN, Level, resolve_keyword
 
@@ -82,19 +96,26 @@ def find_command(
     matching = parse_keys(keys or [])
     extra = include or []
     settings = load_settings(config, data_dir=data_dir, index_url=index_url, storage_url=storage_url)
+    if limit > settings.query_max_results:
+        err.print(f"--limit reduced to the maximum of {settings.query_max_results} (query_max_results)")
+        limit = settings.query_max_results
     archive = open_archive(settings)
     try:
         spec = archive.query.build_spec(lvl, matching, return_keys=extra, fuzzy=fuzzy, limit=limit)
-        results = archive.query.search(spec)
+        results, end = archive.query.search_page(spec)
     except DicomVaultError as exc:
         fail(f"query failed: {exc.message}")
     finally:
         archive.close()
+    if not end.complete:
+        err.print(f"search stopped after examining {settings.query_max_scanned} records (query_max_scanned) for "
+                  "attributes the index does not hold: results may be missing; narrow the query")
+    elif end.more:
+        err.print(f"more than {len(results)} results: raise --limit or narrow the query")
     if as_json:
         typer.echo(json.dumps(results, indent=2))
         return
-    table = Table(title=f"{len(results)} {level.lower()} result(s)" + (" (limit reached)" if len(results) >= limit
-                                                                        else ""))
+    table = Table(title=f"{len(results)} {level.lower()} result(s)" + (" (limit reached)" if end.more else ""))
     cols = columns_for(lvl, matching, extra)
     for keyword, _ in cols:
         table.add_column(keyword, overflow="fold")

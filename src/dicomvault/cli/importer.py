@@ -33,7 +33,7 @@ from rich.progress import (
 from rich.table import Table
 
 from dicomvault.cli.common import ConfigFile, DataDir, IndexUrl, StorageUrl, console, err, load_settings, open_archive
-from dicomvault.domain.errors import Conflict, DicomVaultError, InvalidDicom
+from dicomvault.domain.errors import Conflict, DicomVaultError, InvalidDicom, TooLarge
 from dicomvault.domain.records import StoreOutcome
 from dicomvault.logging_setup import configure_logging
 from dicomvault.services.ingest import IngestService
@@ -152,7 +152,7 @@ def ingest_one(ingest: IngestService, item: Item, stream: BinaryIO | None, tally
         with tally.lock:
             (tally.skipped if _not_dicom(item, exc) else tally.rejected)[_reason(exc)].append(item.label)
         return
-    except Conflict as exc:
+    except (Conflict, TooLarge) as exc:  # the object's own fault: rejected, with the reason (no retry helps)
         with tally.lock:
             tally.rejected[_reason(exc)].append(item.label)
         return
@@ -261,7 +261,8 @@ def import_command(
 
     Non-DICOM files are skipped and listed; re-running the same import stores nothing twice (duplicates).
     Exit code: 0 when every object was stored or already present (skipped non-DICOM files included), 1 when any
-    object was rejected (broken DICOM, or a different object under an existing SOP Instance UID) or failed
+    object was rejected (broken DICOM, a different object under an existing SOP Instance UID, a deflated object
+    inflating beyond the configured limits) or failed
     (storage/database unavailable, unreadable file), 2 on configuration errors, 130 when interrupted.
     """
     settings = load_settings(config, data_dir=data_dir, index_url=index_url, storage_url=storage_url,

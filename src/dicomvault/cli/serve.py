@@ -1,19 +1,28 @@
 """``dicomvault serve``: the DIMSE server and the HTTP (DICOMweb) server over one archive, in one process.
 
 Start-up order: settings → logging → archive (migrations) → HTTP app (refuses unsafe settings before any port
-is opened) → DIMSE server (non-blocking) → background job worker → uvicorn in the foreground. uvicorn turns
-SIGINT/SIGTERM into a graceful shutdown (in-flight requests finish); then the job worker and the DIMSE server are
-stopped, the index is closed, and the process exits 0. Nothing is acknowledged before ingest returns, so even
-SIGKILL loses no acknowledged object.
+is opened) → DIMSE server (non-blocking) → background job worker → uvicorn in the foreground.
+
+Stopping (``Shutdown``; the same handler whether uvicorn is running or not, since uvicorn would otherwise own
+SIGINT/SIGTERM while it runs): the first SIGINT or SIGTERM starts a graceful stop of both servers at once — uvicorn
+stops accepting and lets requests in flight finish (``HTTP_GRACE``), the DIMSE server stops accepting, closes
+idle and half-open connections at once and gives stores in flight ``dimse_shutdown_grace`` seconds — then the job
+worker is stopped, the index closed, and the process exits 0. A second signal exits at once (``os._exit``, status
+128 + signal number). Nothing is acknowledged before ingest returns, so neither that nor SIGKILL loses an
+acknowledged object.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
+import sys
+import threading
+from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import uvicorn
@@ -33,10 +42,14 @@ from dicomvault.cli.common import (
     redact_url,
 )
 from dicomvault.dicomweb.app import create_app
+from dicomvault.dicomweb.http_server import uvicorn_config
 from dicomvault.domain.errors import ConfigurationError
 from dicomvault.logging_setup import configure_logging
 from dicomvault.services.warmup import warm_up
 from dicomvault.settings import Settings
+
+if TYPE_CHECKING:
+    from dicomvault.dimse.server import DimseServer
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +73,71 @@ def banner(settings: Settings, storage: str) -> Panel:
     lines = [
         f"[bold]AE title[/bold]   {settings.aet}",
         f"[bold]DIMSE[/bold]      {settings.host}:{settings.dimse_port}",
-        f"[bold]HTTP[/bold]       http://{host}:{settings.http_port}/dicom-web",
+        f"[bold]HTTP[/bold]       {'https' if settings.tls_cert else 'http'}://{host}:{settings.http_port}/dicom-web"
+        + (" (client certificates required)" if settings.tls_client_ca else ""),
         f"[bold]Index[/bold]      {redact_url(settings.resolved_index_url)}",
         f"[bold]Storage[/bold]    {storage}",
     ]
     if settings.move_destinations:
         dests = ", ".join(f"{a}={h}" for a, h in sorted(settings.move_destinations.items()))
         lines.append(f"[bold]C-MOVE to[/bold]  {dests}")
+    if settings.dimse_tls_port is not None:
+        lines.insert(2, f"[bold]DICOM TLS[/bold]  {settings.host}:{settings.dimse_tls_port}")
     return Panel("\n".join(lines), title="DicomVault", expand=False)
+
+
+#: Seconds uvicorn gives HTTP requests in flight after the first signal.
+HTTP_GRACE = 10
+
+
+class Shutdown:
+    """Both servers' reaction to SIGINT/SIGTERM (see the module doc). ``signal`` runs in the main thread between
+    two bytecodes (a Python signal handler): it only sets flags and starts a thread, never blocks."""
+
+    def __init__(self, http: uvicorn.Server, dimse: DimseServer) -> None:
+        self.http = http
+        self.dimse = dimse
+        self.requested = False
+        self.dimse_stopper: threading.Thread | None = None
+
+    def signal(self, signum: int, frame: FrameType | None = None) -> None:
+        name = signal.Signals(signum).name
+        if self.requested:
+            log.warning("%s again: exiting now without waiting (stores not yet answered were not acknowledged; "
+                        "their senders will retry)", name)
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            sys.stderr.flush()
+            os._exit(128 + signum)
+        self.requested = True
+        log.info("%s received: stopping (send it again to exit at once)", name)
+        self.http.should_exit = True
+        self.start_dimse_stop()
+
+    def start_dimse_stop(self) -> None:
+        """Stop the DIMSE server in the background (at most once), concurrently with uvicorn's own shutdown."""
+        if self.dimse_stopper is None:
+            self.dimse_stopper = threading.Thread(target=self.dimse.stop, name="DimseStop", daemon=True)
+            self.dimse_stopper.start()
+
+    def finish_dimse_stop(self) -> None:
+        """Wait for the DIMSE stop (bounded by its grace period), starting it if no signal did."""
+        self.start_dimse_stop()
+        assert self.dimse_stopper is not None
+        self.dimse_stopper.join()
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn's server with its signal handling replaced by ``Shutdown`` (uvicorn installs ``handle_exit`` for
+    SIGINT/SIGTERM while it runs, and re-raises the signals it caught once it is done)."""
+
+    shutdown_handler: Shutdown | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.shutdown_handler is not None:
+            self.shutdown_handler.signal(sig, frame)
+        else:
+            super().handle_exit(sig, frame)
 
 
 def serve_command(
@@ -85,15 +155,29 @@ def serve_command(
         "--allow-anonymous/--no-anonymous", help="Allow unauthenticated HTTP access (default: loopback only).")] = None,
     log_level: Annotated[str | None, typer.Option(
         "--log-level", help="DEBUG, INFO, WARNING, ERROR (patient data only at DEBUG).")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(
+        "--tls-cert", help="PEM certificate (chain): serve HTTPS (TLS 1.2+) instead of HTTP.")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key of --tls-cert.")] = None,
+    tls_client_ca: Annotated[Path | None, typer.Option(
+        "--tls-client-ca", help="PEM CA certificates: require HTTPS clients to present a certificate they signed.")
+    ] = None,
+    dimse_tls_port: Annotated[int | None, typer.Option(
+        "--dimse-tls-port", help="DICOM TLS port (customarily 2762); with --dimse-tls-cert/--dimse-tls-key.")] = None,
+    dimse_tls_cert: Annotated[Path | None, typer.Option(
+        "--dimse-tls-cert", help="DICOM TLS certificate chain (PEM).")] = None,
+    dimse_tls_key: Annotated[Path | None, typer.Option("--dimse-tls-key", help="DICOM TLS private key (PEM).")] = None,
 ) -> None:
     """Run the archive: DIMSE (C-ECHO/STORE/FIND/GET/MOVE) and DICOMweb over HTTP. Stop with Ctrl-C or SIGTERM.
 
-    Exit code 2 when the configuration is refused (e.g. a public address without authentication).
+    Exit code 2 when the configuration is refused (e.g. a public address without authentication, or DIMSE open to
+    any calling AE title on a public address).
     """
     settings = load_settings(
         config, data_dir=data_dir, host=host, dimse_port=dimse_port, http_port=http_port, aet=aet,
         move_destinations=parse_destinations(move_destination), index_url=index_url, storage_url=storage_url,
-        allow_anonymous=allow_anonymous, log_level=log_level,
+        allow_anonymous=allow_anonymous, log_level=log_level, tls_cert=tls_cert, tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
+        dimse_tls_port=dimse_tls_port, dimse_tls_cert=dimse_tls_cert, dimse_tls_key=dimse_tls_key,
     )
     try:
         configure_logging(settings.log_level)
@@ -111,12 +195,19 @@ def serve_command(
 def _run(archive: Archive, settings: Settings) -> None:
     try:
         app = create_app(archive)
+        config = uvicorn_config(
+            app, settings, lifespan="on", log_config=None, log_level=settings.log_level.lower(), access_log=False,
+            timeout_graceful_shutdown=HTTP_GRACE,
+        )
     except ConfigurationError as exc:
         fail(f"refusing to start: {exc.message}")
     # Imported here so that the other subcommands do not pay for (or depend on) the DIMSE stack.
     from dicomvault.dimse.server import DimseServer
 
-    dimse = DimseServer(archive)
+    try:
+        dimse = DimseServer(archive)
+    except ConfigurationError as exc:
+        fail(f"refusing to start: {exc.message}")
     try:
         dimse.start()
     except OSError as exc:
@@ -125,18 +216,10 @@ def _run(archive: Archive, settings: Settings) -> None:
     from dicomvault.jobs.worker import start_worker
 
     worker = None
-    config = uvicorn.Config(
-        app, host=settings.host, port=settings.http_port, lifespan="on", log_config=None,
-        log_level=settings.log_level.lower(), access_log=False, timeout_graceful_shutdown=10,
-    )
-    server = uvicorn.Server(config)
-
-    def request_exit(signum: int, frame: FrameType | None) -> None:
-        # Outside uvicorn's own handlers (start-up, and the re-raise uvicorn does after its graceful shutdown):
-        # ask for shutdown instead of dying, so that the DIMSE server is stopped and the index closed.
-        server.should_exit = True
-
-    previous = {sig: signal.signal(sig, request_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+    server = _Uvicorn(config)
+    shutdown = Shutdown(server, dimse)
+    server.shutdown_handler = shutdown
+    previous = {sig: signal.signal(sig, shutdown.signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         worker = start_worker(archive) if archive.jobs is not None else None
         # Everything built so far lives as long as the process: keep it out of the garbage collector's
@@ -148,9 +231,9 @@ def _run(archive: Archive, settings: Settings) -> None:
         if not server.started and not server.should_exit:
             fail(f"cannot start the HTTP server on {settings.host}:{settings.http_port}")
     finally:
+        shutdown.finish_dimse_stop()
         if worker is not None:
             worker.stop()
-        dimse.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         log.info("DicomVault stopped")

@@ -1,13 +1,15 @@
 """``dicomvault token``: create, list and revoke API tokens for the DICOMweb front end.
 
 The secret is printed once by ``create`` (to stdout, alone on its line, so scripts can capture it) and cannot be
-shown again: only its SHA-256 is stored.
+shown again: only its SHA-256 is stored. ``--expires-in 90d`` / ``--expires-at 2027-06-30`` give a token an
+expiry time, after which it is refused (401) and listed as ``expired``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +19,7 @@ from rich.table import Table
 
 from dicomvault.bootstrap import build_archive
 from dicomvault.domain.errors import DicomVaultError
-from dicomvault.services.tokens import SCOPES, TokenService
+from dicomvault.services.tokens import SCOPES, TokenService, parse_expiry
 from dicomvault.settings import Settings
 
 app = typer.Typer(help="Manage API tokens (bearer tokens for DICOMweb).", no_args_is_help=True)
@@ -52,14 +54,20 @@ def _tokens(data_dir: Path | None, config: Path | None, index_url: str | None) -
 def create(
     name: Annotated[str, typer.Argument(help="A name for the token (who or what uses it).")],
     scope: Annotated[list[str], typer.Option("--scope", "-s", help=f"Scope, repeatable: {', '.join(SCOPES)}.")],
+    expires_in: Annotated[str | None, typer.Option(
+        "--expires-in", help="Valid for this long: 12h, 90d, 4w, 1y (default: no expiry).")] = None,
+    expires_at: Annotated[str | None, typer.Option(
+        "--expires-at", help="Valid until this date (00:00 UTC) or ISO date-time, e.g. 2027-06-30.")] = None,
     data_dir: DataDir = None,
     config: ConfigFile = None,
     index_url: IndexUrl = None,
 ) -> None:
     """Create a token and print its secret once."""
     with _tokens(data_dir, config, index_url) as tokens:
-        record, secret = tokens.create(name, scope)
-    err.print(f"created token [bold]{record.name}[/bold] (id {record.id}, scopes {' '.join(record.scopes)}); "
+        expiry = parse_expiry(expires_in, expires_at, datetime.now(UTC))
+        record, secret = tokens.create(name, scope, expires_at=expiry)
+    until = f", expires {_when(record.expires_at)}" if record.expires_at else ", no expiry"
+    err.print(f"created token [bold]{record.name}[/bold] (id {record.id}, scopes {' '.join(record.scopes)}{until}); "
               "store the secret now, it cannot be shown again:")
     typer.echo(secret)
 
@@ -69,11 +77,16 @@ def list_tokens(data_dir: DataDir = None, config: ConfigFile = None, index_url: 
     """List tokens (never their secrets)."""
     with _tokens(data_dir, config, index_url) as tokens:
         records = tokens.all()
-    table = Table("id", "name", "scopes", "created", "revoked")
+    now = datetime.now(UTC)
+    table = Table("id", "name", "scopes", "state", "created", "expires", "revoked")
     for t in records:
-        table.add_row(str(t.id), t.name, " ".join(t.scopes), t.created_at.isoformat(timespec="seconds"),
-                      t.revoked_at.isoformat(timespec="seconds") if t.revoked_at else "")
-    Console(width=160).print(table)
+        table.add_row(str(t.id), t.name, " ".join(t.scopes), t.state(now), _when(t.created_at),
+                      _when(t.expires_at) if t.expires_at else "never", _when(t.revoked_at) if t.revoked_at else "")
+    Console(width=200).print(table)
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds") if moment else ""
 
 
 @app.command()

@@ -1,22 +1,28 @@
 """ASGI application factory: routers, middleware and exception handlers over one ``Archive``.
 
 DICOMweb lives under ``/dicom-web`` (STOW-RS, QIDO-RS, WADO-RS, DELETE), WADO-URI at ``/wado``; ``/healthz``
-and ``/readyz`` are the probes; ``/openapi.json`` describes the API. Middleware, outermost first: CORS (when
-``cors_origins`` is set; answers preflight ``OPTIONS`` and allows the ``Authorization`` header), then the audit
-log / last-resort 500.
+and ``/readyz`` are the probes; ``/openapi.json`` describes the API (``read`` scope). There is no ``/docs`` page:
+FastAPI's Swagger UI page loads its script and style from a CDN, which an archive on a hospital network must not
+depend on, and no pinned package ships the Swagger UI assets (the OpenAPI document works with any local tool).
+Middleware, outermost first: CORS (when ``cors_origins`` is set; answers preflight ``OPTIONS`` and allows the
+``Authorization`` header), then the audit log / last-resort 500, then the Host header check (``hosts``).
+
+STOW-RS bodies are spooled to ``<data_dir>/spool`` (created here), not the system temporary folder: that may be
+a small RAM-backed tmpfs, and the data folder is where the administrator provisioned space.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from dicomvault import __version__
 from dicomvault.dicomweb import delete, errors, qido, stow, wado, wado_uri
-from dicomvault.dicomweb.security import AuditMiddleware, AuthPolicy
+from dicomvault.dicomweb.hosts import HostCheckMiddleware, HostPolicy
+from dicomvault.dicomweb.security import AuditMiddleware, AuthPolicy, Principal, require_scope
 from dicomvault.domain.errors import DicomVaultError
 from dicomvault.ports.blobs import BlobStore
 from dicomvault.ports.index import IndexRepository
@@ -54,11 +60,14 @@ class Archive(Protocol):
 
 
 def create_app(archive: Archive) -> FastAPI:
-    """Build the HTTP app; raises ``ConfigurationError`` for an unauthenticated archive on a public address."""
+    """Build the HTTP app; raises ``ConfigurationError`` for unsafe settings (an unauthenticated archive on a public
+    address, an OIDC issuer without audience, an invalid scope mapping)."""
     auth = AuthPolicy.from_settings(archive.settings, archive.tokens)
-    app = FastAPI(title="DicomVault", version=__version__, docs_url="/docs", openapi_url="/openapi.json")
+    hosts = HostPolicy.from_settings(archive.settings)
+    app = FastAPI(title="DicomVault", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.archive = archive
     app.state.auth = auth
+    app.state.spool_dir = stow.prepare_spool(archive.settings.data_dir)
     app.state.qido_keyset = qido.KeysetCache()
     errors.install(app)
     for module in (stow, qido, wado, delete):
@@ -66,6 +75,7 @@ def create_app(archive: Archive) -> FastAPI:
     # WADO-URI has its own root (``/wado``, the viewer's wadoUriRoot): its router carries the full path.
     app.include_router(wado_uri.router)
 
+    app.add_middleware(HostCheckMiddleware, policy=hosts)
     app.add_middleware(AuditMiddleware)
     if archive.settings.cors_origins:
         app.add_middleware(
@@ -76,6 +86,11 @@ def create_app(archive: Archive) -> FastAPI:
             expose_headers=["Warning", "Content-Location", "Content-Length", "Content-Type"],
             max_age=600,
         )
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi(_who: Principal = Depends(require_scope("read"))) -> JSONResponse:
+        """The OpenAPI description: it names every route, so it needs the read scope like the routes do."""
+        return JSONResponse(app.openapi())
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

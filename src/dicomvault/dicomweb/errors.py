@@ -2,23 +2,35 @@
 
 Domain errors map through one table; Starlette's HTTP errors (404 unknown route, 405, 401/403 from security) and
 FastAPI's validation errors (as 400, the status PS3.18 gives a malformed request) are rewritten to the same body.
-Unexpected exceptions are answered by ``AuditMiddleware`` (see ``security``) with a fixed message, so an exception
-text that could carry patient data never reaches a client.
+Unexpected exceptions are answered by ``AuditMiddleware`` (see ``security``), and domain errors that map to a
+500 by the handler here, with the exception type and an error id, never the exception text (it could carry patient
+data); ``report_unexpected`` logs the same id with the type and the code location at ERROR, so no 500 leaves its
+cause only in a traceback.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import secrets
+import traceback
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 from dicomvault.domain import errors as e
 
 STATUS: dict[type[e.DicomVaultError], int] = {
     e.NotFound: 404,
+    # The request is valid but what it asks for cannot be produced from this stored object: its pixel data is
+    # shorter than its header describes, or producing it would exceed a configured limit (the message names the
+    # problem or the limit; the object itself stays retrievable as stored).
+    e.DamagedPixelData: 422,
+    e.TooLarge: 422,
     e.InvalidDicom: 400,
     e.InvalidQuery: 400,
     e.Conflict: 409,
@@ -27,6 +39,8 @@ STATUS: dict[type[e.DicomVaultError], int] = {
     e.IntegrityFailure: 500,
     e.PermissionDenied: 403,
 }
+
+log = logging.getLogger(__name__)
 
 _REASONS = {404: "not found", 405: "method not allowed", 401: "authentication required", 403: "forbidden"}
 
@@ -52,13 +66,60 @@ def validation_message(errors: list[Any]) -> str:
     return "invalid request: " + "; ".join(parts) if parts else "invalid request"
 
 
+def route_template(scope: Scope) -> str:
+    """The matched route's path with parameters as ``{name}`` (no UIDs in logs)."""
+    if scope.get("route") is None:
+        return "(unrouted)"
+    by_value = {str(v): k for k, v in (scope.get("path_params") or {}).items()}
+    return "/".join("{" + by_value[seg] + "}" if seg in by_value else seg
+                    for seg in str(scope.get("path", "")).split("/"))
+
+
+def raise_site(exc: BaseException) -> str:
+    """Where ``exc`` was raised, as ``module:line``; when that is library code, also the last DicomVault frame on
+    the way (``numpy.core.foo:12 via dicomvault.services.render:88``)."""
+    frames = [(f.f_globals.get("__name__", "?"), line) for f, line in traceback.walk_tb(exc.__traceback__)]
+    if not frames:
+        return "unknown location"
+    module, line = frames[-1]
+    site = f"{module}:{line}"
+    if not str(module).startswith("dicomvault."):
+        own = [f"{m}:{n}" for m, n in frames if str(m).startswith("dicomvault.")]
+        if own:
+            site += f" via {own[-1]}"
+    return site
+
+
+def report_unexpected(exc: BaseException, where: str) -> str:
+    """Log an exception no handler expected, at ERROR without its text; returns the error id told to the client.
+
+    The line (``unhandled ValueError at dicomvault.services.frames:88 on GET /dicom-web/... (error id …)``) says
+    what and where without patient data; the message and the traceback follow at DEBUG."""
+    error_id = secrets.token_hex(6)
+    log.error("unhandled %s at %s on %s (error id %s)", type(exc).__name__, raise_site(exc), where, error_id)
+    log.debug("error id %s: %s", error_id, exc, exc_info=exc)
+    return error_id
+
+
+def unexpected_body(exc: BaseException, error_id: str, status: int = 500) -> bytes:
+    """The JSON body of a 500 for ``exc``: its type and the error id of the log line, not its text."""
+    return json.dumps({
+        "error": f"internal error: unexpected {type(exc).__name__} (error id {error_id}; the server log has the "
+                 "location)",
+        "status": status, "error_id": error_id, "exception": type(exc).__name__,
+    }).encode()
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(e.DicomVaultError)
-    async def _domain(_request: Request, exc: e.DicomVaultError) -> JSONResponse:
+    async def _domain(request: Request, exc: e.DicomVaultError) -> Response:
         status = status_for(exc)
+        if status >= 500 and status != 503:
+            error_id = report_unexpected(exc, f"{request.method} {route_template(request.scope)}")
+            return Response(unexpected_body(exc, error_id, status), status_code=status,
+                            media_type="application/json")
         headers = {"Retry-After": "5"} if status == 503 else None
-        message = exc.message if status < 500 or status == 503 else "internal error"
-        return error_response(status, message, headers)
+        return error_response(status, exc.message, headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -1,8 +1,9 @@
 """Streaming ``multipart/related`` reader (RFC 2046/2387) for STOW-RS request bodies.
 
 Parts are yielded as soon as their closing delimiter arrives from the request stream, each spooled to a
-``SpooledTemporaryFile`` (memory up to ``SPOOL_MAX``, then a temporary file), so a multi-GB upload costs a few
-megabytes of memory and the caller can store part 1 while part 2 is still on the wire. Truncated bodies (no
+``SpooledTemporaryFile`` (memory up to ``SPOOL_MAX``, then an unnamed temporary file in the caller's spool folder,
+``<data_dir>/spool`` for STOW-RS), so a multi-GB upload costs a few megabytes of memory and the caller can store
+part 1 while part 2 is still on the wire. Truncated bodies (no
 closing delimiter), malformed part headers and bodies over the configured size limit raise ``MultipartError``
 carrying the HTTP status to answer (400 or 413).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO
 
 SPOOL_MAX = 16 * 1024 * 1024
@@ -82,8 +84,9 @@ class Part:
         self.file.close()
 
 
-def _spool() -> IO[bytes]:
-    return tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX, mode="w+b")
+def _spool(folder: Path | None) -> IO[bytes]:
+    """Memory up to ``SPOOL_MAX``, then a file in ``folder`` (None: the system temporary folder)."""
+    return tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX, mode="w+b", dir=None if folder is None else str(folder))
 
 
 def _parse_headers(block: bytes) -> dict[str, str]:
@@ -117,10 +120,11 @@ class _Limiter:
             raise MultipartError(f"request body exceeds the limit of {self.max_bytes} bytes", 413)
 
 
-async def read_single(chunks: AsyncIterator[bytes], headers: dict[str, str], *, max_bytes: int | None) -> Part:
+async def read_single(chunks: AsyncIterator[bytes], headers: dict[str, str], *, max_bytes: int | None,
+                      spool_dir: Path | None = None) -> Part:
     """A non-multipart body (``application/dicom``) as one spooled part."""
     limiter = _Limiter(max_bytes)
-    part = Part(headers=headers, file=_spool())
+    part = Part(headers=headers, file=_spool(spool_dir))
     try:
         async for chunk in chunks:
             limiter.add(len(chunk))
@@ -133,8 +137,10 @@ async def read_single(chunks: AsyncIterator[bytes], headers: dict[str, str], *, 
     return part
 
 
-async def iter_parts(chunks: AsyncIterator[bytes], boundary: str, *, max_bytes: int | None) -> AsyncIterator[Part]:
+async def iter_parts(chunks: AsyncIterator[bytes], boundary: str, *, max_bytes: int | None,
+                     spool_dir: Path | None = None) -> AsyncIterator[Part]:
     """Yield the parts of a multipart body read from ``chunks``; the caller closes each part it receives.
+    Parts larger than ``SPOOL_MAX`` go to unnamed files in ``spool_dir``.
 
     Raises ``MultipartError`` when the body ends before the closing delimiter, a header block is malformed, or
     the body grows beyond ``max_bytes``.
@@ -188,7 +194,7 @@ async def iter_parts(chunks: AsyncIterator[bytes], boundary: str, *, max_bytes: 
                                 raise MultipartError("part headers too long")
                             break
                         head_end, block = j + 4, bytes(buf[:j])
-                    part = Part(headers=_parse_headers(block), file=_spool())
+                    part = Part(headers=_parse_headers(block), file=_spool(spool_dir))
                     del buf[:head_end]
                     state = "body"
                 else:  # body

@@ -9,10 +9,25 @@ Results: ``application/dicom+json`` array, each with RetrieveURL (0008,1190). An
 PS3.18 8.3.4.4.1 currently says 204, but CP-2473 restores 200 with an empty payload (RFC 9110 forbids content with
 204) and viewers that expect a JSON array work either way only with 200.
 
-Paging: at most ``MAX_LIMIT`` results per response; when a page is cut by that maximum a ``Warning: 299`` header
-says more results exist. Deep pages use keyset paging: each answered page leaves (query signature, next offset) →
-id of its last row in a small per-app LRU map, so the usual walk ``offset=0,100,200…`` continues with
-``id > last`` instead of an OFFSET scan over all previous rows; an offset not in the map falls back to OFFSET.
+Paging (PS3.18 8.3.4.4): a request without ``limit`` gets ``qido_default_limit`` results, a ``limit`` above
+``query_max_results`` is reduced to it. When the server's own limit (the default or the maximum, not a ``limit``
+the client chose) cut the list short, the response carries the Warning PS3.18 specifies for this case
+(``MORE_RESULTS``). PS3.18-2013 section 6.7 (QIDO-RS Search): "If the number of results exceeds the maximum
+supported by the server, the server shall return the maximum supported results and the response shall include
+the following HTTP/1.1 Warning header (see RFC 2616 Section 14.46): Warning: 299 {SERVICE}: "The number of
+results exceeded the maximum supported by the server. Additional results can be requested."". Current editions
+(8.3.4.4.1 Paging Behavior) state the rule with ``limit``, ``maxResults`` (the system limit) and ``remaining``.
+The warn-agent here is the pseudonym ``dicomvault`` (RFC 7234 5.5 allows a host or a pseudonym; "{SERVICE}:" with
+its colon is not valid header syntax).
+
+Attributes the index does not hold are matched on at most ``query_max_scanned`` candidate records per request;
+when that budget runs out before the page is full, the page holds what was found and a ``Warning: 299`` says
+where to continue (``SCAN_STOPPED``).
+
+Deep pages use keyset paging: each answered page leaves (query signature, next offset) → id of its last row in a
+small per-app LRU map, so the usual walk ``offset=0,100,200…`` continues with ``id > last`` instead of an OFFSET
+scan over all previous rows; an offset not in the map falls back to OFFSET. A page cut short by the scan budget
+leaves the id of the last record examined, so asking for the next offset resumes the scan where it stopped.
 """
 
 from __future__ import annotations
@@ -32,11 +47,16 @@ from dicomvault.dicomweb.responses import DicomJSONResponse
 from dicomvault.dicomweb.security import Principal, require_scope
 from dicomvault.domain.errors import InvalidQuery
 from dicomvault.domain.tags import DEFAULT_RETURN, Level, resolve_keyword
-from dicomvault.services.query import EncodedResult
+from dicomvault.services.query import EncodedResult, PageEnd
 
 router = APIRouter(tags=["QIDO-RS"])
 
-MAX_LIMIT = 10_000
+#: The PS3.18 Warning for a list cut short by the server's limit (text quoted in the module docstring).
+MORE_RESULTS = ('299 dicomvault "The number of results exceeded the maximum supported by the server. '
+                'Additional results can be requested."')
+#: Not in PS3.18: the scan budget for non-indexed attributes ran out before the page was full.
+SCAN_STOPPED = ('299 dicomvault "The search examined the maximum of {scanned} records for attributes the index does '
+                'not hold and stopped; further results may exist from offset={next_offset}."')
 DICOM_JSON = "application/dicom+json"
 _LIST_VRS = ("UI", "CS")
 _ACCEPTABLE = ("application/dicom+json", "application/json", "*/*", "application/*")
@@ -182,12 +202,11 @@ async def search(request: Request, level: Level, scope: dict[str, str]) -> Respo
         extra += ["StudyInstanceUID", "SeriesInstanceUID"]
     elif level == Level.SERIES:
         extra += ["StudyInstanceUID"]
-    limit: int | None = p["limit"]
-    warning = None
-    if limit is None or limit > MAX_LIMIT:
-        if limit is not None:
-            warning = f'299 dicomvault "limit reduced to the maximum of {MAX_LIMIT}"'
-        limit = MAX_LIMIT
+    settings = archive.settings
+    requested: int | None = p["limit"]
+    maximum = settings.query_max_results
+    limit = min(settings.qido_default_limit, maximum) if requested is None else min(requested, maximum)
+    server_limited = requested is None or requested > maximum
     offset: int = p["offset"]
     spec = archive.query.build_spec(level, keys, return_keys=p["fields"] + extra, include_all=p["include_all"],
                                     fuzzy=p["fuzzy"], limit=limit, offset=offset)
@@ -199,22 +218,22 @@ async def search(request: Request, level: Level, scope: dict[str, str]) -> Respo
     encoded = await run_in_threadpool(archive.query.search_page_encoded, spec)
     if encoded is not None:
         results: list[Any] = encoded[0]
-        last_id = encoded[1]
+        end: PageEnd = encoded[1]
         body = _encoded_array(encoded[0], base)
     else:
-        results, last_id = await run_in_threadpool(archive.query.search_page, spec)
+        results, end = await run_in_threadpool(archive.query.search_page, spec)
         for item in results:
             url = _retrieve_url(base, level, item, scope)
             if url is not None:
                 item["00081190"] = {"vr": "UR", "Value": [url]}
-    if last_id is not None:
-        cache.put(signature, offset + len(results), last_id)
+    if end.last_id is not None:
+        cache.put(signature, offset + len(results), end.last_id)
     headers = {}
-    if warning is None and p["limit"] is None and len(results) >= MAX_LIMIT:
-        warning = (f'299 dicomvault "the number of results may exceed the maximum of {MAX_LIMIT}; '
-                   'request further results with offset"')
-    if warning:
-        headers["Warning"] = warning
+    if not end.complete:
+        headers["Warning"] = SCAN_STOPPED.format(scanned=settings.query_max_scanned,
+                                                 next_offset=offset + len(results))
+    elif end.more and server_limited:
+        headers["Warning"] = MORE_RESULTS
     if encoded is not None:
         return Response(body, media_type=DICOM_JSON, headers=headers)
     return DicomJSONResponse(results, media_type=DICOM_JSON, headers=headers)

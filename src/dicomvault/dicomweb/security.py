@@ -1,20 +1,21 @@
 """Authentication (API tokens, OIDC bearer JWTs, anonymous policy), scope checks, and the audit log.
 
-Scopes: ``read`` (QIDO-RS, WADO-RS, WADO-URI), ``write`` (STOW-RS), ``delete`` (DELETE), ``admin`` (all of them).
-Routes declare what they need with ``Depends(require_scope("read"))``.
+Scopes: ``read`` (QIDO-RS, WADO-RS, WADO-URI, /openapi.json), ``write`` (STOW-RS), ``delete`` (DELETE), ``admin``
+(all of them). Routes declare what they need with ``Depends(require_scope("read"))``.
 
-Anonymous access (all scopes but ``admin``) is decided by ``AuthPolicy``:
-- ``allow_anonymous = true``: always allowed;
+Anonymous access grants the scopes of ``anonymous_scopes`` (default ``read`` only: a page in the user's browser
+must not be able to store or delete; ``admin`` is never anonymous). Whether it is on is decided by ``AuthPolicy``:
+- ``allow_anonymous = true``: always, also through reverse proxies;
 - ``allow_anonymous = false``: never;
-- unset (default): allowed only while the server listens on a loopback address, no API token is active, and no
-  OIDC issuer is configured. ``create_app`` refuses (``ConfigurationError``) to serve a non-loopback address with
-  neither authentication configured nor anonymous access explicitly enabled.
+- unset (default): only while the server listens on a loopback address, no API token is active, no OIDC issuer
+  is configured, and the request did not come through a reverse proxy (it carries none of ``Forwarded``,
+  ``X-Forwarded-For``, ``X-Forwarded-Host``, ``X-Forwarded-Proto``, ``X-Real-IP``, ``Via``): a proxy on the same
+  host would otherwise make every client of the proxy a loopback client. ``create_app`` refuses
+  (``ConfigurationError``) to serve a non-loopback address with neither authentication configured nor anonymous
+  access explicitly enabled.
 
-OIDC: a bearer JWT is verified with the issuer's JWKS (``oidc_jwks_url``, or ``jwks_uri`` discovered from
-``<oidc_issuer>/.well-known/openid-configuration``): signature (RSA/EC/PSS only, never ``none`` or HMAC), ``iss``,
-``exp`` (required), ``aud`` when ``oidc_audience`` is set. Scopes come from ``scope`` (space-separated) or ``scp``
-(list or string): each value's last segment after ``.``, ``:`` or ``/`` names a DicomVault scope, so ``read``,
-``dicom.read``, ``dicomvault:write`` and ``dicomweb/delete`` are all understood; other values are ignored.
+Bearer credentials (API tokens, OIDC JWTs) are verified by ``services/auth.py`` (rules there), which DIMSE User
+Identity Negotiation uses too, so a credential grants the same scopes on both front ends.
 
 Secrets are never logged. The audit log (logger ``dicomvault.audit``, INFO) records method, route template,
 status and principal name: no UIDs, no query strings, no patient data.
@@ -22,22 +23,20 @@ status and principal name: no UIDs, no query strings, no patient data.
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import logging
-import threading
-import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import jwt
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dicomvault.dicomweb.errors import report_unexpected, route_template, unexpected_body
 from dicomvault.domain.errors import ConfigurationError
+from dicomvault.services.auth import OidcVerifier, Principal, is_loopback, looks_like_jwt, verify_credential
+from dicomvault.services.auth import scopes_from_claims as scopes_from_claims  # re-exported (tests, callers)
 from dicomvault.services.tokens import SCOPES
 
 if TYPE_CHECKING:
@@ -47,89 +46,14 @@ if TYPE_CHECKING:
 audit_log = logging.getLogger("dicomvault.audit")
 log = logging.getLogger(__name__)
 
-ANONYMOUS_SCOPES = frozenset({"read", "write", "delete"})
-_JWT_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"]
+#: headers by which a reverse proxy tells that it forwarded a request (any of them: the request came through one)
+PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip", "via")
 
 
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: a token name, an OIDC subject, or ``anonymous``."""
-
-    name: str
-    scopes: frozenset[str]
-    kind: str  # "token" | "oidc" | "anonymous"
-
-    def allows(self, scope: str) -> bool:
-        return "admin" in self.scopes or scope in self.scopes
-
-
-def is_loopback(host: str) -> bool:
-    if host.strip().lower() in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def scopes_from_claims(claims: dict[str, Any]) -> frozenset[str]:
-    raw: list[str] = []
-    for key in ("scope", "scp"):
-        value = claims.get(key)
-        if isinstance(value, str):
-            raw.extend(value.split())
-        elif isinstance(value, list):
-            raw.extend(str(v) for v in value)
-    out = set()
-    for item in raw:
-        last = item
-        for sep in (".", ":", "/"):
-            last = last.rsplit(sep, 1)[-1]
-        if last.lower() in SCOPES:
-            out.add(last.lower())
-    return frozenset(out)
-
-
-class OidcVerifier:
-    """Verifies bearer JWTs against the issuer's keys; key fetching is blocking, so callers use a thread."""
-
-    def __init__(self, issuer: str, audience: str | None, jwks_url: str | None) -> None:
-        self.issuer = issuer
-        self.audience = audience
-        self._jwks_url = jwks_url
-        self._client: jwt.PyJWKClient | None = None
-        self._lock = threading.Lock()
-
-    def _jwks_client(self) -> jwt.PyJWKClient:
-        with self._lock:
-            if self._client is None:
-                url = self._jwks_url or self._discover()
-                self._client = jwt.PyJWKClient(url, cache_keys=True, lifespan=300, timeout=10)
-            return self._client
-
-    def _discover(self) -> str:
-        url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            doc = json.loads(resp.read(1 << 20))
-        jwks = doc.get("jwks_uri")
-        if not isinstance(jwks, str):
-            raise jwt.PyJWKClientError("issuer metadata has no jwks_uri")
-        return jwks
-
-    def verify(self, token: str) -> Principal:
-        """Raise ``jwt.PyJWTError`` (or ``PyJWKClientError``) for any invalid token."""
-        key = self._jwks_client().get_signing_key_from_jwt(token)
-        claims = jwt.decode(
-            token,
-            key.key,
-            algorithms=_JWT_ALGORITHMS,
-            issuer=self.issuer,
-            audience=self.audience,
-            leeway=30,
-            options={"require": ["exp", "iss"], "verify_aud": self.audience is not None},
-        )
-        name = str(claims.get("preferred_username") or claims.get("client_id") or claims.get("sub") or "oidc")
-        return Principal(name=name, scopes=scopes_from_claims(claims), kind="oidc")
+def arrived_through_proxy(request: Request) -> bool:
+    """Whether the request carries a header by which a reverse proxy announces itself."""
+    headers = request.headers
+    return any(name in headers for name in PROXY_HEADERS)
 
 
 @dataclass
@@ -139,13 +63,13 @@ class AuthPolicy:
     settings: Settings
     tokens: TokenService | None
     oidc: OidcVerifier | None = field(default=None)
+    anonymous: Principal = field(default=Principal("anonymous", frozenset({"read"}), "anonymous"))
 
     @classmethod
     def from_settings(cls, settings: Settings, tokens: TokenService | None) -> AuthPolicy:
-        oidc = None
-        if settings.oidc_issuer:
-            oidc = OidcVerifier(settings.oidc_issuer, settings.oidc_audience, settings.oidc_jwks_url)
-        policy = cls(settings=settings, tokens=tokens, oidc=oidc)
+        oidc = OidcVerifier.from_settings(settings)  # raises ConfigurationError (no audience, bad scope map)
+        anonymous = Principal("anonymous", frozenset(settings.anonymous_scopes) - {"admin"}, "anonymous")
+        policy = cls(settings=settings, tokens=tokens, oidc=oidc, anonymous=anonymous)
         policy.check_startup()
         return policy
 
@@ -193,24 +117,22 @@ class AuthPolicy:
             allowed = self.anonymous_allowed_cached()
             if allowed is None:
                 allowed = await run_in_threadpool(self.anonymous_allowed)
+            if allowed and self.settings.allow_anonymous is None and arrived_through_proxy(request):
+                raise _unauthorized("authentication required (anonymous access is not granted to requests "
+                                    "forwarded by a proxy unless allow_anonymous is set)", None)
             if allowed:
-                return Principal("anonymous", ANONYMOUS_SCOPES, "anonymous")
+                return self.anonymous
             raise _unauthorized("authentication required", None)
         scheme, _, credential = header.partition(" ")
         credential = credential.strip()
         if scheme.lower() != "bearer" or not credential:
             raise _unauthorized("expected an Authorization: Bearer credential", "invalid_request")
-        if credential.count(".") == 2 and self.oidc is not None:
-            try:
-                return await run_in_threadpool(self.oidc.verify, credential)
-            except (jwt.PyJWTError, jwt.PyJWKClientError, OSError) as exc:
-                log.info("bearer JWT rejected: %s", type(exc).__name__)
-                raise _unauthorized("invalid or expired bearer token", "invalid_token") from None
-        if self.tokens is not None:
-            token = await run_in_threadpool(self.tokens.verify, credential)
-            if token is not None:
-                return Principal(token.name, frozenset(token.scopes), "token")
-        raise _unauthorized("invalid or revoked bearer token", "invalid_token")
+        principal = await run_in_threadpool(verify_credential, credential, self.tokens, self.oidc)
+        if principal is not None:
+            return principal
+        jwt_checked = looks_like_jwt(credential) and self.oidc is not None
+        raise _unauthorized("invalid or expired bearer token" if jwt_checked else
+                            "invalid, expired or revoked bearer token", "invalid_token")
 
 
 def _unauthorized(message: str, error: str | None) -> HTTPException:
@@ -238,10 +160,12 @@ def require_scope(scope: str) -> Callable[[Request], Awaitable[Principal]]:
 
 
 class AuditMiddleware:
-    """Logs one audit line per request and answers unexpected exceptions with a bare 500 JSON body.
+    """Logs one audit line per request and answers unexpected exceptions with a 500 that can be acted on.
 
-    Sits inside the CORS middleware so even a 500 carries CORS headers; the exception text (which may hold
-    patient data from a parsed object) is logged only at DEBUG.
+    The last-resort answer names the exception type and an error id; the ERROR log line carries the same id, the
+    type and where it was raised (``errors.report_unexpected``), so an operator can find the cause without a
+    traceback. The exception text (which may hold patient data from a parsed object) and the traceback are logged
+    only at DEBUG. Sits inside the CORS middleware so even a 500 carries CORS headers.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -262,11 +186,10 @@ class AuditMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception as exc:
-            log.error("unhandled %s on %s %s", type(exc).__name__, scope.get("method"), _template(scope))
-            log.debug("unhandled exception", exc_info=True)
+            error_id = report_unexpected(exc, f"{scope.get('method')} {route_template(scope)}")
             if status == 0:
                 status = 500
-                body = b'{"error":"internal server error","status":500}'
+                body = unexpected_body(exc, error_id)
                 await send({"type": "http.response.start", "status": 500,
                             "headers": [(b"content-type", b"application/json"),
                                         (b"content-length", str(len(body)).encode())]})
@@ -274,13 +197,4 @@ class AuditMiddleware:
         finally:
             principal = scope.get("state", {}).get("principal")
             who = principal.name if isinstance(principal, Principal) else "-"
-            audit_log.info("%s %s %d %s", scope.get("method"), _template(scope), status, who)
-
-
-def _template(scope: Scope) -> str:
-    """The matched route's path with parameters as ``{name}`` (no UIDs in the audit log)."""
-    if scope.get("route") is None:
-        return "(unrouted)"
-    by_value = {str(v): k for k, v in (scope.get("path_params") or {}).items()}
-    return "/".join("{" + by_value[seg] + "}" if seg in by_value else seg
-                    for seg in str(scope.get("path", "")).split("/"))
+            audit_log.info("%s %s %d %s", scope.get("method"), route_template(scope), status, who)

@@ -9,42 +9,61 @@ Content-Type), or a single ``application/dicom`` body. Anything else: 415.
 Response (``application/dicom+json``, Store Instances Response Module, PS3.18 Annex I): RetrieveURL (0008,1190) of
 the study when all stored instances belong to one study; ReferencedSOPSequence (0008,1199) with
 ReferencedSOPClassUID, ReferencedSOPInstanceUID, RetrieveURL (and WarningReason when there is a warning);
-FailedSOPSequence (0008,1198) with the UIDs when known and FailureReason (0008,1197).
+FailedSOPSequence (0008,1198) with the UIDs when known, FailureReason (0008,1197) and the reason as text in
+Error Comment (0000,0902), LO, at most 64 characters like a DIMSE Error Comment, no patient data (the text of the
+domain error: "PatientID is missing", "the object is truncated: …"). Each failed part is also logged at INFO
+with its position in the request, the Failure Reason and the full reason text (never a UID).
 
-Failure Reason values (PS3.18 Table I.2-2, implementation-specific values in the standard's ranges):
-- ``0xA700`` (42752) out of resources: the index or storage is unavailable, or the disk is full;
-- ``0xA900`` (43264) data set does not match SOP class: a required identifying UID is missing or invalid;
+Failure Reason values (PS3.18 Table I.2-2, implementation-specific values in the standard's ranges), one table
+(``FAILURE_REASON``) from the domain error ingest raised:
+- ``0xA700`` (42752) out of resources: the index or storage is unavailable, or the disk is full (retry later);
+- ``0xA701`` (42753) refused, out of resources: the object exceeds a configured limit (a deflated data set inflating
+  beyond ``max_inflated_bytes`` or ``max_inflate_ratio``); permanent until the limit is raised;
+- ``0xA900`` (43264) data set does not match SOP class: a required identifying UID is missing or invalid, or native
+  pixel data is shorter than Rows × Columns × Samples × Bits Allocated × Frames describes;
 - ``0xA901`` (43265) the instance's Study Instance UID differs from the study in the request URL;
-- ``0xC000`` (49152) cannot understand: the part is not a DICOM object, or not ``application/dicom``;
+- ``0xC000`` (49152) cannot understand: the part is not a DICOM object (or is truncated, malformed), or not
+  ``application/dicom``;
 - ``0x0111`` (273) duplicate SOP instance: different content under a stored SOP Instance UID and the duplicate
   policy is ``reject``;
 - ``0x0110`` (272) processing failure: anything unexpected.
 Warning Reason: ``0xB000`` (45056) coercion: the instance replaced (policy ``replace``) or superseded (policy
-``keep-both``) earlier content with the same SOP Instance UID. Re-sending identical content is a plain success.
+``keep-both``) earlier content with the same SOP Instance UID; ``0xB007`` (45063) data set does not match SOP class:
+stored under ``pixel_length_policy = accept-and-flag`` although its pixel data is short. Re-sending identical
+content is a plain success. A failed or warned item also carries the reason as text in Error Comment (0000,0902),
+the attribute a C-STORE response gives the same reason in (no patient data).
 
-HTTP status: 200 all stored; 202 some failed or warnings; 409 none stored (503 if every failure was 0xA700);
+HTTP status: 200 all stored; 202 some failed or warnings; 409 none stored (503 if every failure was 0xA700, a
+reason to retry later; never for 0xA701);
 400 malformed/truncated multipart with nothing stored (with something stored: 202 and a ``Warning`` header);
-413 body over ``max_upload_bytes``; 415 wrong media type.
+413 body over ``max_upload_bytes`` (checked on Content-Length before reading, and while streaming a chunked body;
+the rest of the body is then read and discarded for at most ``http_header_timeout`` seconds, so that a client
+that writes its whole body before reading gets the answer instead of a connection reset); 415 wrong media type.
+
+Parts are spooled to ``<data_dir>/spool`` (``prepare_spool``), never to the system temporary folder.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import re
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
-import pydicom
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from dicomvault.dicomweb.errors import error_response
+from dicomvault.dicomweb.errors import error_response, report_unexpected
 from dicomvault.dicomweb.multipart import MultipartError, Part, iter_parts, parse_media_type, read_single
 from dicomvault.dicomweb.security import Principal, require_scope
-from dicomvault.domain.errors import Conflict, InvalidDicom, Unavailable
+from dicomvault.domain.errors import Conflict, DicomVaultError, InvalidDicom, MalformedDicom, TooLarge, Unavailable
 from dicomvault.domain.records import StoreOutcome
+from dicomvault.services.header import identity
 
 if TYPE_CHECKING:
     from dicomvault.services.ingest import IngestService
@@ -54,16 +73,34 @@ router = APIRouter(tags=["STOW-RS"])
 
 DICOM_JSON = "application/dicom+json"
 OUT_OF_RESOURCES = 0xA700
+REFUSED_TOO_LARGE = 0xA701
 INVALID_DATASET = 0xA900
 STUDY_MISMATCH = 0xA901
 CANNOT_UNDERSTAND = 0xC000
 DUPLICATE_REJECTED = 0x0111
 PROCESSING_FAILURE = 0x0110
 WARNING_COERCION = 0xB000
+WARNING_DATASET_MISMATCH = 0xB007
 #: parts stored concurrently within one request
 PIPELINE = 4
 
-_NOT_DICOM_PREFIXES = ("not a DICOM object", "malformed DICOM object", "empty object")
+#: Domain error → FailureReason, most specific class first (MalformedDicom is an InvalidDicom).
+FAILURE_REASON: tuple[tuple[type[DicomVaultError], int], ...] = (
+    (TooLarge, REFUSED_TOO_LARGE),
+    (Conflict, DUPLICATE_REJECTED),
+    (MalformedDicom, CANNOT_UNDERSTAND),
+    (InvalidDicom, INVALID_DATASET),
+    (Unavailable, OUT_OF_RESOURCES),
+)
+#: Failure reasons that mean "try again later": a request whose every part failed so is answered 503.
+RETRY_LATER = frozenset({OUT_OF_RESOURCES})
+
+
+def failure_reason(exc: DicomVaultError) -> int:
+    for kind, code in FAILURE_REASON:
+        if isinstance(exc, kind):
+            return code
+    return PROCESSING_FAILURE
 
 
 @dataclass
@@ -73,58 +110,61 @@ class PartResult:
     study_uid: str | None = None
     failure: int | None = None
     warning: int | None = None
+    #: why it failed or was stored with a warning, without patient data (the domain error's message); empty for a
+    #: part stored without a warning
+    reason: str = ""
 
 
-def _peek(stream: IO[bytes]) -> tuple[str | None, str | None, str | None]:
-    """(SOP Class, SOP Instance, Study Instance UID) from the header, or Nones: used to check the target study
-    before storing and to name a failed instance in the response."""
-    try:
-        stream.seek(0)
-        ds = pydicom.dcmread(stream, stop_before_pixels=True, force=True,
-                             specific_tags=["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"])
-        values = [str(ds.get(k, "") or "").strip("\x00 ") or None
-                  for k in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID")]
-        return values[0], values[1], values[2]
-    except Exception:
-        return None, None, None
-    finally:
-        stream.seek(0)
+def prepare_spool(data_dir: Path) -> Path:
+    """Create (if needed) and return ``<data_dir>/spool``, where STOW-RS parts larger than the in-memory spool
+    go (as unnamed files: nothing is left behind by a crash)."""
+    folder = Path(data_dir) / "spool"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def error_comment(reason: str) -> str:
+    """``reason`` as an Error Comment (LO): printable ASCII without backslash, at most 64 characters."""
+    text = re.sub(r"\s+", " ", reason).strip().replace("\\", "/")
+    text = "".join(c if " " <= c <= "~" else "?" for c in text)
+    return text if len(text) <= 64 else text[:61].rstrip() + "..."
 
 
 def store_part(ingest: IngestService, part: Part, target_study: str | None) -> PartResult:
     """Store one part (blocking: runs in a worker thread); never raises for a bad instance."""
     ctype = part.content_type
     if ctype not in ("", "application/dicom"):
-        cls, sop, study = _peek(part.file)
-        return PartResult(cls, sop, study, failure=CANNOT_UNDERSTAND)
+        cls, sop, study = identity(part.file)
+        return PartResult(cls, sop, study, failure=CANNOT_UNDERSTAND, reason=f"part of type {ctype} is not DICOM")
     if target_study is not None:
-        cls, sop, study = _peek(part.file)
+        cls, sop, study = identity(part.file)
         if study is not None and study != target_study:
-            return PartResult(cls, sop, study, failure=STUDY_MISMATCH)
+            return PartResult(cls, sop, study, failure=STUDY_MISMATCH,
+                              reason="Study Instance UID differs from the study in the URL")
     stream = cast("Any", part.file)
     try:
         res = ingest.ingest(stream, source="stow")
-    except InvalidDicom as exc:
-        cls, sop, study = _peek(part.file)
-        code = CANNOT_UNDERSTAND if exc.message.startswith(_NOT_DICOM_PREFIXES) else INVALID_DATASET
-        return PartResult(cls, sop, study, failure=code)
-    except Conflict as exc:
-        cls, sop, study = _peek(part.file)
-        return PartResult(cls, sop or exc.sop_instance_uid or None, study, failure=DUPLICATE_REJECTED)
-    except Unavailable:
-        cls, sop, study = _peek(part.file)
-        return PartResult(cls, sop, study, failure=OUT_OF_RESOURCES)
+    except DicomVaultError as exc:
+        code = failure_reason(exc)
+        cls, sop, study = identity(part.file)
+        if isinstance(exc, Conflict):
+            sop = sop or exc.sop_instance_uid or None
+        return PartResult(cls, sop, study, failure=code, reason=exc.message)
     except OSError as exc:
         log.error("STOW-RS part not stored: %s", type(exc).__name__)
-        cls, sop, study = _peek(part.file)
-        return PartResult(cls, sop, study, failure=OUT_OF_RESOURCES)
+        cls, sop, study = identity(part.file)
+        cause = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+        return PartResult(cls, sop, study, failure=OUT_OF_RESOURCES, reason=f"storage error: {cause}")
     except Exception as exc:
-        log.error("STOW-RS part not stored: unexpected %s", type(exc).__name__)
-        log.debug("STOW-RS failure", exc_info=True)
-        cls, sop, study = _peek(part.file)
-        return PartResult(cls, sop, study, failure=PROCESSING_FAILURE)
+        error_id = report_unexpected(exc, "STOW-RS part")
+        cls, sop, study = identity(part.file)
+        return PartResult(cls, sop, study, failure=PROCESSING_FAILURE,
+                          reason=f"unexpected {type(exc).__name__} (error id {error_id})")
+    if res.pixel_problem is not None:
+        return PartResult(res.sop_class_uid, res.sop_instance_uid, res.study_uid,
+                          warning=WARNING_DATASET_MISMATCH, reason=res.pixel_problem)
     warning = WARNING_COERCION if res.outcome in (StoreOutcome.REPLACED, StoreOutcome.VERSIONED) else None
-    return PartResult(res.sop_class_uid, res.sop_instance_uid, res.study_uid, warning=warning)
+    return PartResult(res.sop_class_uid, res.sop_instance_uid, res.study_uid, warning=warning, reason=res.warning or "")
 
 
 def _ui(value: str | None) -> dict[str, Any]:
@@ -138,8 +178,11 @@ def response_body(results: list[PartResult], base: str, target_study: str | None
     studies: set[str] = set()
     for r in results:
         if r.failure is not None:
-            failed.append({"00081150": _ui(r.sop_class_uid), "00081155": _ui(r.sop_instance_uid),
-                           "00081197": {"vr": "US", "Value": [r.failure]}})
+            failure: dict[str, Any] = {"00081150": _ui(r.sop_class_uid), "00081155": _ui(r.sop_instance_uid),
+                                       "00081197": {"vr": "US", "Value": [r.failure]}}
+            if r.reason:
+                failure["00000902"] = {"vr": "LO", "Value": [error_comment(r.reason)]}
+            failed.append(failure)
             continue
         assert r.study_uid is not None
         studies.add(r.study_uid)
@@ -150,6 +193,8 @@ def response_body(results: list[PartResult], base: str, target_study: str | None
         }
         if r.warning is not None:
             item["00081196"] = {"vr": "US", "Value": [r.warning]}
+            if r.reason:
+                item["00000902"] = {"vr": "LO", "Value": [error_comment(r.reason)]}
         referenced.append(item)
     body: dict[str, Any] = {}
     study = target_study or (next(iter(studies)) if len(studies) == 1 else None)
@@ -166,14 +211,16 @@ def http_status(results: list[PartResult]) -> int:
         return 202 if any(r.warning is not None for r in results) else 200
     if len(failures) < len(results):
         return 202
-    return 503 if all(f == OUT_OF_RESOURCES for f in failures) else 409
+    return 503 if all(f in RETRY_LATER for f in failures) else 409
 
 
 async def _parts(request: Request, max_bytes: int | None) -> Any:
     """The request's parts (async iterator), or an error response for a wrong media type."""
+    spool_dir: Path | None = getattr(request.app.state, "spool_dir", None)
     media, params = parse_media_type(request.headers.get("content-type", ""))
     if media == "application/dicom":
-        part = await read_single(request.stream(), {"content-type": "application/dicom"}, max_bytes=max_bytes)
+        part = await read_single(request.stream(), {"content-type": "application/dicom"}, max_bytes=max_bytes,
+                                 spool_dir=spool_dir)
 
         async def one() -> Any:
             yield part
@@ -186,7 +233,7 @@ async def _parts(request: Request, max_bytes: int | None) -> Any:
     if root_type != "application/dicom":
         return error_response(415, f"multipart/related type {root_type!r} is not supported "
                                    "(only application/dicom parts)")
-    return iter_parts(request.stream(), params.get("boundary", ""), max_bytes=max_bytes)
+    return iter_parts(request.stream(), params.get("boundary", ""), max_bytes=max_bytes, spool_dir=spool_dir)
 
 
 async def _stored(ingest: IngestService, part: Part, target_study: str | None) -> PartResult:
@@ -225,6 +272,10 @@ async def _store(request: Request, target_study: str | None) -> JSONResponse:
         # Every started store completes before we answer (or give up): never acknowledge or drop half-done work.
         results += [await t for t in pending]
         pending.clear()
+    for position, r in enumerate(results, 1):
+        if r.failure is not None:
+            log.info("STOW-RS part %d of %d not stored: %s (Failure Reason 0x%04X)", position, len(results),
+                     r.reason, r.failure)
     if problem is not None and not any(r.failure is None for r in results):
         return error_response(problem.status, problem.message)
     if not results:

@@ -28,7 +28,7 @@ from dicomvault.dicomweb import multipart_writer as mw
 from dicomvault.dicomweb import negotiation as neg
 from dicomvault.dicomweb.errors import error_response
 from dicomvault.dicomweb.security import Principal, require_scope
-from dicomvault.domain.errors import InvalidQuery, NotFound, Unsupported
+from dicomvault.domain.errors import DamagedPixelData, InvalidQuery, NotFound, Unsupported
 from dicomvault.domain.records import InstanceRecord
 from dicomvault.services import pixels
 from dicomvault.services.lifecycle import LifecycleService
@@ -109,7 +109,9 @@ def _target_syntax(record: InstanceRecord, requested: str | None, retrieve: Retr
     if requested == "*":
         return stored
     if requested is None:
-        return neg.default_syntax(stored, pixels.can_decode(stored))
+        default = neg.default_syntax(stored, pixels.can_decode(stored))
+        # As stored when converting would exceed max_decoded_bytes, as for pixel data that cannot be decoded.
+        return default if retrieve.fits(record, default) else stored
     if requested == stored:
         return stored
     decodable = stored in neg.NATIVE_SYNTAXES or pixels.can_decode(stored)
@@ -122,7 +124,7 @@ def _instance_body(retrieve: RetrieveService, record: InstanceRecord, ts: str) -
     if ts == record.transfer_syntax_uid:
         yield from retrieve.iter_bytes(record, chunk=mw.BATCH)
     else:
-        yield retrieve.transcoded(record, ts)
+        yield from retrieve.iter_transcoded(record, ts)
 
 
 def _retrieve(request: Request, study: str, series: str | None, sop: str | None) -> Response:
@@ -133,8 +135,8 @@ def _retrieve(request: Request, study: str, series: str | None, sop: str | None)
     multipart, requested = _instance_choice(neg.parse_accept(request.headers.get("accept")), len(records) == 1)
     targets = [_target_syntax(r, requested, svc) for r in records]
     first: list[bytes] | None = None
-    if len(records) == 1 and targets[0] != records[0].transfer_syntax_uid:
-        first = [svc.transcoded(records[0], targets[0])]  # fail (406) before any byte is sent
+    if len(records) == 1 and not svc.streams(records[0], targets[0]):
+        first = [svc.transcoded(records[0], targets[0])]  # fail (406, 422) before any byte is sent
 
     def body_of(r: InstanceRecord, ts: str) -> Iterator[bytes]:
         return iter(first) if first is not None else _instance_body(svc, r, ts)
@@ -307,30 +309,23 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, end - start + 1
 
 
-def _single_bulk(request: Request, record: InstanceRecord, where: tuple[int, int] | bytes) -> Response:
-    retrieve = services(request).retrieve
-    size = where[1] if isinstance(where, tuple) else len(where)
+def _single_bulk(request: Request, value: pixels.BulkValue) -> Response:
+    size = value.size
     ctype = f"{OCTET}; transfer-syntax={neg.EXPLICIT_LE}"
-
-    def body(offset: int, length: int) -> Iterator[bytes]:
-        if isinstance(where, tuple):
-            yield from pixels.iter_range(retrieve, record, where[0] + offset, length)
-        else:
-            yield where[offset:offset + length]
-
     rng = request.headers.get("range")
     if rng:
         span = _parse_range(rng, size)
         if span is None:
+            value.close()
             return error_response(416, "requested range not satisfiable", {"Content-Range": f"bytes */{size}"})
         start, length = span
-        return StreamingResponse(body(start, length), status_code=206, media_type=OCTET, headers={
+        return StreamingResponse(value.chunks(start, length), status_code=206, media_type=OCTET, headers={
             "Content-Range": f"bytes {start}-{start + length - 1}/{size}", "Content-Length": str(length)})
     accept = neg.parse_accept(request.headers.get("accept"))
     if accept and not accept[0].multipart and accept[0].matches(OCTET) and accept[0].inner != "*/*":
-        return StreamingResponse(body(0, size), media_type=OCTET, headers={"Content-Length": str(size)})
+        return StreamingResponse(value.chunks(0, size), media_type=OCTET, headers={"Content-Length": str(size)})
     boundary = mw.new_boundary()
-    return StreamingResponse(mw.stream_parts(boundary, [mw.PartSpec(ctype, body(0, size))]),
+    return StreamingResponse(mw.stream_parts(boundary, [mw.PartSpec(ctype, value.chunks(0, size))]),
                              media_type=mw.content_type(boundary, OCTET))
 
 
@@ -351,16 +346,18 @@ def retrieve_bulk(request: Request, study: str, series: str, sop: str, tag: str,
     svc = services(request).retrieve
     record = svc.instance(study, series, sop)
     if path:
-        return _single_bulk(request, record, pixels.nested_value(svc, record, path, number))
-    if number not in _PIXEL_TAGS:
-        return _single_bulk(request, record, pixels.element_location(svc, record, number))
+        return _single_bulk(request, pixels.bytes_value(pixels.nested_value(svc, record, path, number)))
+    if number not in _PIXEL_TAGS or svc.is_deflated(record):
+        return _single_bulk(request, pixels.bulk_value(svc, record, number))
     index = record.frame_index
     if record.rows is None and index is None:
         raise NotFound("the instance has no pixel data")
-    if index is not None and not index.encapsulated:
-        first = index.frames[0][0][0]
-        last_off, last_len = index.frames[-1][-1]
-        return _single_bulk(request, record, (first, last_off + last_len - first))
+    problem = svc.pixel_problem(record)
+    if problem is not None:  # before the response starts: a clear error, not a body cut short
+        raise DamagedPixelData(problem)
+    span = index.pixel_span() if index is not None else None
+    if span is not None:
+        return _single_bulk(request, pixels.blob_value(svc, record, *span))
     plan = plan_frames([neg.Acceptable("multipart/related", OCTET, "*", 1.0)], record.transfer_syntax_uid, 2)
     read = _frame_reader(request, record, plan)
     boundary = mw.new_boundary()

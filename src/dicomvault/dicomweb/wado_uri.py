@@ -87,6 +87,8 @@ def wado_uri(request: Request, _who: Principal = read_scope) -> Response:
         if ts == record.transfer_syntax_uid:
             return StreamingResponse(svc.retrieve.iter_bytes(record), media_type=DICOM,
                                      headers={"Content-Length": str(record.blob.size)})
+        if svc.retrieve.streams(record, ts):  # a deflated object inflated as it is sent
+            return StreamingResponse(svc.retrieve.iter_transcoded(record, ts), media_type=DICOM)
         return Response(svc.retrieve.transcoded(record, ts), media_type=DICOM)
     frame = _int(params, "frameNumber", 1, 1 << 31) or 1
     rows = _int(params, "rows", 1, 8192)

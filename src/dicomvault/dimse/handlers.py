@@ -17,10 +17,9 @@ from pydicom.dataset import Dataset
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
-from pynetdicom.presentation import build_context
 
-from dicomvault.dimse import identifier, received, retrieval, scu, status
-from dicomvault.domain.errors import DicomVaultError
+from dicomvault.dimse import identifier, move, received, retrieval, scu, status, tls
+from dicomvault.domain.errors import DicomVaultError, ResultLimitExceeded
 from dicomvault.domain.records import InstanceRecord
 from dicomvault.domain.tags import Level
 from dicomvault.services.archive import Archive
@@ -31,9 +30,6 @@ log = logging.getLogger(__name__)
 _PATIENT_ROOT = {"1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.1.2", "1.2.840.10008.5.1.4.1.2.1.3"}
 #: C-FIND responses between two chances for a C-CANCEL to arrive
 CANCEL_CHECK_EVERY = 32
-#: Verification, Secondary Capture, CT, MR Image Storage
-_PROBE_CONTEXTS = ("1.2.840.10008.1.1", "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.2",
-                   "1.2.840.10008.5.1.4.1.1.4")
 
 
 def handle_echo(event: Event, archive: Archive) -> int:
@@ -61,15 +57,17 @@ def store_received(archive: Archive, dataset: AbstractContextManager[tuple[Binar
             stream = received.part10_stream(part, sop_class_uid, sop_instance_uid, transfer_syntax, calling)
             result = archive.ingest.ingest(stream, source=f"dimse:{calling}")
     except DicomVaultError as exc:
-        code = status.store_status(exc)
-        log.info("C-STORE from %s refused: status 0x%04X (%s)", calling, code, type(exc).__name__)
-        log.debug("C-STORE refusal detail: %s", exc.message)
-        return status.status_dataset(code, status.store_comment(exc))
+        code, reason = status.store_status(exc), status.store_comment(exc)
+        # The reason is the Error Comment's text: written by the archive, naming attributes, never their values.
+        log.info("C-STORE from %s refused: status 0x%04X (%s): %s", calling, code, type(exc).__name__, reason)
+        return status.status_dataset(code, reason)
     except Exception as exc:
         # Type only above DEBUG: an exception message may quote attribute values (patient data).
         log.error("C-STORE from %s failed unexpectedly: %s", calling, type(exc).__name__)
         log.debug("C-STORE failure detail", exc_info=True)
         return status.status_dataset(status.STORE_UNEXPECTED_FAILURE, "Internal error while storing; see server log")
+    if result.pixel_problem is not None:
+        return status.status_dataset(status.STORE_WARNING_DATASET_MISMATCH, result.pixel_problem)
     if result.warning:
         log.info("C-STORE from %s: %s", calling, result.warning)
     return status.status_dataset(status.SUCCESS)
@@ -92,21 +90,34 @@ def _qr_failure(exc: Exception, what: str) -> tuple[Dataset, None]:
 
 
 def handle_find(event: Event, archive: Archive) -> Iterator[tuple[int | Dataset, Dataset | None]]:
-    """C-FIND on the shared query engine; responses carry exactly the requested keys."""
+    """C-FIND on the shared query engine; responses carry exactly the requested keys.
+
+    Matches are streamed from the index a page at a time (``QueryService.stream``), so the first response leaves
+    before the last row is read. After ``query_max_results`` responses, or once the records examined for keys the
+    index does not hold reach ``query_max_scanned``, the C-FIND ends with 0xA700 and an Error Comment saying why
+    (``status.FIND_STATUS``), and a WARNING is logged (counts only, no query values)."""
+    calling = str(event.assoc.requestor.ae_title).strip()
     try:
         level, keys = _level_and_keys(event)
-        results = archive.query.search(archive.query.build_spec(level, keys))
+        spec = archive.query.build_spec(level, keys)
+        ident = event.identifier
+        results = archive.query.stream(spec, max_results=archive.settings.query_max_results)
+        for n, result in enumerate(results):
+            if n and n % CANCEL_CHECK_EVERY == 0:
+                _let_requests_in(event.assoc)
+            if event.is_cancelled:
+                yield status.CANCEL, None
+                return
+            yield status.PENDING, identifier.response(result, ident, level, archive.settings.aet)
+    except DicomVaultError as exc:
+        code = status.find_status(exc)
+        if isinstance(exc, ResultLimitExceeded):
+            log.warning("C-FIND from %s stopped: %s (status 0x%04X)", calling, exc.message, code)
+        else:
+            log.info("C-FIND from %s refused: status 0x%04X (%s)", calling, code, type(exc).__name__)
+        yield status.status_dataset(code, exc.message), None
     except Exception as exc:
         yield _qr_failure(exc, "C-FIND")
-        return
-    ident = event.identifier
-    for n, result in enumerate(results):
-        if n and n % CANCEL_CHECK_EVERY == 0:
-            _let_requests_in(event.assoc)
-        if event.is_cancelled:
-            yield status.CANCEL, None
-            return
-        yield status.PENDING, identifier.response(result, ident, level, archive.settings.aet)
 
 
 def _let_requests_in(assoc: Association) -> None:
@@ -124,7 +135,12 @@ def _let_requests_in(assoc: Association) -> None:
 
 def _records(event: Event, archive: Archive) -> list[InstanceRecord]:
     level, keys = _level_and_keys(event)
-    return retrieval.locate(archive, level, keys)
+    try:
+        return retrieval.locate(archive, level, keys)
+    except ResultLimitExceeded as exc:
+        what = event.event.name.removeprefix("EVT_").replace("_", "-")  # "C-GET" / "C-MOVE"
+        log.warning("%s from %s refused: %s", what, str(event.assoc.requestor.ae_title).strip(), exc.message)
+        raise
 
 
 def handle_get(event: Event, archive: Archive) -> Iterator[Any]:
@@ -132,6 +148,7 @@ def handle_get(event: Event, archive: Archive) -> Iterator[Any]:
     try:
         records = _records(event, archive)
     except Exception as exc:
+        yield 1  # pynetdicom reads a sub-operation count before any status (else it answers a bare 0xC413)
         yield _qr_failure(exc, "C-GET")
         return
     assoc = event.assoc
@@ -139,24 +156,42 @@ def handle_get(event: Event, archive: Archive) -> Iterator[Any]:
 
 
 def handle_move(event: Event, archive: Archive) -> Iterator[Any]:
-    """C-MOVE: the destination AE title must be configured (``move_destinations``); pynetdicom opens the
-    sub-association with the contexts we propose and counts the sub-operations."""
-    destination = archive.settings.destination(str(event.move_destination or ""))
+    """C-MOVE: the destination AE title must be configured (``move_destinations``), else 0xA801; pynetdicom opens
+    the sub-association with the contexts we propose (``move.ArchiveAE``) and counts the sub-operations. A
+    configured destination that cannot be reached: 0xA702, every sub-operation failed, the reason in the comment."""
+    aet = str(event.move_destination or "").strip()
+    destination = archive.settings.destination(aet)
     if destination is None:
         log.info("C-MOVE to an unknown destination refused")
         yield None, None  # pynetdicom answers 0xA801 Move Destination Unknown
         return
+    target = move.SubAssociation(aet, *destination)
     try:
         records = _records(event, archive)
     except Exception as exc:
         # pynetdicom takes a failure with its ErrorComment only after a sub-operation count and an open
-        # sub-association; a short association to the known destination (contexts almost every storage SCP
-        # accepts) is the price of a clear 0xA900 instead of a bare 0xC513.
-        yield (*destination, {"contexts": [build_context(uid) for uid in _PROBE_CONTEXTS]})
+        # sub-association: the stand-in (no connection) lets the 0xA900 and its comment through.
+        target.needed = False
+        yield target.destination()
         yield 1
         yield _qr_failure(exc, "C-MOVE")
         return
-    holder: dict[str, Association] = {}
-    yield (*destination, {"contexts": scu.proposed_contexts(records), "evt_handlers": [scu.capture_accepted(holder)]})
-    yield from retrieval.sub_operations(archive, records, lambda: holder.get("assoc"),
-                                        lambda: bool(event.is_cancelled))
+    try:
+        outbound = tls.outbound_tls(archive.settings, aet, target.host)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError: the TLS files cannot be loaded
+        log.debug("C-MOVE TLS set-up failure detail", exc_info=True)
+        target.needed, target.failure = False, f"Destination {aet}: TLS set-up failed ({type(exc).__name__})"
+        outbound = {}
+    yield target.destination(scu.proposed_contexts(records), **outbound)
+    yield len(records)
+    if not records:
+        return
+    if target.failure is not None:
+        calling = str(event.assoc.requestor.ae_title).strip()
+        log.warning("C-MOVE from %s: %s (%s:%d); %d sub-operation(s) failed", calling, target.failure,
+                    target.host, target.port, len(records))
+        failed = Dataset()
+        failed.FailedSOPInstanceUIDList = [r.sop_uid for r in records]
+        yield status.status_dataset(status.RETRIEVE_SUBOPS_OUT_OF_RESOURCES, target.failure), failed
+        return
+    yield from retrieval.send_each(archive, records, lambda: target.assoc, lambda: bool(event.is_cancelled))

@@ -4,6 +4,11 @@ An Identifier holding only unique keys (the level's, plus single-valued ones of 
 hierarchical retrieve sends them) is answered straight from the index; any other key (a patient name, a
 modality, a date range) goes through the shared query engine at IMAGE level first, so C-GET/C-MOVE select
 exactly what a C-FIND with the same keys would list.
+
+Bounded: one retrieve addresses at most ``retrieve_max_instances`` instances. With unique keys the study / series
+/ patient instance counters the index keeps tell the number before anything is selected; otherwise the query
+engine streams the matching instances page by page and stops one past the bound. Beyond it the retrieve is
+refused (``ResultLimitExceeded`` → 0xA701 with an Error Comment) before any sub-operation.
 """
 
 from __future__ import annotations
@@ -14,13 +19,18 @@ from typing import Any
 from pynetdicom.association import Association
 
 from dicomvault.dimse import scu, status
+from dicomvault.domain.errors import ResultLimitExceeded
 from dicomvault.domain.records import InstanceRecord
-from dicomvault.domain.tags import UNIQUE_KEY, Level
+from dicomvault.domain.tags import BY_KEYWORD, UNIQUE_KEY, Level
 from dicomvault.services.archive import Archive
 
 #: SOP Instance UIDs per index lookup.
 BATCH = 500
 _UNIQUE_ORDER = (Level.PATIENT, Level.STUDY, Level.SERIES, Level.IMAGE)
+#: The instance counter of each level above IMAGE (maintained at ingest: reading it costs one indexed row).
+_INSTANCE_COUNT = {Level.PATIENT: BY_KEYWORD["NumberOfPatientRelatedInstances"],
+                   Level.STUDY: BY_KEYWORD["NumberOfStudyRelatedInstances"],
+                   Level.SERIES: BY_KEYWORD["NumberOfSeriesRelatedInstances"]}
 
 
 def _values(raw: str) -> list[str]:
@@ -28,17 +38,23 @@ def _values(raw: str) -> list[str]:
 
 
 def locate(archive: Archive, level: Level, keys: dict[str, str]) -> list[InstanceRecord]:
-    """The instances under ``keys`` at ``level`` (no duplicates, index order); raises ``InvalidQuery``."""
+    """The instances under ``keys`` at ``level`` (no duplicates, index order); raises ``InvalidQuery`` (or
+    ``QueryTooComplex``) for a bad Identifier and ``ResultLimitExceeded`` beyond ``retrieve_max_instances``."""
+    cap = archive.settings.retrieve_max_instances
     given = {k: v for k, v in keys.items() if v.strip() not in ("", "*")}
     unique_names = {UNIQUE_KEY[lv] for lv in _UNIQUE_ORDER if lv.depth <= level.depth}
     own = _values(given.get(UNIQUE_KEY[level], ""))
     parents = {k: _values(v) for k, v in given.items() if k != UNIQUE_KEY[level]}
     direct = bool(own) and set(given) <= unique_names and all(len(v) == 1 for v in parents.values())
     if direct:
+        addressed = _addressed(archive, level, given, len(own))
+        if addressed > cap:
+            raise ResultLimitExceeded(f"{addressed} instances, more than the maximum of {cap}")
         records = _by_unique_keys(archive, level, own, {k: v[0] for k, v in parents.items()})
     else:
         spec = archive.query.build_spec(Level.IMAGE, given)
-        uids = [r["00080018"]["Value"][0] for r in archive.query.search(spec) if r.get("00080018", {}).get("Value")]
+        uids = [r["00080018"]["Value"][0] for r in archive.query.stream(spec, max_results=cap)
+                if r.get("00080018", {}).get("Value")]
         records = []
         for i in range(0, len(uids), BATCH):
             records += archive.retrieve.locate(sop_uids=uids[i : i + BATCH])
@@ -49,6 +65,16 @@ def locate(archive: Archive, level: Level, keys: dict[str, str]) -> list[Instanc
             seen.add(r.sop_uid)
             unique.append(r)
     return unique
+
+
+def _addressed(archive: Archive, level: Level, given: dict[str, str], listed: int) -> int:
+    """How many instances unique keys address, from the index's counters (an upper bound at IMAGE level: the
+    number of SOP Instance UIDs listed); the keys are validated like any query's on the way."""
+    counter = _INSTANCE_COUNT.get(level)
+    spec = archive.query.build_spec(level, given, return_keys=[counter.keyword] if counter else ())
+    if counter is None:
+        return listed
+    return sum(int((r.get(counter.tag_hex, {}).get("Value") or [0])[0]) for r in archive.query.search(spec))
 
 
 def _by_unique_keys(archive: Archive, level: Level, own: list[str], parents: dict[str, str]) -> list[InstanceRecord]:
@@ -83,8 +109,17 @@ def sub_operations(
     only needs to exist for one step. ``peer`` gives the association the C-STOREs go over (known only once
     pynetdicom opened it, for C-MOVE)."""
     yield len(records)
-    if not records:
-        return
+    if records:
+        yield from send_each(archive, records, peer, is_cancelled)
+
+
+def send_each(
+    archive: Archive,
+    records: list[InstanceRecord],
+    peer: Callable[[], Association | None],
+    is_cancelled: Callable[[], bool],
+) -> Iterator[Any]:
+    """The (Pending, object) yields of ``sub_operations``, without the count."""
     assoc = peer()
     if assoc is not None:
         scu.install_sender(assoc)

@@ -3,7 +3,8 @@
 The stored bytes go out unchanged whenever the peer accepted the stored transfer syntax: pynetdicom streams the
 data set straight from the blob file (``_config.STORE_SEND_CHUNKED_DATASET``), so nothing is decoded, re-encoded
 or held in memory. Only when the peer accepted no context in the stored syntax is the object transcoded (through
-``RetrieveService.transcoded``) to one it did accept.
+``RetrieveService.transcoded_file``: a spool file, streamed the same way) to one it did accept; a deflated object
+sent as Explicit VR Little Endian is inflated chunk by chunk into that file, within ``max_inflated_bytes``.
 
 pynetdicom's C-GET/C-MOVE service classes only take ``Dataset`` objects from a handler, so a stored file travels
 as an ``Outgoing`` placeholder (a ``Dataset`` carrying the file path); ``install_sender`` lets the association's
@@ -13,7 +14,6 @@ as an ``Outgoing`` placeholder (a ``Dataset`` carrying the file path); ``install
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -23,10 +23,11 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, _config
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext, build_context
 
+from dicomvault.dimse.tls import outbound_tls
 from dicomvault.domain.errors import DicomVaultError, Unavailable, Unsupported
 from dicomvault.domain.records import InstanceRecord
 from dicomvault.services.archive import Archive
@@ -143,20 +144,34 @@ def outgoing(archive: Archive, record: InstanceRecord, accepted: dict[str, set[s
         log.info("sub-operation fails: %s (stored as %s)", reason, UID(stored).name or stored)
         yield Outgoing(record, failure=reason)
         return
-    try:
-        if target == stored:  # stored without a file meta header: decode, pynetdicom re-encodes as stored
+    if target == stored:  # stored without a file meta header: decode, pynetdicom re-encodes as stored
+        try:
             with archive.retrieve.open(record) as f:
                 ds = pydicom.dcmread(f, force=True)
             ds.ensure_file_meta()
             ds.file_meta.TransferSyntaxUID = UID(stored)
-        else:
-            ds = pydicom.dcmread(io.BytesIO(archive.retrieve.transcoded(record, target)))
+        except Exception as exc:
+            log.warning("cannot read a stored instance for sending: %s", type(exc).__name__)
+            yield Outgoing(record, failure="the stored object cannot be read")
+            return
+        yield ds
+        return
+    # Another syntax: written to a spool file (a deflated object inflated chunk by chunk, anything else converted
+    # within max_decoded_bytes) that pynetdicom streams like a stored file.
+    files = contextlib.ExitStack()
+    try:
+        path = files.enter_context(archive.retrieve.transcoded_file(record, target))
+    except DicomVaultError as exc:  # too large, damaged pixel data, no decoder: this sub-operation fails
+        log.info("sub-operation fails: %s", exc.message)
+        yield Outgoing(record, failure=exc.message)
+        return
     except Exception as exc:  # any decoder error: this sub-operation fails, the others go on
         log.warning("cannot transcode an instance for sending: %s", type(exc).__name__)
         log.debug("transcoding failure detail", exc_info=True)
         yield Outgoing(record, failure=f"cannot transcode to {UID(target).name or target}")
         return
-    yield ds
+    with files:
+        yield Outgoing(record, path=path)
 
 
 @dataclass
@@ -185,8 +200,13 @@ def send_instances(
     s = archive.settings
     ae = AE(ae_title=s.aet)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = s.dimse_timeout
+    ae.connection_timeout = s.dimse_artim_timeout  # a host that drops packets: not the OS's two minutes
     ae.maximum_pdu_size = s.max_pdu
-    assoc = ae.associate(host, port, contexts=proposed_contexts(records), ae_title=aet)
+    try:
+        tls = outbound_tls(s, aet, host)  # DICOM TLS when the peer's rule says so (tls.py)
+    except OSError as exc:
+        raise Unavailable(f"cannot load the TLS files for {aet}: {type(exc).__name__}") from None
+    assoc = ae.associate(host, port, contexts=proposed_contexts(records), ae_title=aet, **tls)
     if not assoc.is_established:
         raise Unavailable(f"storage association to {aet} at {host}:{port} was not established")
     install_sender(assoc)
@@ -214,14 +234,3 @@ def send_instances(
         if assoc.is_established:
             assoc.release()
     return report
-
-
-def capture_accepted(holder: dict[str, Association]) -> tuple[Any, Callable[[Any], None]]:
-    """An ``EVT_ACCEPTED`` handler binding for pynetdicom's C-MOVE sub-association: records the association (so the
-    handler knows what the destination accepted) and lets it send ``Outgoing`` placeholders."""
-
-    def on_accepted(event: Any) -> None:
-        install_sender(event.assoc)
-        holder["assoc"] = event.assoc
-
-    return evt.EVT_ACCEPTED, on_accepted

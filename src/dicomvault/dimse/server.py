@@ -7,16 +7,21 @@ C-GET requestor needs; Patient Root and Study Root FIND, GET and MOVE.
 Associations that propose only Verification and storage contexts are served by the lean receiver in
 ``fast_store``/``store_link`` (same contexts, limits and statuses; measured ~4 ms -> ~1 ms receive overhead per
 512 KiB object); everything else by pynetdicom. ``settings.dimse_fast_store = false``: everything by pynetdicom.
+Either way every connection passes the gate and the deadlines of ``connections`` (issue #9), both paths apply the
+same access policy (``access``), and ``stop`` is graceful: no new connection, idle ones closed at once, messages in
+flight given ``dimse_shutdown_grace``. A DICOM TLS port (``tls``, ``dimse_tls_port``) is one more listener behind
+the same gate, served by pynetdicom after a handshake bounded by ARTIM in the connection's own thread.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 from typing import Any, cast
 
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
@@ -27,8 +32,12 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from dicomvault.dimse import handlers
+from dicomvault.dimse import handlers, quiet, tls
+from dicomvault.dimse.access import DimseAccess
+from dicomvault.dimse.connections import ConnectionGate, Limits
 from dicomvault.dimse.fast_store import StorageRoutingServer
+from dicomvault.dimse.move import ArchiveAE
+from dicomvault.dimse.pynetdicom_guard import on_message, serving
 from dicomvault.services.archive import Archive
 
 log = logging.getLogger(__name__)
@@ -68,17 +77,23 @@ QR_MODELS = (
 )
 
 
-def build_ae(archive: Archive) -> AE:
-    """The acceptor AE with every context and the settings' limits and timeouts."""
+def build_ae(archive: Archive) -> ArchiveAE:
+    """The acceptor AE with every context and the settings' limits and timeouts.
+
+    pynetdicom's timers (see ``pynetdicom_guard`` for what they do): ``acse_timeout`` is ARTIM (waiting for the
+    A-ASSOCIATE-RQ, the AC of a C-MOVE sub-association, the peer's close after a reject or release);
+    ``dimse_timeout`` bounds the wait for a peer's DIMSE reply (C-GET and C-MOVE sub-operations);
+    ``network_timeout`` stays on for the associations we request (C-MOVE) and is switched off for the ones we
+    accept, whose idle timeout is ours; ``connection_timeout`` bounds a TCP connect to a C-MOVE destination."""
     s = archive.settings
-    ae = AE(ae_title=s.aet)
+    ae = ArchiveAE(ae_title=s.aet)
     ae.maximum_pdu_size = s.max_pdu
     ae.maximum_associations = s.max_associations
-    ae.acse_timeout = s.dimse_timeout
+    ae.acse_timeout = s.dimse_artim_timeout
     ae.dimse_timeout = s.dimse_timeout
     ae.network_timeout = s.dimse_timeout
-    if s.allowed_calling_aets:
-        ae.require_calling_aet = list(s.allowed_calling_aets)
+    ae.connection_timeout = s.dimse_artim_timeout
+    # Calling and called AE titles are checked by the access policy (access.py), on both receive paths.
     uncompressed = TRANSFER_SYNTAXES[:4]  # and deflated: for Verification and Q/R identifiers
     ae.add_supported_context(Verification, uncompressed)
     for cx in AllStoragePresentationContexts:
@@ -102,12 +117,23 @@ def _tune_connection(event: Any) -> None:
 
 
 class DimseServer:
-    """Runs the archive's DIMSE service in background threads (one per association)."""
+    """Runs the archive's DIMSE service in background threads (one per connection)."""
 
     def __init__(self, archive: Archive) -> None:
+        """Raises ``ConfigurationError`` for unsafe or inconsistent access or TLS settings (no port opened yet)."""
         self.archive = archive
         self.ae = build_ae(archive)
-        self._server: StorageRoutingServer | None = None
+        self.access = DimseAccess.from_archive(archive)
+        self._tls_context = tls.server_context(archive.settings)
+        #: every connection of this server, on every listener, is admitted or refused here
+        self.gate = ConnectionGate(Limits.from_settings(archive.settings))
+        self._listeners: list[StorageRoutingServer] = []
+        self._stop_lock = threading.Lock()
+
+    @property
+    def _server(self) -> StorageRoutingServer | None:
+        """The plain listener (the first one)."""
+        return self._listeners[0] if self._listeners else None
 
     @property
     def port(self) -> int:
@@ -117,37 +143,66 @@ class DimseServer:
         return int(self._server.server_address[1])
 
     @property
+    def tls_port(self) -> int | None:
+        """The DICOM TLS port listened on (the bound one once started), None without a TLS listener."""
+        listener = next((x for x in self._listeners if x.ssl_context is not None), None)
+        if listener is None:
+            return self.archive.settings.dimse_tls_port
+        return int(listener.server_address[1])
+
+    @property
     def lean_associations(self) -> int:
         """Associations served by the lean storage path (``fast_store``) since start; 0 when it is off."""
-        fast = self._server.fast if self._server is not None else None
-        return fast.served if fast is not None else 0
+        return sum(listener.fast.served for listener in self._listeners if listener.fast is not None)
 
     def start(self) -> None:
         """Listen on settings.host:dimse_port in background threads (returns at once)."""
         s = self.archive.settings
         # Process-wide pynetdicom switch; every DicomVault storage SCP wants it (see received.py).
         _config.STORE_RECV_CHUNKED_DATASET = RECEIVE_TO_FILE
+        quiet.install()
+        self.listen(s.host, s.dimse_port)
+        log.info("DIMSE listening on %s:%d as %s", s.host, self.port, s.aet)
+        if self._tls_context is not None:
+            self.listen(s.host, s.dimse_tls_port or 0, self._tls_context)
+            log.info("DICOM TLS listening on %s:%d", s.host, self.tls_port)
+
+    def listen(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> StorageRoutingServer:
+        """One more listener (e.g. DICOM TLS on its own port) behind the same connection gate, handlers and
+        timers; ``stop`` stops them all. The TLS handshake happens in each connection's thread, under ARTIM."""
         bind: list[Any] = [
-            (evt.EVT_C_ECHO, handlers.handle_echo, [self.archive]),
-            (evt.EVT_C_STORE, handlers.handle_store, [self.archive]),
-            (evt.EVT_C_FIND, handlers.handle_find, [self.archive]),
-            (evt.EVT_C_GET, handlers.handle_get, [self.archive]),
-            (evt.EVT_C_MOVE, handlers.handle_move, [self.archive]),
+            (evt.EVT_C_ECHO, serving(handlers.handle_echo), [self.archive]),
+            (evt.EVT_C_STORE, serving(handlers.handle_store), [self.archive]),
+            (evt.EVT_C_FIND, serving(handlers.handle_find), [self.archive]),
+            (evt.EVT_C_GET, serving(handlers.handle_get), [self.archive]),
+            (evt.EVT_C_MOVE, serving(handlers.handle_move), [self.archive]),
             (evt.EVT_CONN_OPEN, _tune_connection),
+            (evt.EVT_DIMSE_RECV, on_message),
+            *self.access.handlers(),
         ]
-        # pynetdicom's start_server, with our subclass: storage-only associations take the lean path (fast_store).
+        # pynetdicom's start_server, with our subclass: the connection gate, then storage-only associations take
+        # the lean path (fast_store; plain connections only).
         server = cast(StorageRoutingServer, self.ae.make_server(
-            (s.host, s.dimse_port), evt_handlers=bind, server_class=StorageRoutingServer))
-        if s.dimse_fast_store:
-            server.enable_fast_store(self.archive)
-        thread = threading.Thread(target=server.serve_forever, name="DimseAcceptor", daemon=True)
+            (host, port), evt_handlers=bind, server_class=StorageRoutingServer, gate=self.gate,
+            ssl_context=ssl_context))
+        if self.archive.settings.dimse_fast_store and ssl_context is None:
+            server.enable_fast_store(self.archive, self.access)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="DimseAcceptor",
+                                  daemon=True)
         thread.start()
         self.ae._servers.append(server)
-        self._server = server
-        log.info("DIMSE listening on %s:%d as %s", s.host, self.port, s.aet)
+        self._listeners.append(server)
+        return server
 
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
-
+    def stop(self, grace: float | None = None) -> None:
+        """Graceful stop: accept nothing more, close negotiating and idle connections at once, let messages in
+        flight (a C-STORE being received or stored, a C-FIND or retrieve being answered) finish within ``grace``
+        seconds (default ``dimse_shutdown_grace``), then abort what is left. Idempotent; a second caller waits for
+        the first one's stop to finish."""
+        with self._stop_lock:
+            listeners, self._listeners = self._listeners, []
+            if not listeners:
+                return
+            for listener in listeners:
+                listener.shutdown()  # the accept loop ends (within its 0.1 s poll); the listening socket is closed
+            self.gate.stop(grace)

@@ -14,9 +14,14 @@ from dicomvault.domain import errors as e
 SUCCESS = 0x0000
 PENDING = 0xFF00
 CANCEL = 0xFE00
+#: Any DIMSE request the association may not make (general status, PS3.7 Annex C): ``dimse/access.py``.
+NOT_AUTHORIZED = 0x0124
 
 # C-STORE (PS3.4 B.2.3)
 STORE_OUT_OF_RESOURCES = 0xA700
+#: Refused: Out of Resources, permanent for this object: it exceeds a configured limit (``max_inflated_bytes``,
+#: ``max_inflate_ratio``); the ErrorComment names the limit. Distinct from 0xA700 (a backend is down: retry).
+STORE_REFUSED_TOO_LARGE = 0xA701
 STORE_DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 STORE_CANNOT_UNDERSTAND = 0xC000
 #: Anything unexpected: still in the "cannot understand" failure range, with a generic comment (details only in
@@ -25,12 +30,16 @@ STORE_UNEXPECTED_FAILURE = 0xC001
 #: The default duplicate policy keeps the stored object and discards the new one: a warning, not a failure,
 #: so that a modality does not retry forever something the archive will never take.
 STORE_WARNING_ELEMENTS_DISCARDED = 0xB006
+#: Stored, but the data set does not match its SOP class: native pixel data shorter than its header describes,
+#: kept under ``pixel_length_policy = accept-and-flag`` (the ErrorComment says how short).
+STORE_WARNING_DATASET_MISMATCH = 0xB007
 
 # C-FIND / C-GET / C-MOVE (PS3.4 C.4)
 QR_OUT_OF_RESOURCES = 0xA700
 QR_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 QR_UNABLE_TO_PROCESS = 0xC000
 MOVE_DESTINATION_UNKNOWN = 0xA801
+RETRIEVE_OUT_OF_RESOURCES_MATCHES = 0xA701
 RETRIEVE_SUBOPS_OUT_OF_RESOURCES = 0xA702
 RETRIEVE_SUBOPS_SOME_FAILED = 0xB000
 
@@ -39,6 +48,7 @@ MAX_COMMENT = 64
 
 #: Domain error → C-STORE status, most specific class first (MalformedDicom is an InvalidDicom).
 STORE_STATUS: tuple[tuple[type[e.DicomVaultError], int], ...] = (
+    (e.TooLarge, STORE_REFUSED_TOO_LARGE),
     (e.Conflict, STORE_WARNING_ELEMENTS_DISCARDED),
     (e.MalformedDicom, STORE_CANNOT_UNDERSTAND),
     (e.InvalidDicom, STORE_DATASET_DOES_NOT_MATCH_SOP_CLASS),
@@ -46,10 +56,26 @@ STORE_STATUS: tuple[tuple[type[e.DicomVaultError], int], ...] = (
     (e.Unavailable, STORE_OUT_OF_RESOURCES),
 )
 
-#: Domain error → C-FIND/C-GET/C-MOVE failure status.
+#: Domain error → C-FIND/C-GET/C-MOVE failure status, most specific class first.
+#: A query beyond the configured bounds (pattern length, wildcards, values, keys) is valid against the information
+#: model, so not 0xA900 "Identifier does not match SOP Class": this SCP is unable to process it (0xC000, PS3.4
+#: C.4.1.1.4 / C.4.2.1.5 / C.4.3.1.4). A retrieve addressing more instances than allowed is refused with 0xA701
+#: "Out of Resources - Unable to calculate number of matches": the selection stops at the bound without counting
+#: the rest.
 QR_STATUS: tuple[tuple[type[e.DicomVaultError], int], ...] = (
+    (e.QueryTooComplex, QR_UNABLE_TO_PROCESS),
     (e.InvalidQuery, QR_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS),
+    (e.ResultLimitExceeded, RETRIEVE_OUT_OF_RESOURCES_MATCHES),
     (e.Unavailable, QR_OUT_OF_RESOURCES),
+)
+
+#: C-FIND has no 0xA701: a query that reaches the maximum number of matches (or of records examined) ends, after
+#: the responses already sent, with 0xA700 "Refused: Out of Resources" and an Error Comment saying so, rather than
+#: a success that would pass a truncated list off as complete (Orthanc's silent truncation); dcm4chee-arc counts
+#: first and refuses a C-FIND beyond its "Query Max Number of Results", which costs a COUNT over every match.
+FIND_STATUS: tuple[tuple[type[e.DicomVaultError], int], ...] = (
+    (e.ResultLimitExceeded, QR_OUT_OF_RESOURCES),
+    *QR_STATUS,
 )
 
 #: The comment a refused duplicate gets (the issue: "reject — the default, with a warning status").
@@ -71,6 +97,11 @@ def store_status(exc: BaseException) -> int:
 def qr_status(exc: BaseException) -> int:
     """The C-FIND/C-GET/C-MOVE failure status for an error raised while matching."""
     return _lookup(QR_STATUS, exc, QR_UNABLE_TO_PROCESS)
+
+
+def find_status(exc: BaseException) -> int:
+    """The C-FIND failure status for an error raised while matching or streaming the matches."""
+    return _lookup(FIND_STATUS, exc, QR_UNABLE_TO_PROCESS)
 
 
 def store_comment(exc: e.DicomVaultError) -> str:

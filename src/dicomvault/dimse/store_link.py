@@ -12,6 +12,12 @@ Only what an association of storage and verification contexts may carry is serve
 C-CANCEL-RQ (ignored: a C-STORE is answered when complete), A-RELEASE-RQ, A-ABORT. Anything else aborts the
 association (PS3.8 9.2, state machine Sta6: unexpected or unrecognised PDU → A-ABORT), discarding the partial
 object; nothing is stored unless the whole data set arrived.
+
+Time is bounded by deadlines, never by a per-``recv`` timeout that trickling bytes would renew (issue #9): the
+next message must start within ``dimse_idle_timeout`` of the previous one's response, each PDU must be complete
+within ``dimse_timeout`` of its first byte, and the next PDU of a message must start within ``dimse_timeout``.
+A stop ends an idle association at once (its read is woken by ``connections``) and one in the middle of a
+C-STORE after that C-STORE is answered.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from pynetdicom.dsutils import decode
 from pynetdicom.pdu import A_ABORT_RQ, A_RELEASE_RP, P_DATA_TF
 
 from dicomvault.dimse import status
+from dicomvault.dimse.connections import Connection, Phase
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +117,50 @@ class PeerGone(Exception):
     """The peer closed the connection, aborted, or went silent past the timeout: close without answering."""
 
 
+def _timeval(seconds: float | None) -> bytes:
+    whole = int(seconds or 0)
+    return struct.pack("ll", whole, int(((seconds or 0) - whole) * 1_000_000))
+
+
 def set_socket_timeout(sock: socket.socket, seconds: float | None) -> None:
     """Kernel-side send/receive timeouts on a *blocking* socket. Python's own ``settimeout`` makes the socket
     non-blocking and polls before every call (one extra syscall per read); SO_RCVTIMEO/SO_SNDTIMEO keep the
-    plain blocking calls and still end a read from a silent peer (ARTIM / network timeout). ``None`` or 0 clears."""
-    whole = int(seconds or 0)
-    value = struct.pack("ll", whole, int(((seconds or 0) - whole) * 1_000_000))
+    plain blocking calls and still end a read from a silent peer. ``None`` or 0 clears."""
+    value = _timeval(seconds)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+
+
+def set_receive_timeout(sock: socket.socket, seconds: float) -> None:
+    """SO_RCVTIMEO only (one syscall): set before each blocking read to what is left of the current deadline,
+    so that bytes trickling in never extend it."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(max(seconds, 0.001)))
+
+
+def abort_connection(sock: socket.socket, reason: int, scratch: memoryview | None = None) -> None:
+    """Send an A-ABORT (source: service provider, ``reason``), let the peer read it, close. Reading on for a
+    moment (at most ``DRAIN_BYTES``, discarded into ``scratch``) keeps the kernel from answering the peer's unread
+    data with a RST that could destroy the A-ABORT before the peer reads it."""
+    pdu = A_ABORT_RQ()
+    pdu.source, pdu.reason_diagnostic = 0x02, reason
+    buffer = scratch if scratch is not None else memoryview(bytearray(64 * 1024))
+    try:
+        sock.settimeout(None)
+        set_socket_timeout(sock, DRAIN_SECONDS)
+        sock.sendall(pdu.encode())
+        sock.shutdown(socket.SHUT_WR)
+        deadline, drained = time.monotonic() + DRAIN_SECONDS, 0
+        while time.monotonic() < deadline and drained < DRAIN_BYTES:
+            n = sock.recv_into(buffer)
+            if n == 0:
+                break
+            drained += n
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass
 
 
 class DataSetSink:
@@ -166,18 +209,19 @@ class StoreLink:
     ``contexts`` maps each accepted presentation context ID to (abstract syntax, transfer syntax).
     ``max_pdu`` is the largest P-DATA-TF length we advertised (0: unlimited); ``peer_max_pdu`` the peer's,
     which bounds what we send. ``store`` stores one data set (``handlers.store_received`` bound to the archive
-    and the calling AE)."""
+    and the calling AE). ``conn`` carries the deadlines: the next message within the idle timeout, each PDU
+    complete within ``dimse_timeout`` of its first byte, the next PDU of a message within ``dimse_timeout``."""
 
-    def __init__(self, sock: socket.socket, contexts: dict[int, tuple[str, str]], max_pdu: int, peer_max_pdu: int,
-                 store: StoreFunction, timeout: float | None, spool_dir: Path | None, calling: str) -> None:
-        self.sock = sock
+    def __init__(self, conn: Connection, contexts: dict[int, tuple[str, str]], max_pdu: int, peer_max_pdu: int,
+                 store: StoreFunction, spool_dir: Path | None) -> None:
+        self.conn = conn
+        self.sock = conn.sock
         self.contexts = contexts
         self.max_pdu = max_pdu if max_pdu > 0 else 1 << 31
         self.peer_max_pdu = peer_max_pdu
         self.store = store
-        self.timeout = timeout
         self.spool_dir = spool_dir
-        self.calling = calling
+        self.calling = conn.calling
         # Receive buffer: reads run ahead into it. It starts at up to 1 MiB and grows once to the largest PDU the
         # peer actually sends (at most our maximum), so idle associations stay small.
         self._buf = bytearray(min(self.max_pdu, 1024 * 1024) + 64 * 1024)
@@ -198,13 +242,15 @@ class StoreLink:
         """Send the A-ASSOCIATE-AC (``accept``), then serve PDUs until the association ends. Never raises; always
         closes the socket."""
         try:
-            set_socket_timeout(self.sock, self.timeout)
+            set_socket_timeout(self.sock, self.conn.limits.pdu)  # sends; reads get their own deadline each time
             self._send(accept)
+            self.conn.established(self.calling)
             while True:
                 pdu_type, body = self._next_pdu()
                 if pdu_type == P_DATA:
                     self._p_data(body)
                 elif pdu_type == RELEASE_RQ:
+                    self.conn.closing()
                     self._send(A_RELEASE_RP().encode())
                     log.debug("Association from %s released after %d objects", self.calling, self.stored)
                     self._close()
@@ -229,7 +275,10 @@ class StoreLink:
 
     def _next_pdu(self) -> tuple[int, memoryview]:
         """The next complete PDU (type, body), its body a view into the receive buffer valid until the next call."""
-        self._fill(6)
+        if self._end == self._start:
+            self._await_next()
+        deadline = time.monotonic() + self.conn.limits.pdu  # the whole PDU, from its first byte
+        self._fill(6, deadline)
         pdu_type, length = _HEADER.unpack_from(self._buf, self._start)
         limit = self.max_pdu if pdu_type == P_DATA else MAX_OTHER_PDU
         if length > limit:
@@ -237,14 +286,28 @@ class StoreLink:
         if pdu_type not in (P_DATA, RELEASE_RQ, ABORT):
             # Unexpected or unknown: answered with an A-ABORT without waiting for a body that may never come.
             return pdu_type, self._view[0:0]
-        self._fill(6 + length)
+        self._fill(6 + length, deadline)
         body = self._view[self._start + 6 : self._start + 6 + length]
         self._start += 6 + length
+        self.conn.pdu_received()
         return pdu_type, body
 
-    def _fill(self, needed: int) -> None:
-        """Make ``needed`` bytes available from ``_start``, reading as much as the socket has (one PDU plus the
-        start of the next, typically) into the free end of the buffer."""
+    def _await_next(self) -> None:
+        """Wait for the first byte of the next PDU: within the idle timeout between messages (after a stop: not at
+        all), within ``dimse_timeout`` of the previous PDU inside a message."""
+        if not (self._command or self._command_done):
+            self.conn.idle()
+        reason = self.conn.overdue()
+        if reason is not None:
+            raise Abort(REASON_NOT_SPECIFIED, reason)
+        deadline = self.conn.wait_deadline()
+        self._fill(1, deadline if deadline is not None else time.monotonic() + self.conn.limits.idle,
+                   waiting=True)
+
+    def _fill(self, needed: int, deadline: float, waiting: bool = False) -> None:
+        """Make ``needed`` bytes available from ``_start`` by ``deadline``, reading as much as the socket has (one
+        PDU plus the start of the next, typically) into the free end of the buffer. ``waiting``: no byte of the PDU
+        has arrived yet (a timeout is the idle or between-PDU one, not a PDU cut short)."""
         if self._end - self._start >= needed:
             return
         if self._start + needed > len(self._buf):
@@ -259,13 +322,24 @@ class StoreLink:
                 self._view[:remaining] = self._view[self._start : self._end]
             self._start, self._end = 0, remaining
         while self._end - self._start < needed:
+            left = deadline - time.monotonic()
             try:
+                if left <= 0:
+                    raise TimeoutError
+                set_receive_timeout(self.sock, left)
                 n = self.sock.recv_into(self._view[self._end :])
             except (BlockingIOError, TimeoutError) as exc:  # SO_RCVTIMEO expired: EAGAIN
-                raise Abort(REASON_NOT_SPECIFIED, "network timeout") from exc
+                if waiting:
+                    raise Abort(REASON_NOT_SPECIFIED, self.conn.expiry_reason()) from exc
+                raise Abort(REASON_NOT_SPECIFIED,
+                            f"PDU incomplete after {self.conn.limits.pdu:g} s (dimse_timeout)") from exc
             except OSError as exc:
+                if self.conn.stop_requested:
+                    raise Abort(REASON_NOT_SPECIFIED, "server stopping") from exc
                 raise PeerGone(f"connection error ({type(exc).__name__})") from exc
             if n == 0:
+                if self.conn.stop_requested and self.conn.phase != Phase.CLOSING:
+                    raise Abort(REASON_NOT_SPECIFIED, "server stopping")  # our SHUT_RD woke the read
                 raise PeerGone("connection closed by peer" + (" mid-object" if self._sink else ""))
             self._end += n
 
@@ -319,7 +393,7 @@ class StoreLink:
         if field == C_STORE_RQ and has_dataset:
             self._sink = DataSetSink(self.spool_dir)
         elif field == C_STORE_RQ:
-            self._answer_store(status.status_dataset(status.STORE_CANNOT_UNDERSTAND, "C-STORE without a data set"))
+            self._answer_store(self._refused(status.STORE_CANNOT_UNDERSTAND, "C-STORE without a data set"))
         elif field == C_ECHO_RQ and not has_dataset:
             self._answer_echo()
         elif field == C_CANCEL_RQ and not has_dataset:
@@ -333,14 +407,20 @@ class StoreLink:
         cmd = cast(Dataset, self._command_set)
         try:
             if abstract_syntax == VERIFICATION:
-                result = status.status_dataset(SOP_CLASS_NOT_SUPPORTED, "C-STORE on the Verification context")
+                result = self._refused(SOP_CLASS_NOT_SUPPORTED, "C-STORE on the Verification context")
             else:
-                result = self.store(sink.dataset(), str(cmd.get("AffectedSOPClassUID", "")),
-                                    str(cmd.get("AffectedSOPInstanceUID", "")), transfer_syntax)
+                with self.conn.busy():
+                    result = self.store(sink.dataset(), str(cmd.get("AffectedSOPClassUID", "")),
+                                        str(cmd.get("AffectedSOPInstanceUID", "")), transfer_syntax)
         finally:
             sink.close()
         self.stored += 1
         self._answer_store(result)
+
+    def _refused(self, code: int, reason: str) -> Dataset:
+        """A C-STORE refused by the receiver itself (not by ingest): logged like ``handlers.store_received``."""
+        log.info("C-STORE from %s refused: status 0x%04X: %s", self.calling, code, reason)
+        return status.status_dataset(code, reason)
 
     def _answer_store(self, result: Dataset) -> None:
         cmd = cast(Dataset, self._command_set)
@@ -395,21 +475,8 @@ class StoreLink:
 
     def _abort(self, reason: int) -> None:
         """Send an A-ABORT (source: service provider), let the peer read it, close."""
-        pdu = A_ABORT_RQ()
-        pdu.source, pdu.reason_diagnostic = 0x02, reason
-        try:
-            self.sock.sendall(pdu.encode())
-            self.sock.shutdown(socket.SHUT_WR)
-            set_socket_timeout(self.sock, DRAIN_SECONDS)
-            deadline, drained = time.monotonic() + DRAIN_SECONDS, 0
-            while time.monotonic() < deadline and drained < DRAIN_BYTES:
-                n = self.sock.recv_into(self._view)
-                if n == 0:
-                    break
-                drained += n
-        except OSError:
-            pass
-        self._close()
+        self._reset()
+        abort_connection(self.sock, reason, self._view)
 
     def _close(self) -> None:
         self._reset()

@@ -28,8 +28,34 @@ class MalformedDicom(InvalidDicom):
     'does not match the SOP class'."""
 
 
+class DamagedPixelData(InvalidDicom):
+    """The native pixel data is shorter than its header describes (Rows × Columns × Samples per Pixel × Bits
+    Allocated × Number of Frames): refused at ingest, or, for an object stored before that check (or accepted by
+    the ``accept-and-flag`` policy), the reason frames and rendered images of it cannot be produced."""
+
+
+class TooLarge(DicomVaultError):
+    """Serving or storing the object would exceed a configured limit (``max_inflated_bytes``,
+    ``max_inflate_ratio``, ``max_decoded_bytes``); the message names the limit. Permanent for this object
+    until an administrator raises the limit: not a reason to retry."""
+
+    def __init__(self, message: str, setting: str) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
 class InvalidQuery(DicomVaultError):
     """A query key or value cannot be understood (bad date range, unknown keyword, bad UID list)."""
+
+
+class QueryTooComplex(InvalidQuery):
+    """A query is valid DICOM but exceeds a configured bound on its keys (pattern length, wildcards, number of
+    values or keys): refused before any matching is done."""
+
+
+class ResultLimitExceeded(DicomVaultError):
+    """A query or retrieve reached a configured bound on its result (matches, candidate records examined,
+    instances addressed); nothing beyond the bound is processed."""
 
 
 class Conflict(DicomVaultError):

@@ -11,7 +11,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from enum import Enum
 
-from dicomvault.domain.errors import InvalidQuery
+from dicomvault.domain.errors import InvalidQuery, QueryTooComplex
 from dicomvault.domain.tags import BY_KEYWORD, Attribute, Level
 
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
@@ -58,6 +58,40 @@ class QuerySpec:
     extra_filters: list[tuple[str, str]] = field(default_factory=list)
     #: keyset paging: only rows whose internal id is greater than this (deep pages without OFFSET scans)
     after_id: int | None = None
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    """Bounds on one query (settings ``query_*``; these defaults are the settings' defaults, reasons there).
+
+    ``max_pattern_length`` and ``max_wildcards`` apply to each key whose value holds ``*`` or ``?`` (every value of
+    a multi-valued key together); ``max_values`` to all values of the query together (UID lists, ``CT\\MR``);
+    ``max_keys`` to the keys that carry a value (return keys are free); ``max_results`` is the largest page or
+    stream of results; ``max_scanned`` the most candidate records one query examines for keys that are not
+    indexed (matched on the cached metadata).
+    """
+
+    max_pattern_length: int = 64
+    max_wildcards: int = 16
+    max_values: int = 1000
+    max_keys: int = 64
+    max_results: int = 10_000
+    max_scanned: int = 10_000
+
+
+def check_key(keyword: str, raw: str, limits: QueryLimits) -> int:
+    """Refuse a matching key beyond ``limits`` with ``QueryTooComplex`` naming it; returns its number of values.
+
+    Checked before parsing, for indexed and non-indexed keys alike, so neither SQL LIKE nor the wildcard matcher
+    ever sees an oversized pattern."""
+    values = raw.split("\\")
+    wildcards = sum(v.count("*") + v.count("?") for v in values)
+    if wildcards:
+        if wildcards > limits.max_wildcards:
+            raise QueryTooComplex(f"{keyword}: more than {limits.max_wildcards} wildcards")
+        if any(len(v) > limits.max_pattern_length for v in values if "*" in v or "?" in v):
+            raise QueryTooComplex(f"{keyword}: pattern longer than {limits.max_pattern_length} characters")
+    return len(values)
 
 
 def fold_pn(value: str) -> str:
@@ -159,10 +193,3 @@ def wildcard_to_like(pattern: str) -> str:
 
 def attribute_for(keyword: str) -> Attribute | None:
     return BY_KEYWORD.get(keyword)
-
-
-def dicom_wildcard_match(pattern: str, value: str, *, casefold: bool = False) -> bool:
-    """Match one value against a DICOM wildcard pattern in Python (used for non-indexed keys)."""
-    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    flags = re.IGNORECASE if casefold else 0
-    return re.fullmatch(regex, value, flags | re.DOTALL) is not None

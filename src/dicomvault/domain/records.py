@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
+
+from dicomvault.domain.frame_index import FrameIndex
 
 
 @dataclass(frozen=True)
@@ -26,31 +27,18 @@ class DuplicatePolicy(str, Enum):
     KEEP_BOTH = "keep-both"
 
 
+class PixelLengthPolicy(str, Enum):
+    """What ingest does with native pixel data shorter than its header describes."""
+
+    REJECT = "reject"
+    ACCEPT_AND_FLAG = "accept-and-flag"  # stored, answered with a warning, the problem kept in the index
+
+
 class StoreOutcome(str, Enum):
     STORED = "stored"
     DUPLICATE = "duplicate"  # same UID, same bytes: success, nothing written twice
     REPLACED = "replaced"  # same UID, new bytes replaced the old ones (policy replace)
     VERSIONED = "versioned"  # same UID, new bytes are current, old bytes kept as a prior version (keep-both)
-
-
-@dataclass(frozen=True)
-class FrameIndex:
-    """Where each frame's bytes lie inside the stored blob, so a frame is one byte-range read.
-
-    For native pixel data each frame is one (offset, length) span; for encapsulated pixel data each frame is the
-    list of its fragments' (offset, length) spans (fragment item headers excluded).
-    """
-
-    encapsulated: bool
-    frames: tuple[tuple[tuple[int, int], ...], ...]
-
-    def to_json(self) -> str:
-        return json.dumps({"e": self.encapsulated, "f": self.frames}, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> FrameIndex:
-        data = json.loads(text)
-        return cls(bool(data["e"]), tuple(tuple((int(o), int(n)) for o, n in fr) for fr in data["f"]))
 
 
 @dataclass
@@ -108,7 +96,10 @@ class InstanceRecord:
     rows: int | None = None
     columns: int | None = None
     instance_number: int | None = None
+    #: where the frames lie (decoded from the first characters of the stored index: see ``domain.frame_index``)
     frame_index: FrameIndex | None = None
+    #: why the pixel data cannot be decoded, for an object stored by the ``accept-and-flag`` policy
+    pixel_problem: str | None = None
 
 
 @dataclass(frozen=True)

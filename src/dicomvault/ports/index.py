@@ -20,6 +20,7 @@ from dicomvault.domain.records import (
     RemovalRound,
     StoreResult,
 )
+from dicomvault.domain.tags import Level
 
 
 class IndexRepository(Protocol):
@@ -56,6 +57,11 @@ class IndexRepository(Protocol):
         keys at study and series level."""
         ...
 
+    def representative_metadata_many(self, level: Level, row_ids: list[int]) -> dict[int, str]:
+        """``representative_metadata`` for a page of STUDY or SERIES rows of ``find`` (by their ``_id``) in one
+        query: row id → the cached DICOM JSON of the row's first stored instance (rows without one are absent)."""
+        ...
+
     def instances(
         self,
         *,
@@ -65,6 +71,11 @@ class IndexRepository(Protocol):
         sop_uids: list[str] | None = None,
     ) -> list[InstanceRecord]:
         """Instances under the given identifiers, ordered by series then instance number."""
+        ...
+
+    def frame_index_text(self, sop_uid: str, blob_key: str, start: int, length: int | None) -> str | None:
+        """``length`` characters (None: all) of the stored frame index text of ``sop_uid`` from character
+        ``start`` (0-based), while its current content is ``blob_key``; None if it is not (any longer)."""
         ...
 
     def metadata(

@@ -1,6 +1,7 @@
 """The API token store port: named bearer tokens kept only as SHA-256 hashes.
 
 The secret itself is shown once at creation and never stored, so a stolen index database does not grant access.
+A token may carry an expiry time; past it the token is refused like a revoked one.
 """
 
 from __future__ import annotations
@@ -19,15 +20,32 @@ class ApiToken:
     scopes: tuple[str, ...]
     created_at: datetime
     revoked_at: datetime | None = None
+    expires_at: datetime | None = None
 
     @property
     def active(self) -> bool:
+        """Not revoked (it may have expired: an expired token still counts as configured authentication, so
+        anonymous access does not come back on its own when tokens expire)."""
         return self.revoked_at is None
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+    def usable(self, now: datetime) -> bool:
+        """Whether a request bearing this token is accepted at ``now``."""
+        return self.active and not self.expired(now)
+
+    def state(self, now: datetime) -> str:
+        """``revoked``, ``expired`` or ``active``."""
+        if not self.active:
+            return "revoked"
+        return "expired" if self.expired(now) else "active"
 
 
 class TokenStore(Protocol):
-    def add(self, *, name: str, token_hash: str, scopes: tuple[str, ...], created_at: datetime) -> ApiToken:
-        """Record a new token (its hash) and return the stored record."""
+    def add(self, *, name: str, token_hash: str, scopes: tuple[str, ...], created_at: datetime,
+            expires_at: datetime | None = None) -> ApiToken:
+        """Record a new token (its hash, its expiry if any) and return the stored record."""
         ...
 
     def all(self) -> list[ApiToken]:
@@ -43,5 +61,6 @@ class TokenStore(Protocol):
         ...
 
     def count_active(self) -> int:
-        """How many tokens are not revoked (the anonymous-access policy depends on whether any exist)."""
+        """How many tokens are not revoked, expired ones included (the anonymous-access policy depends on whether
+        any exist)."""
         ...

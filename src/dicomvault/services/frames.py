@@ -1,4 +1,5 @@
-"""Frame offset index, built once at ingest so that any frame is served with one byte-range read.
+"""Frame offset index, built once at ingest so that any frame is served with one byte-range read, and the pixel
+geometry both ingest and retrieval check against (bytes native pixel data must hold, bytes a decoded frame takes).
 
 Native pixel data: frame N lies at a computed offset. Encapsulated pixel data: fragment item headers are walked
 (seeking over the fragment data, never reading it) and fragments are grouped into frames using, in order, the
@@ -8,9 +9,10 @@ Extended Offset Table, the Basic Offset Table, one-fragment-per-frame, or start-
 from __future__ import annotations
 
 import struct
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from pydicom.dataset import Dataset
+from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID
 
 from dicomvault.domain.records import FrameIndex
@@ -18,6 +20,8 @@ from dicomvault.domain.records import FrameIndex
 _IMPLICIT = "1.2.840.10008.1.2"
 _BIG = "1.2.840.10008.1.2.2"
 _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UT", b"UC", b"UR"}
+#: Float Pixel Data, Double Float Pixel Data, Pixel Data
+PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)
 _ITEM = 0xFFFEE000
 _SEQ_DELIM = 0xFFFEE0DD
 _FRAME_START_MARKERS = (b"\xff\xd8", b"\xff\x4f\xff\x51", b"\x00\x00\x00\x0cjP")
@@ -35,25 +39,75 @@ def number_of_frames(ds: Dataset) -> int:
     return max(1, _int_attr(ds, "NumberOfFrames", 1))
 
 
+def expected_pixel_bytes(ds: Dataset, frames: int | None = None) -> int | None:
+    """Bytes native pixel data must hold for the Image Pixel Module of ``ds`` (PS3.5 8.1.1, PS3.3 C.7.6.3:
+    Rows × Columns × Samples per Pixel × Bits Allocated / 8 × Number of Frames, 1-bit data packed, YBR_FULL_422
+    two samples per pixel), the trailing padding byte of odd-length data excluded; for ``frames`` frames if
+    given. pydicom's ``get_expected_length`` does the arithmetic, on the attributes it needs with the standard's
+    defaults (it raises on a missing Samples per Pixel, warns on a zero Number of Frames). None when Rows,
+    Columns or Bits Allocated is missing or invalid: nothing to check against."""
+    rows, columns, bits = _int_attr(ds, "Rows", 0), _int_attr(ds, "Columns", 0), _int_attr(ds, "BitsAllocated", 0)
+    if rows <= 0 or columns <= 0 or not (bits == 1 or (bits > 0 and bits % 8 == 0)):
+        return None
+    geometry = Dataset()
+    geometry.Rows, geometry.Columns, geometry.BitsAllocated = rows, columns, bits
+    geometry.SamplesPerPixel = max(1, _int_attr(ds, "SamplesPerPixel", 1))
+    geometry.PhotometricInterpretation = str(ds.get("PhotometricInterpretation", "") or "").strip()
+    geometry.NumberOfFrames = frames if frames is not None else number_of_frames(ds)
+    return int(get_expected_length(geometry))
+
+
+def pixel_length_problem(ds: Dataset, length: int) -> str | None:
+    """Why native pixel data of ``length`` bytes cannot be decoded: it is shorter than the header describes.
+    Longer data is accepted (pydicom's decoders read the leading bytes; vendors pad)."""
+    expected = expected_pixel_bytes(ds)
+    if expected is None or length >= expected:
+        return None
+    return f"pixel data holds {length} of the {expected} bytes the header describes"
+
+
+def decoded_frame_bytes(ds: Dataset) -> int:
+    """Memory one decoded frame of ``ds`` takes as an array (Rows × Columns × Samples per Pixel × bytes per
+    sample; 1-bit samples unpack to one byte): what ``max_decoded_bytes`` is checked against before decoding."""
+    rows, columns = max(0, _int_attr(ds, "Rows", 0)), max(0, _int_attr(ds, "Columns", 0))
+    samples = max(1, _int_attr(ds, "SamplesPerPixel", 1))
+    bits = max(8, _int_attr(ds, "BitsAllocated", 8))
+    return rows * columns * samples * ((bits + 7) // 8)
+
+
+def pixel_element(stream: BinaryIO | IO[bytes], tsuid: str, tag_offset: int) -> tuple[int, int] | None:
+    """(value offset, value length) of the pixel data element whose tag starts at ``tag_offset`` (length
+    0xFFFFFFFF: encapsulated); None when no pixel data element starts there or its header is cut."""
+    stream.seek(tag_offset)
+    header = stream.read(12)
+    if len(header) < 8:
+        return None
+    order = ">" if tsuid == _BIG else "<"
+    group, element = struct.unpack(order + "HH", header[:4])
+    if (group << 16 | element) not in PIXEL_TAGS:
+        return None
+    if tsuid == _IMPLICIT:
+        (length,) = struct.unpack(order + "I", header[4:8])
+        return tag_offset + 8, int(length)
+    if header[4:6] in _LONG_VRS:
+        if len(header) < 12:
+            return None
+        (length,) = struct.unpack(order + "I", header[8:12])
+        return tag_offset + 12, int(length)
+    (length,) = struct.unpack(order + "H", header[6:8])
+    return tag_offset + 8, int(length)
+
+
 def build_frame_index(
     stream: BinaryIO, ds: Dataset, tsuid: str, pixel_offset: int, file_size: int
 ) -> FrameIndex | None:
     """Return the index, or None when frames cannot be located without decoding (big endian, 1-bit, odd data)."""
     if tsuid == _BIG or pixel_offset is None:
         return None
-    stream.seek(pixel_offset)
-    header = stream.read(12)
-    if len(header) < 8:
+    located = pixel_element(stream, tsuid, pixel_offset)
+    if located is None:
         return None
-    if tsuid == _IMPLICIT:
-        (length,) = struct.unpack("<I", header[4:8])
-        value_offset = pixel_offset + 8
-    elif header[4:6] in _LONG_VRS:
-        (length,) = struct.unpack("<I", header[8:12])
-        value_offset = pixel_offset + 12
-    else:
-        (length,) = struct.unpack("<H", header[6:8])
-        value_offset = pixel_offset + 8
+    value_offset, length = located
     n_frames = number_of_frames(ds)
     if length != 0xFFFFFFFF:
         return _native(ds, value_offset, length, n_frames, file_size)
@@ -74,7 +128,7 @@ def _native(ds: Dataset, offset: int, length: int, n_frames: int, file_size: int
         frame = rows * cols * 2 * bits // 8
     if frame * n_frames > length or offset + frame * n_frames > file_size:
         return None
-    return FrameIndex(False, tuple(((offset + i * frame, frame),) for i in range(n_frames)))
+    return FrameIndex.native(offset, frame, n_frames)
 
 
 def _encapsulated(stream: BinaryIO, ds: Dataset, offset: int, n_frames: int, file_size: int) -> FrameIndex | None:
@@ -102,9 +156,8 @@ def _encapsulated(stream: BinaryIO, ds: Dataset, offset: int, n_frames: int, fil
         pos += 8 + length
     if not items:
         return None
-    frags = [(p + 8, n) for p, n in items]
-    if n_frames == 1:
-        return FrameIndex(True, (tuple(frags),))
+    if n_frames == 1 or len(items) == n_frames:
+        return FrameIndex.from_fragments(items, None, n_frames)
     starts: list[int] | None = None
     eot = ds.get("ExtendedOffsetTable")
     if eot is not None:
@@ -118,18 +171,14 @@ def _encapsulated(stream: BinaryIO, ds: Dataset, offset: int, n_frames: int, fil
         base = items[0][0]
         rel = {p - base: i for i, (p, _) in enumerate(items)}
         if all(s in rel for s in starts):
-            bounds = [rel[s] for s in starts] + [len(items)]
-            return FrameIndex(True, tuple(tuple(frags[bounds[i]:bounds[i + 1]]) for i in range(n_frames)))
-    if len(frags) == n_frames:
-        return FrameIndex(True, tuple((f,) for f in frags))
+            return FrameIndex.from_fragments(items, [rel[s] for s in starts], n_frames)
     # Markers: a fragment that starts a codestream starts a frame.
-    frames: list[list[tuple[int, int]]] = []
-    for data_off, n in frags:
-        stream.seek(data_off)
+    first_fragments: list[int] = []
+    for i, (item_off, _) in enumerate(items):
+        stream.seek(item_off + 8)
         lead = stream.read(4)
-        if not frames or any(lead.startswith(m) for m in _FRAME_START_MARKERS):
-            frames.append([])
-        frames[-1].append((data_off, n))
-    if len(frames) != n_frames:
+        if not first_fragments or any(lead.startswith(m) for m in _FRAME_START_MARKERS):
+            first_fragments.append(i)
+    if len(first_fragments) != n_frames:
         return None
-    return FrameIndex(True, tuple(tuple(f) for f in frames))
+    return FrameIndex.from_fragments(items, first_fragments, n_frames)

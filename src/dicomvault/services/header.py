@@ -1,54 +1,82 @@
 """Reading a DICOM header once at ingest: validation, index columns, and the cached DICOM JSON.
 
 The header is read with pydicom without loading pixel data (``stop_before_pixels``), and large non-pixel values
-are deferred, so a multi-GB instance costs a few kilobytes of memory here.
+are deferred, so a multi-GB instance costs a few kilobytes of memory here. A Deflated Explicit VR Little Endian
+data set is first inflated, bounded, into a spool file (``services.inflate``) and read from there the same way:
+pydicom's own reader would inflate all of it into memory.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import struct
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 import pydicom
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.filereader import read_dataset
+from pydicom.tag import BaseTag
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from dicomvault.domain.errors import InvalidDicom, MalformedDicom
 from dicomvault.domain.query import fold_pn, normalise_time
 from dicomvault.domain.tags import INDEXED, Level
+from dicomvault.services import inflate
+from dicomvault.services.frames import PIXEL_TAGS, pixel_element, pixel_length_problem
 from dicomvault.services.header_json import header_json
 
 _UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 #: Values longer than this go to BulkDataURI in the cached metadata, as PS3.18 asks for bulk data.
 BULK_THRESHOLD = 1024
-PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)
 
 
 @dataclass
 class ParsedHeader:
     dataset: Dataset
     transfer_syntax_uid: str
-    #: file offset of the pixel data element's tag, or None if the object has no pixel data
+    #: offset of the pixel data element's tag in the data set as read (for a deflated object: in its inflated
+    #: data set), or None if the object has no pixel data
     pixel_data_offset: int | None
     file_size: int
+    #: why the native pixel data cannot be decoded (shorter than the header describes), None when it can
+    pixel_problem: str | None = None
+    #: a deflated object's inflated data set (a spool file the deferred values are read from): see ``close``
+    inflated: IO[bytes] | None = None
+
+    @property
+    def deflated(self) -> bool:
+        return self.transfer_syntax_uid == DeflatedExplicitVRLittleEndian
+
+    def close(self) -> None:
+        """Release the inflated spool of a deflated object (deferred values cannot be read afterwards)."""
+        if self.inflated is not None:
+            self.inflated.close()
 
 
 def is_valid_uid(value: object) -> bool:
     return isinstance(value, str) and 0 < len(value) <= 64 and _UID_RE.match(value) is not None
 
 
-def parse_header(stream: BinaryIO) -> ParsedHeader:
-    """Parse everything but pixel data; leave ``stream`` anywhere (callers seek)."""
+def parse_header(stream: BinaryIO, limits: inflate.Limits) -> ParsedHeader:
+    """Parse everything but pixel data; leave ``stream`` anywhere (callers seek). A deflated data set is
+    inflated within ``limits`` (``TooLarge`` above them) into a spool the result owns: ``close`` it."""
     stream.seek(0, 2)
     size = stream.tell()
     stream.seek(0)
     if size == 0:
         raise MalformedDicom("empty object")
+    try:
+        meta, _ = inflate.read_file_meta(stream)
+    except MalformedDicom:
+        meta = None  # pydicom's reader below reports what is wrong
+    if meta is not None and meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        return _parse_deflated(stream, size, limits)
+    stream.seek(0)
     try:
         ds = pydicom.dcmread(stream, stop_before_pixels=True, defer_size="64 KB", force=False)
     except InvalidDicomError as exc:
@@ -57,11 +85,13 @@ def parse_header(stream: BinaryIO) -> ParsedHeader:
         try:
             ds = pydicom.dcmread(stream, stop_before_pixels=True, defer_size="64 KB", force=True)
         except Exception as exc2:
-            raise MalformedDicom(f"not a DICOM object: {exc}") from exc2
+            raise MalformedDicom("not a DICOM object (no DICM prefix, not a data set either)") from exc2
         if len(ds) == 0 or "SOPInstanceUID" not in ds:
-            raise MalformedDicom(f"not a DICOM object: {exc}") from exc
+            raise MalformedDicom("not a DICOM object (no DICM prefix, not a data set either)") from exc
     except Exception as exc:
-        raise MalformedDicom(f"malformed DICOM object: {type(exc).__name__}: {exc}") from exc
+        # The message goes to the sender (Error Comment, FailureReason) and to the log at INFO: the exception's
+        # own text can quote the value it failed on (patient data), so only its type is named; it stays chained.
+        raise MalformedDicom(f"malformed DICOM object ({type(exc).__name__})") from exc
     pos = stream.tell()
     tsuid = ""
     meta = getattr(ds, "file_meta", None)
@@ -69,24 +99,47 @@ def parse_header(stream: BinaryIO) -> ParsedHeader:
         tsuid = str(meta.TransferSyntaxUID)
     if not tsuid:
         tsuid = ImplicitVRLittleEndian if ds.original_encoding == (True, True) else "1.2.840.10008.1.2.1"
+    return _finish(ds, stream, tsuid, pos, size, size)
+
+
+def _parse_deflated(stream: BinaryIO, size: int, limits: inflate.Limits) -> ParsedHeader:
+    stream.seek(0)
+    inflated = inflate.inflate_object(stream, limits)
+    try:
+        ds = inflated.dataset(defer_size="64 KB")
+        parsed = _finish(ds, inflated.file, DeflatedExplicitVRLittleEndian, inflated.file.tell(), inflated.size,
+                         size)
+        parsed.inflated = inflated.file
+        return parsed
+    except BaseException:
+        inflated.close()
+        raise
+
+
+def _finish(ds: Dataset, stream: BinaryIO | IO[bytes], tsuid: str, pos: int, size: int,
+            file_size: int) -> ParsedHeader:
+    """Checks common to every syntax on the data set as read (``stream``, ``size`` bytes; for a deflated object
+    the inflated spool): nothing cut short, pixel data present and long enough."""
+    syntax = ExplicitVRLittleEndian if tsuid == DeflatedExplicitVRLittleEndian else tsuid
     pixel_offset: int | None = None
-    if tsuid != DeflatedExplicitVRLittleEndian and pos < size:
+    if pos < size:
         stream.seek(pos)
         tag_bytes = stream.read(4)
         if len(tag_bytes) == 4:
-            little = tsuid != "1.2.840.10008.1.2.2"
+            little = syntax != "1.2.840.10008.1.2.2"
             group = int.from_bytes(tag_bytes[:2], "little" if little else "big")
             elem = int.from_bytes(tag_bytes[2:], "little" if little else "big")
             if (group << 16 | elem) in PIXEL_TAGS:
                 pixel_offset = pos
-    if tsuid == DeflatedExplicitVRLittleEndian:
-        return ParsedHeader(ds, tsuid, None, size)  # positions refer to the inflated stream: nothing to check
     _check_complete(ds, size)
+    problem = None
     if pixel_offset is not None:
-        _check_pixel_data(stream, tsuid, pixel_offset, size)
+        length = _check_pixel_data(stream, syntax, pixel_offset, size)
+        if length is not None:
+            problem = pixel_length_problem(ds, length)
     elif all(k in ds for k in ("Rows", "Columns", "BitsAllocated")) and "FloatPixelData" not in ds:
         raise MalformedDicom("the object describes an image but has no pixel data (truncated?)")
-    return ParsedHeader(ds, tsuid, pixel_offset, size)
+    return ParsedHeader(ds, tsuid, pixel_offset, file_size, problem)
 
 
 def _check_complete(ds: Dataset, size: int) -> None:
@@ -103,40 +156,73 @@ def _check_complete(ds: Dataset, size: int) -> None:
                                  "ends past the end of the data")
 
 
-def _check_pixel_data(stream: BinaryIO, tsuid: str, offset: int, size: int) -> None:
+def _check_pixel_data(stream: BinaryIO | IO[bytes], tsuid: str, offset: int, size: int) -> int | None:
     """The pixel data element must end inside the object (defined length) or be closed by a sequence
-    delimiter (encapsulated)."""
-    stream.seek(offset)
-    head = stream.read(12)
-    if len(head) < 8:
+    delimiter (encapsulated). Returns the value length of native (defined length) pixel data."""
+    located = pixel_element(stream, tsuid, offset)
+    if located is None:
         raise MalformedDicom("the object is truncated inside the pixel data element")
-    little = tsuid != "1.2.840.10008.1.2.2"
-    order = "<" if little else ">"
-    if tsuid == "1.2.840.10008.1.2":
-        (length,) = struct.unpack(order + "I", head[4:8])
-        value = offset + 8
-    elif head[4:6] in (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN"):
-        (length,) = struct.unpack(order + "I", head[8:12])
-        value = offset + 12
-    else:
-        (length,) = struct.unpack(order + "H", head[6:8])
-        value = offset + 8
+    value, length = located
     if length != 0xFFFFFFFF:
         if value + length > size:
             raise MalformedDicom(f"the object is truncated: pixel data needs {value + length - size} more bytes")
-        return
+        return length
     pos = value
     stream.seek(pos)
     while pos + 8 <= size:
         item = stream.read(8)
         group, elem, n = struct.unpack("<HHI", item)
         if (group, elem) == (0xFFFE, 0xE0DD):
-            return
+            return None
         if (group, elem) != (0xFFFE, 0xE000) or n == 0xFFFFFFFF:
             raise MalformedDicom("encapsulated pixel data is malformed (unexpected item tag)")
         pos += 8 + n
         stream.seek(pos)
     raise MalformedDicom("the object is truncated: encapsulated pixel data has no sequence delimiter")
+
+
+#: Inflated bytes of a deflated data set ``identity`` looks at (the identifying UIDs come first).
+IDENTITY_INFLATED = 4 << 20
+_IDENTITY_TAGS = (0x00080016, 0x00080018, 0x0020000D)
+
+
+def identity(stream: BinaryIO | IO[bytes]) -> tuple[str | None, str | None, str | None]:
+    """(SOP Class, SOP Instance, Study Instance UID) of an object, or Nones where they cannot be read: checks a
+    STOW-RS part against its target study and names a refused instance. Values other than those three are skipped,
+    and a deflated data set is inflated only up to ``IDENTITY_INFLATED`` bytes (pydicom's reader would inflate all
+    of it into memory). Leaves ``stream`` at 0."""
+    try:
+        meta, offset = inflate.read_file_meta(stream)
+        stream.seek(0)
+        if meta is None or meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+            ds: Dataset = pydicom.dcmread(stream, stop_before_pixels=True, force=True,
+                                          specific_tags=list(_IDENTITY_TAGS))
+        else:
+            stream.seek(offset)
+            unbounded = inflate.Limits(max_inflated_bytes=1 << 62, max_inflate_ratio=0)
+            prefix = bytearray()
+            try:
+                for chunk in inflate.inflate_chunks(cast(BinaryIO, stream), unbounded):
+                    prefix += chunk
+                    if len(prefix) >= IDENTITY_INFLATED:
+                        break
+            except MalformedDicom:
+                pass  # a cut or corrupt stream: what was inflated may still name the instance
+
+            def past_study_uid(tag: BaseTag, vr: str | None, length: int) -> bool:
+                return int(tag) > 0x0020000D
+
+            ds = read_dataset(io.BytesIO(bytes(prefix[:IDENTITY_INFLATED])), False, True, stop_when=past_study_uid)
+        values = []
+        for tag in _IDENTITY_TAGS:
+            elem = ds.get(tag)
+            text = str((elem.value if elem is not None else None) or "").strip("\x00 ")
+            values.append(text or None)
+        return values[0], values[1], values[2]
+    except Exception:
+        return None, None, None
+    finally:
+        stream.seek(0)
 
 
 def validate(data: dict[str, Any]) -> None:

@@ -17,13 +17,21 @@ import time
 from dataclasses import dataclass, replace
 from typing import BinaryIO
 
-from dicomvault.domain.errors import BlobRemovalRace, Conflict, InvalidDicom, Unavailable
-from dicomvault.domain.records import BlobInfo, DuplicatePolicy, InstanceEntry, StoreOutcome, StoreResult
+from dicomvault.domain.errors import BlobRemovalRace, Conflict, DamagedPixelData, InvalidDicom, Unavailable
+from dicomvault.domain.records import (
+    BlobInfo,
+    DuplicatePolicy,
+    InstanceEntry,
+    PixelLengthPolicy,
+    StoreOutcome,
+    StoreResult,
+)
 from dicomvault.domain.tags import Level
 from dicomvault.ports.blobs import BlobStore, PutResult
 from dicomvault.ports.index import IndexRepository
 from dicomvault.services import header as hdr
 from dicomvault.services.frames import build_frame_index
+from dicomvault.services.inflate import Limits
 from dicomvault.services.lifecycle import MAX_PUT_AGE, BlobRemover
 
 log = logging.getLogger(__name__)
@@ -38,6 +46,8 @@ class IngestResult:
     series_uid: str
     transfer_syntax_uid: str
     blob: BlobInfo
+    #: stored under the ``accept-and-flag`` policy although its pixel data cannot be decoded: why
+    pixel_problem: str | None = None
 
     @property
     def warning(self) -> str | None:
@@ -73,6 +83,8 @@ class IngestService:
         *,
         policy: DuplicatePolicy,
         precheck_duplicates: bool = True,
+        limits: Limits | None = None,
+        pixel_policy: PixelLengthPolicy = PixelLengthPolicy.REJECT,
         removal_wait: float = 20.0,
     ) -> None:
         """``precheck_duplicates``: ask the index whether an identical object is already stored before sending
@@ -90,26 +102,40 @@ class IngestService:
         self.remover = remover
         self.policy = policy
         self.precheck_duplicates = precheck_duplicates
+        self.limits = limits or Limits()
+        self.pixel_policy = pixel_policy
         self.removal_wait = removal_wait
 
     def ingest(self, stream: BinaryIO, *, source: str = "") -> IngestResult:
-        """Store one Part 10 object read from a seekable ``stream``. Raises ``InvalidDicom``, ``Conflict``,
-        ``Unavailable``; returns only after the object is durable and indexed."""
-        parsed = hdr.parse_header(stream)
-        ds = parsed.dataset
-        data = hdr.json_dict(ds, parsed)
-        hdr.validate(data)
-        cols = hdr.index_columns(data, parsed.transfer_syntax_uid)
-        meta_json = hdr.dumps(data)
-        frame_index = None
-        if parsed.pixel_data_offset is not None:
-            try:
-                frame_index = build_frame_index(
-                    stream, ds, parsed.transfer_syntax_uid, parsed.pixel_data_offset, parsed.file_size
-                )
-            except Exception:
-                log.debug("frame index not built", exc_info=True)
-                frame_index = None
+        """Store one Part 10 object read from a seekable ``stream``. Raises ``InvalidDicom`` (``DamagedPixelData``
+        for native pixel data shorter than the header describes, under the ``reject`` policy), ``TooLarge`` (a
+        deflated data set beyond the inflation limits), ``Conflict``, ``Unavailable``; returns only after the
+        object is durable and indexed."""
+        parsed = hdr.parse_header(stream, self.limits)
+        try:
+            ds = parsed.dataset
+            data = hdr.json_dict(ds, parsed)
+            hdr.validate(data)
+            cols = hdr.index_columns(data, parsed.transfer_syntax_uid)
+            meta_json = hdr.dumps(data)
+            problem = parsed.pixel_problem
+            if problem is not None:
+                if self.pixel_policy == PixelLengthPolicy.REJECT:
+                    raise DamagedPixelData(problem)
+                cols[Level.IMAGE]["pixel_problem"] = problem[:128]
+            frame_index = None
+            # A deflated object's frames lie in its inflated data set, not in the blob: no index (retrieval
+            # inflates, bounded); damaged pixel data has no frames to locate.
+            if parsed.pixel_data_offset is not None and not parsed.deflated and problem is None:
+                try:
+                    frame_index = build_frame_index(
+                        stream, ds, parsed.transfer_syntax_uid, parsed.pixel_data_offset, parsed.file_size
+                    )
+                except Exception:
+                    log.debug("frame index not built", exc_info=True)
+                    frame_index = None
+        finally:
+            parsed.close()
         if self.precheck_duplicates:
             sop_uid = cols[Level.IMAGE]["sop_uid"]
             known = self.index.instance_checksum(sop_uid)
@@ -117,7 +143,8 @@ class IngestService:
                 # Re-sent identical object (a modality retrying, an import re-run): success, nothing written.
                 return IngestResult(StoreOutcome.DUPLICATE, cols[Level.IMAGE]["sop_class_uid"], sop_uid,
                                     cols[Level.STUDY]["study_uid"], cols[Level.SERIES]["series_uid"],
-                                    parsed.transfer_syntax_uid, BlobInfo(known, parsed.file_size, known))
+                                    parsed.transfer_syntax_uid, BlobInfo(known, parsed.file_size, known),
+                                    pixel_problem=problem)
         entry = InstanceEntry(
             patient=cols[Level.PATIENT],
             study=cols[Level.STUDY],
@@ -135,6 +162,8 @@ class IngestService:
             "stored instance outcome=%s size=%d ts=%s source=%s",
             result.outcome.value, put.info.size, parsed.transfer_syntax_uid, source,
         )
+        if problem is not None:
+            log.warning("stored an instance flagged by pixel_length_policy: %s (source=%s)", problem, source)
         return IngestResult(
             outcome=result.outcome,
             sop_class_uid=cols[Level.IMAGE]["sop_class_uid"],
@@ -143,6 +172,7 @@ class IngestService:
             series_uid=cols[Level.SERIES]["series_uid"],
             transfer_syntax_uid=parsed.transfer_syntax_uid,
             blob=put.info,
+            pixel_problem=problem,
         )
 
     def _put_and_index(self, stream: BinaryIO, entry: InstanceEntry, size: int) -> tuple[PutResult, StoreResult]:

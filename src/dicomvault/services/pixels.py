@@ -2,12 +2,15 @@
 
 A frame is decoded from its own bytes (one byte-range read through ``RetrieveService.frame``) wrapped in a tiny
 one-frame dataset that carries the stored pixel module, so frame 900 of a 1000-frame object costs the same as
-frame 1 and the rest of the pixel data is never read or decoded.
+frame 1 and the rest of the pixel data is never read or decoded. Before decoding, the decoded size is checked
+against ``max_decoded_bytes`` and a flagged object's pixel problem is answered. Bulk data values are streamed
+(``BulkValue``): by range from the stored object, or, for a deflated object, from its inflated spool.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,13 +20,12 @@ from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from dicomvault.domain.errors import NotFound, Unsupported
+from dicomvault.domain.errors import DamagedPixelData, NotFound, Unsupported
 from dicomvault.domain.records import InstanceRecord
+from dicomvault.services.frames import PIXEL_TAGS, decoded_frame_bytes, pixel_element
 from dicomvault.services.retrieve import RetrieveService
 
 NATIVE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"})
-#: Values larger than this stay unread in the header dataset (LUT data and icons are far smaller).
-HEADER_DEFER = 1 << 20
 _PIXEL_MODULE = (
     "Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
     "PhotometricInterpretation", "PlanarConfiguration",
@@ -40,11 +42,7 @@ _META_KEYWORDS = {
 
 def read_header(retrieve: RetrieveService, record: InstanceRecord) -> Dataset:
     """The stored object's dataset up to (not including) its pixel data."""
-    with retrieve.open(record) as f:
-        try:
-            return pydicom.dcmread(f, stop_before_pixels=True, defer_size=HEADER_DEFER, force=True)
-        except Exception as exc:
-            raise Unsupported(f"the stored object cannot be parsed: {type(exc).__name__}") from exc
+    return retrieve.header(record)
 
 
 def is_image(header: Dataset) -> bool:
@@ -94,13 +92,15 @@ def decode_frame(
     header = header if header is not None else read_header(retrieve, record)
     if not is_image(header):
         raise Unsupported("the object has no image pixel data")
+    if record.pixel_problem:
+        raise DamagedPixelData(record.pixel_problem)
+    # Checked before any byte is decoded: a 1 MiB RLE object can describe a 128 MiB frame.
+    retrieve.check_memory(decoded_frame_bytes(header), f"decoding frame {number} of this instance")
     data = retrieve.frame(record, number)
     ds = frame_dataset(header, record.transfer_syntax_uid, data)
     try:
         decoder = get_decoder(ds.file_meta.TransferSyntaxUID)
         arr, meta = decoder.as_array(ds, index=0)
-    except NotFound:
-        raise
     except Exception as exc:
         name = UID(record.transfer_syntax_uid).name or record.transfer_syntax_uid
         raise Unsupported(f"frame cannot be decoded from {name}: {type(exc).__name__}") from exc
@@ -133,11 +133,32 @@ def can_decode(stored_ts: str) -> bool:
         return False
 
 
-def element_location(retrieve: RetrieveService, record: InstanceRecord, tag: int) -> tuple[int, int] | bytes:
-    """A top-level non-pixel element's value: ``(offset, length)`` in the stored object when it is large
-    (deferred, read later by range), else its bytes. Raises ``NotFound``."""
-    if record.transfer_syntax_uid in ("1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"):
-        return _value_bytes(retrieve.read_dataset(record, stop_before_pixels=True), tag)
+@dataclass
+class BulkValue:
+    """A bulk data value to stream: ``size`` bytes, ``chunks(offset, length)`` produces a part of them. ``close``
+    releases what it holds (a deflated object's inflated spool): call it when done, or let ``chunks`` run out."""
+
+    size: int
+    chunks: Callable[[int, int], Iterator[bytes]]
+    close: Callable[[], None] = lambda: None
+
+
+def bytes_value(data: bytes) -> BulkValue:
+    return BulkValue(len(data), lambda offset, length: iter((data[offset:offset + length],)))
+
+
+def blob_value(retrieve: RetrieveService, record: InstanceRecord, offset: int, size: int) -> BulkValue:
+    """``size`` bytes of the stored object from ``offset``, read by range when streamed."""
+    return BulkValue(size, lambda start, length: iter_range(retrieve, record, offset + start, length))
+
+
+def bulk_value(retrieve: RetrieveService, record: InstanceRecord, tag: int) -> BulkValue:
+    """A top-level element's value (pixel data only for a deflated object: others' are served by frame): read by
+    range from the stored object when it is large, else held. Raises ``NotFound``."""
+    if retrieve.is_deflated(record):
+        return _inflated_value(retrieve, record, tag)
+    if record.transfer_syntax_uid == "1.2.840.10008.1.2.2":
+        return bytes_value(_value_bytes(retrieve.read_dataset(record, stop_before_pixels=True), tag))
     with retrieve.open(record) as f:
         try:
             ds = pydicom.dcmread(f, stop_before_pixels=True, defer_size=1024, force=True)
@@ -147,8 +168,49 @@ def element_location(retrieve: RetrieveService, record: InstanceRecord, tag: int
     if raw is None:
         raise NotFound("the instance has no such attribute")
     if getattr(raw, "is_raw", False) and raw.value is None and raw.length not in (0, 0xFFFFFFFF):
-        return int(raw.value_tell), int(raw.length)
-    return _value_bytes(ds, tag)
+        return blob_value(retrieve, record, int(raw.value_tell), int(raw.length))
+    return bytes_value(_value_bytes(ds, tag))
+
+
+def _inflated_value(retrieve: RetrieveService, record: InstanceRecord, tag: int) -> BulkValue:
+    """A value of a deflated object, from its inflated spool (kept open until the value has been streamed)."""
+    found = retrieve.open_inflated(record)
+    try:
+        ds = found.dataset(defer_size=1024)
+        if tag in PIXEL_TAGS:
+            if record.pixel_problem:
+                raise DamagedPixelData(record.pixel_problem)
+            located = pixel_element(found.file, ExplicitVRLittleEndian, found.file.tell())
+            if located is None:
+                raise NotFound("the instance has no pixel data")
+            value_offset, size = located
+        else:
+            raw: Any = ds.get_item(tag, keep_deferred=True)
+            if raw is None:
+                raise NotFound("the instance has no such attribute")
+            if not (getattr(raw, "is_raw", False) and raw.value is None and raw.length not in (0, 0xFFFFFFFF)):
+                data = _value_bytes(ds, tag)
+                found.close()
+                return bytes_value(data)
+            value_offset, size = int(raw.value_tell), int(raw.length)
+    except BaseException:
+        found.close()
+        raise
+
+    def chunks(start: int, length: int) -> Iterator[bytes]:
+        try:
+            found.file.seek(value_offset + start)
+            left = length
+            while left > 0:
+                data = found.file.read(min(1 << 20, left))
+                if not data:
+                    raise NotFound("the inflated object is shorter than its header says")
+                left -= len(data)
+                yield data
+        finally:
+            found.close()
+
+    return BulkValue(size, chunks, found.close)
 
 
 def nested_value(retrieve: RetrieveService, record: InstanceRecord, path: list[tuple[int, int]], tag: int) -> bytes:

@@ -1,28 +1,44 @@
-"""The single query engine behind C-FIND, QIDO-RS and the CLI ``find``.
+"""The single query engine behind C-FIND, QIDO-RS, C-GET/C-MOVE selection and the CLI ``find``.
 
 Front ends hand over keyword → raw value pairs exactly as DICOM writes them (``DOE*``, ``20200101-``, UID lists
 with backslashes); this service applies PS3.4 C.2.2.2 through ``domain.query`` and the index port, then builds
 DICOM JSON results. Indexed attributes come from index columns; any other requested attribute comes from the
 DICOM JSON cached at ingest (one representative instance for study and series level), never from blobs.
+
+Everything is bounded (``domain.query.QueryLimits``, from the settings):
+
+* keys: pattern length, wildcards, number of values and of matching keys are checked in ``build_spec``
+  (``QueryTooComplex``);
+* results: a page (``search_page``) holds at most ``max_results``; a stream (``stream``, for C-FIND and retrieve
+  selection) reads the index page by page (keyset on the row id) and stops with ``ResultLimitExceeded`` past the
+  caller's maximum, so a broad query neither loads every row nor waits for the last one before answering;
+* keys the index does not hold (``QuerySpec.extra_filters``): rows that pass the indexed conditions are examined
+  in pages of ``SCAN_PAGE`` rows, with the cached metadata of a whole page read in one statement, until the page
+  of results is full; at most ``max_scanned`` rows per request, after which the answer says it is incomplete
+  (``PageEnd.complete``) or the stream ends with ``ResultLimitExceeded``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
-from dicomvault.domain.errors import InvalidQuery
-from dicomvault.domain.query import QuerySpec, dicom_wildcard_match, fold_pn, parse_condition
+from dicomvault.domain.errors import InvalidQuery, QueryTooComplex, ResultLimitExceeded
+from dicomvault.domain.query import QueryLimits, QuerySpec, check_key, parse_condition
 from dicomvault.domain.tags import BY_KEYWORD, DEFAULT_RETURN, Attribute, Level, resolve_keyword
 from dicomvault.ports.index import IndexRepository
 from dicomvault.services.dicom_json import indexed_element
+from dicomvault.services.query_filters import CachedFilters
 
-MAX_LIMIT = 10_000
+#: Rows per index read when examining non-indexed keys or streaming: one statement (plus one for the cached
+#: metadata at study/series level) per 500 rows; at image level a page holds the rows' metadata texts (a few KB
+#: each), so memory stays around a few MB whatever the number of matches.
+SCAN_PAGE = 500
 
 
 @dataclass(frozen=True)
@@ -34,12 +50,38 @@ class EncodedResult:
     study_uid: str
 
 
+@dataclass(frozen=True)
+class PageEnd:
+    """Where a page of results ended.
+
+    ``last_id`` is the keyset cursor for the page at ``offset + len(results)`` (``QuerySpec.after_id``): the
+    internal id of the last result or, when the scan budget ran out before the page was full, of the last row
+    examined (no match lies between the two, so either continues the walk); None when nothing was found.
+    ``more``: further matches exist beyond this page, or may (the budget ran out before that was known).
+    ``complete``: False when the budget ran out before the page was full, so matches may be missing from it.
+    """
+
+    last_id: int | None
+    more: bool = False
+    complete: bool = True
+
+
+@dataclass
+class _ScanState:
+    """What one pass over the index examined (filled in while the pass is consumed)."""
+
+    examined: int = 0
+    last_id: int | None = None
+    out_of_budget: bool = False
+
+
 _STUDY_DEFAULT = frozenset(DEFAULT_RETURN[Level.STUDY])
 
 
 class QueryService:
-    def __init__(self, index: IndexRepository) -> None:
+    def __init__(self, index: IndexRepository, limits: QueryLimits | None = None) -> None:
         self.index = index
+        self.limits = limits or QueryLimits()
 
     def build_spec(
         self,
@@ -52,13 +94,18 @@ class QueryService:
         limit: int | None = None,
         offset: int = 0,
     ) -> QuerySpec:
-        """Turn matching keys (keyword or tag → raw DICOM value) into a ``QuerySpec``; raises ``InvalidQuery``."""
+        """Turn matching keys (keyword or tag → raw DICOM value) into a ``QuerySpec``; raises ``InvalidQuery``, or
+        ``QueryTooComplex`` for a query beyond ``limits`` (naming the key)."""
         spec = QuerySpec(level=level, include_all=include_all, limit=limit, offset=max(0, offset))
+        matching = values = 0
         for name, raw in keys.items():
             try:
                 _, keyword = resolve_keyword(name)
             except KeyError:
                 raise InvalidQuery(f"unknown attribute {name!r}") from None
+            if raw.strip() not in ("", "*"):
+                matching += 1
+                values += check_key(keyword, raw, self.limits)
             attr = BY_KEYWORD.get(keyword)
             if attr is None:
                 if raw.strip() not in ("", "*"):
@@ -79,51 +126,57 @@ class QueryService:
                 raise InvalidQuery(f"unknown attribute {name!r}") from None
             if keyword not in spec.return_keys:
                 spec.return_keys.append(keyword)
+        if matching > self.limits.max_keys:
+            raise QueryTooComplex(f"more than {self.limits.max_keys} matching keys")
+        if values > self.limits.max_values:
+            raise QueryTooComplex(f"more than {self.limits.max_values} values in the query")
         return spec
 
     def search(self, spec: QuerySpec) -> list[dict[str, Any]]:
-        """Run ``spec``; results are DICOM JSON objects (tag hex → element), in a stable order."""
+        """Run ``spec``; results are DICOM JSON objects (tag hex → element), in a stable order, at most
+        ``limits.max_results`` (``search_page`` tells whether more exist)."""
         return self.search_page(spec)[0]
 
-    def search_page(self, spec: QuerySpec) -> tuple[list[dict[str, Any]], int | None]:
-        """Like ``search``, plus the internal id of the last result: a keyset cursor for the next page
-        (``QuerySpec.after_id``), so that deep pages (QIDO-RS ``offset``) need no OFFSET scan."""
-        if spec.limit is not None and spec.limit > MAX_LIMIT:
-            spec.limit = MAX_LIMIT
-        post_filter = bool(spec.extra_filters)
-        page_limit, page_offset = spec.limit, spec.offset
-        if post_filter:
-            spec.limit, spec.offset = None, 0
-        rows = self.index.find(spec)
+    def search_page(self, spec: QuerySpec) -> tuple[list[dict[str, Any]], PageEnd]:
+        """One page of ``spec`` (``limit`` results, at most ``limits.max_results``; none given: that maximum)
+        after ``offset`` matches or after the keyset cursor ``after_id``, plus where it ended (``PageEnd``): the
+        cursor for the next page, whether more matches exist, whether the scan budget cut it short.
+
+        Without non-indexed keys this is one SELECT of ``limit + 1`` rows (the extra row only tells whether more
+        exist). With them, candidate rows are examined in pages until ``limit + 1`` matches are found, the rows
+        run out or ``limits.max_scanned`` rows were examined."""
+        limit = self._page_limit(spec)
         wanted = self._wanted(spec)
         plan = self._plan(spec, wanted)
-        need_cache = post_filter or spec.include_all or self._needs_cache(wanted)
+        state = _ScanState()
+        first_page = SCAN_PAGE if spec.extra_filters else limit + 1
         results: list[dict[str, Any]] = []
-        ids: list[int] = []
-        for row in rows:
-            cached = self._cached(spec.level, row, needed=need_cache)
-            if post_filter and not self._extra_match(spec, cached):
-                continue
-            if spec.include_all:
-                results.append(self._to_json(spec, row, wanted, cached))
-            else:
-                results.append(self._fast_json(plan, row, cached))
-            ids.append(int(row["_id"]))
-        if post_filter:
-            end = None if page_limit is None else page_offset + page_limit
-            results, ids = results[page_offset:end], ids[page_offset:end]
-        return results, (ids[-1] if ids else None)
+        last_result: int | None = None
+        more = False
+        for row, cached in self._matches(spec, state, wanted, first_page=first_page):
+            if len(results) == limit:
+                more = True
+                break
+            results.append(self._to_json(spec, row, wanted, cached) if spec.include_all
+                           else self._fast_json(plan, row, cached))
+            last_result = int(row["_id"])
+        if state.out_of_budget and not more:
+            more = True  # unknown: the budget ran out first
+            if len(results) < limit:
+                return results, PageEnd(state.last_id, more=True, complete=False)
+        return results, PageEnd(last_result, more=more)
 
-    def search_page_encoded(self, spec: QuerySpec) -> tuple[list[EncodedResult], int | None] | None:
+    def search_page_encoded(self, spec: QuerySpec) -> tuple[list[EncodedResult], PageEnd] | None:
         """Like ``search_page`` but with each result serialized, taken from the index's cached default answer
         of each study; ``None`` when ``spec`` asks for something the cache does not hold (not STUDY level,
         ``includefield`` beyond the default return keys, matching on non-indexed attributes), and the caller
         then uses ``search_page``. The bytes equal ``orjson.dumps`` of what ``search_page`` returns."""
         if not self.answers_from_cache(spec):
             return None
-        if spec.limit is not None and spec.limit > MAX_LIMIT:
-            spec.limit = MAX_LIMIT
-        found = self.index.find_study_json(spec)
+        limit = self._page_limit(spec)
+        found = self.index.find_study_json(replace(spec, limit=limit + 1))
+        more = len(found) > limit
+        found = found[:limit]
         plan: list[tuple[str, str, Attribute | None, str]] | None = None
         out: list[EncodedResult] = []
         for _, study_uid, answer in found:
@@ -133,7 +186,25 @@ class QueryService:
             if plan is None:  # a study without a current cached answer: built from its columns
                 plan = self._plan(spec, self._wanted(spec))
             out.append(EncodedResult(orjson.dumps(self._fast_json(plan, answer, {})), study_uid))
-        return out, (found[-1][0] if found else None)
+        return out, PageEnd(found[-1][0] if found else None, more=more)
+
+    def stream(self, spec: QuerySpec, *, max_results: int) -> Iterator[dict[str, Any]]:
+        """Every match of ``spec`` (its ``limit`` is ignored), read from the index ``SCAN_PAGE`` rows at a time,
+        so the caller can answer the first before the last is read (C-FIND) and nothing holds them all.
+
+        Raises ``ResultLimitExceeded`` once ``max_results`` matches were yielded and another exists, or when
+        ``limits.max_scanned`` rows were examined for non-indexed keys before the end: the caller has then seen
+        an incomplete answer and must say so."""
+        wanted = self._wanted(spec)
+        plan = self._plan(spec, wanted)
+        state = _ScanState()
+        for count, (row, cached) in enumerate(self._matches(spec, state, wanted, first_page=SCAN_PAGE)):
+            if count == max_results:
+                raise ResultLimitExceeded(f"More than {max_results} matches: narrow the query")
+            yield self._to_json(spec, row, wanted, cached) if spec.include_all else self._fast_json(plan, row, cached)
+        if state.out_of_budget:
+            raise ResultLimitExceeded(f"Examined {self.limits.max_scanned} records without finishing: narrow the "
+                                      "query")
 
     @staticmethod
     def answers_from_cache(spec: QuerySpec) -> bool:
@@ -190,39 +261,59 @@ class QueryService:
     def _needs_cache(wanted: list[str]) -> bool:
         return any(kw not in BY_KEYWORD for kw in wanted)
 
-    def _cached(self, level: Level, row: Mapping[str, Any], *, needed: bool) -> dict[str, Any]:
-        if not needed or level == Level.PATIENT:
+    def _page_limit(self, spec: QuerySpec) -> int:
+        maximum = self.limits.max_results
+        return maximum if spec.limit is None else max(0, min(spec.limit, maximum))
+
+    def _matches(
+        self, spec: QuerySpec, state: _ScanState, wanted: list[str], *, first_page: int
+    ) -> Iterator[tuple[Mapping[str, Any], dict[str, Any]]]:
+        """(row, its cached metadata or {}) for each match of ``spec`` after ``offset`` matches (or after the cursor
+        ``after_id``), in id order, read lazily: the index is asked for ``first_page`` rows, then ``SCAN_PAGE`` at
+        a time after the last id seen, only while the consumer wants more.
+
+        Without non-indexed keys SQL applies ``offset`` and every row read is a match. With them, the offset counts
+        matches, so it is skipped here, and rows are examined against ``limits.max_scanned`` (``state``)."""
+        filters = CachedFilters(spec.extra_filters)
+        need_cache = bool(filters) or spec.include_all or self._needs_cache(wanted)
+        keyset = spec.after_id is not None
+        skip = spec.offset if filters and not keyset else 0
+        sql_offset = 0 if filters or keyset else spec.offset
+        cursor, page = spec.after_id, first_page
+        while True:
+            n = page if not filters else min(page, self.limits.max_scanned - state.examined)
+            if n <= 0:
+                state.out_of_budget = True
+                return
+            rows = self.index.find(replace(spec, limit=n, offset=sql_offset, after_id=cursor))
+            texts = self._cached_texts(spec.level, rows) if need_cache else {}
+            for row in rows:
+                row_id = int(row["_id"])
+                state.last_id = row_id
+                state.examined += 1
+                text = texts.get(row_id)
+                if filters and not (text and filters.may_match(text)):
+                    continue
+                # json, not orjson: a cached text may hold NaN (an FL/FD value), which only the stdlib parser reads
+                meta: dict[str, Any] = json.loads(text) if text else {}
+                if filters and not filters.match(meta):
+                    continue
+                if skip:
+                    skip -= 1
+                    continue
+                yield row, meta
+            if len(rows) < n:
+                return
+            cursor, page, sql_offset = int(rows[-1]["_id"]), SCAN_PAGE, 0
+
+    def _cached_texts(self, level: Level, rows: list[dict[str, Any]]) -> dict[int, str]:
+        """Row id → the row's cached DICOM JSON text: at image level from the row itself, at study and series level
+        from a representative instance, for the whole page in one statement; none at patient level."""
+        if level == Level.PATIENT or not rows:
             return {}
         if level == Level.IMAGE:
-            text = row.get("_metadata")
-        elif level == Level.STUDY:
-            text = self.index.representative_metadata(study_uid=row["StudyInstanceUID"])
-        else:
-            text = self.index.representative_metadata(
-                study_uid=row["StudyInstanceUID"], series_uid=row["SeriesInstanceUID"]
-            )
-        return json.loads(text) if text else {}
-
-    @staticmethod
-    def _extra_match(spec: QuerySpec, cached: Mapping[str, Any]) -> bool:
-        for keyword, raw in spec.extra_filters:
-            tag = tag_for_keyword(keyword)
-            elem = cached.get(f"{tag:08X}") if tag is not None else None
-            values = (elem or {}).get("Value", [])
-            texts = [v.get("Alphabetic", "") if isinstance(v, dict) else str(v) for v in values]
-            vr = dictionary_VR(tag) if tag is not None else ""
-            patterns = raw.split("\\")
-            ok = False
-            for text in texts:
-                for pat in patterns:
-                    if vr == "PN":
-                        if dicom_wildcard_match(fold_pn(pat), fold_pn(text)):
-                            ok = True
-                    elif dicom_wildcard_match(pat, text):
-                        ok = True
-            if not ok:
-                return False
-        return True
+            return {int(r["_id"]): r["_metadata"] for r in rows if r.get("_metadata")}
+        return self.index.representative_metadata_many(level, [int(r["_id"]) for r in rows])
 
     def _to_json(
         self, spec: QuerySpec, row: Mapping[str, Any], wanted: list[str], cached: Mapping[str, Any]

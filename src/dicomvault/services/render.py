@@ -1,14 +1,18 @@
 """Rendered images and thumbnails (PS3.18 8.3.5 rendered resources, WADO-URI image/jpeg|png).
 
-Pipeline for one frame: decode only that frame → Modality LUT (rescale slope/intercept or LUT) → VOI (the
-request's ``window``, else the object's window or VOI LUT, else the frame's min/max) → MONOCHROME1 inversion →
-8-bit grey or RGB → optional crop and viewport scaling (aspect kept) → JPEG or PNG via Pillow.
+Pipeline for one frame: decode only that frame (refused above ``max_decoded_bytes`` before decoding) → optional
+crop → every n-th row and column when the output is much smaller → Modality LUT (rescale slope/intercept or LUT)
+→ VOI (the request's ``window``, else the object's window or VOI LUT, else the frame's min/max) → MONOCHROME1
+inversion → 8-bit grey (through a lookup table) or RGB, tile by tile → viewport scaling (aspect kept) → JPEG or
+PNG via Pillow. Nothing per-pixel is held in float64 (measured for an 8192 × 8192 16-bit RLE frame: +1.6 GB and
+4.6 s per ``/rendered`` before, see docs/benchmarks.md for after).
 """
 
 from __future__ import annotations
 
 import io
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -159,73 +163,164 @@ def _rescale(arr: np.ndarray, header: Dataset, frame: int) -> np.ndarray:
     return arr
 
 
-def _to_uint8(arr: np.ndarray) -> np.ndarray:
-    x = arr.astype(np.float64, copy=False)
-    lo, hi = float(np.min(x)), float(np.max(x))
-    if hi <= lo:
-        return np.zeros(x.shape, dtype=np.uint8)
-    return ((x - lo) * (255.0 / (hi - lo))).round().astype(np.uint8)
+#: Pixels processed at a time by the tiled steps (temporaries stay at a few MB whatever the image size).
+TILE_PIXELS = 1 << 20
+#: Integer data spanning at most this many values is windowed through a lookup table.
+LUT_ENTRIES = 1 << 16
 
 
-def grey_image(arr: np.ndarray, header: Dataset, frame: int, window: Window | None) -> np.ndarray:
-    values = _rescale(arr, header, frame)
+def _tiles(arr: np.ndarray) -> Iterator[slice]:
+    """Row ranges of about ``TILE_PIXELS`` values each."""
+    per_row = arr.size // arr.shape[0] if arr.shape[0] else 1
+    rows = max(1, TILE_PIXELS // max(1, per_row))
+    for start in range(0, arr.shape[0], rows):
+        yield slice(start, start + rows)
+
+
+def _grey_values(values: np.ndarray, header: Dataset, frame: int, window: Window | None) -> tuple[np.ndarray, bool]:
+    """Modality LUT then VOI (window, else the object's VOI LUT) applied element-wise to ``values``: the output
+    levels (0..255 as float for a window), and whether they still need scaling from their min/max to 0..255."""
+    values = _rescale(values, header, frame)
     chosen = window or object_window(header, frame)
     if chosen is not None:
-        out = voi_window(values, chosen)
-    elif "VOILUTSequence" in header:
+        return voi_window(values, chosen), False
+    if "VOILUTSequence" in header:
         try:
-            out = _to_uint8(apply_voi_lut(values.astype(np.int64) if values.dtype.kind == "f" else values, header))
+            return apply_voi_lut(values.astype(np.int64) if values.dtype.kind == "f" else values, header), True
         except Exception:
-            out = _to_uint8(values)
-    else:
-        out = _to_uint8(values)
-    img = np.clip(out, 0, 255).round().astype(np.uint8) if out.dtype != np.uint8 else out
-    if str(header.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-        img = 255 - img
-    return img
+            pass
+    return values, True
+
+
+def _scaled(levels: np.ndarray, stretch: tuple[float, float] | None) -> np.ndarray:
+    """Levels to uint8: clipped and rounded, or first stretched linearly from (lo, hi) to 0..255."""
+    x = levels.astype(np.float64, copy=False)
+    if stretch is not None:
+        lo, hi = stretch
+        if hi <= lo:
+            return np.zeros(x.shape, dtype=np.uint8)
+        x = (x - lo) * (255.0 / (hi - lo))
+    return np.clip(x, 0, 255).round().astype(np.uint8)
+
+
+def grey_image(arr: np.ndarray, header: Dataset, frame: int, window: Window | None,
+               reference: np.ndarray | None = None) -> np.ndarray:
+    """8-bit grey levels of a monochrome frame, without a float copy of it.
+
+    Integer data (all but float pixel data and 32-bit data spanning more than 65,536 values) goes through a lookup
+    table: the modality and VOI transforms run once per possible value (at most 65,536, ~1 ms), then each pixel is
+    one table read, tile by tile. The previous float64 pipeline cost 8 bytes per pixel per step (+1.6 GB and 4.6 s
+    for an 8192 × 8192 frame); its output is what the table holds (tests/services/test_services_render_lut.py
+    compares both within one grey level). Other data (float pixel data, wide 32-bit ranges) is transformed in
+    float64 one tile of ~1 Mpixel at a time, never the whole frame, in two passes when the output must be
+    stretched to its min/max. That min/max is the whole frame's (``reference``, of which ``arr`` is
+    a crop or a decimation), so a zoomed region is as bright as in the full image."""
+    reference = arr if reference is None else reference
+    monochrome1 = str(header.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1"
+    out = np.empty(arr.shape, dtype=np.uint8)
+    if arr.dtype.kind in "ui" and reference.size:
+        lo, hi = int(reference.min()), int(reference.max())
+        if hi - lo < LUT_ENTRIES:
+            levels, stretch = _grey_values(np.arange(lo, hi + 1, dtype=np.int64), header, frame, window)
+            present = np.zeros(hi - lo + 1, dtype=bool) if stretch else None
+            if present is not None:
+                for rows in _tiles(reference):
+                    present[np.subtract(reference[rows], lo, dtype=np.int32)] = True
+            bounds = None
+            if present is not None:
+                seen = np.asarray(levels, dtype=np.float64)[present]
+                bounds = (float(seen.min()), float(seen.max()))
+            lut = _scaled(levels, bounds)
+            if monochrome1:
+                lut = 255 - lut
+            for rows in _tiles(arr):
+                out[rows] = lut[np.subtract(arr[rows], lo, dtype=np.int32)]
+            return out
+    bounds = None
+    if _grey_values(arr[:1], header, frame, window)[1]:  # stretch: min/max over the whole frame first
+        lows, highs = [], []
+        for rows in _tiles(reference):
+            levels = np.asarray(_grey_values(reference[rows], header, frame, window)[0], dtype=np.float64)
+            lows.append(float(levels.min()))
+            highs.append(float(levels.max()))
+        bounds = (min(lows), max(highs)) if lows else (0.0, 0.0)
+    for rows in _tiles(arr):
+        out[rows] = _scaled(_grey_values(arr[rows], header, frame, window)[0], bounds)
+    return 255 - out if monochrome1 else out
 
 
 def colour_image(arr: np.ndarray, described: Dataset, header: Dataset) -> np.ndarray:
+    """8-bit RGB of a colour frame (palette applied, YBR converted), tile by tile."""
     photometric = str(described.get("PhotometricInterpretation", "RGB")).upper()
-    if photometric == "PALETTE COLOR":
-        arr = apply_color_lut(arr, header)
-    elif photometric.startswith("YBR") and photometric not in ("YBR_RCT", "YBR_ICT"):
-        arr = convert_color_space(arr, photometric, "RGB")
-    if arr.dtype == np.uint8:
+    palette = photometric == "PALETTE COLOR"
+    convert = photometric.startswith("YBR") and photometric not in ("YBR_RCT", "YBR_ICT")
+    if not palette and not convert and arr.dtype == np.uint8:
         return arr
-    bits = int(described.get("BitsStored", 8) or 8)
-    if photometric == "PALETTE COLOR":
-        bits = 16 if arr.max(initial=0) > 255 else 8
-    shift = max(0, bits - 8)
-    return np.clip(arr.astype(np.uint32) >> shift, 0, 255).astype(np.uint8)
+
+    def rgb(tile: np.ndarray) -> np.ndarray:
+        if palette:
+            return np.asarray(apply_color_lut(tile, header))
+        return np.asarray(convert_color_space(tile, photometric, "RGB")) if convert else tile
+
+    shift = max(0, int(described.get("BitsStored", 8) or 8) - 8)
+    if palette:  # 16-bit palettes are scaled down when any value used exceeds 8 bits
+        peak = max((int(rgb(arr[rows]).max(initial=0)) for rows in _tiles(arr)), default=0)
+        shift = 8 if peak > 255 else 0
+    out = np.empty((*arr.shape[:2], 3), dtype=np.uint8)
+    for rows in _tiles(arr):
+        tile = rgb(arr[rows])
+        out[rows] = tile if tile.dtype == np.uint8 else np.clip(tile.astype(np.uint32) >> shift, 0, 255)
+    return out
 
 
-def to_pillow(arr: np.ndarray, described: Dataset, header: Dataset, frame: int, window: Window | None) -> Image.Image:
+def to_pillow(arr: np.ndarray, described: Dataset, header: Dataset, frame: int, window: Window | None,
+              reference: np.ndarray | None = None) -> Image.Image:
     photometric = str(described.get("PhotometricInterpretation", "")).upper()
     if photometric.startswith("MONOCHROME") or (arr.ndim == 2 and photometric != "PALETTE COLOR"):
-        return Image.fromarray(grey_image(arr, header, frame, window), mode="L")
+        return Image.fromarray(grey_image(arr, header, frame, window, reference), mode="L")
     return Image.fromarray(colour_image(arr, described, header), mode="RGB")
 
 
-def fit(img: Image.Image, viewport: Viewport | None, max_side: int | None) -> Image.Image:
-    if viewport is not None and viewport.region is not None:
-        sx, sy, sw, sh = viewport.region
-        sw = sw or img.width - sx
-        sh = sh or img.height - sy
-        if sw <= 0 or sh <= 0 or sx >= img.width or sy >= img.height:
-            raise InvalidQuery("viewport source region lies outside the image")
-        img = img.crop((sx, sy, min(img.width, sx + sw), min(img.height, sy + sh)))
+def crop(arr: np.ndarray, viewport: Viewport | None) -> np.ndarray:
+    """The viewport's source region of ``arr`` (a view, no copy); raises ``InvalidQuery`` outside the image."""
+    if viewport is None or viewport.region is None:
+        return arr
+    height, width = arr.shape[:2]
+    sx, sy, sw, sh = viewport.region
+    sw = sw or width - sx
+    sh = sh or height - sy
+    if sw <= 0 or sh <= 0 or sx >= width or sy >= height:
+        raise InvalidQuery("viewport source region lies outside the image")
+    return arr[sy : min(height, sy + sh), sx : min(width, sx + sw)]
+
+
+def output_size(width: int, height: int, viewport: Viewport | None, max_side: int | None) -> tuple[int, int]:
+    """The rendered size for a (cropped) source of ``width`` × ``height``: fitted in the viewport or the
+    thumbnail box, aspect kept; the source size when neither is given."""
     if viewport is not None:
         box = (viewport.width, viewport.height)
     elif max_side is not None:
         box = (max_side, max_side)
     else:
-        return img
-    scale = min(box[0] / img.width, box[1] / img.height)
-    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        return width, height
+    scale = min(box[0] / width, box[1] / height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def decimate(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Every n-th row and column (a view) when the output is at least 4× smaller than the source on both axes,
+    keeping at least twice the output size, so the final Lanczos resize still filters: an 8192 × 8192 frame
+    thumbnailed at 128 is windowed at 256 × 256 instead of 64 Mpixels."""
+    height, width = arr.shape[:2]
+    step = min(width // (2 * size[0]), height // (2 * size[1]))
+    return arr[::step, ::step] if step >= 2 else arr
+
+
+def resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
     if size == img.size:
         return img
-    return img.resize(size, Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BICUBIC)
+    upscale = size[0] > img.width or size[1] > img.height
+    return img.resize(size, Image.Resampling.BICUBIC if upscale else Image.Resampling.LANCZOS)
 
 
 def encode(img: Image.Image, media_type: str, quality: int) -> bytes:
@@ -245,14 +340,19 @@ class RenderService:
 
     def render(self, record: InstanceRecord, frame: int, options: RenderOptions) -> bytes:
         """Frame ``frame`` (1-based) of ``record`` as an encoded image; raises ``NotFound``, ``Unsupported``
-        (not an image, no decoder), ``InvalidQuery`` (bad viewport region)."""
+        (not an image, no decoder), ``InvalidQuery`` (bad viewport region), ``TooLarge`` (the frame decodes to
+        more than ``max_decoded_bytes``), ``DamagedPixelData``.
+
+        Order: decode → crop → decimate (when the output is much smaller) → window/colour to 8 bits → resize, so
+        per-pixel work and memory follow the output, not the source, beyond the decoded frame itself."""
         header = read_header(self.retrieve, record)
         if not is_image(header):
             raise Unsupported("the object has no image pixel data to render")
-        arr, described = decode_frame(self.retrieve, record, frame, header)
-        img = to_pillow(arr, described, header, frame, options.window)
-        img = fit(img, options.viewport, options.max_side)
-        return encode(img, options.media_type, options.quality)
+        full, described = decode_frame(self.retrieve, record, frame, header)
+        arr = crop(full, options.viewport)
+        size = output_size(arr.shape[1], arr.shape[0], options.viewport, options.max_side)
+        img = to_pillow(decimate(arr, size), described, header, frame, options.window, full)
+        return encode(resize(img, size), options.media_type, options.quality)
 
     @staticmethod
     def middle_frame(record: InstanceRecord) -> int:

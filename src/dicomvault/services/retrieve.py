@@ -1,6 +1,12 @@
 """Locating stored instances and streaming their bytes, frames, or a transcoded copy.
 
 C-GET/C-MOVE and WADO-RS/WADO-URI call this; none of them touches the blob store directly.
+
+Bounded work (issue #9): a deflated object is only ever inflated through ``services.inflate`` (chunk by chunk,
+within ``max_inflated_bytes``); its Explicit VR Little Endian form is that inflation streamed behind a new File
+Meta Information, since the two syntaxes encode the data set identically. Any other conversion holds the object
+in memory, so it is refused (``TooLarge``) when that would take more than ``max_decoded_bytes``; pixel data
+shorter than its header describes is answered with ``DamagedPixelData`` instead of a decoder's error.
 """
 
 from __future__ import annotations
@@ -16,20 +22,33 @@ from typing import BinaryIO
 
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
-from dicomvault.domain.errors import IntegrityFailure, NotFound, Unsupported
+from dicomvault.domain.errors import DamagedPixelData, IntegrityFailure, NotFound, TooLarge, Unsupported
 from dicomvault.domain.records import InstanceRecord
 from dicomvault.ports.blobs import BlobStore
 from dicomvault.ports.index import IndexRepository
-from dicomvault.services import transcode
+from dicomvault.services import inflate, transcode
+from dicomvault.services.frames import (
+    decoded_frame_bytes,
+    expected_pixel_bytes,
+    number_of_frames,
+    pixel_element,
+    pixel_length_problem,
+)
+from dicomvault.services.inflate import Inflated, Limits
+from dicomvault.services.part10 import file_meta_bytes
 
 CHUNK = 1 << 20
+#: Values larger than this stay unread in a header dataset (LUT data and icons are far smaller).
+HEADER_DEFER = 1 << 20
 
 
 class RetrieveService:
-    def __init__(self, index: IndexRepository, blobs: BlobStore) -> None:
+    def __init__(self, index: IndexRepository, blobs: BlobStore, limits: Limits | None = None) -> None:
         self.index = index
         self.blobs = blobs
+        self.limits = limits or Limits()
 
     def locate(
         self,
@@ -85,34 +104,203 @@ class RetrieveService:
             tmp.flush()
             yield Path(tmp.name)
 
+    # -- data sets ---------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def is_deflated(record: InstanceRecord) -> bool:
+        return record.transfer_syntax_uid == DeflatedExplicitVRLittleEndian
+
+    def open_inflated(self, record: InstanceRecord) -> Inflated:
+        """A deflated object's data set inflated into a spool (the caller closes it); raises ``TooLarge``."""
+        with self.open(record) as f:
+            return inflate.inflate_object(f, self.limits)
+
+    @contextlib.contextmanager
+    def inflated(self, record: InstanceRecord) -> Iterator[Inflated]:
+        found = self.open_inflated(record)
+        try:
+            yield found
+        finally:
+            found.close()
+
+    def header(self, record: InstanceRecord) -> Dataset:
+        """The stored object's dataset up to (not including) its pixel data; values over ``HEADER_DEFER`` bytes
+        are left unread (and cannot be read later). Raises ``Unsupported`` when it cannot be parsed."""
+        try:
+            if self.is_deflated(record):
+                with self.inflated(record) as found:
+                    return found.dataset(defer_size=HEADER_DEFER)
+            with self.open(record) as f:
+                return pydicom.dcmread(f, stop_before_pixels=True, defer_size=HEADER_DEFER, force=True)
+        except (TooLarge, NotFound):
+            raise
+        except Exception as exc:
+            raise Unsupported(f"the stored object cannot be parsed: {type(exc).__name__}") from exc
+
     def read_dataset(self, record: InstanceRecord, *, stop_before_pixels: bool = False) -> Dataset:
+        """The object (or its header) with every value in memory: callers that take the pixel data check
+        ``memory_needed`` first. A deflated object is read from its bounded inflated spool."""
+        if self.is_deflated(record):
+            with self.inflated(record) as found:
+                return found.dataset(stop_before_pixels=stop_before_pixels)
         with self.open(record) as f:
             return pydicom.dcmread(f, stop_before_pixels=stop_before_pixels)
 
+    def pixel_problem(self, record: InstanceRecord) -> str | None:
+        """Why the object's native pixel data cannot be decoded (shorter than its header describes), from the
+        index flag or, for an object stored before that check, from its header; None when it can."""
+        if record.pixel_problem:
+            return record.pixel_problem
+        if record.frame_index is not None or self.is_deflated(record):
+            return None  # indexed native frames fit their header; a deflated one was checked inflated at ingest
+        syntax = record.transfer_syntax_uid
+        with self.open(record) as f:
+            try:
+                ds = pydicom.dcmread(f, stop_before_pixels=True, defer_size=HEADER_DEFER, force=True)
+            except Exception:
+                return None  # a decoder will say what is wrong
+            located = pixel_element(f, syntax, f.tell())
+        if located is None or located[1] == 0xFFFFFFFF:
+            return None
+        return pixel_length_problem(ds, located[1])
+
+    def memory_needed(self, record: InstanceRecord, target_ts: str | None = None) -> int:
+        """Bytes a whole-object conversion to ``target_ts`` (None: decoding the pixel data) holds in memory: the
+        decoded pixel data, at least the object. Between uncompressed syntaxes nothing is decoded, so the header is
+        read only otherwise (a study retrieved from S3 in another uncompressed syntax costs no extra request per
+        instance)."""
+        if record.transfer_syntax_uid in transcode.NATIVE_UNDEFLATED and target_ts in transcode.UNCOMPRESSED:
+            return record.blob.size
+        header = self.header(record)
+        decoded = decoded_frame_bytes(header) * number_of_frames(header) if "Rows" in header else 0
+        return max(decoded, record.blob.size)
+
+    def check_memory(self, needed: int, what: str) -> None:
+        cap = self.limits.max_decoded_bytes
+        if needed > cap:
+            raise TooLarge(f"{what} needs {needed} bytes in memory, more than max_decoded_bytes ({cap})",
+                           "max_decoded_bytes")
+
+    # -- frames ------------------------------------------------------------------------------------------------
+
     def frame(self, record: InstanceRecord, number: int) -> bytes:
-        """Frame ``number`` (1-based) in the stored transfer syntax: one byte-range read per fragment."""
+        """Frame ``number`` (1-based) in the stored transfer syntax: one byte-range read per fragment. Raises
+        ``NotFound``, ``DamagedPixelData``, ``TooLarge``."""
         n_frames = record.number_of_frames or 1
         if number < 1 or number > n_frames:
             raise NotFound(f"frame {number} does not exist (the instance has {n_frames})")
+        if record.pixel_problem:
+            raise DamagedPixelData(record.pixel_problem)
         index = record.frame_index
-        if index is not None and number <= len(index.frames):
-            spans = index.frames[number - 1]
+        if index is not None and number <= index.count:
+            spans = index.spans(number, lambda start, length: self._index_text(record, start, length))
             if len(spans) == 1:
                 return self.blobs.read_range(record.blob.key, spans[0][0], spans[0][1])
             return b"".join(self.blobs.read_range(record.blob.key, o, n) for o, n in spans)
-        # No index (big endian, 1-bit, deflated): decode once from the object.
+        if self.is_deflated(record):
+            return self._deflated_frame(record, number)
+        # No index (big endian, 1-bit, pixel data that does not fit its header): decode once from the object.
+        problem = self.pixel_problem(record)
+        if problem is not None:
+            raise DamagedPixelData(problem)
+        self.check_memory(self.memory_needed(record), "reading this frame (the whole object is decoded)")
         ds = self.read_dataset(record)
         return transcode.frame_from_dataset(ds, number)
 
+    def _index_text(self, record: InstanceRecord, start: int, length: int | None) -> str:
+        text = self.index.frame_index_text(record.sop_uid, record.blob.key, start, length)
+        if text is None:
+            raise NotFound("the instance was replaced or removed while its frame was being read")
+        return text
+
+    def _deflated_frame(self, record: InstanceRecord, number: int) -> bytes:
+        with self.inflated(record) as found:
+            header = found.dataset(defer_size=HEADER_DEFER)
+            located = pixel_element(found.file, ExplicitVRLittleEndian, found.file.tell())
+            if located is None or located[1] == 0xFFFFFFFF:
+                raise NotFound("the instance has no pixel data")
+            offset, length = located
+            problem = pixel_length_problem(header, length)
+            if problem is not None:
+                raise DamagedPixelData(problem)
+            if int(header.get("BitsAllocated", 8) or 8) == 1:  # 1-bit frames are not byte-aligned: decode
+                self.check_memory(decoded_frame_bytes(header) * number_of_frames(header), "reading this frame")
+                return transcode.frame_from_dataset(found.dataset(stop_before_pixels=False), number)
+            frame_length = expected_pixel_bytes(header, frames=1) or length // number_of_frames(header)
+            found.file.seek(offset + (number - 1) * frame_length)
+            return found.file.read(frame_length)
+
+    # -- other transfer syntaxes -------------------------------------------------------------------------------
+
+    def streams(self, record: InstanceRecord, target_ts: str) -> bool:
+        """Whether ``iter_transcoded`` streams (bounded memory, errors may only show mid-stream) rather than
+        building the object in memory first."""
+        return target_ts == record.transfer_syntax_uid or (
+            self.is_deflated(record) and target_ts == ExplicitVRLittleEndian)
+
+    def fits(self, record: InstanceRecord, target_ts: str) -> bool:
+        """Whether the object can be provided in ``target_ts`` within ``max_decoded_bytes`` (reads the header
+        when a conversion in memory would be needed)."""
+        if self.streams(record, target_ts):
+            return True
+        try:
+            return self.memory_needed(record, target_ts) <= self.limits.max_decoded_bytes
+        except (Unsupported, TooLarge):
+            return False
+
+    def iter_transcoded(self, record: InstanceRecord, target_ts: str) -> Iterator[bytes]:
+        """The object as a Part 10 file in ``target_ts``, in chunks. Raises ``Unsupported``, ``TooLarge``,
+        ``DamagedPixelData``."""
+        if target_ts == record.transfer_syntax_uid:
+            yield from self.iter_bytes(record)
+        elif self.streams(record, target_ts):
+            yield from self._iter_inflated(record)
+        else:
+            yield self.transcoded(record, target_ts)
+
+    def _iter_inflated(self, record: InstanceRecord) -> Iterator[bytes]:
+        """A deflated object as Explicit VR Little Endian: new File Meta Information, then the inflated data set
+        chunk by chunk (the encodings are identical, PS3.5 A.5), within ``max_inflated_bytes``."""
+        with self.open(record) as f:
+            meta, offset = inflate.read_file_meta(f)
+            source = str(meta.get("SourceApplicationEntityTitle", "") or "") if meta is not None else ""
+            yield file_meta_bytes(sop_class_uid=record.sop_class_uid, sop_instance_uid=record.sop_uid,
+                                  transfer_syntax_uid=ExplicitVRLittleEndian, source_aet=source or None)
+            f.seek(offset)
+            yield from inflate.inflate_chunks(f, self.limits)
+
     def transcoded(self, record: InstanceRecord, target_ts: str) -> bytes:
-        """The object re-encoded in ``target_ts`` as a Part 10 file; raises ``Unsupported``."""
+        """The object re-encoded in ``target_ts`` as a Part 10 file, built in memory; raises ``Unsupported``,
+        ``TooLarge`` (above ``max_decoded_bytes``), ``DamagedPixelData``."""
         if target_ts == record.transfer_syntax_uid:
             return b"".join(self.iter_bytes(record))
-        ds = self.read_dataset(record)
+        if self.streams(record, target_ts):
+            return b"".join(self._iter_inflated(record))
+        problem = self.pixel_problem(record)
+        if problem is not None:
+            raise DamagedPixelData(problem)
+        ds: Dataset
+        if self.is_deflated(record):
+            with self.inflated(record) as found:
+                self.check_memory(found.size, "converting this instance")
+                ds = found.dataset(stop_before_pixels=False)
+        else:
+            self.check_memory(self.memory_needed(record, target_ts), "converting this instance")
+            ds = self.read_dataset(record)
         out = transcode.to_syntax(ds, target_ts)
         buf = io.BytesIO()
         out.save_as(buf, enforce_file_format=True)
         return buf.getvalue()
+
+    @contextlib.contextmanager
+    def transcoded_file(self, record: InstanceRecord, target_ts: str) -> Iterator[Path]:
+        """A spool file (in the data folder) holding the object in ``target_ts``, for a sender that streams from
+        a path; raises like ``iter_transcoded`` before yielding."""
+        with inflate.named_spool_file(self.limits) as f:
+            for chunk in self.iter_transcoded(record, target_ts):
+                f.write(chunk)
+            f.flush()
+            yield Path(f.name)
 
     def can_transcode(self, source_ts: str, target_ts: str) -> bool:
         return transcode.can_transcode(source_ts, target_ts)

@@ -1,4 +1,4 @@
-"""API tokens: create (secret shown once), list, revoke, verify.
+"""API tokens: create (secret shown once, optionally with an expiry), list, revoke, verify.
 
 A token is ``dv_`` + 256 random bits (URL-safe base64); only its SHA-256 is stored. SHA-256 (not a slow password
 hash) is right here: the secret has full entropy, so there is nothing to brute-force, and verification must be cheap
@@ -12,7 +12,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from dicomvault.domain.errors import InvalidQuery, NotFound
 from dicomvault.ports.tokens import ApiToken, TokenStore
@@ -25,6 +25,37 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
 
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+_DURATION_RE = re.compile(r"^\s*(\d{1,6})\s*([hdwy])\s*$", re.IGNORECASE)
+_UNIT_HOURS = {"h": 1, "d": 24, "w": 24 * 7, "y": 24 * 365}
+
+
+def parse_expiry(expires_in: str | None, expires_at: str | None, now: datetime) -> datetime | None:
+    """The expiry time of a new token from ``--expires-in`` (``12h``, ``90d``, ``4w``, ``1y``) or ``--expires-at``
+    (ISO date, meaning 00:00 UTC that day, or ISO date-time; without an offset, UTC); None: never expires.
+    Raises ``InvalidQuery`` for both given, a malformed value, or a time not in the future."""
+    if expires_in and expires_at:
+        raise InvalidQuery("give either an expiry duration or an expiry date, not both")
+    if expires_in:
+        match = _DURATION_RE.match(expires_in)
+        if match is None or int(match.group(1)) == 0:
+            raise InvalidQuery(f"expiry duration {expires_in!r}: expected a positive number of h, d, w or y (90d)")
+        when = now + timedelta(hours=int(match.group(1)) * _UNIT_HOURS[match.group(2).lower()])
+    elif expires_at:
+        text = expires_at.strip()
+        try:
+            when = (datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC) if len(text) == 10
+                    else datetime.fromisoformat(text))
+        except ValueError:
+            raise InvalidQuery(f"expiry date {expires_at!r}: expected YYYY-MM-DD or an ISO 8601 date-time") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+    else:
+        return None
+    if when <= now:
+        raise InvalidQuery("the expiry time is not in the future")
+    return when.astimezone(UTC)
 
 
 def normalise_scopes(scopes: list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -56,17 +87,22 @@ class TokenService:
         self._clock = clock
         self._active: tuple[bool, float] | None = None
 
-    def create(self, name: str, scopes: list[str] | tuple[str, ...]) -> tuple[ApiToken, str]:
-        """Create a token; returns its record and the secret, which cannot be recovered later."""
+    def create(self, name: str, scopes: list[str] | tuple[str, ...],
+               expires_at: datetime | None = None) -> tuple[ApiToken, str]:
+        """Create a token (valid until ``expires_at`` if given); returns its record and the secret, which cannot
+        be recovered later."""
         name = name.strip()
         if not _NAME_RE.match(name) or name.isdigit():
             raise InvalidQuery("token name: 1-128 letters, digits, '_', '.', '@', '-', not only digits")
         wanted = normalise_scopes(scopes)
         if any(t.name == name and t.active for t in self.store.all()):
-            raise InvalidQuery(f"an active token named {name!r} exists; revoke it first")
+            raise InvalidQuery(f"a token named {name!r} exists (not revoked, possibly expired); revoke it first")
         secret = PREFIX + secrets.token_urlsafe(32)
-        record = self.store.add(name=name, token_hash=hash_secret(secret), scopes=wanted,
-                                created_at=datetime.now(UTC))
+        now = datetime.now(UTC)
+        if expires_at is not None and expires_at <= now:
+            raise InvalidQuery("the expiry time is not in the future")
+        record = self.store.add(name=name, token_hash=hash_secret(secret), scopes=wanted, created_at=now,
+                                expires_at=expires_at)
         self._active = None
         return record, secret
 
@@ -89,16 +125,17 @@ class TokenService:
         return revoked
 
     def verify(self, secret: str) -> ApiToken | None:
-        """The active token for ``secret``, or None (unknown or revoked)."""
+        """The usable token for ``secret``, or None (unknown, revoked or expired)."""
         if not secret.startswith(PREFIX) or len(secret) > 200:
             return None
         token = self.store.by_hash(hash_secret(secret))
-        if token is None or not token.active:
+        if token is None or not token.usable(datetime.now(UTC)):
             return None
         return token
 
     def any_active(self) -> bool:
-        """Whether any token is active (from the index, or an answer younger than ``active_ttl``)."""
+        """Whether any token is not revoked, expired ones included (from the index, or an answer younger than
+        ``active_ttl``)."""
         known = self.any_active_cached()
         if known is not None:
             return known

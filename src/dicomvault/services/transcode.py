@@ -25,6 +25,8 @@ from pydicom.uid import (
 from dicomvault.domain.errors import Unsupported
 
 UNCOMPRESSED = {ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian}
+#: Syntaxes whose stored object is as large as its decoded form.
+NATIVE_UNDEFLATED = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian})
 #: Lossless syntaxes we can encode to (pydicom encoders available with the pinned plugins).
 ENCODABLE = {RLELossless, JPEGLSLossless, JPEG2000Lossless, "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.57"}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Column, ColumnElement, Select, and_, exists, false, or_, select
+from sqlalchemy import Column, ColumnElement, Select, and_, exists, false, func, or_, select
 
 from dicomvault.adapters.index.tables import instances, patients, series, studies, study_qido
 from dicomvault.domain.query import Condition, MatchKind, QuerySpec, wildcard_to_like
@@ -153,3 +153,21 @@ def filtered_select(spec: QuerySpec, cols: list[Any], from_: Any = None) -> Sele
     if spec.offset and spec.after_id is None:
         stmt = stmt.offset(spec.offset)
     return stmt
+
+
+def representative_select(level: Level, row_ids: list[int]) -> Select[Any]:
+    """(row id, cached DICOM JSON) of the first stored instance (lowest id, as ``representative_metadata``) of each
+    STUDY or SERIES row in ``row_ids``: one statement for a page of rows, where the per-row path issued one query
+    per result (a non-indexed key at study level over 1,000 studies was 1,001 statements)."""
+    if level == Level.STUDY:
+        owner = series.c.study_fk
+        first = (select(owner.label("owner"), func.min(instances.c.id).label("first"))
+                 .select_from(instances.join(series, instances.c.series_fk == series.c.id)))
+    elif level == Level.SERIES:
+        owner = instances.c.series_fk
+        first = select(owner.label("owner"), func.min(instances.c.id).label("first"))
+    else:
+        raise ValueError("representative instances are chosen for STUDY and SERIES rows")
+    firsts = first.where(owner.in_(row_ids)).group_by(owner).subquery()
+    return select(firsts.c.owner, instances.c.metadata).select_from(
+        firsts.join(instances, instances.c.id == firsts.c.first))

@@ -22,6 +22,7 @@ from dicomvault.adapters.index.group_commit import GroupCommit
 from dicomvault.adapters.index.removals import RemovalClaims, RemovalStatements
 from dicomvault.adapters.index.tables import instance_versions, instances, patients, series, studies
 from dicomvault.domain.errors import Conflict, Unavailable
+from dicomvault.domain.frame_index import HEAD_CHARS
 from dicomvault.domain.query import QuerySpec
 from dicomvault.domain.records import (
     ArchiveStats,
@@ -35,6 +36,7 @@ from dicomvault.domain.records import (
     StoreOutcome,
     StoreResult,
 )
+from dicomvault.domain.tags import Level
 
 T = TypeVar("T")
 
@@ -253,7 +255,7 @@ class SqlIndexRepository:
                 "blob_size": entry.blob.size,
                 "blob_sha256": entry.blob.sha256,
                 "metadata": entry.metadata_json,
-                "frame_index": entry.frame_index.to_json() if entry.frame_index else None,
+                "frame_index": entry.frame_index.encode() if entry.frame_index else None,
                 "source": entry.source[:128] if entry.source else None,
                 "stored_at": now,
             },
@@ -369,6 +371,12 @@ class SqlIndexRepository:
         stmt = stmt.order_by(instances.c.id).limit(1)
         return self._reading(lambda conn: conn.execute(stmt).scalar_one_or_none())
 
+    def representative_metadata_many(self, level: Level, row_ids: list[int]) -> dict[int, str]:
+        if not row_ids:
+            return {}
+        stmt = querying.representative_select(level, row_ids)
+        return self._reading(lambda conn: {int(owner): text for owner, text in conn.execute(stmt).all()})
+
     def _instance_select(self, *cols: Any) -> Any:
         return select(*cols).select_from(
             instances.join(series, instances.c.series_fk == series.c.id)
@@ -388,7 +396,10 @@ class SqlIndexRepository:
             patients.c.patient_id, studies.c.study_uid, series.c.series_uid, instances.c.sop_uid,
             instances.c.sop_class_uid, instances.c.transfer_syntax_uid, instances.c.blob_key,
             instances.c.blob_size, instances.c.blob_sha256, instances.c.number_of_frames, instances.c.rows,
-            instances.c.columns, instances.c.instance_number, instances.c.frame_index,
+            instances.c.columns, instances.c.instance_number, instances.c.pixel_problem,
+            # Only the head of the frame index: enough for native data and small objects, a header to find a
+            # frame's entries with (``frame_index_text``) otherwise; never a multi-MB text per record.
+            func.substr(instances.c.frame_index, 1, HEAD_CHARS).label("frame_head"),
         )
         if patient_id is not None:
             stmt = stmt.where(patients.c.patient_id == patient_id)
@@ -406,10 +417,21 @@ class SqlIndexRepository:
                 sop_class_uid=r.sop_class_uid, transfer_syntax_uid=r.transfer_syntax_uid,
                 blob=BlobInfo(r.blob_key, r.blob_size, r.blob_sha256), number_of_frames=r.number_of_frames,
                 rows=r.rows, columns=r.columns, instance_number=r.instance_number,
-                frame_index=FrameIndex.from_json(r.frame_index) if r.frame_index else None,
+                frame_index=FrameIndex.decode(r.frame_head, complete=len(r.frame_head) < HEAD_CHARS,
+                                              frames=r.number_of_frames or 1) if r.frame_head else None,
+                pixel_problem=r.pixel_problem,
             )
             for r in rows
         ]
+
+    def frame_index_text(self, sop_uid: str, blob_key: str, start: int, length: int | None) -> str | None:
+        column = instances.c.frame_index
+        if length is None:
+            part = column if start == 0 else func.substr(column, start + 1)
+        else:
+            part = func.substr(column, start + 1, length)
+        stmt = select(part).where(instances.c.sop_uid == sop_uid, instances.c.blob_key == blob_key)
+        return self._reading(lambda conn: conn.execute(stmt).scalar_one_or_none())
 
     def metadata(
         self, *, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None

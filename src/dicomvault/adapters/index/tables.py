@@ -131,6 +131,8 @@ instances = Table(
     Column("blob_sha256", String(64), nullable=False),
     Column("metadata", Text, nullable=False),
     Column("frame_index", Text),
+    #: why the pixel data cannot be decoded (stored by the accept-and-flag policy); NULL for sound objects
+    Column("pixel_problem", String(128)),
     Column("source", String(128)),
     Column("stored_at", DateTime(timezone=True), nullable=False),
     Index("ix_instances_series_fk_number", "series_fk", "instance_number"),

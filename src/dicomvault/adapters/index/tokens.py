@@ -1,4 +1,4 @@
-"""SqlTokenStore: the API token port on the index database (same engine, migration 0002)."""
+"""SqlTokenStore: the API token port on the index database (same engine, migrations 0002 and 0006)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ api_tokens = Table(
     Column("scopes", String(256), nullable=False),  # space-separated
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),
+    Column("expires_at", DateTime(timezone=True)),
     Index("ix_api_tokens_name", "name"),
 )
 
@@ -40,6 +41,7 @@ def _record(row: Any) -> ApiToken:
         scopes=tuple(s for s in row.scopes.split() if s),
         created_at=created,
         revoked_at=_aware(row.revoked_at),
+        expires_at=_aware(row.expires_at),
     )
 
 
@@ -53,10 +55,12 @@ class SqlTokenStore:
         # IMMEDIATE on SQLite: take the write lock up front (no deferred lock upgrade failing under load).
         return self.engine.connect().execution_options(sqlite_begin="IMMEDIATE")
 
-    def add(self, *, name: str, token_hash: str, scopes: tuple[str, ...], created_at: datetime) -> ApiToken:
+    def add(self, *, name: str, token_hash: str, scopes: tuple[str, ...], created_at: datetime,
+            expires_at: datetime | None = None) -> ApiToken:
         with self._writer() as conn, conn.begin():
             res = conn.execute(api_tokens.insert().values(
-                name=name, token_hash=token_hash, scopes=" ".join(scopes), created_at=created_at))
+                name=name, token_hash=token_hash, scopes=" ".join(scopes), created_at=created_at,
+                expires_at=expires_at))
             new_id = int(res.inserted_primary_key[0])
             row = conn.execute(select(api_tokens).where(api_tokens.c.id == new_id)).one()
         return _record(row)
