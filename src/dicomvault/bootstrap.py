@@ -22,6 +22,7 @@ from dicomvault.ports.blobs import BlobStore
 from dicomvault.services.archive import Archive
 from dicomvault.services.inflate import Limits
 from dicomvault.services.ingest import IngestService
+from dicomvault.services.lifecycle import BlobRemover, LifecycleService
 from dicomvault.services.query import QueryService
 from dicomvault.services.retrieve import RetrieveService
 from dicomvault.services.tokens import TokenService
@@ -63,15 +64,18 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
     if isinstance(blobs, FilesystemBlobStore):
         blobs.sweep_temporary()
     limits = pixel_limits(settings)
+    remover = BlobRemover(index, blobs, stale_after=settings.blob_removal_stale_after)
     return Archive(
         settings=settings,
         index=index,
         blobs=blobs,
-        ingest=IngestService(index, blobs, policy=settings.duplicate_policy,
+        ingest=IngestService(index, blobs, remover, policy=settings.duplicate_policy,
                              precheck_duplicates=not isinstance(blobs, FilesystemBlobStore),
                              limits=limits, pixel_policy=settings.pixel_length_policy),
         query=QueryService(index, query_limits(settings)),
         retrieve=RetrieveService(index, blobs, limits),
+        lifecycle=LifecycleService(index, remover),
+        remover=remover,
         closers=[engine.dispose],
         tokens=TokenService(SqlTokenStore(engine)),
         jobs=SqlJobQueue(engine),

@@ -201,6 +201,17 @@ class Settings(BaseSettings):
                     "warning; frames and rendered images then answer the problem).",
     )
     fsync: bool = Field(True, description="fsync blobs and directories before acknowledging (keep on).")
+    # -- blob removal (issue #9: a delete racing a re-send; services.lifecycle) --
+    blob_removal_stale_after: float = Field(
+        300.0, gt=0,
+        description="Seconds after which a blob removal left unfinished (its process crashed) is taken over by "
+        "the sweep.",
+    )
+    blob_removal_sweep_interval: float = Field(
+        60.0, ge=0,
+        description="Seconds between sweeps that finish interrupted blob removals, in every serving node "
+        "(0 = never).",
+    )
     allow_anonymous: bool | None = Field(
         None, description="Anonymous HTTP access; default: on only on loopback with no token or OIDC configured."
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,9 +12,12 @@ import pytest
 from pydicom.uid import generate_uid
 
 from dicomvault.bootstrap import Archive, build_archive
-from dicomvault.domain.errors import Conflict
-from dicomvault.domain.records import BlobInfo, DuplicatePolicy, StoreOutcome
+from dicomvault.domain.errors import BlobRemovalRace, Conflict, Unavailable
+from dicomvault.domain.records import BlobClaim, BlobInfo, DuplicatePolicy, InstanceEntry, StoreOutcome
 from dicomvault.domain.tags import Level
+from dicomvault.services.fixity import FixityService
+from dicomvault.services.ingest import IngestResult, IngestService
+from dicomvault.services.lifecycle import BlobRemover
 from dicomvault.settings import Settings
 from tests.helpers import make_ct
 
@@ -200,3 +205,180 @@ def test_nul_padded_values_are_indexed_on_both_dialects(arc: Archive) -> None:
     [row] = find(arc, Level.STUDY, PatientID="NUL-1")
     assert row["00081030"]["Value"] == ["Padded"] or row["00081030"]["Value"] == ["Padded\x00"]
     assert len(find(arc, Level.STUDY, StudyDescription="Padded")) == 1
+
+
+# -- blob removal claims (services.lifecycle explains the protocol; both dialects) --------------------------
+
+
+def _stored(a: Archive, data: bytes) -> tuple[str, str, str]:
+    """Ingest ``data``; (study, SOP Instance UID, blob key)."""
+    res = a.ingest.ingest(io.BytesIO(data), source="contract")
+    return res.study_uid, res.sop_instance_uid, res.blob.key
+
+
+def _retrievable(a: Archive, sop: str) -> bytes:
+    [rec] = a.index.instances(sop_uids=[sop])
+    return b"".join(a.retrieve.iter_bytes(rec, verify=True))
+
+
+def _ingest_in_thread(a: Archive, data: bytes) -> tuple[threading.Thread, list[object]]:
+    out: list[object] = []
+
+    def run() -> None:
+        try:
+            out.append(a.ingest.ingest(io.BytesIO(data), source="contract"))
+        except Exception as exc:  # handed to the test thread
+            out.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, out
+
+
+def test_pending_removal_is_cancelled_by_a_store_of_the_same_bytes(arc: Archive) -> None:
+    data = make_ct(seed=31)
+    study, sop, key = _stored(arc, data)
+    assert [b.key for b in arc.index.delete(study_uid=study)] == [key]  # released: recorded as pending
+    assert arc.ingest.ingest(io.BytesIO(data)).outcome == StoreOutcome.STORED  # the blob is still there
+    claim = arc.index.claim_blob_removals([key], stale_after=300)
+    assert claim.keys == () and claim.referenced == (key,), "the re-send resurrected the blob: nothing to delete"
+    assert arc.remover.remove([key]).removed == 0
+    assert _retrievable(arc, sop) == data
+
+
+def test_claimed_removal_makes_a_store_wait_then_write_again(arc: Archive) -> None:
+    data = make_ct(seed=32)
+    study, sop, key = _stored(arc, data)
+    arc.index.delete(study_uid=study)
+    claim = arc.index.claim_blob_removals([key], stale_after=300)
+    assert claim.keys == (key,)
+    with pytest.raises(BlobRemovalRace) as refused:  # what the index answers the store while the claim holds
+        arc.index.store_instance(_entry(arc, data), DuplicatePolicy.REJECT)
+    assert not refused.value.finished
+    thread, out = _ingest_in_thread(arc, data)  # finds the blob present, is refused, waits
+    time.sleep(0.3)
+    assert thread.is_alive() and out == [], "a store must not be acknowledged while its blob is being removed"
+    arc.blobs.delete(key)
+    arc.index.finish_blob_removals(claim.claim, [key])
+    thread.join(10)
+    [result] = out
+    assert isinstance(result, IngestResult) and result.outcome == StoreOutcome.STORED
+    assert _retrievable(arc, sop) == data, "the bytes were written again after the removal"
+    assert arc.index.blob_removal_round(key) is None, "the accepted tombstone is gone"
+
+
+def test_finished_removal_refuses_a_store_once_then_accepts_it(arc: Archive) -> None:
+    data = make_ct(seed=33)
+    study, sop, key = _stored(arc, data)
+    arc.index.delete(study_uid=study)
+    assert arc.remover.remove([key]).removed == 1
+    assert arc.index.blob_removal_round(key) is not None and arc.index.blob_removal_round(key).finished  # type: ignore[union-attr]
+    entry = _entry(arc, data)
+    with pytest.raises(BlobRemovalRace) as refused:  # its put may have found the blob before it was deleted
+        arc.index.store_instance(entry, DuplicatePolicy.REJECT)
+    assert refused.value.finished
+    with pytest.raises(BlobRemovalRace):  # another claim's tombstone is not accepted
+        arc.index.store_instance(entry, DuplicatePolicy.REJECT, accept_removal="0" * 32)
+    assert arc.ingest.ingest(io.BytesIO(data)).outcome == StoreOutcome.STORED  # writes again, then accepted
+    assert _retrievable(arc, sop) == data
+
+
+def test_unfinished_claim_past_the_wait_is_unavailable(tmp_path: Path, any_index_url: str) -> None:
+    a = _archive(tmp_path, any_index_url)
+    try:
+        data = make_ct(seed=34)
+        study, sop, key = _stored(a, data)
+        a.index.delete(study_uid=study)
+        a.index.claim_blob_removals([key], stale_after=300)  # a deleter that then died
+        impatient = IngestService(a.index, a.blobs, a.remover, policy=DuplicatePolicy.REJECT, removal_wait=0.2)
+        with pytest.raises(Unavailable):
+            impatient.ingest(io.BytesIO(data))
+        assert a.index.instances(sop_uids=[sop]) == [], "refused, never acknowledged"
+    finally:
+        a.close()
+
+
+def test_sweep_finishes_stale_claims_and_pending_removals(arc: Archive) -> None:
+    crashed_after_claim, crashed_after_commit, fresh = make_ct(seed=35), make_ct(seed=36), make_ct(seed=37)
+    keys = []
+    for data in (crashed_after_claim, crashed_after_commit, fresh):
+        study, _, key = _stored(arc, data)
+        arc.index.delete(study_uid=study)
+        keys.append(key)
+    arc.index.claim_blob_removals([keys[0]], stale_after=300)
+    time.sleep(0.2)
+    arc.index.delete(study_uid=_stored(arc, fresh)[0])  # released again just now: not stale
+    sweeper = BlobRemover(arc.index, arc.blobs, stale_after=0.15)
+    report = sweeper.sweep()
+    assert report.removed == 2
+    assert [arc.blobs.exists(k) for k in keys] == [False, False, True]
+    assert all(arc.index.blob_removal_round(k).finished for k in keys[:2])  # type: ignore[union-attr]
+    again = arc.ingest.ingest(io.BytesIO(crashed_after_claim))
+    assert again.outcome == StoreOutcome.STORED
+    assert _retrievable(arc, again.sop_instance_uid) == crashed_after_claim
+
+
+def test_orphan_removal_respects_a_concurrent_resend(arc: Archive) -> None:
+    fixity = FixityService(arc.index, arc.blobs, arc.remover)
+    kept, raced = make_ct(seed=38), make_ct(seed=39)
+    orphans = [arc.blobs.put(io.BytesIO(d)).info.key for d in (kept, raced)]  # a crash between put and commit
+    report = fixity.check()
+    assert sorted(report.orphans) == sorted(orphans)
+    sop_kept = arc.ingest.ingest(io.BytesIO(kept)).sop_instance_uid  # re-sent before the repair ran
+    assert fixity.remove_orphans(report) == 1, "only the orphan nobody references is deleted"
+    assert _retrievable(arc, sop_kept) == kept
+    # A re-send arriving while the repair holds the claim waits for it and writes the bytes again.
+    arc.blobs.put(io.BytesIO(raced))
+    claim = arc.index.claim_blob_removals([orphans[1]], stale_after=300, unreferenced_found=True)
+    assert claim.keys == (orphans[1],)
+    thread, out = _ingest_in_thread(arc, raced)
+    time.sleep(0.3)
+    assert thread.is_alive()
+    arc.blobs.delete(orphans[1])
+    arc.index.finish_blob_removals(claim.claim, list(claim.keys))
+    thread.join(10)
+    [result] = out
+    assert isinstance(result, IngestResult) and result.outcome == StoreOutcome.STORED
+    assert _retrievable(arc, result.sop_instance_uid) == raced
+
+
+def _entry(a: Archive, data: bytes) -> InstanceEntry:
+    """The index entry ingest would build for ``data`` (blob present in the store)."""
+    from dicomvault.services import header as hdr
+
+    stream = io.BytesIO(data)
+    parsed = hdr.parse_header(stream, a.ingest.limits)
+    cols = hdr.index_columns(hdr.json_dict(parsed.dataset, parsed), parsed.transfer_syntax_uid)
+    parsed.close()
+    stream.seek(0)
+    blob = a.blobs.put(stream).info
+    return InstanceEntry(patient=cols[Level.PATIENT], study=cols[Level.STUDY], series=cols[Level.SERIES],
+                         instance=cols[Level.IMAGE], blob=blob, metadata_json="{}")
+
+
+def test_claim_of_an_orphan_waits_for_a_store_in_flight(arc: Archive) -> None:
+    """Case d of services.lifecycle: a store that has written its row and found no removal row, but not yet
+    committed, when an orphan claim for the same bytes starts. The claim must not be granted (PostgreSQL: it
+    waits for the transactions in flight and checks again; SQLite: it waits for the writer)."""
+    from dicomvault.adapters.index.repository import SqlIndexRepository
+
+    index = arc.index
+    assert isinstance(index, SqlIndexRepository)
+    data = make_ct(seed=40)
+    entry = _entry(arc, data)  # the blob is in the store, unreferenced: an orphan
+    with index.engine.connect() as conn:
+        conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+        tx = conn.begin()
+        index._store_in(conn, entry, DuplicatePolicy.REJECT, None)  # a store paused just before its COMMIT
+        claims: list[object] = []
+        claimer = threading.Thread(target=lambda: claims.append(index.claim_blob_removals(
+            [entry.blob.key], stale_after=300, unreferenced_found=True)))
+        claimer.start()
+        time.sleep(0.5)
+        assert claimer.is_alive(), "the claim waits for the store in flight"
+        tx.commit()
+    claimer.join(30)
+    [claim] = claims
+    assert isinstance(claim, BlobClaim) and claim.keys == () and claim.referenced == (entry.blob.key,)
+    assert arc.index.blob_removal_round(entry.blob.key) is None
+    assert _retrievable(arc, entry.instance["sop_uid"]) == data

@@ -259,6 +259,30 @@ def test_fixity_and_delete_blob_handlers(archive_settings: Settings) -> None:
         a.close()
 
 
+def test_worker_sweep_finishes_removals_a_crash_left(tmp_path: Path, any_index_url: str) -> None:
+    """A process that committed a DELETE and died before removing the blobs (pending removal), and one that died
+    holding a claim: every node's job worker sweeps both once they are stale, and forgets nothing it needs."""
+    a = build_archive(Settings.load(data_dir=tmp_path / "vault", index_url=any_index_url,
+                                    blob_removal_stale_after=0.3, blob_removal_sweep_interval=0.1))
+    try:
+        committed, claimed = (a.ingest.ingest(io.BytesIO(make_ct(seed=n))) for n in (11, 12))
+        a.index.delete(study_uid=committed.study_uid)  # the crash: blobs released, never removed
+        a.index.delete(study_uid=claimed.study_uid)
+        a.index.claim_blob_removals([claimed.blob.key], stale_after=300)  # the crash: claimed, never finished
+        assert a.blobs.exists(committed.blob.key) and a.blobs.exists(claimed.blob.key)
+        worker = start_worker(a, poll_interval=0.05)
+        try:
+            assert wait_until(lambda: not a.blobs.exists(committed.blob.key)
+                              and not a.blobs.exists(claimed.blob.key), timeout=20)
+        finally:
+            worker.stop()
+        for result in (committed, claimed):
+            removal = a.index.blob_removal_round(result.blob.key)
+            assert removal is not None and removal.finished
+    finally:
+        a.close()
+
+
 def test_jobs_cli(archive_settings: Settings) -> None:
     a = build_archive(archive_settings)
     sop = a.ingest.ingest(io.BytesIO(make_ct())).sop_instance_uid

@@ -60,7 +60,7 @@ def test_cache_is_invalidated_by_ingest_delete_and_replacement(archive: Archive)
     assert _sops(svc.document(study, series, None, BASE)) == sops[1:]
 
     # Replace the newest instance: same count, and SQLite hands the freed highest row id to the new row.
-    replacing = IngestService(archive.index, archive.blobs, policy=DuplicatePolicy.REPLACE)
+    replacing = IngestService(archive.index, archive.blobs, archive.remover, policy=DuplicatePolicy.REPLACE)
     replacing.ingest(io.BytesIO(make_ct(study=study, series=series, sop=sops[2], InstanceNumber=3, seed=9,
                                         SeriesDescription="replaced")), source="test")
     items = orjson.loads(svc.document(study, series, None, BASE) or b"")

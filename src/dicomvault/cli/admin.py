@@ -71,13 +71,13 @@ def verify_command(
     """Recompute the SHA-256 of every stored object and report missing/corrupt blobs, orphans and leftovers.
 
     Exit code 0 when the archive is clean (after repair, if asked), 1 when problems remain, 2 on configuration
-    errors. Repair may run while `serve` runs (see --grace), but not while the same objects are being re-imported:
-    an orphan being re-referenced by an identical object at that very moment could be deleted.
+    errors. Repair may run while `serve` runs (see --grace), also while the same objects are being stored again:
+    orphans are deleted through the same claim protocol as DELETE, which an ingest of identical bytes respects.
     """
     settings = load_settings(config, data_dir=data_dir, index_url=index_url, storage_url=storage_url)
     configure_logging("WARNING" if settings.log_level.upper() == "INFO" else settings.log_level)
     archive = open_archive(settings)
-    fixity = FixityService(archive.index, archive.blobs)
+    fixity = FixityService(archive.index, archive.blobs, archive.remover)
     result: RepairResult | None = None
     try:
         report = _check(fixity, grace)

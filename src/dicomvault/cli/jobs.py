@@ -21,7 +21,7 @@ from rich.table import Table
 from dicomvault.bootstrap import build_archive
 from dicomvault.domain.errors import DicomVaultError
 from dicomvault.jobs.handlers import default_handlers
-from dicomvault.jobs.worker import Worker
+from dicomvault.jobs.worker import Worker, periodic_tasks
 from dicomvault.ports.jobs import Job, JobQueue, JobState
 from dicomvault.services.archive import Archive
 from dicomvault.settings import Settings
@@ -164,7 +164,7 @@ def work(
     """Run a job worker in the foreground until interrupted (SIGINT/SIGTERM finish the current job first)."""
     with _archive(data_dir, config, index_url, storage_url) as (archive, queue):
         worker = Worker(queue, default_handlers(archive), kinds=kind or None, poll_interval=poll_interval,
-                        lease_seconds=lease_seconds)
+                        lease_seconds=lease_seconds, periodic=periodic_tasks(archive))
         if once:
             n = 0
             while worker.run_once():

@@ -27,6 +27,7 @@ from dicomvault.domain.errors import DicomVaultError
 from dicomvault.ports.blobs import BlobStore
 from dicomvault.ports.index import IndexRepository
 from dicomvault.services.ingest import IngestService
+from dicomvault.services.lifecycle import LifecycleService
 from dicomvault.services.query import QueryService
 from dicomvault.services.retrieve import RetrieveService
 from dicomvault.services.tokens import TokenService
@@ -52,6 +53,8 @@ class Archive(Protocol):
     def query(self) -> QueryService: ...
     @property
     def retrieve(self) -> RetrieveService: ...
+    @property
+    def lifecycle(self) -> LifecycleService: ...
     @property
     def tokens(self) -> TokenService | None: ...
 

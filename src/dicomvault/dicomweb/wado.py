@@ -65,7 +65,7 @@ def services(request: Request) -> Services:
     if found is None:
         archive = state.archive
         found = Services(archive.retrieve, MetadataService(archive.index), RenderService(archive.retrieve),
-                         LifecycleService(archive.index, archive.blobs))
+                         archive.lifecycle)
         state.wado_services = found
     return found
 

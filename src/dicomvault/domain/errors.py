@@ -74,6 +74,20 @@ class Unavailable(DicomVaultError):
     """A backend (database, object store) is temporarily unreachable; the caller may retry."""
 
 
+class BlobRemovalRace(Unavailable):
+    """Internal to ingest: the content-addressed blob a store is about to reference is being removed, or was
+    removed after the store's put may have found it present (see ``services.lifecycle``). The index refuses the
+    store; ingest waits for the removal ``claim`` to finish, writes the bytes again and retries, accepting that
+    finished claim. It never reaches a front end; if it did, it is an ``Unavailable`` (try again), the truth.
+    """
+
+    def __init__(self, message: str, *, key: str, claim: str, finished: bool) -> None:
+        super().__init__(message)
+        self.key = key
+        self.claim = claim
+        self.finished = finished
+
+
 class IntegrityFailure(DicomVaultError):
     """Stored bytes no longer match their recorded SHA-256."""
 

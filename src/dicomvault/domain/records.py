@@ -58,9 +58,27 @@ class InstanceEntry:
 @dataclass(frozen=True)
 class StoreResult:
     outcome: StoreOutcome
-    #: blobs the index no longer references after the commit; the caller deletes them (after the commit, so a
-    #: crash can leave an orphan blob, never an index row without its blob).
+    #: blobs the index no longer references after the commit, recorded as pending removals in that same
+    #: transaction; the caller removes them through the claim protocol (``services.lifecycle``).
     released_blobs: tuple[BlobInfo, ...] = ()
+
+
+@dataclass(frozen=True)
+class RemovalRound:
+    """The latest claimed removal of one blob: ``claim`` names it; ``finished`` once its blob was deleted."""
+
+    claim: str
+    finished: bool
+
+
+@dataclass(frozen=True)
+class BlobClaim:
+    """What ``IndexRepository.claim_blob_removals`` granted: the blobs the caller may now delete under ``claim``,
+    and those it asked for that an index row references again (kept)."""
+
+    claim: str
+    keys: tuple[str, ...] = ()
+    referenced: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ Kinds:
   ``{"sop_uids": […]}`` or ``{"study_uid": …[, "series_uid": …]}``. A mismatch or a missing blob fails the
   job permanently (``IntegrityFailure``) naming the instances, so it shows in ``dicomvault jobs list --state
   failed``; repair is ``dicomvault verify --repair``'s business.
-* ``delete-blob`` — payload ``{"key": …}``: delete a blob the index no longer references (deferred clean-up
-  after a delete or replace). A blob that became referenced again is kept.
+* ``delete-blob`` — payload ``{"key": …}``: delete a blob the index does not reference, through the blob
+  removal claim protocol (``services.lifecycle.BlobRemover``). A blob that became referenced again is kept.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from dicomvault.domain.records import InstanceRecord
 from dicomvault.ports.blobs import BlobStore
 from dicomvault.ports.index import IndexRepository
 from dicomvault.ports.jobs import Job
+from dicomvault.services.lifecycle import BlobRemover
 from dicomvault.services.retrieve import RetrieveService
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class HandlerServices(Protocol):
     index: IndexRepository
     blobs: BlobStore
     retrieve: RetrieveService
+    remover: BlobRemover
 
 
 def _str_field(payload: dict[str, Any], name: str) -> str | None:
@@ -102,15 +104,17 @@ def _verify(retrieve: RetrieveService, record: InstanceRecord) -> str:
     return "ok"
 
 
-def delete_blob_handler(index: IndexRepository, blobs: BlobStore) -> Handler:
+def delete_blob_handler(remover: BlobRemover, blobs: BlobStore) -> Handler:
     def run(job: Job) -> dict[str, Any]:
         key = _str_field(job.payload, "key")
         if key is None:
             raise PermanentJobError("delete-blob needs 'key' in its payload")
-        if index.blob_referenced(key):
-            return {"deleted": False, "reason": "referenced"}
         existed = blobs.exists(key)
-        blobs.delete(key)
+        report = remover.remove([key], unreferenced_found=True)
+        if report.referenced:
+            return {"deleted": False, "reason": "referenced"}
+        if report.left:
+            raise RuntimeError("the blob's removal is claimed elsewhere or failed; retried later")
         return {"deleted": existed}
 
     return run
@@ -120,5 +124,5 @@ def default_handlers(services: HandlerServices) -> dict[str, Handler]:
     """The handlers every node registers; later features (forwarding, lifecycle moves) add their kinds here."""
     return {
         "fixity": fixity_handler(services.retrieve),
-        "delete-blob": delete_blob_handler(services.index, services.blobs),
+        "delete-blob": delete_blob_handler(services.remover, services.blobs),
     }

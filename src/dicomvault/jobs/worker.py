@@ -4,6 +4,12 @@ One ``Worker`` is a thread; every node of a cluster may run one (``dicomvault se
 work`` runs one in the foreground). While a handler runs, a heartbeat extends the job's lease, so only a worker
 that really stopped (crash, SIGKILL, lost network) lets its job run again elsewhere after the lease expires.
 Handlers must therefore be idempotent (see ``ports.jobs``).
+
+The worker also runs small *periodic* tasks between jobs: the blob removal sweep (``BlobRemover.sweep``, which
+finishes removals a crashed process left behind). Why here rather than as queued jobs or a timer of its own: every
+serving node already runs exactly one worker thread, started and stopped with the server and resilient to a
+database outage; the sweep is idempotent and safe on every node at once (claims are exclusive), so it needs
+neither scheduling through the queue nor a leader.
 """
 
 from __future__ import annotations
@@ -13,8 +19,10 @@ import os
 import random
 import socket
 import threading
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -30,7 +38,9 @@ from dicomvault.jobs.handlers import Handler, PermanentJobError, default_handler
 from dicomvault.ports.blobs import BlobStore
 from dicomvault.ports.index import IndexRepository
 from dicomvault.ports.jobs import Job, JobQueue
+from dicomvault.services.lifecycle import BlobRemover
 from dicomvault.services.retrieve import RetrieveService
+from dicomvault.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +61,16 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+@dataclass
+class Periodic:
+    """A task the worker runs every ``interval`` seconds between jobs (first run one interval after start)."""
+
+    name: str
+    interval: float
+    run: Callable[[], object]
+    due: float = 0.0
+
+
 class Worker(threading.Thread):
     """Runs jobs until ``stop()``; never dies on a handler's or the database's error (it logs and goes on)."""
 
@@ -65,6 +85,7 @@ class Worker(threading.Thread):
         lease_seconds: float = 300.0,
         backoff_base: float = 5.0,
         backoff_cap: float = 3600.0,
+        periodic: Sequence[Periodic] = (),
     ) -> None:
         super().__init__(name="dicomvault-worker", daemon=True)
         self.queue = queue
@@ -77,10 +98,14 @@ class Worker(threading.Thread):
         self.backoff_cap = backoff_cap
         self._stop_event = threading.Event()
         self.processed = 0
+        self.periodic = list(periodic)
+        for task in self.periodic:
+            task.due = time.monotonic() + task.interval
 
     def run(self) -> None:
         log.info("job worker %s started (kinds: %s)", self.worker_id, ", ".join(self.kinds))
         while not self._stop_event.is_set():
+            self.run_periodic()
             try:
                 worked = self.run_once()
             except Unavailable as exc:  # the database is down: wait and try again
@@ -92,6 +117,19 @@ class Worker(threading.Thread):
             if not worked:
                 self._stop_event.wait(self.poll_interval)
         log.info("job worker %s stopped", self.worker_id)
+
+    def run_periodic(self) -> None:
+        """Run the periodic tasks that are due; a failure is logged and the task tried again next interval."""
+        for task in self.periodic:
+            if time.monotonic() < task.due:
+                continue
+            try:
+                task.run()
+            except Unavailable as exc:
+                log.warning("job worker %s: %s skipped: %s", self.worker_id, task.name, exc.message)
+            except Exception:
+                log.exception("job worker %s: %s failed", self.worker_id, task.name)
+            task.due = time.monotonic() + task.interval
 
     def stop(self, timeout: float | None = 30.0) -> None:
         """Graceful: the job in progress finishes (and is recorded) before the thread ends."""
@@ -157,10 +195,18 @@ class _Heartbeat(threading.Thread):
 class WorkerHost(Protocol):
     """What ``start_worker`` needs from the composition root's ``Archive``."""
 
+    settings: Settings
     jobs: JobQueue | None
     index: IndexRepository
     blobs: BlobStore
     retrieve: RetrieveService
+    remover: BlobRemover
+
+
+def periodic_tasks(archive: WorkerHost) -> list[Periodic]:
+    """The periodic tasks of every node's worker."""
+    interval = archive.settings.blob_removal_sweep_interval
+    return [Periodic("blob removal sweep", interval, archive.remover.sweep)] if interval > 0 else []
 
 
 def start_worker(
@@ -175,6 +221,6 @@ def start_worker(
     if archive.jobs is None:
         raise ValueError("this archive has no job queue")
     worker = Worker(archive.jobs, default_handlers(archive), poll_interval=poll_interval,
-                    lease_seconds=lease_seconds, worker_id=worker_id)
+                    lease_seconds=lease_seconds, worker_id=worker_id, periodic=periodic_tasks(archive))
     worker.start()
     return worker

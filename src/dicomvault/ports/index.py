@@ -6,27 +6,37 @@ through the same contract tests; differences between engines are the adapter's b
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 from dicomvault.domain.query import QuerySpec
 from dicomvault.domain.records import (
     ArchiveStats,
+    BlobClaim,
     BlobInfo,
     DuplicatePolicy,
     InstanceEntry,
     InstanceRecord,
+    RemovalRound,
     StoreResult,
 )
 from dicomvault.domain.tags import Level
 
 
 class IndexRepository(Protocol):
-    def store_instance(self, entry: InstanceEntry, policy: DuplicatePolicy) -> StoreResult:
+    def store_instance(
+        self, entry: InstanceEntry, policy: DuplicatePolicy, *, accept_removal: str | None = None
+    ) -> StoreResult:
         """Index one instance in a single transaction (patient, study, series upserts, counters, instance row).
 
         Safe under concurrent calls for the same study. Raises ``Conflict`` when the policy is ``reject`` and
-        different content exists under the same SOP Instance UID.
+        different content exists under the same SOP Instance UID. Blobs the policy releases are recorded as
+        pending removals in the same transaction (``StoreResult.released_blobs``).
+
+        Blob removal protocol (``services.lifecycle``): a pending removal of the entry's blob key is cancelled
+        (the blob is referenced again); a claimed one raises ``BlobRemovalRace`` (unfinished), a finished one
+        raises it too (finished) unless its claim is ``accept_removal``, which the caller passes after writing
+        the blob again once that claim had finished.
         """
         ...
 
@@ -90,7 +100,35 @@ class IndexRepository(Protocol):
     def delete(
         self, *, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
     ) -> list[BlobInfo]:
-        """Remove instances (and now-empty series, studies, patients); return blobs no longer referenced."""
+        """Remove instances (and now-empty series, studies, patients); return blobs no longer referenced, which
+        the same transaction records as pending removals (remove them with ``services.lifecycle``)."""
+        ...
+
+    def claim_blob_removals(
+        self, keys: Sequence[str], *, stale_after: float, unreferenced_found: bool = False
+    ) -> BlobClaim:
+        """In one write transaction, claim the removal of each of ``keys`` that no index row references: a
+        pending removal, or one claimed more than ``stale_after`` seconds ago and not finished (its deleter
+        crashed). With ``unreferenced_found`` (the caller saw the blob present and unreferenced: an orphan, a
+        refused duplicate's bytes) keys without a pending removal are claimed too. A pending removal whose key
+        is referenced again is cancelled. Only the returned keys may be deleted, then ``finish_blob_removals``."""
+        ...
+
+    def finish_blob_removals(self, claim: str, keys: Sequence[str]) -> None:
+        """Record that the blobs of ``keys`` claimed under ``claim`` are deleted."""
+        ...
+
+    def blob_removal_round(self, key: str) -> RemovalRound | None:
+        """The latest claimed removal of ``key`` (None: no claim recorded). Cheap: one primary-key read."""
+        ...
+
+    def blob_removals_due(self, *, stale_after: float, limit: int) -> list[str]:
+        """Keys whose removal was left unfinished for ``stale_after`` seconds: pending, or claimed and not
+        finished (the periodic sweep claims them again)."""
+        ...
+
+    def forget_blob_removals(self, *, older_than: float) -> int:
+        """Drop records of removals finished more than ``older_than`` seconds ago; returns how many."""
         ...
 
     def iter_blob_refs(self) -> Iterator[tuple[str, BlobInfo]]:

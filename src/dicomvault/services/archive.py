@@ -9,6 +9,7 @@ from dicomvault.ports.blobs import BlobStore
 from dicomvault.ports.index import IndexRepository
 from dicomvault.ports.jobs import JobQueue
 from dicomvault.services.ingest import IngestService
+from dicomvault.services.lifecycle import BlobRemover, LifecycleService
 from dicomvault.services.query import QueryService
 from dicomvault.services.retrieve import RetrieveService
 from dicomvault.services.tokens import TokenService
@@ -25,6 +26,10 @@ class Archive:
     ingest: IngestService
     query: QueryService
     retrieve: RetrieveService
+    #: deleting studies, series, instances (DICOMweb DELETE)
+    lifecycle: LifecycleService
+    #: the only way blobs leave the store (claim → delete → finish), and its periodic sweep
+    remover: BlobRemover
     #: API tokens (None when the archive is built without an index database that stores them)
     tokens: TokenService | None = None
     #: durable background jobs on the index database (``jobs.worker.start_worker(archive)`` runs them)

@@ -10,7 +10,9 @@ blobs and staged files younger than a grace period count as work in progress, ne
 
 Repair is deliberately narrow: orphans and staged leftovers are garbage and may be deleted; an index row whose
 bytes are gone or damaged is *data loss* and is only dropped on an explicit request (``drop_damaged``), so an
-operator can first restore the blob from a backup.
+operator can first restore the blob from a backup. Orphans are deleted through the blob removal claim protocol
+(``services.lifecycle.BlobRemover``), so an ingest of identical bytes that finds an orphan present while repair
+deletes it either keeps it (the claim sees its index row) or writes it again (the index refuses it until then).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dicomvault.domain.errors import DicomVaultError, NotFound
 from dicomvault.domain.records import BlobInfo
 from dicomvault.ports.blobs import BlobStore, Housekeeping
 from dicomvault.ports.index import IndexRepository
+from dicomvault.services.lifecycle import BlobRemover
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +81,10 @@ class RepairResult:
 
 
 class FixityService:
-    def __init__(self, index: IndexRepository, blobs: BlobStore) -> None:
+    def __init__(self, index: IndexRepository, blobs: BlobStore, remover: BlobRemover) -> None:
         self.index = index
         self.blobs = blobs
+        self.remover = remover
 
     def expected_bytes(self) -> int:
         """Bytes of the current instances (the progress bar's total; prior versions add a little more)."""
@@ -143,19 +147,9 @@ class FixityService:
         return None
 
     def remove_orphans(self, report: FixityReport) -> int:
-        """Delete the orphans of ``report``, re-checking each against the index just before deleting.
-
-        Orphans are older than the grace period, so no ingest is between put and commit on them, except one of
-        *identical* bytes that found the orphan already stored and is about to reference it: the re-check narrows
-        that window but cannot close it, so repair should not run while the same objects are being re-imported.
-        """
-        removed = 0
-        for key in report.orphans:
-            if self.index.blob_referenced(key):
-                continue
-            self.blobs.delete(key)
-            removed += 1
-        return removed
+        """Delete the orphans of ``report`` that are still unreferenced, through the claim protocol: an ingest of
+        identical bytes racing the repair either keeps its blob or writes it again (``services.lifecycle``)."""
+        return self.remover.remove(report.orphans, unreferenced_found=True).removed
 
     def sweep_temporary(self, older_than: float) -> int:
         """Remove staged leftovers untouched for ``older_than`` seconds (0 when the store has no staging area)."""
@@ -181,7 +175,7 @@ class FixityService:
             released = self.index.delete(
                 study_uid=record.study_uid, series_uid=record.series_uid, sop_uid=record.sop_uid
             )
-            for blob in released:  # a corrupt blob left behind would only be an orphan
-                self.blobs.delete(blob.key)
+            # a corrupt blob left behind (claim refused) would only be an orphan
+            self.remover.remove(b.key for b in released)
             result.rows_dropped += 1
             log.warning("fixity: dropped index row of an instance whose blob was %s", damage.problem)

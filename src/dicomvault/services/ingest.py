@@ -2,25 +2,37 @@
 
 parse header (no pixel data) → validate → build index entry and cached JSON → frame index → durable blob put
 (SHA-256 computed while streaming) → index in one transaction → only then return, so the caller acknowledges
-only what is durable and indexed. If indexing fails, a blob this call created is removed again; if the process
-dies in between, the blob is an orphan that ``verify --repair`` removes: never an index row without its blob.
+only what is durable and indexed. If the duplicate policy refuses the object, a blob this call created is removed
+again; if the process dies in between, the blob is an orphan that ``verify --repair`` removes: never an index row
+without its blob. Blobs are removed only through ``services.lifecycle.BlobRemover``; when the index says the blob
+was being removed while this store found it present (``BlobRemovalRace``), the bytes are written again and the
+index write retried (the case analysis is in ``services.lifecycle``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
-from dicomvault.domain.errors import Conflict, DamagedPixelData, DicomVaultError, InvalidDicom
-from dicomvault.domain.records import BlobInfo, DuplicatePolicy, InstanceEntry, PixelLengthPolicy, StoreOutcome
+from dicomvault.domain.errors import BlobRemovalRace, Conflict, DamagedPixelData, InvalidDicom, Unavailable
+from dicomvault.domain.records import (
+    BlobInfo,
+    DuplicatePolicy,
+    InstanceEntry,
+    PixelLengthPolicy,
+    StoreOutcome,
+    StoreResult,
+)
 from dicomvault.domain.tags import Level
-from dicomvault.ports.blobs import BlobStore
+from dicomvault.ports.blobs import BlobStore, PutResult
 from dicomvault.ports.index import IndexRepository
 from dicomvault.services import header as hdr
 from dicomvault.services.frames import build_frame_index
 from dicomvault.services.inflate import Limits
+from dicomvault.services.lifecycle import MAX_PUT_AGE, BlobRemover
 
 log = logging.getLogger(__name__)
 
@@ -54,28 +66,45 @@ def _sha256_of(stream: BinaryIO) -> str:
     return digest.hexdigest()
 
 
+#: Seconds between looks at a blob removal that a store is waiting for (one primary-key read each): the first
+#: look soon (a live deleter needs a few milliseconds per blob), then doubling up to the last value.
+REMOVAL_POLL = (0.002, 0.05)
+#: Index writes one store may attempt while removals of the same bytes keep refusing it (each refusal needs a
+#: whole new delete of the object racing it; more than a few means something is wrong).
+REMOVAL_ATTEMPTS = 5
+
+
 class IngestService:
     def __init__(
         self,
         index: IndexRepository,
         blobs: BlobStore,
+        remover: BlobRemover,
         *,
         policy: DuplicatePolicy,
         precheck_duplicates: bool = True,
         limits: Limits | None = None,
         pixel_policy: PixelLengthPolicy = PixelLengthPolicy.REJECT,
+        removal_wait: float = 20.0,
     ) -> None:
         """``precheck_duplicates``: ask the index whether an identical object is already stored before sending
         the bytes to the blob store. Worth it where a put is expensive (S3: the whole body crosses the network
         before the store can say it has the object). On the filesystem a re-sent object costs one temporary
         write (the store then finds the content-addressed blob present and links nothing), which is cheaper
-        overall than a query for every new instance: re-sends are rare, new instances are the hot path."""
+        overall than a query for every new instance: re-sends are rare, new instances are the hot path.
+
+        ``removal_wait``: how long a store waits for a removal of the same bytes that is in progress before it
+        answers ``Unavailable``. A live deleter finishes a batch of ``CLAIM_BATCH`` deletions in well under a
+        second; what stays longer is a deleter that died, whose claim the sweep takes over only after
+        ``blob_removal_stale_after``. 20 s stays below the usual DIMSE response timeouts (30-60 s)."""
         self.index = index
         self.blobs = blobs
+        self.remover = remover
         self.policy = policy
         self.precheck_duplicates = precheck_duplicates
         self.limits = limits or Limits()
         self.pixel_policy = pixel_policy
+        self.removal_wait = removal_wait
 
     def ingest(self, stream: BinaryIO, *, source: str = "") -> IngestResult:
         """Store one Part 10 object read from a seekable ``stream``. Raises ``InvalidDicom`` (``DamagedPixelData``
@@ -116,33 +145,19 @@ class IngestService:
                                     cols[Level.STUDY]["study_uid"], cols[Level.SERIES]["series_uid"],
                                     parsed.transfer_syntax_uid, BlobInfo(known, parsed.file_size, known),
                                     pixel_problem=problem)
-        stream.seek(0)
-        put = self.blobs.put(stream)
-        if put.info.size != parsed.file_size:
-            raise InvalidDicom("object changed while it was being stored")
         entry = InstanceEntry(
             patient=cols[Level.PATIENT],
             study=cols[Level.STUDY],
             series=cols[Level.SERIES],
             instance=cols[Level.IMAGE],
-            blob=put.info,
+            blob=BlobInfo("", 0, ""),  # set from the put
             metadata_json=meta_json,
             frame_index=frame_index,
             source=source,
         )
-        try:
-            result = self.index.store_instance(entry, self.policy)
-        except Conflict:
-            # Refused by the duplicate policy: these bytes will never be referenced (another node storing the
-            # same bytes gets the same refusal), so the blob can go at once.
-            if put.created and not self._safe_referenced(put.info.key):
-                self._safe_delete(put.info.key)
-            raise
-        # Any other failure (database unavailable, crash) leaves the blob in place: another node may be about to
-        # reference the same content-addressed key. Unreferenced blobs are swept by `verify --repair` after a
-        # grace period, so deleting here could only ever race.
-        for blob in result.released_blobs:
-            self._safe_delete(blob.key)
+        put, result = self._put_and_index(stream, entry, parsed.file_size)
+        if result.released_blobs:
+            self.remover.remove(b.key for b in result.released_blobs)
         log.info(
             "stored instance outcome=%s size=%d ts=%s source=%s",
             result.outcome.value, put.info.size, parsed.transfer_syntax_uid, source,
@@ -160,14 +175,49 @@ class IngestService:
             pixel_problem=problem,
         )
 
-    def _safe_referenced(self, key: str) -> bool:
-        try:
-            return self.index.blob_referenced(key)
-        except DicomVaultError:
-            return True  # cannot tell: keep the blob, verify --repair decides later
+    def _put_and_index(self, stream: BinaryIO, entry: InstanceEntry, size: int) -> tuple[PutResult, StoreResult]:
+        """Durable put, then the index transaction; again (at most ``REMOVAL_ATTEMPTS`` times) while the index
+        reports a removal of these bytes that the put may not have seen (``BlobRemovalRace``)."""
+        accept: str | None = None
+        for _ in range(REMOVAL_ATTEMPTS):
+            stream.seek(0)
+            began = time.monotonic()
+            put = self.blobs.put(stream)
+            if put.info.size != size:
+                raise InvalidDicom("object changed while it was being stored")
+            if time.monotonic() - began > MAX_PUT_AGE:
+                raise Unavailable("the object took too long to be written to storage; send it again")
+            try:
+                return put, self.index.store_instance(replace(entry, blob=put.info), self.policy,
+                                                      accept_removal=accept)
+            except Conflict:
+                # Refused by the duplicate policy: these bytes are referenced by nothing (another node storing
+                # the same bytes gets the same refusal), so a blob this call created goes at once, through the
+                # claim protocol like every removal.
+                if put.created:
+                    self.remover.remove([put.info.key], unreferenced_found=True)
+                raise
+            except BlobRemovalRace as race:
+                accept = self._await_removal(race)
+                log.info("store met a removal of the same bytes; writing them again")
+            # Any other failure (database unavailable, crash) leaves the blob in place: another node may be
+            # about to reference the same content-addressed key. Unreferenced blobs are removed by
+            # `verify --repair` after a grace period.
+        raise Unavailable("removals of this object's stored copy keep racing its store; try again later")
 
-    def _safe_delete(self, key: str) -> None:
-        try:
-            self.blobs.delete(key)
-        except Exception:
-            log.warning("could not delete released blob %s; verify --repair will", key, exc_info=True)
+    def _await_removal(self, race: BlobRemovalRace) -> str | None:
+        """Wait until the removal that refused the store has finished; returns the claim to accept on retry
+        (None: no removal recorded any more). Raises ``Unavailable`` after ``removal_wait`` seconds."""
+        deadline = time.monotonic() + self.removal_wait
+        claim, finished = race.claim, race.finished
+        pause, longest = REMOVAL_POLL
+        while not finished:
+            if time.monotonic() >= deadline:
+                raise Unavailable("a removal of this object's stored copy is not finished; try again later")
+            time.sleep(pause)
+            pause = min(longest, pause * 2)
+            now = self.index.blob_removal_round(race.key)
+            if now is None:
+                return None
+            claim, finished = now.claim, now.finished
+        return claim

@@ -140,7 +140,7 @@ def test_replacement_into_another_study_refreshes_both(archive: Archive) -> None
     _ingest(archive, study=study_a, sop=sop, PatientID="R")
     _ingest(archive, study=study_a, PatientID="R", seed=3)
     _ingest(archive, study=study_b, PatientID="R", seed=4)
-    replaced = IngestService(index, archive.blobs, policy=DuplicatePolicy.REPLACE)
+    replaced = IngestService(index, archive.blobs, archive.remover, policy=DuplicatePolicy.REPLACE)
     replaced.ingest(io.BytesIO(make_ct(study=study_b, sop=sop, PatientID="R", seed=9)), source="test")
     results = _assert_same(archive)
     assert _by_uid(results, study_a)["00201208"]["Value"] == [1]

@@ -7,7 +7,7 @@ engine by ``adapters.index.engine``; this module stays dialect-neutral except fo
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -19,17 +19,20 @@ from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 
 from dicomvault.adapters.index import fragments, postgres, querying
 from dicomvault.adapters.index.group_commit import GroupCommit
+from dicomvault.adapters.index.removals import RemovalClaims, RemovalStatements
 from dicomvault.adapters.index.tables import instance_versions, instances, patients, series, studies
 from dicomvault.domain.errors import Conflict, Unavailable
 from dicomvault.domain.frame_index import HEAD_CHARS
 from dicomvault.domain.query import QuerySpec
 from dicomvault.domain.records import (
     ArchiveStats,
+    BlobClaim,
     BlobInfo,
     DuplicatePolicy,
     FrameIndex,
     InstanceEntry,
     InstanceRecord,
+    RemovalRound,
     StoreOutcome,
     StoreResult,
 )
@@ -66,6 +69,8 @@ class SqlIndexRepository:
         self._write_lock = threading.Lock() if self._dialect == "sqlite" else None
         # Stores arriving together share one transaction and one WAL fsync (see ``group_commit``).
         self._group = GroupCommit(self._write) if self._write_lock is not None else None
+        self._removals = RemovalStatements(self._dialect)
+        self._claims = RemovalClaims(engine, self._removals, self._write, self._read, self._retrying)
         self._prepare()
 
     # -- transactions -------------------------------------------------------------------------------------
@@ -109,11 +114,13 @@ class SqlIndexRepository:
 
     # -- ingest ------------------------------------------------------------------------------------------
 
-    def store_instance(self, entry: InstanceEntry, policy: DuplicatePolicy) -> StoreResult:
+    def store_instance(
+        self, entry: InstanceEntry, policy: DuplicatePolicy, *, accept_removal: str | None = None
+    ) -> StoreResult:
         group = self._group
         if group is not None:
-            return self._retrying(lambda: group.run(lambda conn: self._store_in(conn, entry, policy)))
-        return self._retrying(lambda: self._store(entry, policy))
+            return self._retrying(lambda: group.run(lambda conn: self._store_in(conn, entry, policy, accept_removal)))
+        return self._retrying(lambda: self._store(entry, policy, accept_removal))
 
     def _prepare(self) -> None:
         """Build the hot-path statements once: SQLAlchemy then reuses their compiled form (a measurable share
@@ -154,11 +161,13 @@ class SqlIndexRepository:
             .values(num_instances=patients.c.num_instances + 1)
         )
 
-    def _store(self, entry: InstanceEntry, policy: DuplicatePolicy) -> StoreResult:
+    def _store(self, entry: InstanceEntry, policy: DuplicatePolicy, accept: str | None) -> StoreResult:
         with self._write() as conn:
-            return self._store_in(conn, entry, policy)
+            return self._store_in(conn, entry, policy, accept)
 
-    def _store_in(self, conn: Connection, entry: InstanceEntry, policy: DuplicatePolicy) -> StoreResult:
+    def _store_in(
+        self, conn: Connection, entry: InstanceEntry, policy: DuplicatePolicy, accept: str | None
+    ) -> StoreResult:
         existing = conn.execute(self._q_existing, {"b_sop": entry.instance["sop_uid"]}).first()
         released: list[BlobInfo] = []
         outcome = StoreOutcome.STORED
@@ -186,9 +195,12 @@ class SqlIndexRepository:
                 outcome = StoreOutcome.REPLACED
                 if not self._referenced(conn, old.key, exclude_sop=None):
                     released.append(old)
+                    self._removals.record_pending(conn, [old.key])
         new_study = self._insert_instance(conn, entry)
         if old_study is not None and old_study != new_study:
             fragments.refresh(conn, [old_study])  # the replaced instance lived in another study
+        # Last, after the instance row is written (services.lifecycle explains why the order matters).
+        self._removals.check_store(conn, entry.blob.key, accept)
         return StoreResult(outcome, tuple(released))
 
     def _upsert_id(
@@ -494,10 +506,30 @@ class SqlIndexRepository:
                     ]:
                         if not self._referenced(conn, b.key, None) and b not in released:
                             released.append(b)
+                self._removals.record_pending(conn, [b.key for b in released])
                 fragments.refresh(conn, sorted(touched))
                 return released
 
         return self._retrying(run)
+
+    # -- blob removal claims (transactions and SQL in ``adapters.index.removals``) -------------------------
+
+    def claim_blob_removals(
+        self, keys: Sequence[str], *, stale_after: float, unreferenced_found: bool = False
+    ) -> BlobClaim:
+        return self._claims.claim(keys, stale_after=stale_after, unreferenced_found=unreferenced_found)
+
+    def finish_blob_removals(self, claim: str, keys: Sequence[str]) -> None:
+        self._claims.finish(claim, keys)
+
+    def blob_removal_round(self, key: str) -> RemovalRound | None:
+        return self._claims.round(key)
+
+    def blob_removals_due(self, *, stale_after: float, limit: int) -> list[str]:
+        return self._claims.due(stale_after=stale_after, limit=limit)
+
+    def forget_blob_removals(self, *, older_than: float) -> int:
+        return self._claims.forget(older_than=older_than)
 
     def iter_blob_refs(self) -> Iterator[tuple[str, BlobInfo]]:
         """Streams (server-side cursor on PostgreSQL, ``yield_per``) so a million rows stay in bounded memory."""

@@ -155,4 +155,20 @@ instance_versions = Table(
     UniqueConstraint("sop_uid", "blob_key", name="uq_instance_versions_sop_blob"),
 )
 
+#: Blob removals in progress and recently finished: the serialization point between deleting a content-addressed
+#: blob and an ingest that found the same bytes already stored (``adapters.index.removals``). A row is *pending*
+#: (``claim_id`` NULL: released by a delete or a replace in the transaction that removed the last reference),
+#: *claimed* (a deleter may delete the blob now; ``removed_at`` NULL) or *finished* (``removed_at`` set: kept as a
+#: tombstone for ``services.lifecycle.TOMBSTONE_RETENTION`` so that an ingest whose put found the blob just
+#: before it was deleted still learns of it).
+blob_removals = Table(
+    "blob_removals",
+    metadata,
+    Column("key", String(128), primary_key=True),
+    Column("released_at", DateTime(timezone=True), nullable=False),
+    Column("claimed_at", DateTime(timezone=True)),
+    Column("claim_id", String(32)),
+    Column("removed_at", DateTime(timezone=True)),
+)
+
 LEVEL_TABLES = {"PATIENT": patients, "STUDY": studies, "SERIES": series, "IMAGE": instances}
