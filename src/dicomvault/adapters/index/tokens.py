@@ -1,4 +1,4 @@
-"""SqlTokenStore: the API token port on the index database (same engine, migrations 0002 and 0006)."""
+"""SqlTokenStore: the API token port on the index database (same engine, migrations 0002 and 0005)."""
 
 from __future__ import annotations
 

@@ -1,16 +1,13 @@
 """Blob removals: claim before delete (table blob_removals)
 
-Revision ID: 0005
-Revises: 0007
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-02 10:00:00.000000
 
 Why: a DELETE of a study racing a re-send of the same bytes lost acknowledged objects (issue #9). Deleting a
 content-addressed blob now goes through a claim recorded here (``adapters.index.removals``); a store checks the
 row of its blob's key in its own transaction. The table starts empty: removals released before the upgrade
 were already carried out (or left as orphans for ``verify --repair``), so nothing needs to be filled in.
-
-Numbered 0005 when it was written on top of 0004; 0006 and 0007 (other branches of the same issue) reached the
-main line first, so it now follows 0007: one head, and a database already at 0007 still gets this table.
 """
 
 from __future__ import annotations
@@ -18,8 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0005'
-down_revision = '0007'
+revision = '0007'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 

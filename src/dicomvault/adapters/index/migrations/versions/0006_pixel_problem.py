@@ -1,7 +1,7 @@
 """Instances flagged for damaged pixel data (column instances.pixel_problem)
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-06 12:00:00.000000
 
 Why: with the setting ``pixel_length_policy = "accept-and-flag"`` an object whose native pixel data is shorter
@@ -17,8 +17,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0007'
-down_revision = '0006'
+revision = '0006'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
