@@ -95,9 +95,9 @@ def still_serving(ctx: Ctx, result: Result) -> None:
     result.status = PASS if ok else FAIL
     result.summary = (f"{intact}/{len(ctx.seeds)} objects stored at the start intact; /healthz "
                       f"{'ok' if ctx.server.healthy() else 'FAILING'}; C-ECHO {'ok' if echo.established else 'FAILING'}"
-                      f"; server restarts during the campaign: {ctx.server.starts - 1}")
-    result.measured.update(seeds_intact=intact, seeds=len(ctx.seeds), restarts=ctx.server.starts - 1,
-                           crashes=ctx.crashes, rss=ctx.rss())
+                      f"; the server stopped answering {len(ctx.crashes)} time(s) during the campaign")
+    result.measured.update(seeds_intact=intact, seeds=len(ctx.seeds), crash_restarts=len(ctx.crashes),
+                           planned_restarts=ctx.flags.get("planned_restarts", 0), crashes=ctx.crashes, rss=ctx.rss())
 
 
 def log_scan(ctx: Ctx, result: Result) -> None:
@@ -232,7 +232,7 @@ def _summary(results: list[Result], say: Callable[[str], None], seconds: float) 
     say("")
     say(f"=== {len(results)} probes, {len(flat)} checks in {seconds / 60:.1f} min: "
         + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
-    say("the server stayed up throughout" if not up else
+    say("the server stayed up throughout (restarted once on purpose, before the soak)" if not up else
         f"THE SERVER STOPPED ANSWERING after: {', '.join(r.name for r in up)} (restarted each time)")
     for r in results:
         for line in r.lines():

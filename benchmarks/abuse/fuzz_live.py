@@ -15,7 +15,7 @@ import httpx
 
 from benchmarks.abuse import dimse_client
 from benchmarks.abuse.context import LOG_LINE, Ctx
-from benchmarks.abuse.harness import FAIL, PASS, Result
+from benchmarks.abuse.harness import FAIL, PASS, Result, close_wait
 from benchmarks.abuse.objects import dataset_bytes, multipart, small_ct
 
 SEED = 20261206
@@ -59,7 +59,7 @@ def _send_one(ctx: Ctx, stream: bytes) -> str:
     try:
         with contextlib.suppress(OSError):
             sock.sendall(stream)
-        sock.settimeout(2)
+        sock.settimeout(1)
         first: int | None = None
         try:
             while True:
@@ -84,22 +84,26 @@ def garbage_pdus(ctx: Ctx, result: Result) -> None:
     baseline = ctx.rss().get("Threads", -1)
     mark = ctx.server.log_mark()
     start = time.monotonic()
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(12) as pool:
         outcomes = Counter(pool.map(lambda s: _send_one(ctx, s), streams))
     seconds = time.monotonic() - start
-    settle_deadline = time.monotonic() + 90
-    while time.monotonic() < settle_deadline and ctx.rss().get("Threads", 0) > baseline + 10:
+    settle_deadline = time.monotonic() + 90  # longer than the server's default 60 s timeouts
+    while time.monotonic() < settle_deadline and (ctx.rss().get("Threads", 0) > baseline + 10
+                                                  or close_wait(ctx.server.dimse_port)):
         time.sleep(1)
     threads_after = ctx.rss().get("Threads", -1)
+    stuck = close_wait(ctx.server.dimse_port)
     echo = dimse_client.echo(ctx.server.dimse_port)
-    ok = ctx.server.healthy() and echo.established and echo.status == 0 and threads_after <= baseline + 10
+    ok = ctx.server.healthy() and echo.established and echo.status == 0 and threads_after <= baseline + 10 \
+        and stuck == 0
     lines = ctx.server.log_since(mark)
     loud = sum(1 for ln in lines if (m := LOG_LINE.match(ln)) and m.group("level") in ("WARNING", "ERROR"))
     traces = sum("Traceback" in ln for ln in lines)
     result.child("garbage PDUs: survived", "fuzzing", ok,
                  f"{count} garbage/mutated PDU streams (seed {SEED}) in {seconds:.0f} s; server "
                  f"{'up, C-ECHO ok' if echo.established else 'NOT answering C-ECHO'}; threads {baseline} → "
-                 f"{threads_after}", outcomes=dict(outcomes.most_common()))
+                 f"{threads_after}, {stuck} connection(s) never closed by the server (CLOSE-WAIT) after the "
+                 "90 s settle", outcomes=dict(outcomes.most_common()), close_wait=stuck)
     result.child("garbage PDUs: log noise", "defect 13", loud <= count and traces == 0,
                  f"{loud} log lines at WARNING or above ({loud / count:.1f} per connection), {traces} tracebacks",
                  warning_or_above=loud, tracebacks=traces)

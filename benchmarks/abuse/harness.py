@@ -52,6 +52,18 @@ def proc_status(pid: int) -> dict[str, int]:
     return out
 
 
+def close_wait(port: int) -> int:
+    """Sockets on local ``port`` in CLOSE-WAIT (the client closed, the server never did), from /proc/net/tcp."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "08":
+                    count += 1
+    return count
+
+
 def reset_peak(pid: int) -> bool:
     """Reset the process's VmHWM to its current RSS (Linux ``clear_refs`` 5), so a probe measures its own peak."""
     try:

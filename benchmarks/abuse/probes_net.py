@@ -23,9 +23,10 @@ from pydicom.dataset import Dataset
 
 from benchmarks.abuse import dimse_client
 from benchmarks.abuse.context import LOG_LINE, Ctx
-from benchmarks.abuse.harness import FAIL, HOST, PASS, HealthPoller, Result, mb, reset_peak
+from benchmarks.abuse.harness import FAIL, HOST, PASS, HealthPoller, Result, close_wait, mb, reset_peak
 
-SILENT_FROM, IDLE_FROM, SLOW_FROM, HALF_FROM = "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"
+SILENT_FROM, IDLE_FROM, SLOW_FROM, HALF_FROM, ZERO_FROM = "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", \
+    "127.0.0.6"
 
 
 def _threads(ctx: Ctx) -> int:
@@ -164,6 +165,8 @@ def lingering_connections(ctx: Ctx, result: Result) -> None:
             idle_rejected += 1
             s.close()
     newcomer = dimse_client.echo(ctx.server.dimse_port, calling="NEWCOMER", timeout=15)
+    with dimse_client.connect(ctx.server.dimse_port, bind=ZERO_FROM) as zero:  # closed at once by the client
+        zero.sendall(b"\x01\x00\x00\x00\x00\x00" + bytes(64))
     rq = dimse_client.associate_rq("TRICKLE")
     s = dimse_client.connect(ctx.server.dimse_port, bind=SLOW_FROM)
     s.sendall(rq[:10])
@@ -184,6 +187,7 @@ def lingering_connections(ctx: Ctx, result: Result) -> None:
             conns.append(_Conn("half-sent STOW body", s, time.monotonic()))
     with HealthPoller(ctx.server.base_url, interval=0.5, timeout=30) as health:
         _watch(conns, t0 + window)
+    never_closed = close_wait(ctx.server.dimse_port)  # only the zero-length request's client has closed so far
     by_kind: dict[str, list[_Conn]] = {}
     for c in conns:
         by_kind.setdefault(c.kind, []).append(c)
@@ -210,6 +214,10 @@ def lingering_connections(ctx: Ctx, result: Result) -> None:
             f"after {elapsed:.0f} s{extra}",
             opened=len(group), closed=len(closed), still_open=still,
             close_seconds=sorted(round(x, 1) for x in closed)[:5], answered=sum(c.answered for c in group))
+    result.child("zero-length assoc-rq", "defect 6", never_closed == 0,
+                 f"an A-ASSOCIATE-RQ announcing 0 bytes, then the client closed: {never_closed} server socket(s) "
+                 f"still in CLOSE-WAIT {time.monotonic() - t0:.0f} s later (never closed by the server)",
+                 close_wait=never_closed)
     result.measured.update(window_seconds=window, healthz_worst=health.worst, healthz_failures=health.failures)
 
 

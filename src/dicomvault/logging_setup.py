@@ -70,6 +70,10 @@ _KINDS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"will be removed in v4|is deprecated"), "deprecated pydicom interface used"),
     (re.compile(r"Expected explicit VR|Expected implicit VR"), "VR encoding differs from the transfer syntax"),
     (re.compile(r"Unknown VR"), "unknown VR"),
+    (re.compile(r"VR lookup failed"), "element of unknown tag read as VR UN"),
+    (re.compile(r"unknown escape sequence"), "unknown character set escape sequence"),
+    (re.compile(r"Error while processing tag"), "element that cannot be converted to JSON"),
+    (re.compile(r"not a valid private creator"), "invalid private creator"),
     (re.compile(r"Expected (sequence )?[Ii]tem|after delimiter"), "malformed sequence item or delimiter"),
     (re.compile(r"Expected length"), "value length not valid for its VR"),
 )
