@@ -74,6 +74,7 @@ def probes(quick: bool, minutes: float) -> list[Probe]:
         Probe("junk-on-dimse-port", "defect 13", probes_net.dimse_junk, 60),
         Probe("silent-sockets-300", "defect 6", probes_net.silent_sockets, 180),
         Probe("assoc-rq-0xFFFFFFFF", "defect 6", probes_net.oversized_associate_rq, 120),
+        Probe("assoc-rq-short-close", "defect 6", probes_net.short_associate_rq, 90),
         Probe("http-1mb-header", "defect 6", probes_net.huge_header, 60),
         Probe("lingering-connections", "defect 6", probes_net.lingering_connections, 240),
         Probe("anonymous-access", "defects 7, 9", probes_auth.anonymous_access, 180),

@@ -14,6 +14,7 @@ import select
 import signal
 import socket
 import statistics
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,17 @@ from pydicom.dataset import Dataset
 
 from benchmarks.abuse import dimse_client
 from benchmarks.abuse.context import LOG_LINE, Ctx
-from benchmarks.abuse.harness import FAIL, HOST, PASS, HealthPoller, Result, close_wait, mb, reset_peak
+from benchmarks.abuse.harness import (
+    FAIL,
+    HOST,
+    PASS,
+    HealthPoller,
+    Result,
+    close_wait,
+    cpu_seconds,
+    mb,
+    reset_peak,
+)
 
 SILENT_FROM, IDLE_FROM, SLOW_FROM, HALF_FROM, ZERO_FROM = "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", \
     "127.0.0.6"
@@ -105,6 +116,27 @@ def oversized_associate_rq(ctx: Ctx, result: Result) -> None:
                       + f"; server peak +{mb(peak)} MB")
     result.measured.update(bytes_accepted=sent, stalled=stalled, closed_after_seconds=closed_after,
                            peak_increase_mb=mb(peak))
+
+
+def short_associate_rq(ctx: Ctx, result: Result) -> None:
+    """An A-ASSOCIATE-RQ announcing 100 bytes more than it carries, after which the client closes: the server
+    should drop the connection at end of file. Measured: the server's CPU time and threads over the next 20 s."""
+    rq = dimse_client.associate_rq("SHORT")
+    baseline = _threads(ctx)
+    idle_start = cpu_seconds(ctx.server.pid)
+    time.sleep(5)
+    idle = cpu_seconds(ctx.server.pid) - idle_start
+    with dimse_client.connect(ctx.server.dimse_port, bind=ZERO_FROM) as sock:
+        sock.sendall(rq[:2] + struct.pack(">I", len(rq) - 6 + 100) + rq[6:])
+    start = cpu_seconds(ctx.server.pid)
+    time.sleep(20)
+    used = cpu_seconds(ctx.server.pid) - start - 4 * idle  # minus what 20 s of idling costs
+    threads = _threads(ctx)
+    ok = used < 2 and threads <= baseline
+    result.status = PASS if ok else FAIL
+    result.summary = (f"server CPU over the next 20 s: {used:.1f} s (idle: {idle / 5:.2f} s per s); threads "
+                      f"{baseline} → {threads} 20 s later")
+    result.measured.update(cpu_seconds_20s=round(used, 1), threads_before=baseline, threads_after=threads)
 
 
 def _closed_within(sock: socket.socket, seconds: float, start: float) -> float | None:
