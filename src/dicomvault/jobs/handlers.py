@@ -96,10 +96,13 @@ def _verify(retrieve: RetrieveService, record: InstanceRecord) -> str:
         for _ in retrieve.iter_bytes(record, verify=True):
             pass
     except IntegrityFailure:
-        log.error("fixity: instance %s does not match its recorded SHA-256", record.sop_uid)
+        # The blob key (a SHA-256 of the content) identifies the damage without patient data; the UID only at DEBUG.
+        log.error("fixity: blob %s does not match its recorded SHA-256", record.blob.key)
+        log.debug("fixity: corrupt blob %s holds instance %s", record.blob.key, record.sop_uid)
         return "corrupt"
     except NotFound:
-        log.error("fixity: the blob of instance %s is missing", record.sop_uid)
+        log.error("fixity: blob %s is missing", record.blob.key)
+        log.debug("fixity: missing blob %s held instance %s", record.blob.key, record.sop_uid)
         return "missing"
     return "ok"
 

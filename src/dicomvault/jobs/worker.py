@@ -111,8 +111,10 @@ class Worker(threading.Thread):
             except Unavailable as exc:  # the database is down: wait and try again
                 log.warning("job worker %s: cannot claim jobs: %s", self.worker_id, exc.message)
                 worked = False
-            except Exception:
-                log.exception("job worker %s: unexpected error while claiming", self.worker_id)
+            except Exception as exc:
+                # Type only above DEBUG: a database error's text can quote the statement's parameters.
+                log.error("job worker %s: unexpected %s while claiming", self.worker_id, type(exc).__name__)
+                log.debug("claim failure detail", exc_info=True)
                 worked = False
             if not worked:
                 self._stop_event.wait(self.poll_interval)
@@ -156,14 +158,19 @@ class Worker(threading.Thread):
         try:
             result = handler(job)
         except PERMANENT_ERRORS as exc:
-            log.warning("job %d (%s) failed permanently: %s", job.id, job.kind, exc)
+            # The message names instances (e.g. a fixity failure lists SOP Instance UIDs): it goes to the job's
+            # record (`dicomvault jobs list --state failed`) and to the log only at DEBUG.
+            log.warning("job %d (%s) failed permanently (%s); `dicomvault jobs list --state failed` shows why",
+                        job.id, job.kind, type(exc).__name__)
+            log.debug("job %d failure detail: %s", job.id, exc)
             self.queue.fail(job.id, f"{type(exc).__name__}: {exc}", None)
         except Exception as exc:
             delay = backoff_delay(job.attempts, base=self.backoff_base, cap=self.backoff_cap)
             retry_at = datetime.now(UTC) + timedelta(seconds=delay)
             state = self.queue.fail(job.id, f"{type(exc).__name__}: {exc}", retry_at)
             log.warning("job %d (%s) attempt %d failed (%s); now %s", job.id, job.kind, job.attempts,
-                        type(exc).__name__, state.value, exc_info=log.isEnabledFor(logging.DEBUG))
+                        type(exc).__name__, state.value)
+            log.debug("job %d failure detail", job.id, exc_info=True)
         else:
             self.queue.complete(job.id, result)
             log.debug("job %d (%s) done", job.id, job.kind)
@@ -185,8 +192,9 @@ class _Heartbeat(threading.Thread):
                 if not self.queue.heartbeat(self.job_id, self.worker_id, self.lease):
                     log.warning("job %d: lease lost (another worker may run it too)", self.job_id)
                     return
-            except Exception:
-                log.warning("job %d: heartbeat failed", self.job_id, exc_info=True)
+            except Exception as exc:
+                log.warning("job %d: heartbeat failed (%s)", self.job_id, type(exc).__name__)
+                log.debug("heartbeat failure detail", exc_info=True)
 
     def stop(self) -> None:
         self._done.set()
