@@ -55,6 +55,11 @@ def captured() -> Iterator[tuple[Collect, PydicomWarningFilter, Clock]]:
     handler, clock = Collect(), Clock()
     root, pyd = logging.getLogger(), logging.getLogger("pydicom")
     old_level = pyd.level
+    # Alone on the root logger: a handler left by an earlier test in this worker (``configure_logging`` run in
+    # process by a CLI test) would carry its own filter, whose window may already hold these kinds.
+    others = list(root.handlers)
+    for other in others:
+        root.removeHandler(other)
     pyd.setLevel(logging.WARNING)
     with warnings.catch_warnings():
         filt = install_pydicom_filter(handler)
@@ -64,6 +69,8 @@ def captured() -> Iterator[tuple[Collect, PydicomWarningFilter, Clock]]:
             yield handler, filt, clock
         finally:
             root.removeHandler(handler)
+            for other in others:
+                root.addHandler(other)
             pyd.setLevel(old_level)
 
 

@@ -129,11 +129,12 @@ class PydicomWarningFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING or not _is_pydicom(record.name) or getattr(record, "dv_summary", False):
             return True
-        decided = getattr(record, "dv_pass", None)
-        if decided is not None:  # the same record on a second handler: counted once
+        mark = f"dv_pass_{id(self)}"  # per filter: another filter's window says nothing about this one's
+        decided = getattr(record, mark, None)
+        if decided is not None:  # the same record on a second handler of this filter: counted once
             return bool(decided)
         passed = self._decide(record)
-        setattr(record, "dv_pass", passed)  # noqa: B010 - an attribute LogRecord does not declare
+        setattr(record, mark, passed)
         return passed
 
     def _decide(self, record: logging.LogRecord) -> bool:

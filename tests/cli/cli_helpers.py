@@ -46,7 +46,7 @@ def run_dv(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 class ServeProcess:
     """``dicomvault serve`` as a real subprocess on free loopback ports."""
 
-    def __init__(self, data_dir: Path, log_path: Path, *extra: str) -> None:
+    def __init__(self, data_dir: Path, log_path: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.dimse_port = cli_free_port()
         self.http_port = cli_free_port()
@@ -56,7 +56,7 @@ class ServeProcess:
             dv_command("serve", "--data-dir", str(data_dir), "--host", "127.0.0.1",
                        "--dimse-port", str(self.dimse_port), "--http-port", str(self.http_port),
                        "--aet", "DVTEST", "--log-level", "WARNING", *extra),
-            stdout=self.log, stderr=subprocess.STDOUT, env=dv_env(),
+            stdout=self.log, stderr=subprocess.STDOUT, env={**dv_env(), **(env or {})},
         )
 
     @property

@@ -39,8 +39,8 @@ def serve_factory(tmp_path: Path) -> Iterator[Callable[..., ServeProcess]]:
     """Start ``dicomvault serve`` subprocesses (stopped at teardown); output goes to tmp_path/serve-N.log."""
     started: list[ServeProcess] = []
 
-    def start(data_dir: Path, *extra: str) -> ServeProcess:
-        proc = ServeProcess(data_dir, tmp_path / f"serve-{len(started)}.log", *extra)
+    def start(data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> ServeProcess:
+        proc = ServeProcess(data_dir, tmp_path / f"serve-{len(started)}.log", *extra, env=env)
         started.append(proc)
         return proc
 

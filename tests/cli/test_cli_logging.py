@@ -34,7 +34,9 @@ def _stow_body(marker: str) -> tuple[bytes, str]:
 def _run(tmp_path: Path, serve_factory: Callable[..., ServeProcess], level: str) -> tuple[str, str]:
     marker = "MARKER" + uuid.uuid4().hex[:8].upper()
     body, ctype = _stow_body(marker)
-    server = serve_factory(tmp_path / "vault", "--log-level", level)
+    # anonymous loopback clients may only read by default; this test is about the log, not about access
+    server = serve_factory(tmp_path / "vault", "--log-level", level,
+                           env={"DICOMVAULT_ANONYMOUS_SCOPES": '["read", "write"]'})
     server.wait_ready()
     r = httpx.post(f"{server.base_url}/dicom-web/studies", content=body, headers={"Content-Type": ctype},
                    timeout=120)
