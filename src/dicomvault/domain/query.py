@@ -140,7 +140,8 @@ def parse_condition(attribute: Attribute, raw: str, *, fuzzy: bool = False) -> C
         uids = tuple(v.strip() for v in value.split("\\") if v.strip())
         for uid in uids:
             if len(uid) > 64 or not _UID_RE.match(uid):
-                raise InvalidQuery(f"invalid UID {uid!r} for {attribute.keyword}")
+                # the value is not echoed: refusals are logged above DEBUG, and a UID is an identifier
+                raise InvalidQuery(f"invalid UID for {attribute.keyword} (digits and dots, at most 64 characters)")
         if len(uids) == 1:
             return Condition(attribute, MatchKind.SINGLE, value=uids[0])
         return Condition(attribute, MatchKind.UID_LIST, values=uids)

@@ -129,8 +129,10 @@ class Worker(threading.Thread):
                 task.run()
             except Unavailable as exc:
                 log.warning("job worker %s: %s skipped: %s", self.worker_id, task.name, exc.message)
-            except Exception:
-                log.exception("job worker %s: %s failed", self.worker_id, task.name)
+            except Exception as exc:  # the message may quote identifiers: its text and traceback only at DEBUG
+                log.error("job worker %s: %s failed (%s); tried again in %g s", self.worker_id, task.name,
+                          type(exc).__name__, task.interval)
+                log.debug("periodic task failure detail", exc_info=True)
             task.due = time.monotonic() + task.interval
 
     def stop(self, timeout: float | None = 30.0) -> None:

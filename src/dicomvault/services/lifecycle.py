@@ -148,8 +148,10 @@ class BlobRemover:
                 break
             try:
                 self.blobs.delete(key)
-            except Exception:
-                log.warning("blob removal: could not delete blob %s; the sweep will retry", key, exc_info=True)
+            except Exception as exc:
+                log.warning("blob removal: could not delete blob %s (%s); the sweep will retry", key,
+                            type(exc).__name__)
+                log.debug("blob removal failure detail", exc_info=True)
                 report.left += 1
                 continue
             done.append(key)

@@ -88,7 +88,8 @@ class RetrieveService:
                 if remaining == 0:
                     break
         if digest is not None and digest.hexdigest() != record.blob.sha256:
-            raise IntegrityFailure(f"instance {record.sop_uid} failed its checksum")
+            # The message reaches logs above DEBUG: it names the blob (a content hash), never the instance's UID.
+            raise IntegrityFailure(f"the stored object (blob {record.blob.key}) failed its checksum")
 
     @contextlib.contextmanager
     def as_file(self, record: InstanceRecord) -> Iterator[Path]:
@@ -98,7 +99,7 @@ class RetrieveService:
             yield path
             return
         if path is not None:
-            raise NotFound(f"blob of instance {record.sop_uid} is missing")
+            raise NotFound(f"the stored object (blob {record.blob.key}) is missing")
         with tempfile.NamedTemporaryFile(suffix=".dcm") as tmp, self.open(record) as src:
             shutil.copyfileobj(src, tmp, CHUNK)
             tmp.flush()
