@@ -1,11 +1,16 @@
 """Property-based fuzzing of the ingest header path (issue #9): mutated pydicom corpus files through
-``header.parse_header`` and the cached-metadata/index-column builders (``json_dict`` → ``header_json``,
-``validate``, ``index_columns``, ``dumps``), exactly as ``IngestService.ingest`` runs them. A damaged object may
-only be refused as ``InvalidDicom`` (``MalformedDicom`` included); any other exception would become an
-"unexpected failure" status instead of a reason. Example counts and the long-run switch: tests/fuzzing.py."""
+``IngestService.ingest`` built as the server builds it (``bootstrap``: the inflation limits, pixel length policy
+and duplicate policy of the default ``Settings``), so through ``header.parse_header`` and the
+cached-metadata/index-column builders (``json_dict`` → ``header_json``, ``validate``, ``index_columns``,
+``dumps``), the pixel length check and the frame index. Only the index and the blob store are stand-ins that
+accept every store and keep nothing (the fuzzers look at what happens before a store, and stay fast). A damaged
+object may only be stored or refused as ``InvalidDicom`` (``MalformedDicom`` included); any other exception
+would become an "unexpected failure" status instead of a reason. Example counts and the long-run switch:
+tests/fuzzing.py."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import struct
@@ -13,17 +18,25 @@ import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO, cast
 
 import pydicom.data
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dicomvault.domain.errors import InvalidDicom
+from dicomvault.bootstrap import pixel_limits
+from dicomvault.domain.errors import InvalidDicom, MalformedDicom, TooLarge
+from dicomvault.domain.records import BlobInfo, StoreOutcome, StoreResult
+from dicomvault.ports.blobs import BlobStore, PutResult
+from dicomvault.ports.index import IndexRepository
 from dicomvault.services import header as hdr
+from dicomvault.services.ingest import IngestService
+from dicomvault.services.lifecycle import BlobRemover
 from dicomvault.services.part10 import dataset_offset
+from dicomvault.settings import Settings
 from tests.fuzzing import fuzz_settings
-from tests.helpers import make_ct
+from tests.helpers import deflated, make_ct
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom on damaged values: expected here
 
@@ -53,14 +66,50 @@ def _quiet_pydicom() -> Iterator[None]:
     pyd.setLevel(old)
 
 
+class _AcceptingIndex:
+    """The part of ``IndexRepository`` ingest uses: every store succeeds, nothing is kept (no duplicates, so no
+    duplicate policy outcome: a mutant that parses is stored)."""
+
+    def store_instance(self, entry: Any, policy: Any, *, accept_removal: str | None = None) -> StoreResult:
+        return StoreResult(StoreOutcome.STORED)
+
+    def instance_checksum(self, sop_uid: str) -> str | None:
+        return None
+
+
+class _DiscardingBlobs:
+    """A blob store that hashes what it is given and keeps nothing (thousands of stored mutants)."""
+
+    def put(self, stream: BinaryIO) -> PutResult:
+        data = stream.read()
+        key = hashlib.sha256(data).hexdigest()
+        return PutResult(BlobInfo(key, len(data), key), True)
+
+
+def _server_ingest(data_dir: Path, **settings_overrides: Any) -> IngestService:
+    """``IngestService`` as ``bootstrap.build_archive`` builds it from the default settings (and overrides)."""
+    settings = Settings.load(data_dir=data_dir, **settings_overrides)
+    index = cast(IndexRepository, _AcceptingIndex())
+    blobs = cast(BlobStore, _DiscardingBlobs())
+    remover = BlobRemover(index, blobs, stale_after=settings.blob_removal_stale_after)
+    return IngestService(index, blobs, remover, policy=settings.duplicate_policy, precheck_duplicates=False,
+                         limits=pixel_limits(settings), pixel_policy=settings.pixel_length_policy)
+
+
+_INGEST: dict[str, IngestService] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _ingest_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One service for the module (hypothesis runs many examples per test): spool files go to its data folder."""
+    _INGEST["service"] = _server_ingest(tmp_path_factory.mktemp("header-fuzz") / "vault")
+    yield
+    _INGEST.clear()
+
+
 def _ingest_header_path(data: bytes) -> None:
-    """What ingest does with an object before storing it (services/ingest.py)."""
-    stream = io.BytesIO(data)
-    parsed = hdr.parse_header(stream)
-    json_data = hdr.json_dict(parsed.dataset, parsed)
-    hdr.validate(json_data)
-    hdr.index_columns(json_data, parsed.transfer_syntax_uid)
-    hdr.dumps(json_data)
+    """Ingest one object as the server does; the stand-in index accepts it if ingest does."""
+    _INGEST["service"].ingest(io.BytesIO(data), source="fuzz")
 
 
 @dataclass(frozen=True)
@@ -122,10 +171,9 @@ def test_the_seeds_themselves_pass_or_are_refused_as_invalid() -> None:
             pytest.fail(f"{name}: {type(exc).__name__}: {exc}")
 
 
-#: Where the known findings (``FINDINGS`` below, pinned by strict xfail tests) escape: the fuzzers tolerate an
-#: exception from these functions only, so that they keep finding anything new. Empty this set when the owner's
-#: fix turns the xfail tests green.
-KNOWN_ESCAPES = {("header.py", "json_dict"), ("header.py", "_check_complete")}
+#: Where known findings pinned by strict xfail tests escape, as (file name, function): the fuzzers tolerate an
+#: exception from these functions only, so that they keep finding anything new. Empty while nothing is known.
+KNOWN_ESCAPES: set[tuple[str, str]] = set()
 
 
 def _refused_or_known(data: bytes) -> None:
@@ -151,7 +199,7 @@ def test_random_bytes_are_refused_as_invalid(data: bytes) -> None:
     _refused_or_known(data)
 
 
-# -- findings: reproducers the fuzzer reduced (services/header.py; owner's fix turns each green) ----------------------
+# -- findings: reproducers the fuzzer reduced, and neighbours written by hand (services/header.py) -----------------
 
 
 def _with_element(element: bytes) -> bytes:
@@ -169,26 +217,103 @@ def _private_transfer_syntax() -> bytes:
     return buf.getvalue()
 
 
+def _rows_of_three_bytes() -> bytes:
+    """Rows (0028,0010), US, with a 3-byte value: read by the pixel data checks before the metadata is built."""
+    data = make_ct(rows=16)
+    rows = struct.pack("<HH2sH", 0x0028, 0x0010, b"US", 2) + struct.pack("<H", 16)
+    assert data.count(rows) == 1
+    return data.replace(rows, struct.pack("<HH2sH", 0x0028, 0x0010, b"US", 3) + b"\x10\x00\x00")
+
+
+def _sequence(content: bytes) -> bytes:
+    """Referenced Image Sequence (0008,1140) of defined length holding ``content`` (pydicom reads it lazily)."""
+    return struct.pack("<HH2sHI", 0x0008, 0x1140, b"SQ", 0, len(content)) + content
+
+
+def _item(content: bytes) -> bytes:
+    return struct.pack("<HHI", 0xFFFE, 0xE000, len(content)) + content
+
+
+def _without_meta(data: bytes) -> bytes:
+    """The data set alone (no preamble, no File Meta Information): parse_header's second, forced read."""
+    return data[dataset_offset(data[:65536]) :]
+
+
+def _nested_sequences(depth: int) -> bytes:
+    """``depth`` undefined-length sequences, each the only element of its parent's one item (pydicom reads
+    undefined-length sequences while reading the data set, recursively)."""
+    element = b""
+    for _ in range(depth):
+        item = struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF) + element + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+        element = (struct.pack("<HH2sHI", 0x0008, 0x1140, b"SQ", 0, 0xFFFFFFFF) + item
+                   + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
+    return _with_element(element)
+
+
+#: finding → (object, what the refusal must say). The reasons name the element and the problem, never a value.
 FINDINGS = {
-    # json_dict's fallback iterates the data set, which converts every raw element: pydicom's own errors escape.
-    "unknown VR": lambda: _with_element(struct.pack("<HH2sH", 0x0008, 0x0001, b"QQ", 2) + b"ab"),
-    "US value of 3 bytes": lambda: _with_element(struct.pack("<HH2sH", 0x0008, 0x0001, b"US", 3) + b"\1\0\0"),
-    # json_dict asks UID(transfer syntax).is_compressed, a ValueError for a syntax pydicom does not know.
-    "unknown transfer syntax with pixel data": _private_transfer_syntax,
-    # parse_header's truncation check (_check_complete → Dataset.get_item) converts some elements, unguarded.
-    "damaged element read by the truncation check": lambda: Mutant("CT_small.dcm", (("delete", 3046, b"\x01"),)).data(),
-    # a damaged sequence: pydicom's OSError("No tag to read ...") while json_dict's fallback converts it.
-    "damaged sequence item": lambda: Mutant("test-SR.dcm", (("set", 938, b"\x03"),)).data(),
+    # json_dict's fallback iterated the data set, which converts every raw element: pydicom's own errors escaped.
+    "unknown VR": (lambda: _with_element(struct.pack("<HH2sH", 0x0008, 0x0001, b"QQ", 2) + b"ab"),
+                   "element (0008,0001) has an unknown VR QQ"),
+    "US value of 3 bytes": (lambda: _with_element(struct.pack("<HH2sH", 0x0008, 0x0001, b"US", 3) + b"\1\0\0"),
+                            "element (0008,0001) has a value length not valid for VR US"),
+    # json_dict asked UID(transfer syntax).is_compressed, a ValueError for a syntax pydicom does not know.
+    "unknown transfer syntax with pixel data": (_private_transfer_syntax,
+                                                "unknown transfer syntax 1.2.826.0.1.3680043.99.1"),
+    # parse_header's truncation check (_check_complete → Dataset.get_item) read and converted deferred values.
+    "damaged element read by the truncation check": (
+        lambda: Mutant("CT_small.dcm", (("delete", 3046, b"\x01"),)).data(), "the object is truncated"),
+    # a damaged sequence: pydicom's OSError("No tag to read ...") while json_dict's fallback converted it.
+    "damaged sequence item": (lambda: Mutant("test-SR.dcm", (("set", 938, b"\x03"),)).data(),
+                              "the object is truncated"),
+    "sequence item header cut short": (lambda: _with_element(_sequence(b"\xfe\xff\x00\xe0")),
+                                       "sequence (0008,1140) is malformed"),
+    "US value of 3 bytes inside a sequence item": (
+        lambda: _with_element(_sequence(_item(struct.pack("<HH2sH", 0x0028, 0x0010, b"US", 3) + b"\1\0\0"))),
+        "element (0028,0010) in item 1 of sequence (0008,1140) has a value length not valid for VR US"),
+    # the pixel data checks (frames.expected_pixel_bytes) read Rows through pydicom
+    "Rows of 3 bytes": (_rows_of_three_bytes, "element (0028,0010) has a value length not valid for VR US"),
+    # DV_FUZZ_SCALE=10: parse_header asked the File Meta Information for its (damaged) Transfer Syntax UID
+    "Transfer Syntax UID with an unknown VR": (lambda: Mutant("MR_small_implicit.dcm", (("set", 251, b"\0"),)).data(),
+                                               "element (0002,0010) has an unknown VR"),
+    # a few kilobytes exhaust the recursion limit of pydicom's sequence reader (RecursionError escaped)
+    "sequences nested 400 deep": (lambda: _nested_sequences(400), "sequences nested too deeply"),
+    "sequences nested 400 deep, no file meta": (lambda: _without_meta(_nested_sequences(400)),
+                                                "sequences nested too deeply"),
 }
 
 
-@pytest.mark.xfail(strict=True, reason="services/header.py lets pydicom's NotImplementedError / ValueError / "
-                                       "BytesLengthException / OSError escape for damaged objects: ingest answers "
-                                       "'unexpected failure' (C-STORE 0xC001, STOW 0x0110) instead of refusing the "
-                                       "object as InvalidDicom with a reason (issue #9 fuzzing finding)")
 @pytest.mark.parametrize("finding", sorted(FINDINGS))
-def test_fuzzing_finding_is_refused_as_invalid(finding: str) -> None:
-    try:
-        _ingest_header_path(FINDINGS[finding]())
-    except InvalidDicom:
-        pass
+def test_fuzzing_finding_is_refused_as_malformed_with_a_reason(finding: str) -> None:
+    build, reason = FINDINGS[finding]
+    with pytest.raises(MalformedDicom) as refused:
+        _ingest_header_path(build())
+    assert reason in refused.value.message
+    assert "\\x" not in refused.value.message and "b'" not in refused.value.message, "no value bytes quoted"
+
+
+def test_nesting_found_in_real_objects_is_stored() -> None:
+    _ingest_header_path(_nested_sequences(20))
+
+
+# -- not verdicts on the object: a resource limit or running out of memory is never "malformed" ---------------------
+
+
+def test_a_deflated_object_beyond_the_inflation_limit_is_too_large(tmp_path: Path) -> None:
+    service = _server_ingest(tmp_path / "vault", max_inflated_bytes=1024)
+    with pytest.raises(TooLarge) as refused:
+        service.ingest(io.BytesIO(deflated(make_ct(rows=64, columns=64))))  # 8 KiB of pixels
+    assert refused.value.setting == "max_inflated_bytes"
+
+
+@pytest.mark.parametrize("where", ["pydicom.dcmread", "header_json"])
+def test_memory_error_is_not_turned_into_a_refusal(monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    def out_of_memory(*args: Any, **kwargs: Any) -> Any:
+        raise MemoryError
+
+    if where == "header_json":
+        monkeypatch.setattr(hdr, "header_json", out_of_memory)
+    else:
+        monkeypatch.setattr(hdr.pydicom, "dcmread", out_of_memory)
+    with pytest.raises(MemoryError):
+        _ingest_header_path(make_ct())

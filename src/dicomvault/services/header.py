@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from typing import IO, Any, BinaryIO, cast
 
 import pydicom
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.filereader import read_dataset
+from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
@@ -33,6 +35,23 @@ from dicomvault.services.header_json import header_json
 _UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 #: Values longer than this go to BulkDataURI in the cached metadata, as PS3.18 asks for bulk data.
 BULK_THRESHOLD = 1024
+
+#: What pydicom raises reading or converting damaged bytes: a garbled preamble or meta group
+#: (``InvalidDicomError``), an unknown VR (``NotImplementedError``), a value length that is not a multiple of the
+#: VR's value size (``BytesLengthException``), a cut or garbled sequence item (``OSError`` "No tag to read",
+#: ``struct.error``, ``EOFError``), a value or length it refuses (``ValueError``, ``UnicodeDecodeError`` among
+#: them; ``KeyError``, ``IndexError`` from its tables). Deliberately not ``MemoryError`` (nor ``TooLarge`` from
+#: ``inflate``): running out of a resource says nothing about the object, so it is not refused as malformed. An
+#: ``OSError`` with an ``errno`` is a real I/O failure, not pydicom's verdict: re-raised (``_reraise_io_failure``).
+_PYDICOM_ERRORS: tuple[type[Exception], ...] = (
+    InvalidDicomError, BytesLengthException, NotImplementedError, ValueError, KeyError, IndexError, struct.error,
+    EOFError, OSError,
+)
+#: pydicom reads nested sequences recursively (a few Python frames per level): a crafted object of a few kilobytes
+#: with a few hundred levels exhausts the interpreter's recursion limit. No real object comes near that depth.
+_TOO_DEEP = "malformed DICOM object: sequences nested too deeply to be read"
+#: Image Pixel Module attributes the pixel data checks read (``frames.expected_pixel_bytes``, ``json_dict``).
+_PIXEL_MODULE_TAGS = (0x00280002, 0x00280004, 0x00280008, 0x00280010, 0x00280011, 0x00280100)
 
 
 @dataclass
@@ -74,6 +93,8 @@ def parse_header(stream: BinaryIO, limits: inflate.Limits) -> ParsedHeader:
         meta, _ = inflate.read_file_meta(stream)
     except MalformedDicom:
         meta = None  # pydicom's reader below reports what is wrong
+    if meta is not None:
+        _decode_elements(meta, [0x00020010] if 0x00020010 in meta else [])  # a damaged Transfer Syntax UID
     if meta is not None and meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
         return _parse_deflated(stream, size, limits)
     stream.seek(0)
@@ -84,14 +105,20 @@ def parse_header(stream: BinaryIO, limits: inflate.Limits) -> ParsedHeader:
         stream.seek(0)
         try:
             ds = pydicom.dcmread(stream, stop_before_pixels=True, defer_size="64 KB", force=True)
-        except Exception as exc2:
+        except _PYDICOM_ERRORS as exc2:
+            _reraise_io_failure(exc2)
             raise MalformedDicom("not a DICOM object (no DICM prefix, not a data set either)") from exc2
+        except RecursionError as exc2:
+            raise MalformedDicom(_TOO_DEEP) from exc2
         if len(ds) == 0 or "SOPInstanceUID" not in ds:
             raise MalformedDicom("not a DICOM object (no DICM prefix, not a data set either)") from exc
-    except Exception as exc:
+    except _PYDICOM_ERRORS as exc:
         # The message goes to the sender (Error Comment, FailureReason) and to the log at INFO: the exception's
         # own text can quote the value it failed on (patient data), so only its type is named; it stays chained.
+        _reraise_io_failure(exc)
         raise MalformedDicom(f"malformed DICOM object ({type(exc).__name__})") from exc
+    except RecursionError as exc:
+        raise MalformedDicom(_TOO_DEEP) from exc
     pos = stream.tell()
     tsuid = ""
     meta = getattr(ds, "file_meta", None)
@@ -132,8 +159,15 @@ def _finish(ds: Dataset, stream: BinaryIO | IO[bytes], tsuid: str, pos: int, siz
             if (group << 16 | elem) in PIXEL_TAGS:
                 pixel_offset = pos
     _check_complete(ds, size)
+    # The pixel checks below (and json_dict) read these through pydicom: a damaged one is refused here, by name.
+    _decode_elements(ds, [tag for tag in _PIXEL_MODULE_TAGS if tag in ds])
     problem = None
     if pixel_offset is not None:
+        if not UID(syntax).is_transfer_syntax:
+            # Neither the pixel data's encoding nor how to locate its frames is known (nothing in the archive
+            # could serve or check them); a UID is no patient data, but a damaged one is not echoed either.
+            named = f" {syntax}" if is_valid_uid(syntax) else ""
+            raise MalformedDicom(f"unknown transfer syntax{named}: its pixel data cannot be read")
         length = _check_pixel_data(stream, syntax, pixel_offset, size)
         if length is not None:
             problem = pixel_length_problem(ds, length)
@@ -146,7 +180,9 @@ def _check_complete(ds: Dataset, size: int) -> None:
     """pydicom reads a truncated element silently (a short value); a value that ends past the end of the
     object means the transfer was cut."""
     for tag in list(ds.keys()):
-        raw = ds.get_item(tag)
+        # keep_deferred: the position and length are all this needs; without it pydicom reads (and converts)
+        # every deferred value, raising on a damaged one and holding large values in memory.
+        raw = ds.get_item(tag, keep_deferred=True)
         tell = getattr(raw, "value_tell", None)
         length = getattr(raw, "length", None)
         if tell is None or length is None or length == 0xFFFFFFFF:
@@ -154,6 +190,62 @@ def _check_complete(ds: Dataset, size: int) -> None:
         if tell + length > size:
             raise MalformedDicom(f"the object is truncated: element ({int(tag) >> 16:04X},{int(tag) & 0xFFFF:04X}) "
                                  "ends past the end of the data")
+
+
+def _reraise_io_failure(exc: BaseException) -> None:
+    """Re-raise an ``OSError`` the operating system raised (it has an ``errno``: a disk or spool failure, nothing
+    wrong with the object); pydicom's own ``OSError`` for a cut sequence item has none."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        raise exc
+
+
+def _tag_text(tag: int) -> str:
+    return f"({int(tag) >> 16:04X},{int(tag) & 0xFFFF:04X})"
+
+
+def _damage(tag: int, raw: object, exc: Exception, where: str) -> str:
+    """Why pydicom could not read an element, for the sender and the log: the element's tag and VR and what is
+    wrong, never the value (pydicom's own message quotes the bytes, which can be patient data)."""
+    vr = getattr(raw, "VR", None)
+    if vr is None:
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            vr = None
+    name = f"element {_tag_text(tag)}{where}"
+    if isinstance(exc, NotImplementedError):
+        shown = f" {vr}" if isinstance(vr, str) and re.fullmatch(r"[A-Z]{2}", vr) else ""
+        return f"{name} has an unknown VR{shown}"
+    if isinstance(exc, BytesLengthException):
+        return f"{name} has a value length not valid for VR {vr}"
+    if vr == "SQ":
+        return f"sequence {_tag_text(tag)}{where} is malformed (an item is cut short or garbled)"
+    return f"{name} cannot be read as VR {vr} ({type(exc).__name__})"
+
+
+def _decode_elements(ds: Dataset, tags: list[int], where: str = "") -> None:
+    """Convert the elements ``tags`` of ``ds`` as pydicom does when a value is first read, and every element of
+    the items of a sequence among them: a damaged element raises ``MalformedDicom`` naming it (and the sequence
+    items it is in) instead of pydicom's error escaping later, from whichever code reads the value first."""
+    for tag in tags:
+        try:
+            elem = ds[tag]
+        except _PYDICOM_ERRORS as exc:
+            _reraise_io_failure(exc)
+            raise MalformedDicom(_damage(tag, ds.get_item(tag, keep_deferred=True), exc, where)) from exc
+        if elem.VR == "SQ" and isinstance(elem.value, Sequence):
+            for i, item in enumerate(elem.value, 1):
+                inside = f" in item {i} of sequence {_tag_text(tag)}{where}"
+                _decode_elements(item, list(map(int, item.keys())), inside)
+
+
+def _int_value(ds: Dataset, keyword: str, default: int) -> int:
+    """An integer attribute read leniently: ``default`` when it is missing, empty or not one number."""
+    value = ds.get(keyword)
+    try:
+        return int(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        return default
 
 
 def _check_pixel_data(stream: BinaryIO | IO[bytes], tsuid: str, offset: int, size: int) -> int | None:
@@ -304,18 +396,29 @@ def json_dict(ds: Dataset, parsed: ParsedHeader) -> dict[str, Any]:
     the DICOMweb front end prefixes with the instance URL when serving."""
     try:
         data = header_json(ds, bulk_threshold=BULK_THRESHOLD, bulk_uri=_bulk_uri)
+    except MemoryError:
+        raise
     except Exception:
-        # A vendor value pydicom cannot encode as JSON must not block archiving: drop the offenders.
+        # Either an element pydicom cannot read (damaged bytes: the object is refused, the element named) or a
+        # vendor value it reads but cannot encode as JSON, which must not block archiving: drop the offenders.
+        try:
+            _decode_elements(ds, list(map(int, ds.keys())))
+        except RecursionError as exc:
+            raise MalformedDicom(_TOO_DEEP) from exc
         data = {}
-        for elem in ds:
+        for tag in list(ds.keys()):
             try:
-                data.update(Dataset({elem.tag: elem}).to_json_dict(
+                data.update(Dataset({tag: ds[tag]}).to_json_dict(
                     bulk_data_threshold=BULK_THRESHOLD, bulk_data_element_handler=_bulk_uri))
+            except MemoryError:
+                raise
             except Exception:
                 continue
     _nest_bulk_uris(data, "")
     if parsed.pixel_data_offset is not None:
-        vr = "OB" if ds.get("BitsAllocated", 16) <= 8 or UID(parsed.transfer_syntax_uid).is_compressed else "OW"
+        syntax = UID(parsed.transfer_syntax_uid)
+        compressed = syntax.is_transfer_syntax and syntax.is_compressed
+        vr = "OB" if _int_value(ds, "BitsAllocated", 16) <= 8 or compressed else "OW"
         data["7FE00010"] = {"vr": vr, "BulkDataURI": "bulk/7FE00010"}
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
