@@ -26,6 +26,7 @@ from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.pdu import A_RELEASE_RQ, P_DATA_TF
 
 from dicomvault.dimse import status, store_link
+from dicomvault.dimse.connections import Connection, Limits
 from dicomvault.dimse.received import identity_from_bytes
 from tests.fuzzing import fuzz_settings
 
@@ -292,7 +293,12 @@ def _run_link(stream: bytes, chunk: int, keep_open: bool, tmp: Path) -> LinkRun:
         stored.append((sop_class, sop_instance, transfer_syntax, len(data)))
         return status.status_dataset(status.SUCCESS)
 
-    link = store_link.StoreLink(ours, CONTEXTS, MAX_PDU, MAX_PDU, store, TIMEOUT, tmp, "FUZZ")
+    # Every deadline (between messages, between the PDUs of one message, each PDU from its first byte) is TIMEOUT,
+    # so a silent or trickling peer is cut within a fraction of a second.
+    limits = Limits(max_connections=1, max_per_address=1, artim=TIMEOUT, idle=TIMEOUT, pdu=TIMEOUT, grace=TIMEOUT)
+    conn = Connection(ours, ("192.0.2.1", 104), limits)
+    conn.calling = "FUZZ"
+    link = store_link.StoreLink(conn, CONTEXTS, MAX_PDU, MAX_PDU, store, tmp)
     errors: list[BaseException] = []
 
     def serve() -> None:
