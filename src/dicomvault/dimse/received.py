@@ -131,41 +131,55 @@ def received_dataset(request: C_STORE) -> Iterator[tuple[BinaryIO, int, int]]:
 #: VRs with a reserved field and a 4-byte length in explicit VR encoding (PS3.5 7.1.2).
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
 _SOP_CLASS, _SOP_INSTANCE = 0x00080016, 0x00080018
+#: Every explicit VR pydicom reads as one: two capital letters (anything else makes it guess at implicit VR).
+_VRS = frozenset(bytes((a, b)) for a in range(0x41, 0x5B) for b in range(0x41, 0x5B))
+_IMPLICIT, _EXPLICIT, _LENGTH = struct.Struct("<HHI"), struct.Struct("<HH2sH"), struct.Struct("<I")
 
 
 def identity_from_bytes(head: bytes, implicit: bool, *, whole: bool) -> tuple[str, str] | None:
     """(SOPClassUID, SOPInstanceUID) from the first bytes of a little endian data set (``whole``: the entire data
-    set), walking the raw elements; None where this simple walk cannot be sure (an undefined length, a value or
-    the end of the UIDs' group past ``head``, a multi-valued UID),
-    and the caller asks pydicom instead. Exists because it runs for every C-STORE and pydicom's reader, which
-    builds a ``Dataset`` to answer the same question, cost ~0.3 ms of the few an instance costs."""
+    set), walking the raw elements; None where this simple walk cannot be sure, and the caller asks pydicom instead:
+    an undefined length, a value or the end of the UIDs' group past ``head``, a multi-valued UID, an explicit VR
+    that is not two capital letters (pydicom then guesses at implicit VR), a SOP UID element whose explicit VR is
+    not UI (pydicom converts it by that VR), implicit VR data whose first element looks explicit (pydicom switches).
+    Values are read as pydicom reads a UI value: ISO 8859-1 (the default character set; (0008,0005) does not apply
+    to UI), trailing NULs and spaces removed, then surrounding whitespace, so both give the same answer.
+    Exists because it runs for every C-STORE and pydicom's reader, which builds a ``Dataset`` to answer the same
+    question, cost ~0.3 ms of the few an instance costs."""
     pos, end = 0, len(head)
+    if implicit and end >= 6 and head[4:6] in _VRS:
+        return None  # pydicom would read these bytes as explicit VR (its first-element check)
     found: dict[int, str] = {}
     while pos + 8 <= end:
-        group, element = struct.unpack_from("<HH", head, pos)
-        tag = (group << 16) | element
-        if tag > _SOP_INSTANCE:
-            break
         if implicit:
-            (length,) = struct.unpack_from("<I", head, pos + 4)
+            group, element, length = _IMPLICIT.unpack_from(head, pos)
+            tag = (group << 16) | element
+            if tag > _SOP_INSTANCE:
+                break
             pos += 8
         else:
-            vr = head[pos + 4 : pos + 6]
+            group, element, vr, length = _EXPLICIT.unpack_from(head, pos)
+            tag = (group << 16) | element
+            if tag > _SOP_INSTANCE:
+                break
+            if vr not in _VRS:
+                return None
             if vr in _LONG_VRS:
                 if pos + 12 > end:
                     return None
-                (length,) = struct.unpack_from("<I", head, pos + 8)
+                (length,) = _LENGTH.unpack_from(head, pos + 8)
                 pos += 12
             else:
-                (length,) = struct.unpack_from("<H", head, pos + 6)
                 pos += 8
+            if tag in (_SOP_CLASS, _SOP_INSTANCE) and vr != b"UI":
+                return None
         if length == 0xFFFFFFFF or pos + length > end:
             return None
         if tag in (_SOP_CLASS, _SOP_INSTANCE):
-            value = head[pos : pos + length].decode("ascii", "replace").rstrip("\0 ")
+            value = head[pos : pos + length].decode("latin-1").rstrip("\0 ")
             if "\\" in value:
                 return None
-            found[tag] = value
+            found[tag] = value.strip()
         pos += length
     else:
         if not (whole and pos == end):  # ran out of bytes before passing (0008,0018)
