@@ -154,6 +154,8 @@ def test_pydicom_warnings_do_not_reach_warnings_output_from_threads(
 ) -> None:
     """The ``warnings.warn`` half (what would print raw to stderr) is ignored, in any thread; the log half stays."""
     with warnings.catch_warnings(record=True) as shown:
+        warnings.resetwarnings()  # Python's defaults, as in the server (not the test run's "error")
+        warnings.simplefilter("always")
         install_pydicom_filter(logging.NullHandler())  # inside this block: its filters are the ones in force
         thread = threading.Thread(target=_warn_invalid_uid, args=("1.2.3.MARKER",))
         thread.start()

@@ -129,6 +129,8 @@ def read_file_meta(stream: BinaryIO | IO[bytes]) -> tuple[FileMetaDataset | None
 
     try:
         meta = read_dataset(cast(BinaryIO, stream), is_implicit_VR=False, is_little_endian=True, stop_when=past_meta)
+    except (MemoryError, TooLarge):
+        raise  # running out of a resource says nothing about the object: not refused as malformed
     except Exception as exc:
         raise MalformedDicom(f"malformed DICOM object: the file meta information cannot be read "
                              f"({type(exc).__name__})") from exc
@@ -161,6 +163,8 @@ class Inflated:
         try:
             raw = read_dataset(cast(BinaryIO, self.file), False, True, defer_size=defer_size,
                                stop_when=stop_at_pixel_data if stop_before_pixels else None)
+        except (MemoryError, TooLarge):
+            raise  # a resource limit, not the object's fault
         except Exception as exc:
             raise MalformedDicom(f"malformed DICOM object: {type(exc).__name__}") from exc
         # A FileDataset over the spool: pydicom reads deferred values back from its buffer.
