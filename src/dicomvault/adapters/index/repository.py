@@ -543,8 +543,11 @@ class SqlIndexRepository:
             with self._read() as conn:
                 conn = conn.execution_options(stream_results=True, yield_per=1000)
                 for stmt in queries:
-                    for r in conn.execute(stmt):
-                        yield r.sop_uid, BlobInfo(r.blob_key, r.blob_size, r.blob_sha256)
+                    # closed on every exit, a consumer that stops early included: a PostgreSQL server-side
+                    # cursor left to the garbage collector stays open on the server until then
+                    with conn.execute(stmt) as result:
+                        for r in result:
+                            yield r.sop_uid, BlobInfo(r.blob_key, r.blob_size, r.blob_sha256)
         except (DBAPIError, SqlTimeoutError) as exc:
             raise Unavailable("index database unavailable while listing blobs") from exc
 

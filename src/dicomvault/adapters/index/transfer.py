@@ -44,13 +44,13 @@ def copy_index(
     with source.connect() as sconn, sconn.begin(), target.connect() as tconn, tconn.begin():
         for table in tables:
             n = 0
-            result = sconn.execution_options(stream_results=True, yield_per=BATCH).execute(
-                select(table).order_by(*table.primary_key.columns))
-            for batch in result.partitions(BATCH):
-                tconn.execute(table.insert(), [_utc(r) for r in batch])
-                n += len(batch)
-                if progress is not None:
-                    progress(table.name, n)
+            with sconn.execution_options(stream_results=True, yield_per=BATCH).execute(
+                    select(table).order_by(*table.primary_key.columns)) as result:
+                for batch in result.partitions(BATCH):
+                    tconn.execute(table.insert(), [_utc(r) for r in batch])
+                    n += len(batch)
+                    if progress is not None:
+                        progress(table.name, n)
             counts[table.name] = n
             if target.dialect.name == "postgresql" and "id" in table.c and n:
                 tconn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
