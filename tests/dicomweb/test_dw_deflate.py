@@ -14,12 +14,15 @@ from pathlib import Path
 import httpx
 import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
 
+from dicomvault.dimse.server import DimseServer
 from dicomvault.services.part10 import dataset_offset
 from tests.dicomweb.dw_live import DwServer
 from tests.dicomweb.dw_wado_support import DATA, parse_multipart
+from tests.dimse.conftest import run
 from tests.helpers import deflate_bomb, deflated, make_ct, peak_rss_growth
 
 MB = 1 << 20
@@ -178,3 +181,32 @@ def test_large_deflated_object_streams_as_explicit_le(make_dw_server: Callable[.
         size, _ = _stream_digest(resp)
     assert size > 128 * MB
     assert rss.growth < 150 * MB, f"server memory grew by {rss.growth / MB:.0f} MB"
+
+
+
+
+@pytest.mark.parametrize("how", ["stow", "storescu", "storescu-deflated"])
+def test_pydicom_deflated_image_metadata_has_pixel_data_bulk_uri(dw_server: DwServer, how: str) -> None:
+    """pydicom's image_dfl.dcm stored by STOW-RS or C-STORE: every bulk attribute of its metadata has a BulkDataURI
+    (Pixel Data included, issue #10) and the URI answers the inflated value."""
+    path = Path(get_testdata_file("image_dfl.dcm"))
+    original = pydicom.dcmread(path)
+    if how == "stow":
+        assert _stow(dw_server, path.read_bytes()).status_code == 200
+    else:
+        dimse = DimseServer(dw_server.archive)
+        dimse.start()
+        try:
+            opts = ["-xd"] if how == "storescu-deflated" else []
+            r = run(["storescu", "-v", *opts, "-aec", "DICOMVAULT", "127.0.0.1", str(dimse.port), str(path)])
+        finally:
+            dimse.stop()
+        assert r.returncode == 0, r.stderr
+    url = _url(dw_server, original)
+    meta = httpx.get(url + "/metadata", timeout=30).json()[0]
+    assert meta["7FE00010"]["BulkDataURI"] == url + "/bulk/7FE00010"
+    for tag, elem in meta.items():
+        if elem.get("vr") in ("OB", "OW", "OF", "OD", "OL", "OV", "UN"):
+            assert "BulkDataURI" in elem or "InlineBinary" in elem, tag
+    pixels = httpx.get(meta["7FE00010"]["BulkDataURI"], headers={"Accept": "application/octet-stream"}, timeout=60)
+    assert pixels.status_code == 200 and pixels.content == original.PixelData

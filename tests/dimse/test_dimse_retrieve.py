@@ -9,6 +9,7 @@ from typing import Any
 
 import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
 from pynetdicom import AE, build_role, evt
@@ -297,3 +298,53 @@ def test_send_instances_helper(dimse: Running, loaded: Loaded, receiver: Receive
         assert ts == record.transfer_syntax_uid
         assert body == dataset_bytes(b"".join(dimse.archive.retrieve.iter_bytes(record)))
     assert receiver.received[j2k][0] == JPEG2000Lossless
+
+
+#: getscu's option proposing each stored syntax first, and the file stored in it (pydicom's test files)
+_STORED_FIRST = [
+    ("SC_rgb_jpeg_dcmtk.dcm", "+xy", "1.2.840.10008.1.2.4.50"),  # JPEG Baseline
+    ("JPEG2000.dcm", "+xw", "1.2.840.10008.1.2.4.91"),  # JPEG 2000 (lossy)
+    ("MR_small_bigendian.dcm", "+xb", "1.2.840.10008.1.2.2"),  # Explicit VR Big Endian
+]
+
+
+@pytest.mark.parametrize(("name", "option", "stored"), _STORED_FIRST)
+def test_getscu_gets_the_stored_syntax_it_proposed_first(dimse: Running, tmp_path: Path, name: str, option: str,
+                                                        stored: str) -> None:
+    """Issue #10: getscu proposing the stored syntax first gets the instance unchanged; with its default proposal
+    (uncompressed only) it gets it converted to the syntax accepted; either way every sub-operation completes, the
+    final status is Success and the release is answered."""
+    path = Path(get_testdata_file(name))
+    original = pydicom.dcmread(path)
+    dimse.archive.ingest.ingest(io.BytesIO(path.read_bytes()))
+    for options, expected in (([option], stored), ([], ExplicitVRLittleEndian)):
+        out = tmp_path / f"get{len(options)}"
+        out.mkdir()
+        r = run(["getscu", "-v", "-S", *options, "-od", str(out), "-aec", "DICOMVAULT",
+                 "-k", "QueryRetrieveLevel=IMAGE", "-k", f"StudyInstanceUID={original.StudyInstanceUID}",
+                 "-k", f"SOPInstanceUID={original.SOPInstanceUID}", "127.0.0.1", str(dimse.port)])
+        log = r.stdout + r.stderr
+        assert r.returncode == 0 and "Release Failed" not in log and "Refused" not in log, log
+        [received] = out.iterdir()
+        got = pydicom.dcmread(received)
+        assert got.file_meta.TransferSyntaxUID == expected, options
+        if expected == stored:
+            assert got.PixelData == original.PixelData
+        else:
+            assert (got.pixel_array == original.pixel_array).all()
+
+
+def test_getscu_lossless_j2k_proposal_gets_a_converted_lossy_original(dimse: Running, tmp_path: Path) -> None:
+    """+xv accepts JPEG 2000 Lossless only: a JPEG 2000 (lossy) original is converted to it, not refused."""
+    path = Path(get_testdata_file("JPEG2000.dcm"))
+    original = pydicom.dcmread(path)
+    dimse.archive.ingest.ingest(io.BytesIO(path.read_bytes()))
+    r = run(["getscu", "-v", "-S", "+xv", "-od", str(tmp_path), "-aec", "DICOMVAULT",
+             "-k", "QueryRetrieveLevel=IMAGE", "-k", f"StudyInstanceUID={original.StudyInstanceUID}",
+             "-k", f"SOPInstanceUID={original.SOPInstanceUID}", "127.0.0.1", str(dimse.port)])
+    log = r.stdout + r.stderr
+    assert r.returncode == 0 and "Release Failed" not in log and "Refused" not in log, log
+    [received] = [f for f in tmp_path.iterdir() if f.is_file()]
+    got = pydicom.dcmread(received)
+    assert got.file_meta.TransferSyntaxUID == JPEG2000Lossless
+    assert (got.pixel_array == original.pixel_array).all()

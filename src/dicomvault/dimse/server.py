@@ -2,7 +2,8 @@
 
 Acceptor contexts: Verification; every storage SOP class pynetdicom knows, in every transfer syntax it knows
 (uncompressed, deflated, JPEG family, JPEG-LS, JPEG 2000, HTJ2K, RLE, MPEG…), with the SCP/SCU role selection a
-C-GET requestor needs; Patient Root and Study Root FIND, GET and MOVE.
+C-GET requestor needs (in those it proposes the SCP role for, its own syntax order counts: ``get_contexts``);
+Patient Root and Study Root FIND, GET and MOVE.
 
 Associations that propose only Verification and storage contexts are served by the lean receiver in
 ``fast_store``/``store_link`` (same contexts, limits and statuses; measured ~4 ms -> ~1 ms receive overhead per
@@ -32,7 +33,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from dicomvault.dimse import handlers, quiet, tls
+from dicomvault.dimse import get_contexts, handlers, quiet, tls
 from dicomvault.dimse.access import DimseAccess
 from dicomvault.dimse.connections import ConnectionGate, Limits
 from dicomvault.dimse.fast_store import StorageRoutingServer
@@ -178,6 +179,7 @@ class DimseServer:
             (evt.EVT_C_MOVE, serving(handlers.handle_move), [self.archive]),
             (evt.EVT_CONN_OPEN, _tune_connection),
             (evt.EVT_DIMSE_RECV, on_message),
+            (evt.EVT_REQUESTED, get_contexts.prefer_requestor_order),  # C-GET: the requestor's syntax order
             *self.access.handlers(),
         ]
         # pynetdicom's start_server, with our subclass: the connection gate, then storage-only associations take

@@ -290,7 +290,8 @@ class RetrieveService:
             ds = self.read_dataset(record)
         out = transcode.to_syntax(ds, target_ts)
         buf = io.BytesIO()
-        out.save_as(buf, enforce_file_format=True)
+        # dcmwrite, not save_as: a change of byte order is allowed (``transcode.swap_byte_order`` made it)
+        pydicom.dcmwrite(buf, out, enforce_file_format=True)
         return buf.getvalue()
 
     @contextlib.contextmanager

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import copy
 
+import numpy
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.pixels import pack_bits
+from pydicom.tag import Tag
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
@@ -24,6 +26,7 @@ from pydicom.uid import (
 
 from dicomvault.domain.errors import Unsupported
 
+PIXEL_DATA = Tag(0x7FE0, 0x0010)
 UNCOMPRESSED = {ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian}
 #: Syntaxes whose stored object is as large as its decoded form.
 NATIVE_UNDEFLATED = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian})
@@ -36,7 +39,9 @@ def can_transcode(source_ts: str, target_ts: str) -> bool:
         return True
     if target_ts in UNCOMPRESSED:
         return True  # decoding is supported for every compressed syntax pydicom's plugins read
-    return target_ts in {RLELossless, JPEGLSLossless, JPEG2000Lossless} and source_ts in UNCOMPRESSED
+    # A compressed source is decoded first: a requestor that accepted only a lossless syntax (a C-GET context in
+    # which it proposed JPEG 2000 Lossless first) still gets a lossy original, without further loss.
+    return target_ts in {RLELossless, JPEGLSLossless, JPEG2000Lossless}
 
 
 def to_syntax(ds: Dataset, target_ts: str) -> Dataset:
@@ -51,7 +56,10 @@ def to_syntax(ds: Dataset, target_ts: str) -> Dataset:
             out.file_meta.TransferSyntaxUID = target
             return out
         if source.is_compressed:
-            out.decompress(generate_instance_uid=False)
+            out.decompress(generate_instance_uid=False)  # now native little endian
+        little = True if source.is_compressed else source.is_little_endian
+        if not target.is_compressed and little != target.is_little_endian:
+            swap_byte_order(out)
         if target.is_compressed:
             if not can_transcode(ExplicitVRLittleEndian, target):
                 raise Unsupported(f"cannot encode to {target.name or target}")
@@ -64,6 +72,30 @@ def to_syntax(ds: Dataset, target_ts: str) -> Dataset:
         raise Unsupported(f"cannot transcode {source.name or source} to {target.name or target}: {exc}") from exc
     out.file_meta.TransferSyntaxUID = target
     return out
+
+
+#: Bytes per value of the VRs whose values pydicom keeps as raw bytes in the data set's byte order.
+_SWAPPED_VRS = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
+
+
+def swap_byte_order(ds: Dataset) -> None:
+    """Reverse the byte order of every raw word value (OW/OL/OF/OD/OV, nested sequences included) in place: for a
+    change between little and big endian, which pydicom does not do when writing (numbers it decoded, such as US
+    or FL values, are re-encoded in the target order by itself). Pixel Data words are BitsAllocated bits wide."""
+    width = max(int(ds.get("BitsAllocated", 16) or 16) // 8, 2) if "PixelData" in ds else 2
+
+    def swap(value: bytes, size: int) -> bytes:
+        if size < 2 or len(value) % size:
+            return value
+        return bytes(numpy.frombuffer(value, dtype=f"u{size}").byteswap().tobytes())
+
+    for elem in ds:
+        if elem.VR == "SQ":
+            for item in elem.value:
+                swap_byte_order(item)
+        elif elem.VR in _SWAPPED_VRS and isinstance(elem.value, bytes | bytearray):
+            size = width if elem.tag == PIXEL_DATA and elem.VR == "OW" else _SWAPPED_VRS[elem.VR]
+            elem.value = swap(bytes(elem.value), size)
 
 
 def frame_from_dataset(ds: Dataset, number: int) -> bytes:
