@@ -109,7 +109,8 @@ class Settings(BaseSettings):
     )
     duplicate_policy: DuplicatePolicy = Field(
         DuplicatePolicy.REJECT,
-        description="Same SOP Instance UID, different content: reject (warning status), replace, or keep-both.",
+        description="Same SOP Instance UID, different data set (File Meta and encoding aside): reject (failure), "
+        "replace, keep-both.",
     )
     # -- Query limits (issue #9: wildcard matching, bounded result sets) --------------------------------------
     # Why these defaults: 64 characters is the longest LO value and PN component group, so a longer pattern could

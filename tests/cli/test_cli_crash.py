@@ -139,7 +139,7 @@ def test_cli_crash_import_sigkill_then_rerun(tmp_path: Path) -> None:
 
     rerun = run_dv("import", str(src), "--data-dir", str(data_dir))
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    assert "0 rejected, 0 failed, 0 skipped" in rerun.stdout
+    assert "0 conflicts, 0 rejected, 0 failed, 0 skipped" in rerun.stdout
     stats = json.loads(run_dv("stats", "--data-dir", str(data_dir), "--json").stdout)
     assert stats["instances"] == N_OBJECTS and stats["studies"] == 1 and stats["series"] == 1
     again = run_dv("import", str(src), "--data-dir", str(data_dir))

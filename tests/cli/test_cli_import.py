@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import warnings
 import zipfile
 from pathlib import Path
 
 import pydicom
+from pydicom.uid import generate_uid
 
+from dicomvault.bootstrap import build_archive
+from dicomvault.dimse.server import DimseServer
+from dicomvault.settings import Settings
 from tests.cli.cli_helpers import Invoke, corpus_root
+from tests.conftest import free_port
+from tests.helpers import make_ct
 
-SUMMARY = re.compile(r"(\d+) stored \((\d+) bytes\), (\d+) duplicates, (\d+) rejected, (\d+) failed, (\d+) skipped")
+SUMMARY = re.compile(r"(\d+) stored \((\d+) bytes\), (\d+) duplicates, (\d+) conflicts, (\d+) rejected, (\d+) failed, "
+                     r"(\d+) skipped")
 
 
 def storable_uids(root: Path) -> set[str]:
@@ -34,7 +43,7 @@ def storable_uids(root: Path) -> set[str]:
 def counts(output: str) -> dict[str, int]:
     m = SUMMARY.search(output)
     assert m, output
-    keys = ("stored", "bytes", "duplicates", "rejected", "failed", "skipped")
+    keys = ("stored", "bytes", "duplicates", "conflicts", "rejected", "failed", "skipped")
     return dict(zip(keys, map(int, m.groups()), strict=True))
 
 
@@ -51,19 +60,55 @@ def test_cli_import_folder_then_rerun_is_all_duplicates(invoke: Invoke, corpus: 
     assert c1["stored"] == expected
     assert c1["failed"] == 0
     assert c1["skipped"] > 0 and "not a DICOM object" in first.output
-    assert c1["rejected"] > 0 and "different object with the same SOP Instance UID" in first.output
+    # The corpus's re-encodings of one data set (big endian, implicit VR, deflated) are duplicates; its other
+    # compressions or frames under one UID are conflicts.
+    assert c1["duplicates"] > 0
+    assert c1["conflicts"] > 0 and "a different object with this SOP Instance UID" in first.output
+    assert c1["rejected"] > 0
     assert sum(v for k, v in c1.items() if k != "bytes") == n_files
-    assert first.exit_code == 1  # rejected objects → 1 (documented)
+    assert first.exit_code == 1  # conflicts and rejected objects → 1 (documented)
 
     second = invoke("import", str(corpus_root()))
     c2 = counts(second.output)
     assert c2["stored"] == 0 and c2["bytes"] == 0
     assert c2["duplicates"] == c1["stored"] + c1["duplicates"]
-    assert c2["rejected"] == c1["rejected"] and c2["skipped"] == c1["skipped"]
+    assert c2["conflicts"] == c1["conflicts"] and c2["rejected"] == c1["rejected"]
+    assert c2["skipped"] == c1["skipped"]
 
     stats = invoke("stats", "--json")
     assert stats.exit_code == 0, stats.output
     assert f'"instances": {expected}' in stats.output
+
+
+def test_cli_import_of_a_folder_sent_by_storescu_is_all_duplicates(invoke: Invoke, data_dir: Path, corpus: list[Path],
+                                                                   tmp_path: Path) -> None:
+    """Issue #10: the archive's File Meta of the received copies names STORESCU; dcmtk re-encoded what it sent
+    (no group lengths, no trailing padding). The files themselves are the same data sets: already stored."""
+    folder = tmp_path / "sent"
+    folder.mkdir()
+    for n in range(4):
+        (folder / f"ct{n}.dcm").write_bytes(make_ct(sop=generate_uid(), seed=n))
+    (folder / "implicit.dcm").write_bytes(make_ct(sop=generate_uid(), seed=9))
+    subprocess.run(["dcmconv", "+ti", str(folder / "implicit.dcm"), str(folder / "implicit.dcm")], check=True,
+                   capture_output=True, timeout=60)
+    for name in ("MR_small.dcm", "CT_small.dcm", "rtplan.dcm"):
+        shutil.copy(corpus_root() / name, folder / name)
+    files = sorted(folder.iterdir())
+    settings = Settings.load(data_dir=data_dir, dimse_port=free_port())
+    archive = build_archive(settings)
+    server = DimseServer(archive)
+    server.start()
+    try:
+        r = subprocess.run(["storescu", "-aet", "MODALITY", "-aec", "DICOMVAULT", "127.0.0.1", str(settings.dimse_port),
+                            *map(str, files)], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+    finally:
+        server.stop()
+        archive.close()
+    result = invoke("import", str(folder))
+    c = counts(result.output)
+    assert c["duplicates"] == len(files) and c["conflicts"] == 0 and c["rejected"] == 0 and c["stored"] == 0
+    assert result.exit_code == 0, result.output
 
 
 def test_cli_import_zip_matches_folder(invoke: Invoke, corpus: list[Path], corpus_zip: Path) -> None:
@@ -91,8 +136,8 @@ def test_cli_import_clean_files_exit_zero_and_report_non_dicom(invoke: Invoke, c
     result = invoke("import", str(src), *map(str, picked))
     c = counts(result.output)
     assert result.exit_code == 0, result.output
-    assert c == {"stored": 5, "bytes": sum(p.stat().st_size for p in picked), "duplicates": 0, "rejected": 0,
-                 "failed": 0, "skipped": 2}
+    assert c == {"stored": 5, "bytes": sum(p.stat().st_size for p in picked), "duplicates": 0, "conflicts": 0,
+                 "rejected": 0, "failed": 0, "skipped": 2}
     assert "in/notes.txt" in result.output and "empty object" in result.output
 
 

@@ -201,6 +201,31 @@ def test_duplicates(dw_server: DwServer) -> None:
     assert count(dw_server) == 1
 
 
+def test_same_data_set_in_other_bytes_is_success_and_a_modified_one_fails(dw_server: DwServer) -> None:
+    """Issue #10: another File Meta or implicit VR is the same data set (200, listed as stored); another Patient's
+    Name under the same SOP Instance UID is a failure (0x0111) with its reason in Error Comment, 409 alone."""
+    sop = generate_uid()
+    first = make_ct(sop=sop)
+    assert post(dw_server, *multipart([first])).status_code == 200
+    ds = pydicom.dcmread(io.BytesIO(first))
+    ds.file_meta.SourceApplicationEntityTitle = "OTHERAE"
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    implicit = io.BytesIO()
+    ds.save_as(implicit, enforce_file_format=True)
+    r = post(dw_server, *multipart([implicit.getvalue()]))
+    assert r.status_code == 200, r.text
+    assert seq(r.json(), "00081199")[0]["00081155"]["Value"] == [sop] and "00081198" not in r.json()
+    ds.PatientName = "Other^Patient"
+    modified = io.BytesIO()
+    ds.save_as(modified, enforce_file_format=True)
+    r = post(dw_server, *multipart([modified.getvalue()]))
+    assert r.status_code == 409
+    failed = seq(r.json(), "00081198")[0]
+    assert failed["00081197"]["Value"] == [0x0111] and failed["00081155"]["Value"] == [sop]
+    assert failed["00000902"]["Value"] == ["a different object with this SOP Instance UID is already stored"]
+    assert count(dw_server) == 1
+
+
 def test_replaced_duplicate_is_a_warning(make_dw_server: Callable[..., DwServer]) -> None:
     server = make_dw_server(duplicate_policy="replace")
     sop = generate_uid()

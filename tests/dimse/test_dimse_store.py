@@ -17,6 +17,7 @@ from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[at
 
 from dicomvault.dimse import server as server_module
 from dicomvault.domain.tags import Level
+from dicomvault.services.fixity import FixityService
 from tests.conftest import DAMAGED, corpus_dir
 from tests.dimse.conftest import Running, dataset_bytes, run, start, stored_bytes, storescu_config
 from tests.helpers import make_ct
@@ -196,7 +197,8 @@ def dataset_offset_of(data: bytes) -> int:
     return len(data) - len(dataset_bytes(data))
 
 
-def test_duplicate_with_different_content_gets_a_warning(dimse: Running) -> None:
+def test_duplicate_with_different_content_is_a_failure(dimse: Running) -> None:
+    """Never a warning (a modality takes 0xB006 for "stored" and may delete its only copy): 0xC111."""
     sop = generate_uid()
     assoc = _assoc(dimse.port)
     first = pydicom.dcmread(io.BytesIO(make_ct(sop=sop, seed=1)))
@@ -204,11 +206,64 @@ def test_duplicate_with_different_content_gets_a_warning(dimse: Running) -> None
     assert assoc.send_c_store(first).Status == 0x0000  # identical: success, stored once
     other = pydicom.dcmread(io.BytesIO(make_ct(sop=sop, seed=2)))
     st = assoc.send_c_store(other)
-    assert st.Status == 0xB006 and "Duplicate" in st.ErrorComment and "not stored" in st.ErrorComment
+    assert st.Status == 0xC111
+    assert st.ErrorComment == "a different object with this SOP Instance UID is already stored"
     assoc.release()
     assert dimse.archive.index.stats().instances == 1
     kept = pydicom.dcmread(io.BytesIO(stored_bytes(dimse.archive, sop)))
     assert kept.PixelData == first.PixelData
+
+
+def _storescu(port: int, path: Path, *flags: str, ok: bool = True) -> str:
+    """storescu with -v: the response's status is in its log ("Received Store Response (Success)")."""
+    r = run(["storescu", "-v", *flags, "-aec", "DICOMVAULT", "127.0.0.1", str(port), str(path)])
+    assert (r.returncode == 0) == ok, r.stderr
+    return r.stdout + r.stderr
+
+
+def test_resend_from_another_aet_or_in_implicit_vr_is_success(dimse: Running, tmp_path: Path) -> None:
+    """Issue #10: only File Meta (Source AE Title) or the VR encoding differ: the same data set, stored once."""
+    path = tmp_path / "ct.dcm"
+    path.write_bytes(make_ct(sop=generate_uid(), rows=64, columns=64))
+    sop = str(pydicom.dcmread(path).SOPInstanceUID)
+    assert "Received Store Response (Success)" in _storescu(dimse.port, path, "-xe")
+    kept = stored_bytes(dimse.archive, sop)
+    for flags in (["-aet", "OTHERAE"], ["-aet", "OTHERAE", "-xi"], ["-xi"]):
+        out = _storescu(dimse.port, path, *flags)
+        assert "Received Store Response (Success)" in out, (flags, out)
+    assert dimse.archive.index.stats().instances == 1
+    assert stored_bytes(dimse.archive, sop) == kept
+
+
+def test_modified_object_under_a_stored_uid_is_refused_by_storescu(dimse: Running, tmp_path: Path) -> None:
+    path = tmp_path / "ct.dcm"
+    sop = generate_uid()
+    path.write_bytes(make_ct(sop=sop))
+    _storescu(dimse.port, path)
+    ds = pydicom.dcmread(path)
+    ds.PatientName = "Other^Patient"
+    ds.save_as(path, enforce_file_format=True)
+    out = _storescu(dimse.port, path, "-aet", "OTHERAE", "-d", ok=False)
+    assert "0xc111: Error: Cannot understand" in out, out
+    assert "[a different object with this SOP Instance UID is already stored]" in out
+    kept = pydicom.dcmread(io.BytesIO(stored_bytes(dimse.archive, sop)))
+    assert kept.PatientName != "Other^Patient"
+
+
+def test_resend_repairs_a_deleted_blob(dimse: Running, tmp_path: Path) -> None:
+    path = tmp_path / "ct.dcm"
+    sop = generate_uid()
+    path.write_bytes(make_ct(sop=sop))
+    _storescu(dimse.port, path)
+    kept = stored_bytes(dimse.archive, sop)
+    rec = dimse.archive.retrieve.locate(sop_uids=[sop])[0]
+    blob_file = dimse.archive.blobs.local_path(rec.blob.key)
+    assert blob_file is not None
+    blob_file.unlink()
+    assert "Received Store Response (Success)" in _storescu(dimse.port, path)
+    assert stored_bytes(dimse.archive, sop) == kept
+    report = FixityService(dimse.archive.index, dimse.archive.blobs, dimse.archive.remover).check()
+    assert report.checked == 1 and not report.damaged
 
 
 def test_concurrent_associations_into_one_study(dimse: Running) -> None:

@@ -61,6 +61,9 @@ class Tally:
     replaced: int = 0
     duplicates: int = 0
     bytes_stored: int = 0
+    #: a different object under a SOP Instance UID already stored (policy ``reject``), or one whose stored copy
+    #: cannot be read to compare: counted apart from broken objects, by reason
+    conflicts: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     rejected: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     skipped: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     failed: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
@@ -69,6 +72,10 @@ class Tally:
     @staticmethod
     def _count(groups: dict[str, list[str]]) -> int:
         return sum(len(v) for v in groups.values())
+
+    @property
+    def n_conflicts(self) -> int:
+        return self._count(self.conflicts)
 
     @property
     def n_rejected(self) -> int:
@@ -122,8 +129,6 @@ def collect(paths: list[Path]) -> tuple[list[Item], list[tuple[str, str]]]:
 
 def _reason(exc: BaseException) -> str:
     """A short, groupable reason (no UIDs or patient data)."""
-    if isinstance(exc, Conflict):
-        return "different object with the same SOP Instance UID already stored"
     if isinstance(exc, DicomVaultError):
         text = exc.message
         for prefix in ("not a DICOM object", "malformed DICOM object"):
@@ -152,7 +157,11 @@ def ingest_one(ingest: IngestService, item: Item, stream: BinaryIO | None, tally
         with tally.lock:
             (tally.skipped if _not_dicom(item, exc) else tally.rejected)[_reason(exc)].append(item.label)
         return
-    except (Conflict, TooLarge) as exc:  # the object's own fault: rejected, with the reason (no retry helps)
+    except Conflict as exc:  # the same data set in another encoding is a duplicate: this is another object
+        with tally.lock:
+            tally.conflicts[_reason(exc)].append(item.label)
+        return
+    except TooLarge as exc:  # the object's own fault: rejected, with the reason (no retry helps)
         with tally.lock:
             tally.rejected[_reason(exc)].append(item.label)
         return
@@ -236,7 +245,8 @@ def summary_table(tally: Tally, examples: int) -> Table:
     if tally.replaced:
         table.add_row("[green]replaced / versioned[/green]", str(tally.replaced), "")
     table.add_row("duplicates (already stored)", str(tally.duplicates), "")
-    for title, style, groups in (("rejected", "red", tally.rejected), ("failed", "red", tally.failed),
+    for title, style, groups in (("conflicts (other object, same SOP Instance UID)", "red", tally.conflicts),
+                                 ("rejected", "red", tally.rejected), ("failed", "red", tally.failed),
                                  ("skipped (not DICOM)", "yellow", tally.skipped)):
         if not groups:
             table.add_row(f"[{style}]{title}[/{style}]", "0", "")
@@ -259,11 +269,13 @@ def import_command(
 ) -> None:
     """Import DICOM objects into the archive (the same index and storage as `serve`, safe while it runs).
 
-    Non-DICOM files are skipped and listed; re-running the same import stores nothing twice (duplicates).
+    Non-DICOM files are skipped and listed; re-running the same import stores nothing twice (duplicates). An
+    object already stored with the same data set counts as a duplicate even when its bytes differ (another File
+    Meta, e.g. sent before by storescu, or another transfer syntax's encoding). A different object under a SOP
+    Instance UID already stored is a conflict under the default duplicate policy (reject), listed apart.
     Exit code: 0 when every object was stored or already present (skipped non-DICOM files included), 1 when any
-    object was rejected (broken DICOM, a different object under an existing SOP Instance UID, a deflated object
-    inflating beyond the configured limits) or failed
-    (storage/database unavailable, unreadable file), 2 on configuration errors, 130 when interrupted.
+    object was in conflict, rejected (broken DICOM, a deflated object inflating beyond the configured limits) or
+    failed (storage/database unavailable, unreadable file), 2 on configuration errors, 130 when interrupted.
     """
     settings = load_settings(config, data_dir=data_dir, index_url=index_url, storage_url=storage_url,
                              log_level=log_level)
@@ -299,7 +311,7 @@ def import_command(
         archive.close()
     console.print(summary_table(tally, examples))
     console.print(f"{tally.stored + tally.replaced} stored ({tally.bytes_stored} bytes), "
-                  f"{tally.duplicates} duplicates, {tally.n_rejected} rejected, {tally.n_failed} failed, "
-                  f"{tally.n_skipped} skipped", highlight=False)
-    if tally.n_rejected or tally.n_failed:
+                  f"{tally.duplicates} duplicates, {tally.n_conflicts} conflicts, {tally.n_rejected} rejected, "
+                  f"{tally.n_failed} failed, {tally.n_skipped} skipped", highlight=False)
+    if tally.n_conflicts or tally.n_rejected or tally.n_failed:
         raise typer.Exit(1)

@@ -27,9 +27,14 @@ STORE_CANNOT_UNDERSTAND = 0xC000
 #: Anything unexpected: still in the "cannot understand" failure range, with a generic comment (details only in
 #: the server log, never patient data in the response).
 STORE_UNEXPECTED_FAILURE = 0xC001
-#: The default duplicate policy keeps the stored object and discards the new one: a warning, not a failure,
-#: so that a modality does not retry forever something the archive will never take.
-STORE_WARNING_ELEMENTS_DISCARDED = 0xB006
+#: Refused: a different data set is already stored under this SOP Instance UID (duplicate policy ``reject``), or
+#: the stored copy cannot be read to compare. A failure in the "Cannot understand" range (PS3.4 B.2.3: Cxxx is
+#: the SCP's own failure range; A900 would claim the data set does not match its SOP class, which is not the
+#: problem), echoing the general status 0111H "Duplicate SOP Instance" (PS3.7 C.5), which is not a C-STORE
+#: status. Never a warning: a modality treats warnings (0xB006 "Elements Discarded", answered here before issue
+#: #10) as "stored" and may delete its only copy. The same data set in another encoding is not refused at all
+#: (``services.content_identity``).
+STORE_REFUSED_DUPLICATE = 0xC111
 #: Stored, but the data set does not match its SOP class: native pixel data shorter than its header describes,
 #: kept under ``pixel_length_policy = accept-and-flag`` (the ErrorComment says how short).
 STORE_WARNING_DATASET_MISMATCH = 0xB007
@@ -49,7 +54,7 @@ MAX_COMMENT = 64
 #: Domain error → C-STORE status, most specific class first (MalformedDicom is an InvalidDicom).
 STORE_STATUS: tuple[tuple[type[e.DicomVaultError], int], ...] = (
     (e.TooLarge, STORE_REFUSED_TOO_LARGE),
-    (e.Conflict, STORE_WARNING_ELEMENTS_DISCARDED),
+    (e.Conflict, STORE_REFUSED_DUPLICATE),
     (e.MalformedDicom, STORE_CANNOT_UNDERSTAND),
     (e.InvalidDicom, STORE_DATASET_DOES_NOT_MATCH_SOP_CLASS),
     (e.Unsupported, STORE_CANNOT_UNDERSTAND),
@@ -78,8 +83,6 @@ FIND_STATUS: tuple[tuple[type[e.DicomVaultError], int], ...] = (
     *QR_STATUS,
 )
 
-#: The comment a refused duplicate gets (the issue: "reject — the default, with a warning status").
-DUPLICATE_REJECTED = "Duplicate SOP Instance UID, different content: not stored"
 
 
 def _lookup(table: tuple[tuple[type[e.DicomVaultError], int], ...], exc: BaseException, default: int) -> int:
@@ -105,8 +108,8 @@ def find_status(exc: BaseException) -> int:
 
 
 def store_comment(exc: e.DicomVaultError) -> str:
-    if isinstance(exc, e.Conflict):
-        return DUPLICATE_REJECTED
+    """The Error Comment of a refused C-STORE: the domain error's text, which names no attribute values (a
+    ``Conflict``: "a different object with this SOP Instance UID is already stored")."""
     return exc.message
 
 

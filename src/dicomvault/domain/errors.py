@@ -59,11 +59,19 @@ class ResultLimitExceeded(DicomVaultError):
 
 
 class Conflict(DicomVaultError):
-    """A different object with the same SOP Instance UID exists and the duplicate policy is ``reject``."""
+    """A different object with the same SOP Instance UID exists and the duplicate policy is ``reject``.
 
-    def __init__(self, message: str, sop_instance_uid: str = "") -> None:
+    From the index, "different" means other bytes; ``stored_key``, ``stored_size`` and ``stored_sha256`` describe
+    the stored blob so that ingest can compare the data sets (``services.content_identity``) before calling it a
+    conflict."""
+
+    def __init__(self, message: str, sop_instance_uid: str = "", *, stored_key: str = "", stored_size: int = 0,
+                 stored_sha256: str = "") -> None:
         super().__init__(message)
         self.sop_instance_uid = sop_instance_uid
+        self.stored_key = stored_key
+        self.stored_size = stored_size
+        self.stored_sha256 = stored_sha256
 
 
 class Unsupported(DicomVaultError):

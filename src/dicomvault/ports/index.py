@@ -29,8 +29,9 @@ class IndexRepository(Protocol):
     ) -> StoreResult:
         """Index one instance in a single transaction (patient, study, series upserts, counters, instance row).
 
-        Safe under concurrent calls for the same study. Raises ``Conflict`` when the policy is ``reject`` and
-        different content exists under the same SOP Instance UID. Blobs the policy releases are recorded as
+        Safe under concurrent calls for the same study. Raises ``Conflict`` (naming the stored blob) when the
+        policy is ``reject`` and other bytes exist under the same SOP Instance UID; whether they are another data
+        set is for ingest to decide. Blobs the policy releases are recorded as
         pending removals in the same transaction (``StoreResult.released_blobs``).
 
         Blob removal protocol (``services.lifecycle``): a pending removal of the entry's blob key is cancelled

@@ -7,6 +7,15 @@ again; if the process dies in between, the blob is an orphan that ``verify --rep
 without its blob. Blobs are removed only through ``services.lifecycle.BlobRemover``; when the index says the blob
 was being removed while this store found it present (``BlobRemovalRace``), the bytes are written again and the
 index write retried (the case analysis is in ``services.lifecycle``).
+
+Duplicates (issue #10). The same bytes under a stored SOP Instance UID are a success that writes nothing, after a
+look at the stored copy: if it is missing or fails its checksum, the received bytes are written in its place
+(``_repair``) before the success is answered. Other bytes under a stored SOP Instance UID are first compared as
+data sets (``services.content_identity``: File Meta and encoding left out); the same data set is a success that
+stores nothing either. Only a different data set is a conflict, which the duplicate policy settles (``reject``:
+``Conflict``; ``replace`` and ``keep-both`` as before). When the stored copy cannot be read to compare, ``reject``
+refuses (the stored copy's loss is for ``verify`` to report, not for an unverifiable object to paper over), the
+other policies store the received object.
 """
 
 from __future__ import annotations
@@ -17,7 +26,15 @@ import time
 from dataclasses import dataclass, replace
 from typing import BinaryIO
 
-from dicomvault.domain.errors import BlobRemovalRace, Conflict, DamagedPixelData, InvalidDicom, Unavailable
+from dicomvault.domain.errors import (
+    BlobRemovalRace,
+    Conflict,
+    DamagedPixelData,
+    DicomVaultError,
+    InvalidDicom,
+    NotFound,
+    Unavailable,
+)
 from dicomvault.domain.records import (
     BlobInfo,
     DuplicatePolicy,
@@ -29,6 +46,7 @@ from dicomvault.domain.records import (
 from dicomvault.domain.tags import Level
 from dicomvault.ports.blobs import BlobStore, PutResult
 from dicomvault.ports.index import IndexRepository
+from dicomvault.services import content_identity
 from dicomvault.services import header as hdr
 from dicomvault.services.frames import build_frame_index
 from dicomvault.services.inflate import Limits
@@ -65,6 +83,10 @@ def _sha256_of(stream: BinaryIO) -> str:
         digest.update(chunk)
     return digest.hexdigest()
 
+
+#: Why a re-sent object was refused when the stored copy under its SOP Instance UID cannot be read to compare
+#: (at most 64 characters: it becomes an Error Comment).
+STORED_COPY_DAMAGED = "stored copy with this SOP Instance UID is damaged: not stored"
 
 #: Seconds between looks at a blob removal that a store is waiting for (one primary-key read each): the first
 #: look soon (a live deleter needs a few milliseconds per blob), then doubling up to the last value.
@@ -139,7 +161,7 @@ class IngestService:
         if self.precheck_duplicates:
             sop_uid = cols[Level.IMAGE]["sop_uid"]
             known = self.index.instance_checksum(sop_uid)
-            if known is not None and known == _sha256_of(stream):
+            if known is not None and known == _sha256_of(stream) and self._intact(known, known):
                 # Re-sent identical object (a modality retrying, an import re-run): success, nothing written.
                 return IngestResult(StoreOutcome.DUPLICATE, cols[Level.IMAGE]["sop_class_uid"], sop_uid,
                                     cols[Level.STUDY]["study_uid"], cols[Level.SERIES]["series_uid"],
@@ -155,7 +177,14 @@ class IngestService:
             frame_index=frame_index,
             source=source,
         )
-        put, result = self._put_and_index(stream, entry, parsed.file_size)
+        put, result, same_as = self._put_and_index(stream, entry, parsed.file_size)
+        blob = put.info
+        if same_as is not None:
+            blob = same_as  # the same data set in other bytes: the stored copy stays the one served
+            log.info("re-sent instance has the stored content in another encoding: nothing stored (source=%s)",
+                     source)
+        elif result.outcome == StoreOutcome.DUPLICATE:
+            self._repair(stream, put)
         if result.released_blobs:
             self.remover.remove(b.key for b in result.released_blobs)
         log.info(
@@ -171,13 +200,87 @@ class IngestService:
             study_uid=cols[Level.STUDY]["study_uid"],
             series_uid=cols[Level.SERIES]["series_uid"],
             transfer_syntax_uid=parsed.transfer_syntax_uid,
-            blob=put.info,
+            blob=blob,
             pixel_problem=problem,
         )
 
-    def _put_and_index(self, stream: BinaryIO, entry: InstanceEntry, size: int) -> tuple[PutResult, StoreResult]:
-        """Durable put, then the index transaction; again (at most ``REMOVAL_ATTEMPTS`` times) while the index
-        reports a removal of these bytes that the put may not have seen (``BlobRemovalRace``)."""
+    def _intact(self, key: str, sha256: str) -> bool:
+        """Whether the stored blob ``key`` is present and holds bytes with this SHA-256 (read in full: only on
+        the duplicate path)."""
+        try:
+            with self.blobs.open(key) as f:
+                return _sha256_of(f) == sha256
+        except NotFound:
+            return False
+
+    def _repair(self, stream: BinaryIO, put: PutResult) -> None:
+        """After a duplicate of the same bytes: make sure the stored copy (the same key) is intact. The put above
+        wrote it if it was missing; a present but damaged copy is deleted and written again from ``stream``.
+        Returns once the repaired copy is durable (the put's guarantee)."""
+        if put.created:
+            log.info("a missing stored copy was written again from a re-sent object (blob %s)", put.info.key)
+            return
+        if self._intact(put.info.key, put.info.sha256):
+            return
+        # Not through BlobRemover: the key is referenced (the index row is the duplicate's) and its bytes are
+        # put back at once; a reader in between finds it missing instead of damaged.
+        self.blobs.delete(put.info.key)
+        stream.seek(0)
+        again = self.blobs.put(stream)
+        if again.info.sha256 != put.info.sha256:
+            raise InvalidDicom("object changed while it was being stored")
+        log.info("a damaged stored copy was written again from a re-sent object (blob %s)", put.info.key)
+
+    def _index(self, stream: BinaryIO, entry: InstanceEntry, accept: str | None) -> tuple[StoreResult, BlobInfo | None]:
+        """The index write. Under an existing SOP Instance UID with other bytes, compare the data sets first:
+        the same content is a duplicate (returned with the stored blob); otherwise the duplicate policy
+        applies. The first attempt is always ``reject``, which writes nothing, so that ``replace`` and
+        ``keep-both`` do not replace or version an object by the same content in another encoding."""
+        try:
+            return self.index.store_instance(entry, DuplicatePolicy.REJECT, accept_removal=accept), None
+        except Conflict as conflict:
+            stored = self._same_as_stored(stream, conflict)
+            if stored is not None:
+                return StoreResult(StoreOutcome.DUPLICATE), stored
+        return self.index.store_instance(entry, self.policy, accept_removal=accept), None
+
+    def _same_as_stored(self, stream: BinaryIO, conflict: Conflict) -> BlobInfo | None:
+        """The stored blob when it holds the received data set; None when it holds another one (under the
+        ``reject`` policy: raises ``conflict``, or a ``Conflict`` saying the stored copy cannot be compared)."""
+        stored = BlobInfo(conflict.stored_key, conflict.stored_size, conflict.stored_sha256)
+        try:
+            received = content_identity.content_digest(stream, self.limits)
+        except DicomVaultError:
+            received = None  # parsed once already; whatever fails now makes it no duplicate
+        kept: str | None = None
+        if received is not None and stored.key:
+            try:
+                if self._intact(stored.key, stored.sha256):
+                    with self.blobs.open(stored.key) as f:
+                        kept = content_identity.content_digest(f, self.limits)
+            except DicomVaultError as exc:
+                if isinstance(exc, Unavailable):
+                    raise
+                log.debug("stored copy not comparable", exc_info=True)
+            if kept is None:
+                log.warning("the stored copy of a re-sent instance is missing or damaged (blob %s)", stored.key)
+                if self.policy == DuplicatePolicy.REJECT:
+                    raise Conflict(STORED_COPY_DAMAGED, conflict.sop_instance_uid, stored_key=stored.key,
+                                   stored_size=stored.size, stored_sha256=stored.sha256) from conflict
+                return None
+        if received is not None and received == kept:
+            return stored
+        if self.policy == DuplicatePolicy.REJECT:
+            raise conflict
+        return None
+
+    def _put_and_index(
+        self, stream: BinaryIO, entry: InstanceEntry, size: int
+    ) -> tuple[PutResult, StoreResult, BlobInfo | None]:
+        """Durable put, then the index transaction (``_index``); again (at most ``REMOVAL_ATTEMPTS`` times) while
+        the index reports a removal of these bytes that the put may not have seen (``BlobRemovalRace``). The
+        third value is the stored blob when the object is the stored data set in other bytes (then the bytes
+        just put are removed again, referenced by nothing)."""
         accept: str | None = None
         for _ in range(REMOVAL_ATTEMPTS):
             stream.seek(0)
@@ -188,8 +291,10 @@ class IngestService:
             if time.monotonic() - began > MAX_PUT_AGE:
                 raise Unavailable("the object took too long to be written to storage; send it again")
             try:
-                return put, self.index.store_instance(replace(entry, blob=put.info), self.policy,
-                                                      accept_removal=accept)
+                result, same_as = self._index(stream, replace(entry, blob=put.info), accept)
+                if same_as is not None and put.created:
+                    self.remover.remove([put.info.key], unreferenced_found=True)
+                return put, result, same_as
             except Conflict:
                 # Refused by the duplicate policy: these bytes are referenced by nothing (another node storing
                 # the same bytes gets the same refusal), so a blob this call created goes at once, through the

@@ -178,7 +178,8 @@ class SqlIndexRepository:
             if policy == DuplicatePolicy.REJECT:
                 raise Conflict(
                     "a different object with this SOP Instance UID is already stored",
-                    entry.instance["sop_uid"],
+                    entry.instance["sop_uid"], stored_key=existing.blob_key,
+                    stored_size=existing.blob_size, stored_sha256=existing.blob_sha256,
                 )
             old = BlobInfo(existing.blob_key, existing.blob_size, existing.blob_sha256)
             old_study = self._remove_instance(conn, existing.id)
