@@ -21,7 +21,7 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pynetdicom.dimse_primitives import C_STORE
 
-from dicomvault.domain.errors import InvalidDicom
+from dicomvault.domain.errors import InvalidIdentity
 from dicomvault.services.part10 import dataset_offset, file_meta_bytes
 
 #: Read-ahead of the stream handed to ingest: header parsing does many small reads.
@@ -227,9 +227,9 @@ def check_identity(sop_class_uid: str, sop_instance_uid: str, identity: tuple[st
         return
     sop_class, sop_instance = identity
     if sop_instance and sop_instance != sop_instance_uid:
-        raise InvalidDicom("Affected SOP Instance UID differs from the data set's")
+        raise InvalidIdentity("Affected SOP Instance UID differs from the data set's")
     if sop_class and sop_class != sop_class_uid:
-        raise InvalidDicom("Affected SOP Class UID differs from the data set's")
+        raise InvalidIdentity("Affected SOP Class UID differs from the data set's")
 
 
 def part10_stream(
@@ -238,7 +238,7 @@ def part10_stream(
     """The Part 10 object to ingest: our file meta + the received data set bytes (``part``), as one stream.
 
     Shared by the pynetdicom handler and the lean storage path (``fast_store``), so both keep identical objects.
-    Raises ``InvalidDicom`` when the command and the data set name different SOP instances or classes."""
+    Raises ``InvalidIdentity`` when the command and the data set name different SOP instances or classes."""
     check_identity(sop_class_uid, sop_instance_uid, dataset_identity(part, transfer_syntax))
     meta = file_meta_bytes(
         sop_class_uid=sop_class_uid,

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 
 class DicomVaultError(Exception):
-    """Base of every error the core raises on purpose."""
+    """Base of every error the core raises on purpose.
 
-    def __init__(self, message: str) -> None:
+    ``message`` is the full text a front end shows (Error Comment, FailureReason text, HTTP error); ``reason`` is
+    a short, stable category of it (the message without the details that vary from object to object) that a
+    report can group by, e.g. ``dicomvault import``'s summary. Neither holds patient data or UIDs."""
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
         super().__init__(message)
         self.message = message
+        self.reason = reason or message
 
 
 class NotFound(DicomVaultError):
@@ -20,18 +25,64 @@ class NotFound(DicomVaultError):
 
 
 class InvalidDicom(DicomVaultError):
-    """The object is not DICOM, is truncated, or lacks a required identifying attribute."""
+    """The object cannot be stored as it is: it is not DICOM, is truncated or malformed (``MalformedDicom``), lacks
+    a required identifying attribute (``InvalidIdentity``), or its pixel data is short (``DamagedPixelData``).
+
+    Front ends choose their status from the subclass (``dimse/status.py``, ``dicomweb/stow_status.py``), never from
+    the message. ``sop_class_uid`` and ``sop_instance_uid`` are the object's UIDs when they could be read (empty
+    otherwise), so that a front end can name the refused instance (STOW-RS FailedSOPSequence) without reading the
+    object again; they are attributes, never part of the message or the reason, which go to logs above DEBUG."""
+
+    def __init__(self, message: str, *, reason: str = "", sop_class_uid: str = "",
+                 sop_instance_uid: str = "") -> None:
+        super().__init__(message, reason=reason)
+        self.sop_class_uid = sop_class_uid
+        self.sop_instance_uid = sop_instance_uid
+
+    def naming(self, sop_class_uid: str | None, sop_instance_uid: str | None) -> None:
+        """Record the object's UIDs where the raiser did not know them (a check deep in header parsing: its
+        caller holds the data set read so far)."""
+        self.sop_class_uid = self.sop_class_uid or sop_class_uid or ""
+        self.sop_instance_uid = self.sop_instance_uid or sop_instance_uid or ""
 
 
 class MalformedDicom(InvalidDicom):
-    """The bytes cannot be parsed as DICOM at all (truncated, garbage): 'cannot understand' rather than
-    'does not match the SOP class'."""
+    """The bytes cannot be parsed as DICOM (truncated, garbage, a damaged element, a corrupt deflate stream):
+    'cannot understand' (C-STORE 0xC000, STOW-RS FailureReason 0xC000) rather than 'does not match the SOP
+    class'."""
+
+
+class NotDicom(MalformedDicom):
+    """The object is not a DICOM object at all (no DICM prefix and not a data set either), or is empty. A
+    ``MalformedDicom`` for the senders (they cannot tell a file that is not DICOM from one too damaged to read:
+    both are 'cannot understand'); ``dicomvault import`` skips such files instead of counting them as rejected
+    objects (a folder of studies often holds reports, thumbnails, DICOMDIRs)."""
+
+
+class InvalidIdentity(InvalidDicom):
+    """A required identifying attribute (SOP Class, SOP Instance, Study or Series Instance UID) is missing or not a
+    valid UID, or the C-STORE command names another instance or class than the data set: the object can be read
+    but not indexed, 'data set does not match SOP class' (C-STORE 0xA900, STOW-RS FailureReason 0xA900).
+    ``keyword`` names the attribute (empty for the command mismatch)."""
+
+    def __init__(self, message: str, *, keyword: str = "", reason: str = "", sop_class_uid: str = "",
+                 sop_instance_uid: str = "") -> None:
+        super().__init__(message, reason=reason, sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid)
+        self.keyword = keyword
+
+
+#: ``DamagedPixelData.reason``: the messages say how short, which varies from object to object.
+SHORT_PIXEL_DATA = "pixel data shorter than its header describes"
 
 
 class DamagedPixelData(InvalidDicom):
     """The native pixel data is shorter than its header describes (Rows × Columns × Samples per Pixel × Bits
     Allocated × Number of Frames): refused at ingest, or, for an object stored before that check (or accepted by
     the ``accept-and-flag`` policy), the reason frames and rendered images of it cannot be produced."""
+
+    def __init__(self, message: str, *, sop_class_uid: str = "", sop_instance_uid: str = "") -> None:
+        super().__init__(message, reason=SHORT_PIXEL_DATA, sop_class_uid=sop_class_uid,
+                         sop_instance_uid=sop_instance_uid)
 
 
 class TooLarge(DicomVaultError):
@@ -65,10 +116,12 @@ class Conflict(DicomVaultError):
     the stored blob so that ingest can compare the data sets (``services.content_identity``) before calling it a
     conflict."""
 
-    def __init__(self, message: str, sop_instance_uid: str = "", *, stored_key: str = "", stored_size: int = 0,
-                 stored_sha256: str = "") -> None:
+    def __init__(self, message: str, sop_instance_uid: str = "", *, sop_class_uid: str = "", stored_key: str = "",
+                 stored_size: int = 0, stored_sha256: str = "") -> None:
         super().__init__(message)
         self.sop_instance_uid = sop_instance_uid
+        #: set by ingest (the index knows only the instance): names the refused object in a STOW-RS response
+        self.sop_class_uid = sop_class_uid
         self.stored_key = stored_key
         self.stored_size = stored_size
         self.stored_sha256 = stored_sha256

@@ -25,7 +25,7 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from dicomvault.domain.errors import InvalidDicom, MalformedDicom
+from dicomvault.domain.errors import InvalidDicom, InvalidIdentity, MalformedDicom, NotDicom
 from dicomvault.domain.query import fold_pn, normalise_time
 from dicomvault.domain.tags import INDEXED, Level
 from dicomvault.services import inflate
@@ -50,6 +50,11 @@ _PYDICOM_ERRORS: tuple[type[Exception], ...] = (
 #: pydicom reads nested sequences recursively (a few Python frames per level): a crafted object of a few kilobytes
 #: with a few hundred levels exhausts the interpreter's recursion limit. No real object comes near that depth.
 _TOO_DEEP = "malformed DICOM object: sequences nested too deeply to be read"
+#: ``reason`` values (``DicomVaultError.reason``) of the refusals whose messages vary from object to object.
+MALFORMED = "malformed DICOM object"
+TRUNCATED = "the object is truncated"
+NOT_DICOM = "not a DICOM object"
+_NOT_DICOM_TEXT = "not a DICOM object (no DICM prefix, not a data set either)"
 #: Image Pixel Module attributes the pixel data checks read (``frames.expected_pixel_bytes``, ``json_dict``).
 _PIXEL_MODULE_TAGS = (0x00280002, 0x00280004, 0x00280008, 0x00280010, 0x00280011, 0x00280100)
 
@@ -88,11 +93,13 @@ def parse_header(stream: BinaryIO, limits: inflate.Limits) -> ParsedHeader:
     size = stream.tell()
     stream.seek(0)
     if size == 0:
-        raise MalformedDicom("empty object")
+        raise NotDicom("empty object")
+    meta_problem: MalformedDicom | None = None
     try:
         meta, _ = inflate.read_file_meta(stream)
-    except MalformedDicom:
-        meta = None  # pydicom's reader below reports what is wrong
+    except MalformedDicom as exc:
+        meta = None  # pydicom's reader below reports what is wrong, or reads nothing (then this is the reason)
+        meta_problem = exc
     if meta is not None:
         _decode_elements(meta, [0x00020010] if 0x00020010 in meta else [])  # a damaged Transfer Syntax UID
     if meta is not None and meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
@@ -107,18 +114,25 @@ def parse_header(stream: BinaryIO, limits: inflate.Limits) -> ParsedHeader:
             ds = pydicom.dcmread(stream, stop_before_pixels=True, defer_size="64 KB", force=True)
         except _PYDICOM_ERRORS as exc2:
             _reraise_io_failure(exc2)
-            raise MalformedDicom("not a DICOM object (no DICM prefix, not a data set either)") from exc2
+            raise NotDicom(_NOT_DICOM_TEXT, reason=NOT_DICOM) from exc2
         except RecursionError as exc2:
-            raise MalformedDicom(_TOO_DEEP) from exc2
+            raise MalformedDicom(_TOO_DEEP, reason=MALFORMED) from exc2
         if len(ds) == 0 or "SOPInstanceUID" not in ds:
-            raise MalformedDicom("not a DICOM object (no DICM prefix, not a data set either)") from exc
+            raise NotDicom(_NOT_DICOM_TEXT, reason=NOT_DICOM) from exc
     except _PYDICOM_ERRORS as exc:
         # The message goes to the sender (Error Comment, FailureReason) and to the log at INFO: the exception's
         # own text can quote the value it failed on (patient data), so only its type is named; it stays chained.
         _reraise_io_failure(exc)
-        raise MalformedDicom(f"malformed DICOM object ({type(exc).__name__})") from exc
+        raise MalformedDicom(f"malformed DICOM object ({type(exc).__name__})", reason=MALFORMED) from exc
     except RecursionError as exc:
-        raise MalformedDicom(_TOO_DEEP) from exc
+        raise MalformedDicom(_TOO_DEEP, reason=MALFORMED) from exc
+    if len(ds) == 0:
+        # pydicom reads a File Meta cut short, or one followed by nothing (a C-STORE with an empty data set), as an
+        # empty data set without complaint: nothing to understand, not a data set lacking its UIDs (0xA900).
+        if meta_problem is not None:
+            raise meta_problem
+        raise MalformedDicom("the object has no data set (truncated after its File Meta?)",
+                             reason="empty data set")
     pos = stream.tell()
     tsuid = ""
     meta = getattr(ds, "file_meta", None)
@@ -126,7 +140,25 @@ def parse_header(stream: BinaryIO, limits: inflate.Limits) -> ParsedHeader:
         tsuid = str(meta.TransferSyntaxUID)
     if not tsuid:
         tsuid = ImplicitVRLittleEndian if ds.original_encoding == (True, True) else "1.2.840.10008.1.2.1"
-    return _finish(ds, stream, tsuid, pos, size, size)
+    try:
+        return _finish(ds, stream, tsuid, pos, size, size)
+    except InvalidDicom as exc:
+        exc.naming(*_uids(ds))
+        raise
+
+
+def _uids(ds: Dataset) -> tuple[str, str]:
+    """(SOP Class UID, SOP Instance UID) of a data set that was read, each empty unless a valid UID: they name a
+    refused instance in a STOW-RS response (never in a message or log line)."""
+    found = []
+    for tag in (0x00080016, 0x00080018):
+        try:
+            elem = ds.get(tag)
+            value = str(elem.value).strip("\x00 ") if elem is not None and elem.value is not None else ""
+        except Exception:  # a damaged element: the instance is simply not named
+            value = ""
+        found.append(value if is_valid_uid(value) else "")
+    return found[0], found[1]
 
 
 def _parse_deflated(stream: BinaryIO, size: int, limits: inflate.Limits) -> ParsedHeader:
@@ -134,8 +166,12 @@ def _parse_deflated(stream: BinaryIO, size: int, limits: inflate.Limits) -> Pars
     inflated = inflate.inflate_object(stream, limits)
     try:
         ds = inflated.dataset(defer_size="64 KB")
-        parsed = _finish(ds, inflated.file, DeflatedExplicitVRLittleEndian, inflated.file.tell(), inflated.size,
-                         size)
+        try:
+            parsed = _finish(ds, inflated.file, DeflatedExplicitVRLittleEndian, inflated.file.tell(),
+                             inflated.size, size)
+        except InvalidDicom as exc:
+            exc.naming(*_uids(ds))
+            raise
         parsed.inflated = inflated.file
         return parsed
     except BaseException:
@@ -167,12 +203,13 @@ def _finish(ds: Dataset, stream: BinaryIO | IO[bytes], tsuid: str, pos: int, siz
             # Neither the pixel data's encoding nor how to locate its frames is known (nothing in the archive
             # could serve or check them); a UID is no patient data, but a damaged one is not echoed either.
             named = f" {syntax}" if is_valid_uid(syntax) else ""
-            raise MalformedDicom(f"unknown transfer syntax{named}: its pixel data cannot be read")
+            raise MalformedDicom(f"unknown transfer syntax{named}: its pixel data cannot be read",
+                                 reason="unknown transfer syntax")
         length = _check_pixel_data(stream, syntax, pixel_offset, size)
         if length is not None:
             problem = pixel_length_problem(ds, length)
     elif all(k in ds for k in ("Rows", "Columns", "BitsAllocated")) and "FloatPixelData" not in ds:
-        raise MalformedDicom("the object describes an image but has no pixel data (truncated?)")
+        raise MalformedDicom("the object describes an image but has no pixel data (truncated?)", reason=TRUNCATED)
     return ParsedHeader(ds, tsuid, pixel_offset, file_size, problem)
 
 
@@ -189,7 +226,7 @@ def _check_complete(ds: Dataset, size: int) -> None:
             continue
         if tell + length > size:
             raise MalformedDicom(f"the object is truncated: element ({int(tag) >> 16:04X},{int(tag) & 0xFFFF:04X}) "
-                                 "ends past the end of the data")
+                                 "ends past the end of the data", reason=TRUNCATED)
 
 
 def _reraise_io_failure(exc: BaseException) -> None:
@@ -232,7 +269,8 @@ def _decode_elements(ds: Dataset, tags: list[int], where: str = "") -> None:
             elem = ds[tag]
         except _PYDICOM_ERRORS as exc:
             _reraise_io_failure(exc)
-            raise MalformedDicom(_damage(tag, ds.get_item(tag, keep_deferred=True), exc, where)) from exc
+            raise MalformedDicom(_damage(tag, ds.get_item(tag, keep_deferred=True), exc, where),
+                                 reason="an element cannot be read") from exc
         if elem.VR == "SQ" and isinstance(elem.value, Sequence):
             for i, item in enumerate(elem.value, 1):
                 inside = f" in item {i} of sequence {_tag_text(tag)}{where}"
@@ -253,11 +291,12 @@ def _check_pixel_data(stream: BinaryIO | IO[bytes], tsuid: str, offset: int, siz
     delimiter (encapsulated). Returns the value length of native (defined length) pixel data."""
     located = pixel_element(stream, tsuid, offset)
     if located is None:
-        raise MalformedDicom("the object is truncated inside the pixel data element")
+        raise MalformedDicom("the object is truncated inside the pixel data element", reason=TRUNCATED)
     value, length = located
     if length != 0xFFFFFFFF:
         if value + length > size:
-            raise MalformedDicom(f"the object is truncated: pixel data needs {value + length - size} more bytes")
+            raise MalformedDicom(f"the object is truncated: pixel data needs {value + length - size} more bytes",
+                                 reason=TRUNCATED)
         return length
     pos = value
     stream.seek(pos)
@@ -270,7 +309,8 @@ def _check_pixel_data(stream: BinaryIO | IO[bytes], tsuid: str, offset: int, siz
             raise MalformedDicom("encapsulated pixel data is malformed (unexpected item tag)")
         pos += 8 + n
         stream.seek(pos)
-    raise MalformedDicom("the object is truncated: encapsulated pixel data has no sequence delimiter")
+    raise MalformedDicom("the object is truncated: encapsulated pixel data has no sequence delimiter",
+                         reason=TRUNCATED)
 
 
 #: Inflated bytes of a deflated data set ``identity`` looks at (the identifying UIDs come first).
@@ -318,14 +358,20 @@ def identity(stream: BinaryIO | IO[bytes]) -> tuple[str | None, str | None, str 
 
 
 def validate(data: dict[str, Any]) -> None:
-    """Reject objects the archive cannot index (PS3.4 B.2.3: 0xA900 dataset does not match SOP class)."""
+    """Reject objects the archive cannot index (PS3.4 B.2.3: 0xA900 dataset does not match SOP class) with
+    ``InvalidIdentity``, naming the attribute and, where they are valid, the SOP Class and Instance UIDs."""
+    uids = [_json_text(data.get(tag_hex)) or "" for tag_hex in ("00080016", "00080018")]
+    sop_class, sop_instance = (u.strip("\x00 ") if is_valid_uid(u.strip("\x00 ")) else "" for u in uids)
     for keyword, tag_hex in (("SOPClassUID", "00080016"), ("SOPInstanceUID", "00080018"),
                              ("StudyInstanceUID", "0020000D"), ("SeriesInstanceUID", "0020000E")):
         value = _json_text(data.get(tag_hex))
+        problem = None
         if value is None:
-            raise InvalidDicom(f"{keyword} is missing")
-        if not is_valid_uid(value.strip("\x00 ")):
-            raise InvalidDicom(f"{keyword} is not a valid UID")
+            problem = f"{keyword} is missing"
+        elif not is_valid_uid(value.strip("\x00 ")):
+            problem = f"{keyword} is not a valid UID"
+        if problem is not None:
+            raise InvalidIdentity(problem, keyword=keyword, sop_class_uid=sop_class, sop_instance_uid=sop_instance)
 
 
 def _json_text(elem: dict[str, Any] | None) -> str | None:
@@ -404,7 +450,10 @@ def json_dict(ds: Dataset, parsed: ParsedHeader) -> dict[str, Any]:
         try:
             _decode_elements(ds, list(map(int, ds.keys())))
         except RecursionError as exc:
-            raise MalformedDicom(_TOO_DEEP) from exc
+            raise MalformedDicom(_TOO_DEEP, reason=MALFORMED) from exc
+        except InvalidDicom as exc:
+            exc.naming(*_uids(ds))
+            raise
         data = {}
         for tag in list(ds.keys()):
             try:

@@ -63,12 +63,14 @@ def inflate_chunks(source: BinaryIO, limits: Limits) -> Iterator[bytes]:
         if not pending:
             pending = source.read(READ)
             if not pending:
-                raise MalformedDicom("the deflated data set is truncated (the deflate stream does not end)")
+                raise MalformedDicom("the deflated data set is truncated (the deflate stream does not end)",
+                                     reason="the object is truncated")
             consumed += len(pending)
         try:
             out = inflater.decompress(pending, CHUNK)
         except zlib.error as exc:
-            raise MalformedDicom(f"the deflated data set is corrupt ({exc})") from exc
+            raise MalformedDicom(f"the deflated data set is corrupt ({exc})",
+                                 reason="the deflated data set is corrupt") from exc
         pending = inflater.unconsumed_tail
         total += len(out)
         _check(total, consumed, limits)
@@ -133,7 +135,7 @@ def read_file_meta(stream: BinaryIO | IO[bytes]) -> tuple[FileMetaDataset | None
         raise  # running out of a resource says nothing about the object: not refused as malformed
     except Exception as exc:
         raise MalformedDicom(f"malformed DICOM object: the file meta information cannot be read "
-                             f"({type(exc).__name__})") from exc
+                             f"({type(exc).__name__})", reason="malformed DICOM object") from exc
     return FileMetaDataset(meta), stream.tell()
 
 
@@ -166,7 +168,8 @@ class Inflated:
         except (MemoryError, TooLarge):
             raise  # a resource limit, not the object's fault
         except Exception as exc:
-            raise MalformedDicom(f"malformed DICOM object: {type(exc).__name__}") from exc
+            raise MalformedDicom(f"malformed DICOM object: {type(exc).__name__}",
+                                 reason="malformed DICOM object") from exc
         # A FileDataset over the spool: pydicom reads deferred values back from its buffer.
         return FileDataset(self.file, raw, preamble=None, file_meta=self.meta, is_implicit_VR=False,
                            is_little_endian=True)
@@ -180,7 +183,8 @@ def inflate_object(stream: BinaryIO, limits: Limits) -> Inflated:
     ``MalformedDicom``."""
     meta, offset = read_file_meta(stream)
     if meta is None:
-        raise MalformedDicom("malformed DICOM object: a deflated object without file meta information")
+        raise MalformedDicom("malformed DICOM object: a deflated object without file meta information",
+                             reason="malformed DICOM object")
     stream.seek(offset)
     spool = inflate_to_spool(stream, limits)
     return Inflated(meta, spool, spool_size(spool))

@@ -129,10 +129,12 @@ class IngestService:
         self.removal_wait = removal_wait
 
     def ingest(self, stream: BinaryIO, *, source: str = "") -> IngestResult:
-        """Store one Part 10 object read from a seekable ``stream``. Raises ``InvalidDicom`` (``DamagedPixelData``
-        for native pixel data shorter than the header describes, under the ``reject`` policy), ``TooLarge`` (a
-        deflated data set beyond the inflation limits), ``Conflict``, ``Unavailable``; returns only after the
-        object is durable and indexed."""
+        """Store one Part 10 object read from a seekable ``stream``. Raises ``InvalidDicom``: ``NotDicom`` (empty, or
+        no DICOM object at all), ``MalformedDicom`` (truncated, unreadable), ``InvalidIdentity`` (a required UID
+        missing or invalid), ``DamagedPixelData`` (native pixel data shorter than the header describes, under the
+        ``reject`` policy), each naming the instance when its UIDs could be read; ``TooLarge`` (a deflated data
+        set beyond the inflation limits), ``Conflict``, ``Unavailable``. Returns only after the object is durable
+        and indexed."""
         parsed = hdr.parse_header(stream, self.limits)
         try:
             ds = parsed.dataset
@@ -143,7 +145,8 @@ class IngestService:
             problem = parsed.pixel_problem
             if problem is not None:
                 if self.pixel_policy == PixelLengthPolicy.REJECT:
-                    raise DamagedPixelData(problem)
+                    raise DamagedPixelData(problem, sop_class_uid=cols[Level.IMAGE]["sop_class_uid"] or "",
+                                           sop_instance_uid=cols[Level.IMAGE]["sop_uid"] or "")
                 cols[Level.IMAGE]["pixel_problem"] = problem[:128]
             frame_index = None
             # A deflated object's frames lie in its inflated data set, not in the blob: no index (retrieval
@@ -177,7 +180,12 @@ class IngestService:
             frame_index=frame_index,
             source=source,
         )
-        put, result, same_as = self._put_and_index(stream, entry, parsed.file_size)
+        try:
+            put, result, same_as = self._put_and_index(stream, entry, parsed.file_size)
+        except Conflict as conflict:  # the index names the instance only: the front ends name its class too
+            conflict.sop_class_uid = conflict.sop_class_uid or cols[Level.IMAGE]["sop_class_uid"] or ""
+            conflict.sop_instance_uid = conflict.sop_instance_uid or cols[Level.IMAGE]["sop_uid"] or ""
+            raise
         blob = put.info
         if same_as is not None:
             blob = same_as  # the same data set in other bytes: the stored copy stays the one served
