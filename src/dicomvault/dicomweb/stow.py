@@ -15,15 +15,16 @@ domain error: "PatientID is missing", "the object is truncated: …"). Each fail
 with its position in the request, the Failure Reason and the full reason text (never a UID).
 
 Failure Reason values (PS3.18 Table I.2-2, implementation-specific values in the standard's ranges), one table
-(``FAILURE_REASON``) from the domain error ingest raised:
+(``stow_status.FAILURE_REASON``) from the type of the domain error ingest raised, the same verdicts as C-STORE's:
 - ``0xA700`` (42752) out of resources: the index or storage is unavailable, or the disk is full (retry later);
 - ``0xA701`` (42753) refused, out of resources: the object exceeds a configured limit (a deflated data set inflating
   beyond ``max_inflated_bytes`` or ``max_inflate_ratio``); permanent until the limit is raised;
-- ``0xA900`` (43264) data set does not match SOP class: a required identifying UID is missing or invalid, or native
-  pixel data is shorter than Rows × Columns × Samples × Bits Allocated × Frames describes;
+- ``0xA900`` (43264) data set does not match SOP class: a required identifying UID is missing or invalid
+  (``InvalidIdentity``), or native pixel data is shorter than Rows × Columns × Samples × Bits Allocated × Frames
+  describes (``DamagedPixelData``);
 - ``0xA901`` (43265) the instance's Study Instance UID differs from the study in the request URL;
-- ``0xC000`` (49152) cannot understand: the part is not a DICOM object (or is truncated, malformed), or not
-  ``application/dicom``;
+- ``0xC000`` (49152) cannot understand: the part is not a DICOM object or is empty (``NotDicom``), is truncated or
+  malformed (``MalformedDicom``), or is not ``application/dicom``;
 - ``0x0111`` (273) duplicate SOP instance: different content under a stored SOP Instance UID and the duplicate
   policy is ``reject``;
 - ``0x0110`` (272) processing failure: anything unexpected.
@@ -32,6 +33,9 @@ Warning Reason: ``0xB000`` (45056) coercion: the instance replaced (policy ``rep
 stored under ``pixel_length_policy = accept-and-flag`` although its pixel data is short. Re-sending identical
 content is a plain success. A failed or warned item also carries the reason as text in Error Comment (0000,0902),
 the attribute a C-STORE response gives the same reason in (no patient data).
+
+A failed part is named in FailedSOPSequence by the UIDs the domain error carries (read while parsing it); only
+when it carries none (an object too broken to read them) are they looked for in the part again (``identity``).
 
 HTTP status: 200 all stored; 202 some failed or warnings; 409 none stored (503 if every failure was 0xA700, a
 reason to retry later; never for 0xA701);
@@ -61,7 +65,17 @@ from starlette.requests import ClientDisconnect
 from dicomvault.dicomweb.errors import error_response, report_unexpected
 from dicomvault.dicomweb.multipart import MultipartError, Part, iter_parts, parse_media_type, read_single
 from dicomvault.dicomweb.security import Principal, require_scope
-from dicomvault.domain.errors import Conflict, DicomVaultError, InvalidDicom, MalformedDicom, TooLarge, Unavailable
+from dicomvault.dicomweb.stow_status import (
+    CANNOT_UNDERSTAND,
+    OUT_OF_RESOURCES,
+    PROCESSING_FAILURE,
+    RETRY_LATER,
+    STUDY_MISMATCH,
+    WARNING_COERCION,
+    WARNING_DATASET_MISMATCH,
+    failure_reason,
+)
+from dicomvault.domain.errors import DicomVaultError
 from dicomvault.domain.records import StoreOutcome
 from dicomvault.services.header import identity
 
@@ -72,35 +86,8 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["STOW-RS"])
 
 DICOM_JSON = "application/dicom+json"
-OUT_OF_RESOURCES = 0xA700
-REFUSED_TOO_LARGE = 0xA701
-INVALID_DATASET = 0xA900
-STUDY_MISMATCH = 0xA901
-CANNOT_UNDERSTAND = 0xC000
-DUPLICATE_REJECTED = 0x0111
-PROCESSING_FAILURE = 0x0110
-WARNING_COERCION = 0xB000
-WARNING_DATASET_MISMATCH = 0xB007
 #: parts stored concurrently within one request
 PIPELINE = 4
-
-#: Domain error → FailureReason, most specific class first (MalformedDicom is an InvalidDicom).
-FAILURE_REASON: tuple[tuple[type[DicomVaultError], int], ...] = (
-    (TooLarge, REFUSED_TOO_LARGE),
-    (Conflict, DUPLICATE_REJECTED),
-    (MalformedDicom, CANNOT_UNDERSTAND),
-    (InvalidDicom, INVALID_DATASET),
-    (Unavailable, OUT_OF_RESOURCES),
-)
-#: Failure reasons that mean "try again later": a request whose every part failed so is answered 503.
-RETRY_LATER = frozenset({OUT_OF_RESOURCES})
-
-
-def failure_reason(exc: DicomVaultError) -> int:
-    for kind, code in FAILURE_REASON:
-        if isinstance(exc, kind):
-            return code
-    return PROCESSING_FAILURE
 
 
 @dataclass
@@ -145,11 +132,8 @@ def store_part(ingest: IngestService, part: Part, target_study: str | None) -> P
     try:
         res = ingest.ingest(stream, source="stow")
     except DicomVaultError as exc:
-        code = failure_reason(exc)
-        cls, sop, study = identity(part.file)
-        if isinstance(exc, Conflict):
-            sop = sop or exc.sop_instance_uid or None
-        return PartResult(cls, sop, study, failure=code, reason=exc.message)
+        cls, sop = _named(exc, part)
+        return PartResult(cls, sop, failure=failure_reason(exc), reason=exc.message)
     except OSError as exc:
         log.error("STOW-RS part not stored: %s", type(exc).__name__)
         cls, sop, study = identity(part.file)
@@ -165,6 +149,17 @@ def store_part(ingest: IngestService, part: Part, target_study: str | None) -> P
                           warning=WARNING_DATASET_MISMATCH, reason=res.pixel_problem)
     warning = WARNING_COERCION if res.outcome in (StoreOutcome.REPLACED, StoreOutcome.VERSIONED) else None
     return PartResult(res.sop_class_uid, res.sop_instance_uid, res.study_uid, warning=warning, reason=res.warning or "")
+
+
+def _named(exc: DicomVaultError, part: Part) -> tuple[str | None, str | None]:
+    """(SOP Class UID, SOP Instance UID) naming a refused part: those the error carries (``InvalidDicom`` and
+    ``Conflict`` do once ingest could read them), else whatever can still be read from the part."""
+    cls = getattr(exc, "sop_class_uid", "") or None
+    sop = getattr(exc, "sop_instance_uid", "") or None
+    if cls is None or sop is None:
+        read_cls, read_sop, _ = identity(part.file)
+        cls, sop = cls or read_cls, sop or read_sop
+    return cls, sop
 
 
 def _ui(value: str | None) -> dict[str, Any]:

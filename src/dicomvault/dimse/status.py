@@ -51,11 +51,17 @@ RETRIEVE_SUBOPS_SOME_FAILED = 0xB000
 #: ErrorComment is LO: at most 64 characters.
 MAX_COMMENT = 64
 
-#: Domain error → C-STORE status, most specific class first (MalformedDicom is an InvalidDicom).
+#: Domain error → C-STORE status, most specific class first (the ``InvalidDicom`` subclasses before it). STOW-RS
+#: answers the same errors with the same codes as FailureReason (``dicomweb/stow_status.py``), so an object gets
+#: the same verdict whichever way it arrives: not DICOM, empty, truncated or unreadable (``NotDicom``,
+#: ``MalformedDicom``) 0xC000; a required UID missing or invalid (``InvalidIdentity``) or short native pixel data
+#: (``DamagedPixelData``) 0xA900.
 STORE_STATUS: tuple[tuple[type[e.DicomVaultError], int], ...] = (
     (e.TooLarge, STORE_REFUSED_TOO_LARGE),
     (e.Conflict, STORE_REFUSED_DUPLICATE),
     (e.MalformedDicom, STORE_CANNOT_UNDERSTAND),
+    (e.InvalidIdentity, STORE_DATASET_DOES_NOT_MATCH_SOP_CLASS),
+    (e.DamagedPixelData, STORE_DATASET_DOES_NOT_MATCH_SOP_CLASS),
     (e.InvalidDicom, STORE_DATASET_DOES_NOT_MATCH_SOP_CLASS),
     (e.Unsupported, STORE_CANNOT_UNDERSTAND),
     (e.Unavailable, STORE_OUT_OF_RESOURCES),
