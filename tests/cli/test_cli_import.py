@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 import subprocess
@@ -146,3 +147,32 @@ def test_cli_import_missing_path_is_a_failure(invoke: Invoke, tmp_path: Path) ->
     assert result.exit_code == 1
     assert counts(result.output)["failed"] == 1
     assert "no such file or folder" in result.output
+
+
+def test_cli_import_groups_refusals_by_reason_type(invoke: Invoke, tmp_path: Path) -> None:
+    """Issue #10: the summary groups by the error's type and reason, not by message prefixes. Two objects cut at
+    different places are one group, "the object is truncated", each example with its own detail; a non-DICOM
+    file is skipped; an object without Series Instance UID is rejected under that reason."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "report.pdf").write_bytes(b"%PDF-1.4\n" + b"\x00" * 400)
+    full = make_ct(rows=64, columns=64)
+    (src / "cut-a.dcm").write_bytes(full[:-3000])
+    (src / "cut-b.dcm").write_bytes(full[:-5000])
+    no_series = pydicom.dcmread(io.BytesIO(make_ct(PatientName="SECRET^NAME")))
+    del no_series.SeriesInstanceUID
+    no_series.save_as(src / "no-series.dcm", enforce_file_format=True)
+    (src / "good.dcm").write_bytes(make_ct())
+    result = invoke("import", str(src), "--workers", "2")
+    c = counts(result.output)
+    assert (c["stored"], c["rejected"], c["skipped"], c["failed"], c["conflicts"]) == (1, 3, 1, 0, 0), result.output
+    assert result.exit_code == 1
+    groups = re.findall(r"│ (rejected|skipped \(not DICOM\)) +│ +(\d+) │ (.+?) +│", result.output)
+    assert sorted(groups) == [("rejected", "1", "SeriesInstanceUID is missing"),
+                              ("rejected", "2", "the object is truncated"),
+                              ("skipped (not DICOM)", "1", "not a DICOM object")], result.output
+    assert "in/cut-a.dcm (pixel data needs 3000 more bytes)" in result.output
+    assert "in/cut-b.dcm (pixel data needs 5000 more bytes)" in result.output
+    assert "in/no-series.dcm " in result.output
+    assert "in/report.pdf (no DICM prefix, not a data set either)" in result.output
+    assert "SECRET" not in result.output and no_series.SOPInstanceUID not in result.output

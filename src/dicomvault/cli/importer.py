@@ -33,7 +33,7 @@ from rich.progress import (
 from rich.table import Table
 
 from dicomvault.cli.common import ConfigFile, DataDir, IndexUrl, StorageUrl, console, err, load_settings, open_archive
-from dicomvault.domain.errors import Conflict, DicomVaultError, InvalidDicom, TooLarge
+from dicomvault.domain.errors import Conflict, DicomVaultError, InvalidDicom, NotDicom, TooLarge
 from dicomvault.domain.records import StoreOutcome
 from dicomvault.logging_setup import configure_logging
 from dicomvault.services.ingest import IngestService
@@ -55,7 +55,11 @@ class Item:
 
 @dataclass
 class Tally:
-    """Outcome counts and grouped reasons; updated from worker threads under ``lock``."""
+    """Outcome counts and grouped reasons; updated from worker threads under ``lock``.
+
+    Each group maps a reason (``DicomVaultError.reason``: short and the same for every object refused so) to the
+    items refused for it, each item's label followed by the full message when that says more than the reason
+    ("pixel data holds 50000 of the 131072 bytes …" under "pixel data shorter than its header describes")."""
 
     stored: int = 0
     replaced: int = 0
@@ -128,21 +132,30 @@ def collect(paths: list[Path]) -> tuple[list[Item], list[tuple[str, str]]]:
 
 
 def _reason(exc: BaseException) -> str:
-    """A short, groupable reason (no UIDs or patient data)."""
+    """A short, groupable reason (no UIDs or patient data): the domain error's ``reason``."""
     if isinstance(exc, DicomVaultError):
-        text = exc.message
-        for prefix in ("not a DICOM object", "malformed DICOM object"):
-            if text.startswith(prefix):
-                head = text.split(":")
-                return ":".join(head[:2]).strip() if prefix.startswith("malformed") else prefix
-        return text[:120]
+        return exc.reason[:120]
     return f"{type(exc).__name__}: {exc}"[:120]
 
 
+def _example(item: Item, exc: BaseException) -> str:
+    """The item's label, with what the error's message says beyond the group's reason ("the object is truncated:
+    pixel data needs 3000 more bytes" under "the object is truncated": "pixel data needs 3000 more bytes")."""
+    if not isinstance(exc, DicomVaultError) or exc.message == exc.reason:
+        return item.label
+    detail = exc.message
+    if detail.startswith(exc.reason):  # presentation only: the group was chosen from the type and reason
+        detail = detail[len(exc.reason):].strip(" :")
+        if detail.startswith("(") and detail.endswith(")"):
+            detail = detail[1:-1]
+    return f"{item.label} ({detail[:120]})" if detail else item.label
+
+
 def _not_dicom(item: Item, exc: InvalidDicom) -> bool:
-    """Files that are simply not DICOM objects (skipped) as opposed to broken DICOM objects (rejected)."""
+    """Files that are simply not DICOM objects (skipped) as opposed to broken DICOM objects (rejected): by the
+    error's type, and DICOMDIRs (media directories, not objects to store) by name."""
     name = (item.member or item.path.name).rsplit("/", 1)[-1].upper()
-    return name == "DICOMDIR" or exc.message.startswith(("not a DICOM object", "empty object"))
+    return name == "DICOMDIR" or isinstance(exc, NotDicom)
 
 
 def ingest_one(ingest: IngestService, item: Item, stream: BinaryIO | None, tally: Tally) -> None:
@@ -155,19 +168,19 @@ def ingest_one(ingest: IngestService, item: Item, stream: BinaryIO | None, tally
             result = ingest.ingest(stream, source=SOURCE)
     except InvalidDicom as exc:
         with tally.lock:
-            (tally.skipped if _not_dicom(item, exc) else tally.rejected)[_reason(exc)].append(item.label)
+            (tally.skipped if _not_dicom(item, exc) else tally.rejected)[_reason(exc)].append(_example(item, exc))
         return
     except Conflict as exc:  # the same data set in another encoding is a duplicate: this is another object
         with tally.lock:
-            tally.conflicts[_reason(exc)].append(item.label)
+            tally.conflicts[_reason(exc)].append(_example(item, exc))
         return
     except TooLarge as exc:  # the object's own fault: rejected, with the reason (no retry helps)
         with tally.lock:
-            tally.rejected[_reason(exc)].append(item.label)
+            tally.rejected[_reason(exc)].append(_example(item, exc))
         return
     except Exception as exc:  # Unavailable, I/O errors: not the object's fault, reported as failures
         with tally.lock:
-            tally.failed[_reason(exc)].append(item.label)
+            tally.failed[_reason(exc)].append(_example(item, exc))
         return
     finally:
         if stream is not None:
