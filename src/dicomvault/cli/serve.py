@@ -45,7 +45,6 @@ from dicomvault.dicomweb.app import create_app
 from dicomvault.dicomweb.http_server import uvicorn_config
 from dicomvault.domain.errors import ConfigurationError
 from dicomvault.logging_setup import configure_logging
-from dicomvault.services.warmup import warm_up
 from dicomvault.settings import Settings
 
 if TYPE_CHECKING:
@@ -185,7 +184,7 @@ def serve_command(
         fail(str(exc))
     tune_allocator()
     archive = open_archive(settings)
-    warm_up(archive.index, archive.query)
+    archive.warm_up()
     try:
         _run(archive, settings)
     finally:
@@ -226,7 +225,7 @@ def _run(archive: Archive, settings: Settings) -> None:
         # generations, whose full collections otherwise cost ~50 ms pauses on query latency (p99).
         gc.collect()
         gc.freeze()
-        console.print(banner(settings, archive.blobs.describe()))
+        console.print(banner(settings, archive.status.storage()))
         server.run()
         if not server.started and not server.should_exit:
             fail(f"cannot start the HTTP server on {settings.host}:{settings.http_port}")

@@ -30,6 +30,7 @@ from dicomvault.services.ingest import IngestService
 from dicomvault.services.lifecycle import LifecycleService
 from dicomvault.services.query import QueryService
 from dicomvault.services.retrieve import RetrieveService
+from dicomvault.services.status import StatusService
 from dicomvault.services.tokens import TokenService
 from dicomvault.settings import Settings
 from dicomvault.webui import mount_viewer
@@ -57,6 +58,8 @@ class Archive(Protocol):
     def lifecycle(self) -> LifecycleService: ...
     @property
     def tokens(self) -> TokenService | None: ...
+    @property
+    def status(self) -> StatusService: ...
 
 
 def create_app(archive: Archive) -> FastAPI:
@@ -101,10 +104,10 @@ def create_app(archive: Archive) -> FastAPI:
     def readyz() -> JSONResponse:
         """Readiness: the index answers and the blob store is reachable."""
         try:
-            archive.index.ping()
+            archive.status.ping()
         except DicomVaultError as exc:
             return JSONResponse({"status": "unavailable", "message": exc.message}, status_code=503)
-        return JSONResponse({"status": "ready", "storage": archive.blobs.describe()})
+        return JSONResponse({"status": "ready", "storage": archive.status.storage()})
 
     mount_viewer(app, archive.settings)
     return app

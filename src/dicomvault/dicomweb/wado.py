@@ -31,9 +31,7 @@ from dicomvault.dicomweb.security import Principal, require_scope
 from dicomvault.domain.errors import DamagedPixelData, InvalidQuery, NotFound, Unsupported
 from dicomvault.domain.records import InstanceRecord
 from dicomvault.services import pixels
-from dicomvault.services.lifecycle import LifecycleService
-from dicomvault.services.metadata import MetadataService
-from dicomvault.services.render import RenderService
+from dicomvault.services.archive import Archive
 from dicomvault.services.retrieve import RetrieveService
 
 router = APIRouter(tags=["WADO-RS"])
@@ -50,24 +48,10 @@ _TAG_RE = re.compile(r"^[0-9A-Fa-f]{8}$")
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 
 
-@dataclass
-class Services:
-    retrieve: RetrieveService
-    metadata: MetadataService
-    render: RenderService
-    lifecycle: LifecycleService
-
-
-def services(request: Request) -> Services:
-    """The WADO/DELETE services of this app's archive, built once per app."""
-    state = request.app.state
-    found = getattr(state, "wado_services", None)
-    if found is None:
-        archive = state.archive
-        found = Services(archive.retrieve, MetadataService(archive.index), RenderService(archive.retrieve),
-                         archive.lifecycle)
-        state.wado_services = found
-    return found
+def services(request: Request) -> Archive:
+    """The services of this app's archive (all built by the composition root, ``bootstrap``)."""
+    archive: Archive = request.app.state.archive
+    return archive
 
 
 def base_url(request: Request) -> str:
