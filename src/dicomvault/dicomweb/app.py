@@ -23,7 +23,6 @@ from dicomvault.dicomweb.hosts import HostCheckMiddleware, HostPolicy
 from dicomvault.dicomweb.security import AuditMiddleware, AuthPolicy, Principal, require_scope
 from dicomvault.domain.errors import DicomVaultError
 from dicomvault.services.archive import Archive
-from dicomvault.webui import mount_viewer
 
 BASE_PATH = "/dicom-web"
 
@@ -75,5 +74,4 @@ def create_app(archive: Archive) -> FastAPI:
             return JSONResponse({"status": "unavailable", "message": exc.message}, status_code=503)
         return JSONResponse({"status": "ready", "storage": archive.status.storage()})
 
-    mount_viewer(app, archive.settings)
     return app
