@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 
-from dicomvault.adapters.index import fragments, postgres, querying
+from dicomvault.adapters.index import postgres, querying, study_answers
 from dicomvault.adapters.index.group_commit import GroupCommit
 from dicomvault.adapters.index.removals import RemovalClaims, RemovalStatements
 from dicomvault.adapters.index.tables import instance_versions, instances, patients, series, studies
@@ -199,7 +199,7 @@ class SqlIndexRepository:
                     self._removals.record_pending(conn, [old.key])
         new_study = self._insert_instance(conn, entry)
         if old_study is not None and old_study != new_study:
-            fragments.refresh(conn, [old_study])  # the replaced instance lived in another study
+            study_answers.refresh(conn, [old_study])  # the replaced instance lived in another study
         # Last, after the instance row is written (services.lifecycle explains why the order matters).
         self._removals.check_store(conn, entry.blob.key, accept)
         return StoreResult(outcome, tuple(released))
@@ -272,7 +272,7 @@ class SqlIndexRepository:
         if new_study:
             conn.execute(update(patients).where(patients.c.id == patient_id)
                          .values(num_studies=patients.c.num_studies + 1))
-        fragments.refresh(conn, [study_id])
+        study_answers.refresh(conn, [study_id])
         return study_id
 
     def _refresh_modalities(self, conn: Connection, study_id: int) -> None:
@@ -336,14 +336,14 @@ class SqlIndexRepository:
 
     def find_study_json(self, spec: QuerySpec) -> list[tuple[int, str, str | dict[str, Any]]]:
         """(row id, Study Instance UID, answer) per matching study, in id order; the answer is the cached default
-        DICOM JSON text or, for a study without a current cached answer (``fragments.valid``), the full row as
+        DICOM JSON text or, for a study without a current cached answer (``study_answers.valid``), the full row as
         ``find`` gives it (a second query, on those ids only)."""
 
         def run() -> list[tuple[int, str, str | dict[str, Any]]]:
             with self._read() as conn:
                 # Plain tuples: Row attribute access by name costs microseconds per row, a visible share here.
                 rows = [tuple(r) for r in conn.execute(querying.build_fragment_select(spec)).all()]
-                stale = [r[0] for r in rows if not fragments.valid(r[2], r[3], r[4])]
+                stale = [r[0] for r in rows if not study_answers.valid(r[2], r[3], r[4])]
                 full: dict[int, dict[str, Any]] = {}
                 if stale:
                     stmt = querying.build_select(QuerySpec(level=spec.level)).where(studies.c.id.in_(stale))
@@ -352,7 +352,7 @@ class SqlIndexRepository:
                 for row_id, study_uid, text, count, n in rows:
                     if row_id in full:
                         out.append((row_id, study_uid, full[row_id]))
-                    elif fragments.valid(text, count, n):
+                    elif study_answers.valid(text, count, n):
                         out.append((row_id, study_uid, text))
                     # else: deleted between the two statements (READ COMMITTED on PostgreSQL gives each statement
                     # its own snapshot): left out rather than answered from a stale cached answer
@@ -508,7 +508,7 @@ class SqlIndexRepository:
                         if not self._referenced(conn, b.key, None) and b not in released:
                             released.append(b)
                 self._removals.record_pending(conn, [b.key for b in released])
-                fragments.refresh(conn, sorted(touched))
+                study_answers.refresh(conn, sorted(touched))
                 return released
 
         return self._retrying(run)
