@@ -20,7 +20,14 @@ from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 from dicomvault.adapters.index import postgres, querying, study_answers
 from dicomvault.adapters.index.group_commit import GroupCommit
 from dicomvault.adapters.index.removals import RemovalClaims, RemovalStatements
-from dicomvault.adapters.index.tables import instance_versions, instances, patients, series, studies
+from dicomvault.adapters.index.tables import (
+    INSTANCE_SERIES_STUDY,
+    instance_versions,
+    instances,
+    patients,
+    series,
+    studies,
+)
 from dicomvault.domain.errors import Conflict, Unavailable
 from dicomvault.domain.frame_index import HEAD_CHARS
 from dicomvault.domain.query import QuerySpec
@@ -288,8 +295,7 @@ class SqlIndexRepository:
         per study, not per instance, when a whole series goes)."""
         row = conn.execute(
             select(instances.c.series_fk, instances.c.blob_size, series.c.study_fk, studies.c.patient_fk)
-            .select_from(instances.join(series, instances.c.series_fk == series.c.id)
-                         .join(studies, series.c.study_fk == studies.c.id))
+            .select_from(INSTANCE_SERIES_STUDY)
             .where(instances.c.id == instance_id)
         ).one()
         conn.execute(delete(instances).where(instances.c.id == instance_id))
@@ -363,8 +369,7 @@ class SqlIndexRepository:
     def representative_metadata(self, *, study_uid: str, series_uid: str | None = None) -> str | None:
         stmt = (
             select(instances.c.metadata)
-            .select_from(instances.join(series, instances.c.series_fk == series.c.id)
-                         .join(studies, series.c.study_fk == studies.c.id))
+            .select_from(INSTANCE_SERIES_STUDY)
             .where(studies.c.study_uid == study_uid)
         )
         if series_uid is not None:
@@ -380,10 +385,7 @@ class SqlIndexRepository:
 
     def _instance_select(self, *cols: Any) -> Any:
         return select(*cols).select_from(
-            instances.join(series, instances.c.series_fk == series.c.id)
-            .join(studies, series.c.study_fk == studies.c.id)
-            .join(patients, studies.c.patient_fk == patients.c.id)
-        )
+            INSTANCE_SERIES_STUDY.join(patients, studies.c.patient_fk == patients.c.id))
 
     def instances(
         self,
@@ -451,8 +453,7 @@ class SqlIndexRepository:
     ) -> list[tuple[str, str, str]]:
         stmt = (
             select(series.c.series_uid, instances.c.sop_uid, instances.c.metadata)
-            .select_from(instances.join(series, instances.c.series_fk == series.c.id)
-                         .join(studies, series.c.study_fk == studies.c.id))
+            .select_from(INSTANCE_SERIES_STUDY)
             .where(studies.c.study_uid == study_uid)
         )
         if series_uid is not None:
@@ -469,8 +470,7 @@ class SqlIndexRepository:
         newest instance is replaced)."""
         stmt = (
             select(func.count(instances.c.id), func.max(instances.c.id), func.max(studies.c.updated_at))
-            .select_from(instances.join(series, instances.c.series_fk == series.c.id)
-                         .join(studies, series.c.study_fk == studies.c.id))
+            .select_from(INSTANCE_SERIES_STUDY)
             .where(studies.c.study_uid == study_uid)
         )
         if series_uid is not None:

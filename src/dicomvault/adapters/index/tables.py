@@ -172,3 +172,9 @@ blob_removals = Table(
 )
 
 LEVEL_TABLES = {"PATIENT": patients, "STUDY": studies, "SERIES": series, "IMAGE": instances}
+
+#: Instances joined to their series and study along the foreign keys: the FROM clause of every read and write that
+#: finds instances by study or series UID, or needs an instance's parents (``.join(patients, …)`` adds the patient).
+#: One object, so that every statement states the same join and SQLAlchemy compiles it once per statement shape.
+INSTANCE_SERIES_STUDY = instances.join(series, instances.c.series_fk == series.c.id).join(
+    studies, series.c.study_fk == studies.c.id)
