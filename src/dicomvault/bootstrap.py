@@ -20,11 +20,16 @@ from dicomvault.adapters.index.transfer import copy_index as _copy_index
 from dicomvault.domain.query import QueryLimits
 from dicomvault.ports.blobs import BlobStore
 from dicomvault.services.archive import Archive
+from dicomvault.services.fixity import FixityService
 from dicomvault.services.inflate import Limits
 from dicomvault.services.ingest import IngestService
 from dicomvault.services.lifecycle import BlobRemover, LifecycleService
+from dicomvault.services.metadata import MetadataService
 from dicomvault.services.query import QueryService
+from dicomvault.services.render import RenderService
 from dicomvault.services.retrieve import RetrieveService
+from dicomvault.services.status import StatusService
+from dicomvault.services.storage_migration import StorageMigration
 from dicomvault.services.tokens import TokenService
 from dicomvault.settings import Settings
 
@@ -65,6 +70,7 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
         blobs.sweep_temporary()
     limits = pixel_limits(settings)
     remover = BlobRemover(index, blobs, stale_after=settings.blob_removal_stale_after)
+    retrieve = RetrieveService(index, blobs, limits)
     return Archive(
         settings=settings,
         index=index,
@@ -73,13 +79,27 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
                              precheck_duplicates=not isinstance(blobs, FilesystemBlobStore),
                              limits=limits, pixel_policy=settings.pixel_length_policy),
         query=QueryService(index, query_limits(settings)),
-        retrieve=RetrieveService(index, blobs, limits),
+        retrieve=retrieve,
+        metadata=MetadataService(index),
+        render=RenderService(retrieve),
+        fixity=FixityService(index, blobs, remover),
+        status=StatusService(index, blobs),
         lifecycle=LifecycleService(index, remover),
         remover=remover,
         closers=[engine.dispose],
         tokens=TokenService(SqlTokenStore(engine)),
         jobs=SqlJobQueue(engine),
     )
+
+
+def build_storage_migration(
+    archive: Archive, target: BlobStore, source: BlobStore | None = None, *, workers: int = 4,
+    deep_verify: bool = False,
+) -> StorageMigration:
+    """A migration of the blobs ``archive``'s index references from ``source`` (default: its own store) to
+    ``target`` (``dicomvault storage migrate``); raises ``ValueError`` when both are the same store."""
+    return StorageMigration(archive.index, source if source is not None else archive.blobs, target,
+                            workers=workers, deep_verify=deep_verify)
 
 
 def copy_index(

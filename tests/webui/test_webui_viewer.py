@@ -5,6 +5,7 @@ Runs against a small build folder laid out like OHIF's dist/ (so it needs no dow
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import re
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 from dicomvault.bootstrap import Archive
+from dicomvault.cli.serve import http_app
 from dicomvault.dicomweb.app import create_app
 from dicomvault.settings import Settings
 from dicomvault.webui.viewer import mount_viewer
@@ -175,3 +177,13 @@ def test_mounting_twice_replaces_the_viewer(archive: Archive, viewer_settings: S
     with LiveServer(app) as server, httpx.Client(base_url=server.url) as client:
         assert "second" in client.get("/viewer").text
         assert client.get("/dicom-web/x").status_code == 404
+
+
+def test_serve_mounts_the_viewer_next_to_the_api(archive: Archive, viewer_settings: Settings) -> None:
+    """`dicomvault serve` composes the two front ends; the DICOMweb app factory alone serves no viewer."""
+    viewing = dataclasses.replace(archive, settings=viewer_settings)  # shares the archive's services; not closed
+    with LiveServer(http_app(viewing)) as served, LiveServer(create_app(viewing)) as api_only, \
+            httpx.Client(base_url=served.url, timeout=10) as a, httpx.Client(base_url=api_only.url, timeout=10) as b:
+        assert a.get("/").text == INDEX_HTML
+        assert a.get("/dicom-web/studies").status_code in (200, 204)
+        assert b.get("/").status_code == 404

@@ -77,7 +77,7 @@ def verify_command(
     settings = load_settings(config, data_dir=data_dir, index_url=index_url, storage_url=storage_url)
     configure_logging("WARNING" if settings.log_level.upper() == "INFO" else settings.log_level)
     archive = open_archive(settings)
-    fixity = FixityService(archive.index, archive.blobs, archive.remover)
+    fixity = archive.fixity
     result: RepairResult | None = None
     try:
         report = _check(fixity, grace)
@@ -166,8 +166,8 @@ def stats_command(
     settings = load_settings(config, data_dir=data_dir, index_url=index_url, storage_url=storage_url)
     archive = open_archive(settings)
     try:
-        stats = archive.index.stats()
-        storage = archive.blobs.describe()
+        stats = archive.status.stats()
+        storage = archive.status.storage()
     except DicomVaultError as exc:
         fail(f"stats failed: {exc.message}", 1)
     finally:

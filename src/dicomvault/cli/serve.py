@@ -1,7 +1,8 @@
 """``dicomvault serve``: the DIMSE server and the HTTP (DICOMweb) server over one archive, in one process.
 
 Start-up order: settings → logging → archive (migrations) → HTTP app (refuses unsafe settings before any port
-is opened) → DIMSE server (non-blocking) → background job worker → uvicorn in the foreground.
+is opened; the web viewer is mounted here, next to the API, not by the API) → DIMSE server (non-blocking) →
+background job worker → uvicorn in the foreground.
 
 Stopping (``Shutdown``; the same handler whether uvicorn is running or not, since uvicorn would otherwise own
 SIGINT/SIGTERM while it runs): the first SIGINT or SIGTERM starts a graceful stop of both servers at once — uvicorn
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 import uvicorn
+from fastapi import FastAPI
 from rich.panel import Panel
 
 from dicomvault.bootstrap import Archive
@@ -45,8 +47,8 @@ from dicomvault.dicomweb.app import create_app
 from dicomvault.dicomweb.http_server import uvicorn_config
 from dicomvault.domain.errors import ConfigurationError
 from dicomvault.logging_setup import configure_logging
-from dicomvault.services.warmup import warm_up
 from dicomvault.settings import Settings
+from dicomvault.webui import mount_viewer
 
 if TYPE_CHECKING:
     from dicomvault.dimse.server import DimseServer
@@ -185,16 +187,27 @@ def serve_command(
         fail(str(exc))
     tune_allocator()
     archive = open_archive(settings)
-    warm_up(archive.index, archive.query)
+    archive.warm_up()
     try:
         _run(archive, settings)
     finally:
         archive.close()
 
 
+def http_app(archive: Archive) -> FastAPI:
+    """The HTTP app ``serve`` runs: the DICOMweb API and, when it is installed, the web viewer at ``/``.
+
+    Why here: the viewer is a front end of its own that reads the API like any client; composing the two is the
+    command's job, so the DICOMweb package never imports the viewer (an import-linter contract checks it).
+    """
+    app = create_app(archive)
+    mount_viewer(app, archive.settings)
+    return app
+
+
 def _run(archive: Archive, settings: Settings) -> None:
     try:
-        app = create_app(archive)
+        app = http_app(archive)
         config = uvicorn_config(
             app, settings, lifespan="on", log_config=None, log_level=settings.log_level.lower(), access_log=False,
             timeout_graceful_shutdown=HTTP_GRACE,
@@ -226,7 +239,7 @@ def _run(archive: Archive, settings: Settings) -> None:
         # generations, whose full collections otherwise cost ~50 ms pauses on query latency (p99).
         gc.collect()
         gc.freeze()
-        console.print(banner(settings, archive.blobs.describe()))
+        console.print(banner(settings, archive.status.storage()))
         server.run()
         if not server.started and not server.should_exit:
             fail(f"cannot start the HTTP server on {settings.host}:{settings.http_port}")

@@ -28,14 +28,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from dicomvault.bootstrap import Archive, build_archive, build_blob_store
+from dicomvault.bootstrap import Archive, build_archive, build_blob_store, build_storage_migration
 from dicomvault.domain.errors import DicomVaultError
 from dicomvault.services.storage_migration import (
     MigrationEvent,
     MigrationReport,
     Outcome,
-    StorageMigration,
-    store_usage,
 )
 from dicomvault.settings import Settings
 
@@ -87,15 +85,15 @@ def info(
     settings = _settings(ctx, config, data_dir, index_url, storage_url)
     archive = _archive(settings)
     try:
-        objects, nbytes = store_usage(archive.blobs)
-        stats = archive.index.stats()
+        objects, nbytes = archive.status.storage_usage()
+        stats = archive.status.stats()
     except DicomVaultError as exc:
         err.print(f"[red]error:[/red] {exc.message}")
         raise typer.Exit(1) from exc
     finally:
         archive.close()
     table = Table(show_header=False, box=None)
-    table.add_row("store", archive.blobs.describe())
+    table.add_row("store", archive.status.storage())
     table.add_row("objects", f"{objects}")
     table.add_row("bytes", f"{nbytes} ({_size(nbytes)})")
     table.add_row("indexed instances", f"{stats.instances} ({_size(stats.bytes)})")
@@ -151,16 +149,18 @@ def migrate(
     settings = _settings(ctx, config, data_dir, index_url, storage_url)
     archive = _archive(settings)
     try:
-        source = build_blob_store(source_url, settings) if source_url else archive.blobs
+        configured = archive.status.storage()
+        source = build_blob_store(source_url, settings) if source_url else None
         target = build_blob_store(to, settings)
-        if delete_source and archive.blobs.describe() == source.describe():
+        if delete_source and (source is None or source.describe() == configured):
             err.print("[red]refusing --delete-source:[/red] the archive is still configured to read from "
-                      f"{source.describe()}. Switch storage_url to the target first, then pass --from.")
+                      f"{configured}. Switch storage_url to the target first, then pass --from.")
             raise typer.Exit(2)
-        migration = StorageMigration(archive.index, source, target, workers=workers, deep_verify=deep_verify)
+        migration = build_storage_migration(archive, target, source, workers=workers, deep_verify=deep_verify)
+        source_name = migration.source.describe()
         blobs = migration.referenced_blobs()
         console.print(f"{len(blobs)} referenced blobs, {_size(sum(b.size for b in blobs))}: "
-                      f"{source.describe()} → {target.describe()}")
+                      f"{source_name} → {target.describe()}")
         if dry_run:
             plan = migration.plan(blobs)
             for blob in plan.missing:
@@ -181,7 +181,7 @@ def migrate(
                                          lambda cb: migration.delete_source(blobs, cb))
             console.print(f"deleted {removed.deleted} source blobs; kept {len(removed.failures)}")
             raise typer.Exit(0 if not removed.failures else 1)
-        if archive.blobs.describe() != target.describe():
+        if configured != target.describe():
             console.print(
                 "[green]All referenced blobs are verified in the target.[/green]\n"
                 "To switch: stop the archive, run this command again (it copies only what arrived meanwhile), "

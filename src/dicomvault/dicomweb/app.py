@@ -13,8 +13,6 @@ a small RAM-backed tmpfs, and the data folder is where the administrator provisi
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
@@ -24,39 +22,9 @@ from dicomvault.dicomweb import delete, errors, qido, stow, wado, wado_uri
 from dicomvault.dicomweb.hosts import HostCheckMiddleware, HostPolicy
 from dicomvault.dicomweb.security import AuditMiddleware, AuthPolicy, Principal, require_scope
 from dicomvault.domain.errors import DicomVaultError
-from dicomvault.ports.blobs import BlobStore
-from dicomvault.ports.index import IndexRepository
-from dicomvault.services.ingest import IngestService
-from dicomvault.services.lifecycle import LifecycleService
-from dicomvault.services.query import QueryService
-from dicomvault.services.retrieve import RetrieveService
-from dicomvault.services.tokens import TokenService
-from dicomvault.settings import Settings
-from dicomvault.webui import mount_viewer
+from dicomvault.services.archive import Archive
 
 BASE_PATH = "/dicom-web"
-
-
-class Archive(Protocol):
-    """What the HTTP front end uses of ``bootstrap.Archive``, stated structurally so that this layer never imports
-    the composition root (front ends sit below bootstrap in the import layers)."""
-
-    @property
-    def settings(self) -> Settings: ...
-    @property
-    def index(self) -> IndexRepository: ...
-    @property
-    def blobs(self) -> BlobStore: ...
-    @property
-    def ingest(self) -> IngestService: ...
-    @property
-    def query(self) -> QueryService: ...
-    @property
-    def retrieve(self) -> RetrieveService: ...
-    @property
-    def lifecycle(self) -> LifecycleService: ...
-    @property
-    def tokens(self) -> TokenService | None: ...
 
 
 def create_app(archive: Archive) -> FastAPI:
@@ -101,10 +69,9 @@ def create_app(archive: Archive) -> FastAPI:
     def readyz() -> JSONResponse:
         """Readiness: the index answers and the blob store is reachable."""
         try:
-            archive.index.ping()
+            archive.status.ping()
         except DicomVaultError as exc:
             return JSONResponse({"status": "unavailable", "message": exc.message}, status_code=503)
-        return JSONResponse({"status": "ready", "storage": archive.blobs.describe()})
+        return JSONResponse({"status": "ready", "storage": archive.status.storage()})
 
-    mount_viewer(app, archive.settings)
     return app

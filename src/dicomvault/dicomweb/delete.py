@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from dicomvault.dicomweb.security import Principal, require_scope
-from dicomvault.dicomweb.wado import services
+from dicomvault.dicomweb.wado_common import services
 
 router = APIRouter(tags=["Delete"])
 delete_scope = Depends(require_scope("delete"))

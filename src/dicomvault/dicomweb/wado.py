@@ -21,23 +21,21 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from dicomvault.dicomweb import multipart_writer as mw
 from dicomvault.dicomweb import negotiation as neg
+from dicomvault.dicomweb import wado_render
 from dicomvault.dicomweb.errors import error_response
-from dicomvault.dicomweb.security import Principal, require_scope
+from dicomvault.dicomweb.security import Principal
+from dicomvault.dicomweb.wado_common import not_acceptable, parse_frame_list, read_scope, services
 from dicomvault.domain.errors import DamagedPixelData, InvalidQuery, NotFound, Unsupported
 from dicomvault.domain.records import InstanceRecord
 from dicomvault.services import pixels
-from dicomvault.services.lifecycle import LifecycleService
-from dicomvault.services.metadata import MetadataService
-from dicomvault.services.render import RenderService
 from dicomvault.services.retrieve import RetrieveService
 
 router = APIRouter(tags=["WADO-RS"])
-read_scope = Depends(require_scope("read"))
 
 DICOM = "application/dicom"
 DICOM_JSON = "application/dicom+json"
@@ -48,26 +46,6 @@ EAGER_FRAMES = 16
 EAGER_METADATA = 4096
 _TAG_RE = re.compile(r"^[0-9A-Fa-f]{8}$")
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
-
-
-@dataclass
-class Services:
-    retrieve: RetrieveService
-    metadata: MetadataService
-    render: RenderService
-    lifecycle: LifecycleService
-
-
-def services(request: Request) -> Services:
-    """The WADO/DELETE services of this app's archive, built once per app."""
-    state = request.app.state
-    found = getattr(state, "wado_services", None)
-    if found is None:
-        archive = state.archive
-        found = Services(archive.retrieve, MetadataService(archive.index), RenderService(archive.retrieve),
-                         archive.lifecycle)
-        state.wado_services = found
-    return found
 
 
 def base_url(request: Request) -> str:
@@ -81,10 +59,6 @@ def base_url(request: Request) -> str:
         if int(server[1]) != default:
             url = url.replace(port=int(server[1]))
     return str(url).rstrip("/") + "/dicom-web"
-
-
-def not_acceptable(what: str) -> Unsupported:
-    return Unsupported(f"none of the acceptable media types can be produced for {what}")
 
 
 # -- instances -------------------------------------------------------------------------------------------------
@@ -202,19 +176,6 @@ def instance_metadata(request: Request, study: str, series: str, sop: str, _who:
 
 
 # -- frames ----------------------------------------------------------------------------------------------------
-
-
-def parse_frame_list(value: str) -> list[int]:
-    """``1,3,5`` → [1, 3, 5]; raises ``InvalidQuery`` for anything but positive integers."""
-    out: list[int] = []
-    for item in value.split(","):
-        item = item.strip()
-        if not item.isdigit() or int(item) < 1:
-            raise InvalidQuery("frame numbers must be a comma-separated list of integers starting at 1")
-        out.append(int(item))
-    if not out or len(out) > 100_000:
-        raise InvalidQuery("no frame numbers given")
-    return out
 
 
 @dataclass(frozen=True)
@@ -366,8 +327,5 @@ def retrieve_bulk(request: Request, study: str, series: str, sop: str, tag: str,
         yield read(n)
     parts = (mw.PartSpec(plan.content_type, lazy(n)) for n in range(1, (record.number_of_frames or 1) + 1))
     return StreamingResponse(mw.stream_parts(boundary, parts), media_type=mw.content_type(boundary, plan.content_type))
-
-
-from dicomvault.dicomweb import wado_render  # noqa: E402  (routes that share this module's helpers)
 
 router.include_router(wado_render.router)

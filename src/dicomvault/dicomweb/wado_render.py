@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from dicomvault.dicomweb import multipart_writer as mw
 from dicomvault.dicomweb import negotiation as neg
 from dicomvault.dicomweb.security import Principal
-from dicomvault.dicomweb.wado import not_acceptable, parse_frame_list, read_scope, services
+from dicomvault.dicomweb.wado_common import not_acceptable, parse_frame_list, read_scope, services
 from dicomvault.domain.errors import NotFound, Unsupported
 from dicomvault.domain.records import InstanceRecord
 from dicomvault.services import render as rd

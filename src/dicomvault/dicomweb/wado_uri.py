@@ -17,7 +17,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from dicomvault.dicomweb.security import Principal
-from dicomvault.dicomweb.wado import _target_syntax, read_scope, services
+from dicomvault.dicomweb.wado import _target_syntax
+from dicomvault.dicomweb.wado_common import read_scope, services
 from dicomvault.domain.errors import InvalidQuery, Unsupported
 from dicomvault.services import render as rd
 

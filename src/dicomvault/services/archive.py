@@ -1,4 +1,10 @@
-"""The bundle of services a front end receives (built by ``bootstrap``; front ends never see adapters)."""
+"""The bundle of services a front end receives (built by ``bootstrap``; front ends never see adapters).
+
+Why every service is built here and not where it is used: one archive has one metadata cache, one renderer and one
+set of limits, whichever front end (DICOMweb, DIMSE, the command line) reaches it; a front end that built its own
+would hold a second cache and could be wired with other limits. ``index`` and ``blobs`` stay on the bundle for the
+background jobs and for tests; front ends use the services.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,16 @@ from dataclasses import dataclass, field
 from dicomvault.ports.blobs import BlobStore
 from dicomvault.ports.index import IndexRepository
 from dicomvault.ports.jobs import JobQueue
+from dicomvault.services.fixity import FixityService
 from dicomvault.services.ingest import IngestService
 from dicomvault.services.lifecycle import BlobRemover, LifecycleService
+from dicomvault.services.metadata import MetadataService
 from dicomvault.services.query import QueryService
+from dicomvault.services.render import RenderService
 from dicomvault.services.retrieve import RetrieveService
+from dicomvault.services.status import StatusService
 from dicomvault.services.tokens import TokenService
+from dicomvault.services.warmup import warm_up
 from dicomvault.settings import Settings
 
 
@@ -26,6 +37,14 @@ class Archive:
     ingest: IngestService
     query: QueryService
     retrieve: RetrieveService
+    #: DICOM JSON metadata (WADO-RS …/metadata), with its document cache
+    metadata: MetadataService
+    #: rendered images and thumbnails (WADO-RS …/rendered, …/thumbnail, WADO-URI)
+    render: RenderService
+    #: fixity check and repair (``dicomvault verify``)
+    fixity: FixityService
+    #: readiness probe, counts, blob store description and usage
+    status: StatusService
     #: deleting studies, series, instances (DICOMweb DELETE)
     lifecycle: LifecycleService
     #: the only way blobs leave the store (claim → delete → finish), and its periodic sweep
@@ -37,6 +56,10 @@ class Archive:
     extras: dict[str, object] = field(default_factory=dict)
     #: called by ``close`` (the composition root registers engine disposal here)
     closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def warm_up(self) -> None:
+        """Run the hot read paths once before serving (see ``services.warmup``)."""
+        warm_up(self.index, self.query)
 
     def close(self) -> None:
         for closer in self.closers:

@@ -1,4 +1,5 @@
-"""SqlIndexRepository: the index port on SQLAlchemy Core, for SQLite and PostgreSQL alike.
+"""SqlIndexRepository: the index port on SQLAlchemy Core, for SQLite and PostgreSQL alike; this module holds the
+write path (store, replace, delete, blob removal claims), ``adapters.index.reads`` the read path it inherits.
 
 Engine-specific behaviour (SQLite's single writer, PostgreSQL's serialization retries) is configured on the
 engine by ``adapters.index.engine``; this module stays dialect-neutral except for the upsert construct.
@@ -7,38 +8,36 @@ engine by ``adapters.index.engine``; this module stays dialect-neutral except fo
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, delete, func, select, text, update
+from sqlalchemy import Connection, Engine, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 
-from dicomvault.adapters.index import fragments, postgres, querying
+from dicomvault.adapters.index import study_answers
 from dicomvault.adapters.index.group_commit import GroupCommit
+from dicomvault.adapters.index.reads import SqlIndexReads
 from dicomvault.adapters.index.removals import RemovalClaims, RemovalStatements
-from dicomvault.adapters.index.tables import instance_versions, instances, patients, series, studies
-from dicomvault.domain.errors import Conflict, Unavailable
-from dicomvault.domain.frame_index import HEAD_CHARS
-from dicomvault.domain.query import QuerySpec
+from dicomvault.adapters.index.tables import (
+    INSTANCE_SERIES_STUDY,
+    instance_versions,
+    instances,
+    patients,
+    series,
+    studies,
+)
+from dicomvault.domain.errors import Conflict
 from dicomvault.domain.records import (
-    ArchiveStats,
     BlobClaim,
     BlobInfo,
     DuplicatePolicy,
-    FrameIndex,
     InstanceEntry,
-    InstanceRecord,
     RemovalRound,
     StoreOutcome,
     StoreResult,
 )
-from dicomvault.domain.tags import Level
-
-T = TypeVar("T")
 
 
 def _now() -> datetime:
@@ -57,13 +56,11 @@ def _no_nul(values: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.replace("\x00", "") if isinstance(v, str) and "\x00" in v else v) for k, v in values.items()}
 
 
-class SqlIndexRepository:
-    """Implements ``ports.index.IndexRepository``."""
+class SqlIndexRepository(SqlIndexReads):
+    """Implements ``ports.index.IndexRepository``: the write path here, the read path inherited."""
 
     def __init__(self, engine: Engine, *, retries: int = 5) -> None:
-        self.engine = engine
-        self._dialect = engine.dialect.name
-        self._retries = retries
+        super().__init__(engine, retries=retries)
         # SQLite has one writer per database: serialising writers inside the process avoids lock-upgrade
         # failures; other processes (a CLI import beside the server) wait on busy_timeout.
         self._write_lock = threading.Lock() if self._dialect == "sqlite" else None
@@ -88,26 +85,6 @@ class SqlIndexRepository:
         finally:
             if lock is not None:
                 lock.release()
-
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
-            yield conn
-
-    def _reading(self, fn: Callable[[Connection], T]) -> T:
-        """One read-only unit of work, retried and error-translated like a write."""
-
-        def run() -> T:
-            with self._read() as conn:
-                return fn(conn)
-
-        return self._retrying(run)
-
-    def _retrying(self, fn: Callable[[], T]) -> T:
-        """Run a whole transaction again when the database says a retry can succeed (PostgreSQL: serialization
-        failure, deadlock, a concurrent insert of the same SOP Instance UID, a dropped connection; policy in
-        ``adapters.index.postgres``); translate an unreachable or overloaded database into ``Unavailable``."""
-        return postgres.run_with_retries(fn, dialect=self._dialect, retries=self._retries)
 
     def _insert(self, table: Any) -> Any:
         return (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(table)
@@ -199,7 +176,7 @@ class SqlIndexRepository:
                     self._removals.record_pending(conn, [old.key])
         new_study = self._insert_instance(conn, entry)
         if old_study is not None and old_study != new_study:
-            fragments.refresh(conn, [old_study])  # the replaced instance lived in another study
+            study_answers.refresh(conn, [old_study])  # the replaced instance lived in another study
         # Last, after the instance row is written (services.lifecycle explains why the order matters).
         self._removals.check_store(conn, entry.blob.key, accept)
         return StoreResult(outcome, tuple(released))
@@ -272,7 +249,7 @@ class SqlIndexRepository:
         if new_study:
             conn.execute(update(patients).where(patients.c.id == patient_id)
                          .values(num_studies=patients.c.num_studies + 1))
-        fragments.refresh(conn, [study_id])
+        study_answers.refresh(conn, [study_id])
         return study_id
 
     def _refresh_modalities(self, conn: Connection, study_id: int) -> None:
@@ -288,8 +265,7 @@ class SqlIndexRepository:
         per study, not per instance, when a whole series goes)."""
         row = conn.execute(
             select(instances.c.series_fk, instances.c.blob_size, series.c.study_fk, studies.c.patient_fk)
-            .select_from(instances.join(series, instances.c.series_fk == series.c.id)
-                         .join(studies, series.c.study_fk == studies.c.id))
+            .select_from(INSTANCE_SERIES_STUDY)
             .where(instances.c.id == instance_id)
         ).one()
         conn.execute(delete(instances).where(instances.c.id == instance_id))
@@ -323,161 +299,6 @@ class SqlIndexRepository:
         q2 = select(instance_versions.c.id).where(instance_versions.c.blob_key == key).limit(1)
         return conn.execute(q1).first() is not None or conn.execute(q2).first() is not None
 
-    # -- queries -----------------------------------------------------------------------------------------
-
-    def find(self, spec: QuerySpec) -> list[dict[str, Any]]:
-        stmt = querying.build_select(spec)
-
-        def run() -> list[dict[str, Any]]:
-            with self._read() as conn:
-                return [dict(r._mapping) for r in conn.execute(stmt)]
-
-        return self._retrying(run)
-
-    def find_study_json(self, spec: QuerySpec) -> list[tuple[int, str, str | dict[str, Any]]]:
-        """(row id, Study Instance UID, answer) per matching study, in id order; the answer is the cached default
-        DICOM JSON text or, for a study without a current cached answer (``fragments.valid``), the full row as
-        ``find`` gives it (a second query, on those ids only)."""
-
-        def run() -> list[tuple[int, str, str | dict[str, Any]]]:
-            with self._read() as conn:
-                # Plain tuples: Row attribute access by name costs microseconds per row, a visible share here.
-                rows = [tuple(r) for r in conn.execute(querying.build_fragment_select(spec)).all()]
-                stale = [r[0] for r in rows if not fragments.valid(r[2], r[3], r[4])]
-                full: dict[int, dict[str, Any]] = {}
-                if stale:
-                    stmt = querying.build_select(QuerySpec(level=spec.level)).where(studies.c.id.in_(stale))
-                    full = {int(m["_id"]): dict(m) for m in conn.execute(stmt).mappings()}
-                out: list[tuple[int, str, str | dict[str, Any]]] = []
-                for row_id, study_uid, text, count, n in rows:
-                    if row_id in full:
-                        out.append((row_id, study_uid, full[row_id]))
-                    elif fragments.valid(text, count, n):
-                        out.append((row_id, study_uid, text))
-                    # else: deleted between the two statements (READ COMMITTED on PostgreSQL gives each statement
-                    # its own snapshot): left out rather than answered from a stale cached answer
-                return out
-
-        return self._retrying(run)
-
-    def representative_metadata(self, *, study_uid: str, series_uid: str | None = None) -> str | None:
-        stmt = (
-            select(instances.c.metadata)
-            .select_from(instances.join(series, instances.c.series_fk == series.c.id)
-                         .join(studies, series.c.study_fk == studies.c.id))
-            .where(studies.c.study_uid == study_uid)
-        )
-        if series_uid is not None:
-            stmt = stmt.where(series.c.series_uid == series_uid)
-        stmt = stmt.order_by(instances.c.id).limit(1)
-        return self._reading(lambda conn: conn.execute(stmt).scalar_one_or_none())
-
-    def representative_metadata_many(self, level: Level, row_ids: list[int]) -> dict[int, str]:
-        if not row_ids:
-            return {}
-        stmt = querying.representative_select(level, row_ids)
-        return self._reading(lambda conn: {int(owner): text for owner, text in conn.execute(stmt).all()})
-
-    def _instance_select(self, *cols: Any) -> Any:
-        return select(*cols).select_from(
-            instances.join(series, instances.c.series_fk == series.c.id)
-            .join(studies, series.c.study_fk == studies.c.id)
-            .join(patients, studies.c.patient_fk == patients.c.id)
-        )
-
-    def instances(
-        self,
-        *,
-        patient_id: str | None = None,
-        study_uid: str | None = None,
-        series_uid: str | None = None,
-        sop_uids: list[str] | None = None,
-    ) -> list[InstanceRecord]:
-        stmt = self._instance_select(
-            patients.c.patient_id, studies.c.study_uid, series.c.series_uid, instances.c.sop_uid,
-            instances.c.sop_class_uid, instances.c.transfer_syntax_uid, instances.c.blob_key,
-            instances.c.blob_size, instances.c.blob_sha256, instances.c.number_of_frames, instances.c.rows,
-            instances.c.columns, instances.c.instance_number, instances.c.pixel_problem,
-            # Only the head of the frame index: enough for native data and small objects, a header to find a
-            # frame's entries with (``frame_index_text``) otherwise; never a multi-MB text per record.
-            func.substr(instances.c.frame_index, 1, HEAD_CHARS).label("frame_head"),
-        )
-        if patient_id is not None:
-            stmt = stmt.where(patients.c.patient_id == patient_id)
-        if study_uid is not None:
-            stmt = stmt.where(studies.c.study_uid == study_uid)
-        if series_uid is not None:
-            stmt = stmt.where(series.c.series_uid == series_uid)
-        if sop_uids is not None:
-            stmt = stmt.where(instances.c.sop_uid.in_(sop_uids))
-        stmt = stmt.order_by(series.c.series_number, series.c.id, instances.c.instance_number, instances.c.id)
-        rows = self._reading(lambda conn: conn.execute(stmt).all())
-        return [
-            InstanceRecord(
-                patient_id=r.patient_id, study_uid=r.study_uid, series_uid=r.series_uid, sop_uid=r.sop_uid,
-                sop_class_uid=r.sop_class_uid, transfer_syntax_uid=r.transfer_syntax_uid,
-                blob=BlobInfo(r.blob_key, r.blob_size, r.blob_sha256), number_of_frames=r.number_of_frames,
-                rows=r.rows, columns=r.columns, instance_number=r.instance_number,
-                frame_index=FrameIndex.decode(r.frame_head, complete=len(r.frame_head) < HEAD_CHARS,
-                                              frames=r.number_of_frames or 1) if r.frame_head else None,
-                pixel_problem=r.pixel_problem,
-            )
-            for r in rows
-        ]
-
-    def frame_index_text(self, sop_uid: str, blob_key: str, start: int, length: int | None) -> str | None:
-        column = instances.c.frame_index
-        if length is None:
-            part = column if start == 0 else func.substr(column, start + 1)
-        else:
-            part = func.substr(column, start + 1, length)
-        stmt = select(part).where(instances.c.sop_uid == sop_uid, instances.c.blob_key == blob_key)
-        return self._reading(lambda conn: conn.execute(stmt).scalar_one_or_none())
-
-    def metadata(
-        self, *, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
-    ) -> Iterator[str]:
-        stmt = self._instance_select(instances.c.metadata).where(studies.c.study_uid == study_uid)
-        if series_uid is not None:
-            stmt = stmt.where(series.c.series_uid == series_uid)
-        if sop_uid is not None:
-            stmt = stmt.where(instances.c.sop_uid == sop_uid)
-        stmt = stmt.order_by(series.c.series_number, series.c.id, instances.c.instance_number, instances.c.id)
-        rows = self._reading(lambda conn: conn.execute(stmt).scalars().all())
-        yield from rows
-
-    def metadata_documents(
-        self, *, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
-    ) -> list[tuple[str, str, str]]:
-        stmt = (
-            select(series.c.series_uid, instances.c.sop_uid, instances.c.metadata)
-            .select_from(instances.join(series, instances.c.series_fk == series.c.id)
-                         .join(studies, series.c.study_fk == studies.c.id))
-            .where(studies.c.study_uid == study_uid)
-        )
-        if series_uid is not None:
-            stmt = stmt.where(series.c.series_uid == series_uid)
-        if sop_uid is not None:
-            stmt = stmt.where(instances.c.sop_uid == sop_uid)
-        stmt = stmt.order_by(series.c.series_number, series.c.id, instances.c.instance_number, instances.c.id)
-        return self._reading(lambda conn: [(a, b, c) for a, b, c in conn.execute(stmt).all()])
-
-    def metadata_version(self, *, study_uid: str, series_uid: str | None = None) -> tuple[Any, ...] | None:
-        """(instance count, highest instance id, the study's ``updated_at``): count and id come from the
-        (series_fk, instance_number) index without reading instance rows; ``updated_at`` is rewritten by every
-        store into the study, which covers what count and id miss (SQLite reuses the highest rowid when the
-        newest instance is replaced)."""
-        stmt = (
-            select(func.count(instances.c.id), func.max(instances.c.id), func.max(studies.c.updated_at))
-            .select_from(instances.join(series, instances.c.series_fk == series.c.id)
-                         .join(studies, series.c.study_fk == studies.c.id))
-            .where(studies.c.study_uid == study_uid)
-        )
-        if series_uid is not None:
-            stmt = stmt.where(series.c.series_uid == series_uid)
-        row = self._reading(lambda conn: conn.execute(stmt).one())
-        return None if not row[0] else (int(row[0]), int(row[1]), row[2])
-
     # -- lifecycle ---------------------------------------------------------------------------------------
 
     def delete(
@@ -508,7 +329,7 @@ class SqlIndexRepository:
                         if not self._referenced(conn, b.key, None) and b not in released:
                             released.append(b)
                 self._removals.record_pending(conn, [b.key for b in released])
-                fragments.refresh(conn, sorted(touched))
+                study_answers.refresh(conn, sorted(touched))
                 return released
 
         return self._retrying(run)
@@ -532,26 +353,6 @@ class SqlIndexRepository:
     def forget_blob_removals(self, *, older_than: float) -> int:
         return self._claims.forget(older_than=older_than)
 
-    def iter_blob_refs(self) -> Iterator[tuple[str, BlobInfo]]:
-        """Streams (server-side cursor on PostgreSQL, ``yield_per``) so a million rows stay in bounded memory."""
-        queries = (
-            select(instances.c.sop_uid, instances.c.blob_key, instances.c.blob_size, instances.c.blob_sha256)
-            .order_by(instances.c.id),
-            select(instance_versions.c.sop_uid, instance_versions.c.blob_key, instance_versions.c.blob_size,
-                   instance_versions.c.blob_sha256).order_by(instance_versions.c.id),
-        )
-        try:
-            with self._read() as conn:
-                conn = conn.execution_options(stream_results=True, yield_per=1000)
-                for stmt in queries:
-                    # closed on every exit, a consumer that stops early included: a PostgreSQL server-side
-                    # cursor left to the garbage collector stays open on the server until then
-                    with conn.execute(stmt) as result:
-                        for r in result:
-                            yield r.sop_uid, BlobInfo(r.blob_key, r.blob_size, r.blob_sha256)
-        except (DBAPIError, SqlTimeoutError) as exc:
-            raise Unavailable("index database unavailable while listing blobs") from exc
-
     def instance_checksum(self, sop_uid: str) -> str | None:
         return self._reading(lambda conn: conn.execute(self._q_checksum, {"b_sop": sop_uid}).scalar_one_or_none())
 
@@ -568,30 +369,3 @@ class SqlIndexRepository:
                 return int(n)
 
         return self._retrying(run)
-
-    def stats(self) -> ArchiveStats:
-        return self._reading(self._stats)
-
-    def _stats(self, conn: Connection) -> ArchiveStats:
-        n_pat = conn.execute(select(func.count()).select_from(patients)).scalar_one()
-        n_st = conn.execute(select(func.count()).select_from(studies)).scalar_one()
-        n_se = conn.execute(select(func.count()).select_from(series)).scalar_one()
-        n_in, n_bytes = conn.execute(
-            select(func.count(), func.coalesce(func.sum(instances.c.blob_size), 0)).select_from(instances)
-        ).one()
-        by_mod = {
-            (m or "??"): (int(c), int(b))
-            for m, c, b in conn.execute(
-                select(series.c.modality, func.count(), func.coalesce(func.sum(instances.c.blob_size), 0))
-                .select_from(instances.join(series, instances.c.series_fk == series.c.id))
-                .group_by(series.c.modality)
-            )
-        }
-        return ArchiveStats(int(n_pat), int(n_st), int(n_se), int(n_in), int(n_bytes), by_mod)
-
-    def ping(self) -> None:
-        try:
-            with self._read() as conn:
-                conn.execute(text("SELECT 1"))
-        except DBAPIError as exc:
-            raise Unavailable("index database unavailable") from exc

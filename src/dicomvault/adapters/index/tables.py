@@ -77,7 +77,7 @@ studies = Table(
 )
 
 #: Each study's default QIDO-RS answer (``domain.dicom_json.default_object``) as compact DICOM JSON, rewritten in
-#: every transaction that changes the study (``adapters.index.fragments``), with the num_instances it was built
+#: every transaction that changes the study (``adapters.index.study_answers``), with the num_instances it was built
 #: for: an answer whose count differs from the study's (written by a node that predates this table) or that is
 #: missing is ignored, and the study is answered from its columns. A table of its own (not a column of
 #: ``studies``) so that searches scanning studies do not read ~1 KB more per row.
@@ -172,3 +172,9 @@ blob_removals = Table(
 )
 
 LEVEL_TABLES = {"PATIENT": patients, "STUDY": studies, "SERIES": series, "IMAGE": instances}
+
+#: Instances joined to their series and study along the foreign keys: the FROM clause of every read and write that
+#: finds instances by study or series UID, or needs an instance's parents (``.join(patients, …)`` adds the patient).
+#: One object, so that every statement states the same join and SQLAlchemy compiles it once per statement shape.
+INSTANCE_SERIES_STUDY = instances.join(series, instances.c.series_fk == series.c.id).join(
+    studies, series.c.study_fk == studies.c.id)

@@ -10,7 +10,7 @@ QIDO-RS concatenates them. They live in a table of their own, one row per study,
 stays narrow for the searches that scan it (ModalitiesInStudy, unselective wildcards). A study without a row
 here, or whose row was built for another instance count, is answered from its columns as before, so the upgrade
 needs no downtime. Existing studies are filled in here, in batches, with the adapter's renderer
-(``adapters.index.fragments``): a later migration that changes the columns this renderer reads, or the answer
+(``adapters.index.study_answers``): a later migration that changes the columns this renderer reads, or the answer
 format, must empty this table (or rebuild it) rather than rely on this one.
 """
 
@@ -34,9 +34,9 @@ def upgrade() -> None:
                             ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('study_fk', name=op.f('pk_study_qido'))
     )
-    from dicomvault.adapters.index import fragments
+    from dicomvault.adapters.index import study_answers
 
-    fragments.backfill(op.get_bind())
+    study_answers.backfill(op.get_bind())
 
 
 def downgrade() -> None:

@@ -12,7 +12,7 @@ import pytest
 from pydicom.uid import generate_uid
 from sqlalchemy import delete, func, select, update
 
-from dicomvault.adapters.index import fragments
+from dicomvault.adapters.index import study_answers
 from dicomvault.adapters.index.repository import SqlIndexRepository
 from dicomvault.adapters.index.tables import studies, study_qido
 from dicomvault.bootstrap import Archive
@@ -147,7 +147,7 @@ def test_replacement_into_another_study_refreshes_both(archive: Archive) -> None
     assert _by_uid(results, study_b)["00201208"]["Value"] == [2]
 
 
-def test_missing_or_stale_fragments_are_not_served(archive: Archive) -> None:
+def test_missing_or_stale_answers_are_not_served(archive: Archive) -> None:
     uids = _load(archive)
     engine = _repo(archive).engine
     before = _assert_same(archive)
@@ -171,8 +171,8 @@ def test_backfill_fills_what_migration_0004_found_empty(archive: Archive) -> Non
         assert len(expected) == conn.execute(select(func.count()).select_from(studies)).scalar_one()
     with engine.begin() as conn:
         conn.execute(delete(study_qido))
-        assert fragments.backfill(conn) == len(expected)
-        assert fragments.backfill(conn) == 0
+        assert study_answers.backfill(conn) == len(expected)
+        assert study_answers.backfill(conn) == 0
     with engine.connect() as conn:
         assert {r[0]: r[1:] for r in conn.execute(answers)} == expected
 
