@@ -186,8 +186,11 @@ def main() -> int:
         f"{_cpus()} CPUs")
     try:
         with index_database(args.index_url) as index_url:
+            # query_max_results below the unbounded-results probe's N (2,000 / 6,000), so that the bound shows;
+            # the default (10,000) is a different number, not a different mechanism
             server = Server(work / "data", out / "server.log", index_url,
-                            ["--move-destination", f"DOWNDEST=127.0.0.1:{free_port()}"])
+                            ["--move-destination", f"DOWNDEST=127.0.0.1:{free_port()}"],
+                            env={"DICOMVAULT_QUERY_MAX_RESULTS": "1000"})
             token = create_token(server.data_dir, index_url)
             server.start()
             say(f"server: pid {server.pid}, DIMSE 127.0.0.1:{server.dimse_port}, HTTP {server.base_url}, "

@@ -350,6 +350,11 @@ class HealthPoller:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        # at least one sample, taken while (or just after) the probe ran: a probe that ends in milliseconds
+        # would otherwise leave no latency to judge
+        deadline = time.monotonic() + self.timeout
+        while not self.latencies and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
         self._stop.set()
         self._thread.join(self.timeout + 5)
 
