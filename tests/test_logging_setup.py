@@ -17,6 +17,7 @@ from dicomvault.bootstrap import Archive
 from dicomvault.logging_setup import (
     REPEAT_WINDOW,
     PydicomWarningFilter,
+    configure_logging,
     describe_pydicom_message,
     install_pydicom_filter,
 )
@@ -170,3 +171,27 @@ def test_records_of_other_loggers_are_untouched(captured: tuple[Collect, Pydicom
     for _ in range(3):
         logging.getLogger("dicomvault.test").warning("same text %d", 1)
     assert handler.above_debug() == ["same text 1"] * 3
+
+
+def test_pynetdicom_event_handlers_are_bound_only_at_debug() -> None:
+    """pynetdicom's per-PDU event handlers (they raise while describing a malformed PDU: an ERROR and a traceback
+    in the log) are switched off unless DEBUG is asked for."""
+    from pynetdicom import _config as pynetdicom_config
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level, pynetdicom_config.LOG_HANDLER_LEVEL,
+             {name: logging.getLogger(name).level for name in ("pynetdicom", "pydicom")})
+    try:
+        configure_logging("INFO")
+        assert pynetdicom_config.LOG_HANDLER_LEVEL == "none"
+        configure_logging("DEBUG")
+        assert pynetdicom_config.LOG_HANDLER_LEVEL == "standard"
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+        pynetdicom_config.LOG_HANDLER_LEVEL = saved[2]
+        for name, level in saved[3].items():
+            logging.getLogger(name).setLevel(level)

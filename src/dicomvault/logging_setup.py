@@ -263,4 +263,15 @@ def configure_logging(level: str = "INFO") -> int:
     root.setLevel(numeric)
     for name in _CHATTY:
         logging.getLogger(name).setLevel(numeric if numeric <= logging.DEBUG else max(numeric, logging.WARNING))
+    _pynetdicom_event_logging(numeric <= logging.DEBUG)
     return numeric
+
+
+def _pynetdicom_event_logging(enabled: bool) -> None:
+    """pynetdicom's "standard" event handlers describe every PDU sent and received for its DEBUG log. They run
+    whatever the level, and a malformed PDU makes them raise while formatting it (an A-ASSOCIATE-RJ with an invalid
+    Source field: ``ValueError``), which pynetdicom logs as an ERROR with a traceback — two per 2,000 garbage
+    streams in the abuse campaign. Bound only when DEBUG is asked for; set before any association exists."""
+    from pynetdicom import _config as pynetdicom_config
+
+    pynetdicom_config.LOG_HANDLER_LEVEL = "standard" if enabled else "none"
