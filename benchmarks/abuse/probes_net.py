@@ -185,31 +185,18 @@ def lingering_connections(ctx: Ctx, result: Result) -> None:
     t0 = time.monotonic()
     idle_accepted = idle_rejected = 0
     for i in range(64):  # 64 idle associations tried from one address: the per-address cap admits 32
-        try:
-            s = dimse_client.connect(ctx.server.dimse_port, bind=IDLE_FROM, timeout=10)
-            s.sendall(dimse_client.associate_rq("IDLER", storage_only=i % 2 == 0))
-            pdu = dimse_client.read_pdu(s)
-        except OSError:
-            continue
-        if pdu is not None and pdu[0] == 0x02:
-            idle_accepted += 1
-            conns.append(_Conn("idle association", s, time.monotonic()))
-        else:
+        s = _associated(ctx, IDLE_FROM, "IDLER", storage_only=i % 2 == 0)
+        if s is None:
             idle_rejected += 1
-            s.close()
+            continue
+        idle_accepted += 1
+        conns.append(_Conn("idle association", s, time.monotonic()))
     newcomer = dimse_client.echo(ctx.server.dimse_port, calling="NEWCOMER", timeout=15)
     for i in range(TRICKLING):  # a P-DATA-TF that never completes, one byte every 20 s: each read is quick
-        try:
-            s = dimse_client.connect(ctx.server.dimse_port, bind=TRICKLE_FROM, timeout=10)
-            s.sendall(dimse_client.associate_rq("TRICKLER", storage_only=i % 2 == 0))
-            pdu = dimse_client.read_pdu(s)
-        except OSError:
-            continue
-        if pdu is not None and pdu[0] == 0x02:
+        s = _associated(ctx, TRICKLE_FROM, "TRICKLER", storage_only=i % 2 == 0)
+        if s is not None:
             stream = b"\x04\x00\x00\x00\x10\x00" + bytes(4096)
             conns.append(_Conn("trickling association", s, time.monotonic(), stream, 20.0, time.monotonic()))
-        else:
-            s.close()
     with dimse_client.connect(ctx.server.dimse_port, bind=ZERO_FROM) as zero:  # closed at once by the client
         zero.sendall(b"\x01\x00\x00\x00\x00\x00" + bytes(64))
     rq = dimse_client.associate_rq("TRICKLE")
@@ -264,6 +251,23 @@ def lingering_connections(ctx: Ctx, result: Result) -> None:
                  f"still in CLOSE-WAIT {time.monotonic() - t0:.0f} s later (never closed by the server)",
                  close_wait=never_closed)
     result.measured.update(window_seconds=window, healthz_worst=health.worst, healthz_failures=health.failures)
+
+
+def _associated(ctx: Ctx, bind: str, calling: str, *, storage_only: bool) -> socket.socket | None:
+    """A socket with an established association from ``bind``, or None (refused, rejected or failed)."""
+    try:
+        s = dimse_client.connect(ctx.server.dimse_port, bind=bind, timeout=10)
+    except OSError:
+        return None
+    try:
+        s.sendall(dimse_client.associate_rq(calling, storage_only=storage_only))
+        pdu = dimse_client.read_pdu(s)
+    except OSError:
+        pdu = None
+    if pdu is not None and pdu[0] == 0x02:
+        return s
+    s.close()
+    return None
 
 
 def _http_socket(ctx: Ctx, bind: str) -> socket.socket:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import io
+import logging
 import socket
 import struct
 import threading
@@ -342,3 +343,40 @@ def test_lean_receiver_survives_a_silent_peer(tmp_path: Path) -> None:
     run = _run_link(_valid_stream(1, MAX_PDU)[:40], 40, True, tmp_path)
     assert run.finished and not run.errors and run.socket_closed
     assert _reply_pdu_types(run.replies)[-1] == 0x07
+
+
+def _command_pdu(elements: list[tuple[int, bytes]], context_id: int) -> bytes:
+    """A command set (implicit VR little endian, group length first) in one P-DATA-TF, written by hand so that its
+    fields can hold what no encoder would write."""
+    body = b"".join(struct.pack("<HHI", 0x0000, element, len(value)) + value for element, value in elements)
+    command = struct.pack("<HHII", 0x0000, 0x0000, 4, len(body)) + body
+    item = struct.pack(">IBB", len(command) + 2, context_id, 0x03) + command
+    return struct.pack(">BxI", 0x04, len(item)) + item
+
+
+@pytest.mark.parametrize("case", ["message-id-of-four-bytes", "non-ascii-instance-uid"])
+def test_lean_receiver_aborts_a_command_whose_echoed_fields_cannot_be_encoded(
+    case: str, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found by the campaign's garbage PDUs: the response copies Message ID and the SOP UIDs; garbled ones made
+    it fail after the store (an unexpected ERROR). Now the command is refused at once with an A-ABORT."""
+    if case == "message-id-of-four-bytes":
+        stream = _command_pdu([(0x0002, b"1.2.840.10008.1.1\0"), (0x0100, struct.pack("<H", 0x0030)),
+                               (0x0110, struct.pack("<HH", 1, 2)), (0x0800, struct.pack("<H", 0x0101))], 3)
+    else:
+        ds = Dataset()
+        ds.SOPClassUID, ds.SOPInstanceUID = CT, "1.2.3.4"
+        buf = io.BytesIO()
+        ds.save_as(buf, implicit_vr=False, little_endian=True)
+        data = buf.getvalue()
+        item = struct.pack(">IBB", len(data) + 2, 1, 0x02) + data
+        stream = _command_pdu([(0x0002, CT.encode() + b"\0"), (0x0100, struct.pack("<H", 0x0001)),
+                               (0x0110, struct.pack("<H", 7)), (0x0700, struct.pack("<H", 2)),
+                               (0x0800, struct.pack("<H", 0x0000)), (0x1000, b"1.2.3.\xa1")], 1) \
+            + struct.pack(">BxI", 0x04, len(item)) + item
+    with caplog.at_level(logging.INFO, logger="dicomvault.dimse.store_link"):
+        run = _run_link(stream, 65536, False, tmp_path)
+    assert run.finished and not run.errors and run.socket_closed
+    assert _reply_pdu_types(run.replies) == [0x07] and run.stored == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("undecodable command set" in r.getMessage() for r in caplog.records)

@@ -105,6 +105,20 @@ def store_response_command(message_id: int, sop_class_uid: str, sop_instance_uid
     return _ELEMENT.pack(0x0000, 0x0000, 4) + struct.pack("<I", len(body)) + body
 
 
+def _check_echoed_fields(cmd: Dataset) -> None:
+    """The fields a response copies must be encodable: a Message ID that is one unsigned short, UIDs of at most
+    64 ASCII characters. Otherwise the command set is garbled (found by the abuse campaign's garbage PDUs: a
+    non-ASCII byte in Affected SOP Instance UID, or a Message ID of four bytes, made the response fail after the
+    store, logged as an unexpected ERROR)."""
+    message_id = cmd.get("MessageID")
+    if not isinstance(message_id, int) or not 0 <= message_id <= 0xFFFF:
+        raise ValueError("Message ID is not one unsigned short")
+    for keyword in ("AffectedSOPClassUID", "AffectedSOPInstanceUID"):
+        value = cmd.get(keyword)
+        if value is not None and (not isinstance(value, str) or len(value) > 64 or not value.isascii()):
+            raise ValueError(f"{keyword} is not a UID")
+
+
 class Abort(Exception):
     """The association must end with an A-ABORT (provider initiated, ``reason``); ``detail`` is for the log."""
 
@@ -386,6 +400,8 @@ class StoreLink:
             cmd = decode(io.BytesIO(bytes(self._command)), True, True)
             field = int(cmd.CommandField)
             has_dataset = int(cmd.get("CommandDataSetType", NO_DATASET)) != NO_DATASET
+            if field in (C_STORE_RQ, C_ECHO_RQ):
+                _check_echoed_fields(cmd)
         except Exception as exc:
             raise Abort(REASON_INVALID_PARAMETER, f"undecodable command set ({type(exc).__name__})") from exc
         self._command_set = cmd
