@@ -16,11 +16,11 @@ def _seed(tmp_path: Path, invoke: Invoke) -> None:
     """Six CT studies, InstitutionName "Match" on the 1st and 6th."""
     src = tmp_path / "seed"
     src.mkdir()
-    for i in range(6):
+    for i in range(6):  # one import each: the studies get their index ids (the scan order) in this order
         data = make_ct(rows=2, columns=2, PatientID=f"F-{i}", InstitutionName="Match" if i in (0, 5) else "Other")
         (src / f"{i}.dcm").write_bytes(data)
-    result = invoke("import", str(src))
-    assert result.exit_code == 0, result.output
+        result = invoke("import", str(src / f"{i}.dcm"))
+        assert result.exit_code == 0, result.output
 
 
 def test_find_is_bounded(invoke: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
