@@ -1,29 +1,76 @@
 """C-STORE throughput, DicomVault vs Orthanc, side by side in one run.
 
-Generates a CT series (default 400 instances, 512x512, 16-bit), then for each server and each run starts it fresh
-and stores the series with dcmtk's storescu over 1 association and over 4 parallel associations (the series split
-in four). Prints instances/s and MB/s per run, the medians, and the ratio DicomVault / Orthanc.
+Workloads (``--workload``):
+  ct            a CT series (default 400 instances, 512x512, 16-bit, ~512 KiB) with a minimal header;
+  ct-realistic  the same series with the ~70 attributes per instance a scanner writes;
+  small         one-instance studies of ~8 KiB (64x64, realistic header): the fixed cost per object.
+For each run, each server is started fresh and the files are stored with dcmtk's storescu over 1, 4, 8, 16
+associations (``--assocs``), the files split evenly among them. Prints instances/s and MB/s per run, the medians
+and the ratio DicomVault / Orthanc.
 
-Also prints, per measurement, the server's CPU time per instance (user + system, from /proc/<pid>/stat) and how
-busy the whole machine was: on a 2-core machine that shared budget, not the disk, is what bounds the rate with
-several associations.
+Also prints, per measurement, each server's CPU time per instance (user + system of the server process and all of
+its child processes, from /proc) and how busy the whole machine was: on a 2-core machine that shared budget, not
+the disk, is what bounds the rate with several associations. ``--index postgres`` runs DicomVault on a throwaway
+database of the local PostgreSQL (127.0.0.1:5432) instead of its embedded SQLite.
 
-    .venv/bin/python benchmarks/dimse_store.py [--instances 400] [--runs 3]
+    .venv/bin/python benchmarks/dimse_store.py [--workload ct-realistic] [--instances 400] [--runs 3]
+        [--assocs 1,4,8,16] [--index sqlite|postgres] [--only dicomvault] [--dv-args "--dimse-workers 2"]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import Server, dicomvault, generate_ct_series, median, orthanc
+from benchmarks.common import (
+    Server,
+    dicomvault,
+    generate_ct_series,
+    generate_small_studies,
+    median,
+    orthanc,
+)
+
+
+def _children(pid: int) -> list[int]:
+    """``pid`` and every live descendant (from /proc/*/stat parent links)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(parents.get(current, []))
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time so far of ``pid`` and its live descendants (worker processes included)."""
+    total = 0.0
+    for p in _children(pid):
+        try:
+            total += cpu_seconds(p)
+        except OSError:
+            continue
+    return total
 
 
 def cpu_seconds(pid: int) -> float:
@@ -55,43 +102,94 @@ def store(server: Server, groups: list[list[Path]]) -> float:
     return elapsed
 
 
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A throwaway database on the local PostgreSQL; its URL."""
+    import psycopg
+
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--instances", type=int, default=400)
+    parser.add_argument("--workload", choices=("ct", "ct-realistic", "small"), default="ct-realistic")
+    parser.add_argument("--instances", type=int, default=None, help="default: 400 (ct), 5000 (small)")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--assocs", default="1,4", help="comma-separated association counts (e.g. 1,4,8,16)")
+    parser.add_argument("--index", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--only", choices=("both", "dicomvault", "orthanc"), default="both")
+    parser.add_argument("--dv-args", default="", help="extra arguments for `dicomvault serve`")
     args = parser.parse_args()
+    assoc_counts = [int(a) for a in args.assocs.split(",")]
+    count = args.instances or (5000 if args.workload == "small" else 400)
+    servers = [("Orthanc", "orthanc"), ("DicomVault", "dicomvault")]
+    if args.only != "both":
+        servers = [s for s in servers if s[1] == args.only]
 
-    with tempfile.TemporaryDirectory(prefix="bench-ct-") as tmp:
-        files = generate_ct_series(Path(tmp), args.instances)
+    with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
+        if args.workload == "small":
+            files = generate_small_studies(Path(tmp), count)
+        else:
+            files = generate_ct_series(Path(tmp), count, realistic=args.workload == "ct-realistic")
         total_mb = sum(f.stat().st_size for f in files) / 1e6
-        print(f"series: {len(files)} instances, {total_mb:.1f} MB")
+        print(f"workload {args.workload}: {len(files)} instances, {total_mb:.1f} MB; index {args.index}")
         results: dict[tuple[str, int], list[float]] = {}
+        cpu: dict[tuple[str, int], list[float]] = {}
         for run in range(args.runs):
-            for name, factory in (("Orthanc", orthanc), ("DicomVault", dicomvault)):
-                for assocs in (1, 4):
+            for name, kind in servers:
+                for assocs in assoc_counts:
                     # Each measurement starts with no dirty data left by the previous server: what Orthanc wrote
                     # without flushing would otherwise be written back during the next measurement, slowing the
                     # fsyncs of whichever server runs next.
                     os.sync()
                     time.sleep(1)
-                    with factory() as server:
+                    with _server(kind, args) as server:
                         groups = [files[i::assocs] for i in range(assocs)]
-                        cpu0, (all0, idle0) = cpu_seconds(server.process.pid), machine_ticks()
+                        pid = server.process.pid
+                        cpu0, (all0, idle0) = tree_cpu_seconds(pid), machine_ticks()
                         elapsed = store(server, groups)
-                        cpu1, (all1, idle1) = cpu_seconds(server.process.pid), machine_ticks()
+                        cpu1, (all1, idle1) = tree_cpu_seconds(pid), machine_ticks()
                     rate = len(files) / elapsed
                     results.setdefault((name, assocs), []).append(rate)
                     mbs = total_mb / elapsed
                     cpu_ms = (cpu1 - cpu0) / len(files) * 1000
+                    cpu.setdefault((name, assocs), []).append(cpu_ms)
                     busy = 100 * (1 - (idle1 - idle0) / max(1, all1 - all0))
-                    print(f"run {run + 1}: {name:10s} {assocs} assoc: {rate:7.1f} inst/s {mbs:7.1f} MB/s"
-                          f"   server CPU {cpu_ms:4.2f} ms/instance, machine {busy:3.0f}% busy")
-        print("\nmedians (instances/s):")
-        for assocs in (1, 4):
-            o = median(results[("Orthanc", assocs)])
-            d = median(results[("DicomVault", assocs)])
-            print(f"  {assocs} association(s): Orthanc {o:7.1f}  DicomVault {d:7.1f}  ratio {d / o:4.2f}x"
-                  f"   (MB/s: {o * total_mb / len(files):.1f} vs {d * total_mb / len(files):.1f})")
+                    print(f"run {run + 1}: {name:10s} {assocs:2d} assoc: {rate:7.1f} inst/s {mbs:7.1f} MB/s"
+                          f"   server CPU {cpu_ms:4.2f} ms/instance, machine {busy:3.0f}% busy", flush=True)
+        print("\nmedians:")
+        for assocs in assoc_counts:
+            line = [f"  {assocs:2d} association(s):"]
+            for name, _ in servers:
+                line.append(f"{name} {median(results[(name, assocs)]):7.1f} inst/s"
+                            f" ({median(cpu[(name, assocs)]):4.2f} ms CPU)")
+            if len(servers) == 2:
+                o, d = median(results[("Orthanc", assocs)]), median(results[("DicomVault", assocs)])
+                oc, dc = median(cpu[("Orthanc", assocs)]), median(cpu[("DicomVault", assocs)])
+                line.append(f"rate {d / o:4.2f}x  CPU/instance {dc / oc:4.2f}x")
+            print("  ".join(line))
+
+
+@contextmanager
+def _server(kind: str, args: argparse.Namespace) -> Iterator[Server]:
+    if kind == "orthanc":
+        with orthanc() as server:
+            yield server
+        return
+    extra = shlex.split(args.dv_args)
+    if args.index == "postgres":
+        with postgres_database() as url, dicomvault(env={"DICOMVAULT_INDEX_URL": url}, args=extra) as server:
+            yield server
+    else:
+        with dicomvault(args=extra) as server:
+            yield server
 
 
 if __name__ == "__main__":

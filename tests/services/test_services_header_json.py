@@ -58,3 +58,41 @@ def test_multi_valued_strings_split_like_pydicom(value: bytes, expected: list[st
     fast, slow = _both(buf.getvalue())
     assert fast == slow
     assert fast["00080008"] == {"vr": "CS", "Value": expected}
+
+
+def _encoded(**attrs: object) -> bytes:
+    ds = pydicom.dcmread(io.BytesIO(make_ct(seed=4)))
+    for keyword, value in attrs.items():
+        setattr(ds, keyword, value)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def test_inner_padding_is_kept_where_pydicom_keeps_it() -> None:
+    """CS (pydicom's multi_string) strips only the end of the whole value; LO strips every value."""
+    fast, slow = _both(_encoded(ImageType="DERIVED \\PRIMARY", SeriesDescription="A  \\B"))
+    assert fast == slow
+    assert fast["00080008"]["Value"] == ["DERIVED ", "PRIMARY"]
+    assert fast["0008103E"]["Value"] == ["A", "B"]
+
+
+def test_ascii_values_skip_pydicom_under_any_character_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A header written under ISO_IR 100 (most scanners) is converted without pydicom for its ASCII values, and
+    still exactly as pydicom would, non-ASCII and multi-group names included."""
+    data = _encoded(SpecificCharacterSet="ISO_IR 100", InstitutionName="Hôpital Général",
+                    PatientName="Doe^John", ReferringPhysicianName="Yamada^Tarou=山田^太郎",
+                    OperatorsName=["One^A", "Two^B"])
+    fast, slow = _both(data)
+    assert fast == slow
+    converted: list[str] = []
+    original = DataElement.to_json_dict
+
+    def counting(self: DataElement, *args: object, **kwargs: object) -> dict[str, object]:
+        converted.append(self.keyword)
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(DataElement, "to_json_dict", counting)
+    header_json(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True), bulk_threshold=1024, bulk_uri=_bulk)
+    assert "PatientName" not in converted and "StudyDescription" not in converted
+    assert {"InstitutionName", "ReferringPhysicianName", "OperatorsName"} <= set(converted)

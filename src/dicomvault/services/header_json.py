@@ -4,9 +4,10 @@ Why not only ``Dataset.to_json_dict``: it converts every element into a pydicom 
 conversion hooks, validation, VM computation), which costs ~1.5 ms for a typical CT header, a third of the CPU an
 instance costs at ingest. Most header elements are plain ASCII strings or little binary numbers whose JSON form is
 a split and a strip away from the bytes, so those are converted here, exactly as pydicom would (the test suite
-compares both on the whole pydicom test corpus). Everything else — sequences, person names, other character
-sets, binary VRs, deferred or ambiguous values — goes through pydicom element by element, so the output is
-always what pydicom produces.
+compares both on the whole pydicom test corpus). ASCII values take this path whatever the Specific Character Set
+(``_ascii`` says why), and so does a person name with one value and one component group. Everything else —
+sequences, names with ideographic or phonetic groups, non-ASCII text, binary VRs, deferred or ambiguous values —
+goes through pydicom element by element, so the output is always what pydicom produces.
 """
 
 from __future__ import annotations
@@ -22,16 +23,21 @@ from pydicom.dataset import Dataset
 #: VRs whose value is split on backslashes and right-stripped of spaces and NULs (pydicom's ``multi_string`` /
 #: ``convert_text`` with the default character set; DA/DT/TM as strings, pydicom's default).
 _STRING_VRS = frozenset({"AS", "CS", "DA", "DT", "TM", "UI", "SH", "LO", "UC"})
+#: Text VRs whose values pydicom strips one by one (the others of ``_STRING_VRS`` only at the end of the whole).
+_TEXT_VRS = frozenset({"SH", "LO", "UC"})
 #: One value, no split: trailing spaces and NULs are not significant.
 _SINGLE_VRS = frozenset({"LT", "ST", "UT"})
 _STRUCT = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "FL": "f", "FD": "d", "UV": "Q", "SV": "q"}
 _SIZES = {code: struct.calcsize(code) for code in _STRUCT.values()}
-#: Character sets whose bytes decode the same as pydicom's default (ISO 646 / Latin-1 for ASCII content).
-_DEFAULT_CHARSETS = (None, "", "ISO_IR 6", "ISO 2022 IR 6")
 
 
 def _ascii(value: bytes) -> str | None:
-    """The value as text if it is plain ASCII (then every single-byte character set decodes it alike)."""
+    """The value as text if it is plain ASCII without an ESC byte. Every character set DICOM defines decodes
+    such bytes alike (the ISO 8859 family, UTF-8, GB18030/GBK, and the ISO 2022 sets, whose G0 is ASCII until an
+    escape sequence switches it), so the value needs no character-set handling whatever (0008,0005) says: most
+    values of a header written under ``ISO_IR 100`` or ``ISO_IR 192`` are such."""
+    if 0x1B in value:
+        return None
     try:
         return value.decode("ascii")
     except UnicodeDecodeError:
@@ -56,8 +62,10 @@ def _strings(vr: str, text: str) -> list[Any] | None:
         return [stripped] if stripped else None
     if vr == "AE":
         parts = [p.strip() for p in text.split("\\")]
-    else:
-        parts = [p.rstrip("\0 ") for p in text.rstrip(" \x00").split("\\")]
+    elif vr in _TEXT_VRS:  # pydicom's convert_text: every value stripped of trailing spaces and NULs
+        parts = [p.rstrip("\0 ") for p in text.split("\\")]
+    else:  # pydicom's multi_string: only the end of the whole value is padding ("A \\B" keeps "A ")
+        parts = text.rstrip(" \x00").split("\\")
     if len(parts) == 1 and not parts[0]:
         return None
     return parts
@@ -89,6 +97,15 @@ def _fast(raw: RawDataElement, vr: str) -> dict[str, Any] | None:
             return {"vr": vr}
         nums = _numbers(vr, value, raw.is_little_endian)
         return None if nums is None else {"vr": vr, "Value": nums}
+    if vr == "PN":
+        # One value with one component group (no "=", no backslash): pydicom's ``Alphabetic`` is the text
+        # stripped of trailing spaces and NULs. Anything else (ideographic or phonetic groups, several names)
+        # goes through pydicom.
+        text = _ascii(value)
+        if text is None or "=" in text or "\\" in text:
+            return None
+        text = text.rstrip("\0 ")
+        return {"vr": vr, "Value": [{"Alphabetic": text}]} if text else {"vr": vr}
     if vr in _STRING_VRS or vr in _SINGLE_VRS or vr in ("AE", "IS", "DS"):
         text = _ascii(value)
         if text is None:
@@ -108,12 +125,10 @@ def header_json(
 ) -> dict[str, Any]:
     """``ds.to_json_dict(bulk_threshold, bulk_uri)`` for a freshly read ``ds``, faster. Raises what pydicom
     raises for an element it cannot encode (the caller then drops offenders one by one)."""
-    charset = ds.get("SpecificCharacterSet") if 0x00080005 in ds else None
-    default_charset = charset in _DEFAULT_CHARSETS
     out: dict[str, Any] = {}
     for tag, elem in ds._dict.items():
         key = f"{int(tag):08X}"
-        if isinstance(elem, RawDataElement) and default_charset:
+        if isinstance(elem, RawDataElement):
             vr = elem.VR
             if vr is None:
                 try:
