@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from dicomvault.adapters.index import study_answers
 from dicomvault.adapters.index.group_commit import GroupCommit
+from dicomvault.adapters.index.hot_store import HotStore
 from dicomvault.adapters.index.reads import SqlIndexReads
 from dicomvault.adapters.index.removals import RemovalClaims, RemovalStatements
 from dicomvault.adapters.index.tables import (
@@ -67,6 +68,7 @@ class SqlIndexRepository(SqlIndexReads):
         # Stores arriving together share one transaction and one WAL fsync (see ``group_commit``).
         self._group = GroupCommit(self._write) if self._write_lock is not None else None
         self._removals = RemovalStatements(self._dialect)
+        self._hot = HotStore(self._dialect)
         self._claims = RemovalClaims(engine, self._removals, self._write, self._read, self._retrying)
         self._prepare()
 
@@ -145,6 +147,14 @@ class SqlIndexRepository(SqlIndexReads):
     def _store_in(
         self, conn: Connection, entry: InstanceEntry, policy: DuplicatePolicy, accept: str | None
     ) -> StoreResult:
+        clean = _no_nul(entry.patient)
+        fast = self._hot.store(conn, entry, _now(), patient_key(clean.get("patient_id"),
+                                                               clean.get("issuer_of_patient_id")), _no_nul)
+        if fast is not None:
+            _, removal = fast
+            if removal:
+                self._removals.check_store(conn, entry.blob.key, accept)
+            return StoreResult(StoreOutcome.STORED)
         existing = conn.execute(self._q_existing, {"b_sop": entry.instance["sop_uid"]}).first()
         released: list[BlobInfo] = []
         outcome = StoreOutcome.STORED

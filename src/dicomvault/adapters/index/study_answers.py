@@ -30,7 +30,7 @@ _COLUMNS = [
     (patients if attr.level == Level.PATIENT else studies).c[attr.column].label(kw) for kw, attr in STUDY_DEFAULT_PLAN
 ]
 _JOINED = studies.join(patients, studies.c.patient_fk == patients.c.id)
-_SELECT_ONE = (select(studies.c.id.label("_id"), *_COLUMNS).select_from(_JOINED)
+SELECT_ONE = (select(studies.c.id.label("_id"), *_COLUMNS).select_from(_JOINED)
                .where(studies.c.id == bindparam("b_id")))
 BACKFILL_BATCH = 1000
 
@@ -62,7 +62,7 @@ def refresh(conn: Connection, study_ids: Iterable[int]) -> None:
     Ids of studies that no longer exist are skipped (their answer went with them)."""
     upsert = _UPSERT[conn.dialect.name]
     for study_id in study_ids:
-        row = conn.execute(_SELECT_ONE, {"b_id": study_id}).mappings().first()
+        row = conn.execute(SELECT_ONE, {"b_id": study_id}).mappings().first()
         if row is not None:
             conn.execute(upsert, _params(row))
 
