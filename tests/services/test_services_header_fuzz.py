@@ -306,14 +306,17 @@ def test_a_deflated_object_beyond_the_inflation_limit_is_too_large(tmp_path: Pat
     assert refused.value.setting == "max_inflated_bytes"
 
 
-@pytest.mark.parametrize("where", ["pydicom.dcmread", "header_json"])
+@pytest.mark.parametrize("where", ["read_header", "pydicom.dcmread", "header_json"])
 def test_memory_error_is_not_turned_into_a_refusal(monkeypatch: pytest.MonkeyPatch, where: str) -> None:
     def out_of_memory(*args: Any, **kwargs: Any) -> Any:
         raise MemoryError
 
     if where == "header_json":
         monkeypatch.setattr(hdr, "header_json", out_of_memory)
-    else:
+    elif where == "read_header":
+        monkeypatch.setattr(hdr, "read_header", out_of_memory)
+    else:  # the objects the fast reader declines
+        monkeypatch.setattr(hdr, "read_header", lambda *args, **kwargs: None)
         monkeypatch.setattr(hdr.pydicom, "dcmread", out_of_memory)
     with pytest.raises(MemoryError):
         _ingest_header_path(make_ct())

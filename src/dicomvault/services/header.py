@@ -25,6 +25,7 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from dicomvault.dicom.header_reader import read_header
 from dicomvault.domain.errors import InvalidDicom, InvalidIdentity, MalformedDicom, NotDicom
 from dicomvault.domain.query import fold_pn, normalise_time
 from dicomvault.domain.tags import INDEXED, Level
@@ -33,6 +34,8 @@ from dicomvault.services.frames import PIXEL_TAGS, pixel_element, pixel_length_p
 from dicomvault.services.header_json import header_json
 
 _UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+#: Values longer than this are not read while parsing (pydicom's ``defer_size``): large private blobs stay on disk.
+_DEFER_SIZE = 64_000
 #: Values longer than this go to BulkDataURI in the cached metadata, as PS3.18 asks for bulk data.
 BULK_THRESHOLD = 1024
 
@@ -96,36 +99,19 @@ def parse_header(stream: BinaryIO, limits: inflate.Limits) -> ParsedHeader:
         raise NotDicom("empty object")
     meta_problem: MalformedDicom | None = None
     try:
-        meta, _ = inflate.read_file_meta(stream)
+        meta, meta_end = inflate.read_file_meta(stream)
     except MalformedDicom as exc:
-        meta = None  # pydicom's reader below reports what is wrong, or reads nothing (then this is the reason)
+        # pydicom's reader below reports what is wrong, or reads nothing (then this is the reason)
+        meta, meta_end = None, 0
         meta_problem = exc
     if meta is not None:
         _decode_elements(meta, [0x00020010] if 0x00020010 in meta else [])  # a damaged Transfer Syntax UID
     if meta is not None and meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
         return _parse_deflated(stream, size, limits)
-    stream.seek(0)
-    try:
-        ds = pydicom.dcmread(stream, stop_before_pixels=True, defer_size="64 KB", force=False)
-    except InvalidDicomError as exc:
-        # Files without a preamble/meta are still DICOM if they parse as a raw dataset (force).
-        stream.seek(0)
-        try:
-            ds = pydicom.dcmread(stream, stop_before_pixels=True, defer_size="64 KB", force=True)
-        except _PYDICOM_ERRORS as exc2:
-            _reraise_io_failure(exc2)
-            raise NotDicom(_NOT_DICOM_TEXT, reason=NOT_DICOM) from exc2
-        except RecursionError as exc2:
-            raise MalformedDicom(_TOO_DEEP, reason=MALFORMED) from exc2
-        if len(ds) == 0 or "SOPInstanceUID" not in ds:
-            raise NotDicom(_NOT_DICOM_TEXT, reason=NOT_DICOM) from exc
-    except _PYDICOM_ERRORS as exc:
-        # The message goes to the sender (Error Comment, FailureReason) and to the log at INFO: the exception's
-        # own text can quote the value it failed on (patient data), so only its type is named; it stays chained.
-        _reraise_io_failure(exc)
-        raise MalformedDicom(f"malformed DICOM object ({type(exc).__name__})", reason=MALFORMED) from exc
-    except RecursionError as exc:
-        raise MalformedDicom(_TOO_DEEP, reason=MALFORMED) from exc
+    fast = None
+    if meta is not None:
+        fast = read_header(stream, meta, meta_end, size, defer_size=_DEFER_SIZE)
+    ds = fast[0] if fast is not None else _read_with_pydicom(stream)
     if len(ds) == 0:
         # pydicom reads a File Meta cut short, or one followed by nothing (a C-STORE with an empty data set), as an
         # empty data set without complaint: nothing to understand, not a data set lacking its UIDs (0xA900).
@@ -145,6 +131,35 @@ def parse_header(stream: BinaryIO, limits: inflate.Limits) -> ParsedHeader:
     except InvalidDicom as exc:
         exc.naming(*_uids(ds))
         raise
+
+
+
+def _read_with_pydicom(stream: BinaryIO) -> Dataset:
+    """The header as pydicom reads it: every object ``read_header`` leaves to pydicom (no File Meta, big endian,
+    undefined lengths, anything unusual), with pydicom's errors turned into the archive's refusals."""
+    stream.seek(0)
+    try:
+        ds = pydicom.dcmread(stream, stop_before_pixels=True, defer_size=_DEFER_SIZE, force=False)
+    except InvalidDicomError as exc:
+        # Files without a preamble/meta are still DICOM if they parse as a raw dataset (force).
+        stream.seek(0)
+        try:
+            ds = pydicom.dcmread(stream, stop_before_pixels=True, defer_size=_DEFER_SIZE, force=True)
+        except _PYDICOM_ERRORS as exc2:
+            _reraise_io_failure(exc2)
+            raise NotDicom(_NOT_DICOM_TEXT, reason=NOT_DICOM) from exc2
+        except RecursionError as exc2:
+            raise MalformedDicom(_TOO_DEEP, reason=MALFORMED) from exc2
+        if len(ds) == 0 or "SOPInstanceUID" not in ds:
+            raise NotDicom(_NOT_DICOM_TEXT, reason=NOT_DICOM) from exc
+    except _PYDICOM_ERRORS as exc:
+        # The message goes to the sender (Error Comment, FailureReason) and to the log at INFO: the exception's
+        # own text can quote the value it failed on (patient data), so only its type is named; it stays chained.
+        _reraise_io_failure(exc)
+        raise MalformedDicom(f"malformed DICOM object ({type(exc).__name__})", reason=MALFORMED) from exc
+    except RecursionError as exc:
+        raise MalformedDicom(_TOO_DEEP, reason=MALFORMED) from exc
+    return ds
 
 
 def _uids(ds: Dataset) -> tuple[str, str]:
