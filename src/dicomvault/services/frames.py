@@ -8,6 +8,7 @@ Extended Offset Table, the Basic Offset Table, one-fragment-per-frame, or start-
 
 from __future__ import annotations
 
+import functools
 import struct
 from typing import IO, BinaryIO
 
@@ -49,12 +50,22 @@ def expected_pixel_bytes(ds: Dataset, frames: int | None = None) -> int | None:
     rows, columns, bits = _int_attr(ds, "Rows", 0), _int_attr(ds, "Columns", 0), _int_attr(ds, "BitsAllocated", 0)
     if rows <= 0 or columns <= 0 or not (bits == 1 or (bits > 0 and bits % 8 == 0)):
         return None
+    return _expected_length(rows, columns, bits, max(1, _int_attr(ds, "SamplesPerPixel", 1)),
+                            str(ds.get("PhotometricInterpretation", "") or "").strip(),
+                            frames if frames is not None else number_of_frames(ds))
+
+
+@functools.lru_cache(maxsize=256)
+def _expected_length(rows: int, columns: int, bits: int, samples: int, photometric: str, frames: int) -> int:
+    """pydicom's arithmetic for one geometry. Cached: a series repeats one geometry, and building the small
+    ``Dataset`` pydicom wants costs more than the rest of an instance's pixel checks."""
     geometry = Dataset()
     geometry.Rows, geometry.Columns, geometry.BitsAllocated = rows, columns, bits
-    geometry.SamplesPerPixel = max(1, _int_attr(ds, "SamplesPerPixel", 1))
-    geometry.PhotometricInterpretation = str(ds.get("PhotometricInterpretation", "") or "").strip()
-    geometry.NumberOfFrames = frames if frames is not None else number_of_frames(ds)
+    geometry.SamplesPerPixel = samples
+    geometry.PhotometricInterpretation = photometric
+    geometry.NumberOfFrames = frames
     return int(get_expected_length(geometry))
+
 
 
 def pixel_length_problem(ds: Dataset, length: int) -> str | None:
