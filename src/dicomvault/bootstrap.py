@@ -86,7 +86,7 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
         status=StatusService(index, blobs),
         lifecycle=LifecycleService(index, remover),
         remover=remover,
-        closers=[engine.dispose],
+        closers=[index.close, engine.dispose],
         tokens=TokenService(SqlTokenStore(engine)),
         jobs=SqlJobQueue(engine),
     )

@@ -35,7 +35,7 @@ CHUNK = 1 << 20
 FANOUT = 3
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: Path | str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -52,6 +52,11 @@ class FilesystemBlobStore:
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._fsync = fsync
         self._create_fanout()
+        # Plain strings for the per-object path work of ``put`` (pathlib costs several µs per operation).
+        self._root_str, self._tmp_str = str(self.root), str(self.tmp)
+        #: whether objects of the older ``ab/cd/<key>`` layout may exist: only then does ``put`` look there
+        #: before linking (otherwise the link itself says whether the blob exists)
+        self._legacy = any(len(p.name) == 2 and p.is_dir() for p in self.root.iterdir())
 
     def _create_fanout(self) -> None:
         """Create every fan-out folder once, in order, so the last one existing means all do (``put`` still
@@ -117,7 +122,7 @@ class FilesystemBlobStore:
         return n
 
     def put(self, stream: BinaryIO) -> PutResult:
-        tmp_path = self.tmp / uuid.uuid4().hex
+        tmp_path = os.path.join(self._tmp_str, uuid.uuid4().hex)
         digest = hashlib.sha256()
         size = 0
         try:
@@ -134,27 +139,27 @@ class FilesystemBlobStore:
                     os.fsync(out.fileno())
             key = digest.hexdigest()
             info = BlobInfo(key, size, key)
-            if self.path_for(key).exists():
+            if self._legacy and self.path_for(key).exists():
                 return PutResult(info, created=False)
-            final = self._new_path(key)
+            final = os.path.join(self._root_str, key[:FANOUT], key)
             try:
                 self._link(tmp_path, final)
-            except FileExistsError:
+            except FileExistsError:  # content-addressed: the same bytes are stored already
                 return PutResult(info, created=False)
             if self._fsync:
-                _fsync_dir(final.parent)
+                _fsync_dir(os.path.dirname(final))
             return PutResult(info, created=True)
         finally:
             with contextlib.suppress(FileNotFoundError):
-                tmp_path.unlink()
+                os.unlink(tmp_path)
 
-    def _link(self, source: Path, final: Path) -> None:
+    def _link(self, source: str, final: str) -> None:
         try:
             os.link(source, final)
         except FileNotFoundError:  # its fan-out folder was removed by hand: make it again, durably
-            final.parent.mkdir(exist_ok=True)
+            os.makedirs(os.path.dirname(final), exist_ok=True)
             if self._fsync:
-                _fsync_dir(self.root)
+                _fsync_dir(self._root_str)
             os.link(source, final)
 
     def open(self, key: str) -> BinaryIO:
