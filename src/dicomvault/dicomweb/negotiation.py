@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from dicomvault.dicom import tables
+
 #: Transfer syntaxes whose pixel data is not encapsulated: frames are native little-endian bytes once served.
-NATIVE_SYNTAXES = frozenset({
-    "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99",
-})
+NATIVE_SYNTAXES = tables.NATIVE_SYNTAXES
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 #: Compressed syntaxes that may be lossy: PS3.18 8.7.3.3 lets the server keep them when no syntax was asked for.
 LOSSY_SYNTAXES = frozenset({

@@ -21,6 +21,7 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pynetdicom.dimse_primitives import C_STORE
 
+from dicomvault.dicom.tables import LONG_LENGTH_VR_BYTES
 from dicomvault.domain.errors import InvalidIdentity
 from dicomvault.services.part10 import dataset_offset, file_meta_bytes
 
@@ -129,7 +130,6 @@ def received_dataset(request: C_STORE) -> Iterator[tuple[BinaryIO, int, int]]:
 
 
 #: VRs with a reserved field and a 4-byte length in explicit VR encoding (PS3.5 7.1.2).
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
 _SOP_CLASS, _SOP_INSTANCE = 0x00080016, 0x00080018
 #: Every explicit VR pydicom reads as one: two capital letters (anything else makes it guess at implicit VR).
 _VRS = frozenset(bytes((a, b)) for a in range(0x41, 0x5B) for b in range(0x41, 0x5B))
@@ -164,7 +164,7 @@ def identity_from_bytes(head: bytes, implicit: bool, *, whole: bool) -> tuple[st
                 break
             if vr not in _VRS:
                 return None
-            if vr in _LONG_VRS:
+            if vr in LONG_LENGTH_VR_BYTES:
                 if pos + 12 > end:
                     return None
                 (length,) = _LENGTH.unpack_from(head, pos + 8)

@@ -38,6 +38,7 @@ from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_data_element
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 
+from dicomvault.dicom import tables
 from dicomvault.domain.errors import MalformedDicom
 from dicomvault.services import header as hdr
 from dicomvault.services.frames import PIXEL_TAGS
@@ -63,7 +64,7 @@ _SWAP_WIDTH = {"US": 2, "SS": 2, "OW": 2, "AT": 2, "UL": 4, "SL": 4, "FL": 4, "O
 _TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI",
                        "UR", "UT"})
 _ARRAY_CODE = {2: "H", 4: "I", 8: "Q"}
-_LONG_LENGTH_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
+_LONG_LENGTH_VRS = tables.LONG_LENGTH_VRS
 
 
 def same_content(received: BinaryIO, stored: BinaryIO, limits: Limits) -> bool:

@@ -16,11 +16,11 @@ from pydicom.dataset import Dataset
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID
 
+from dicomvault.dicom.tables import LONG_LENGTH_VR_BYTES
 from dicomvault.domain.records import FrameIndex
 
 _IMPLICIT = "1.2.840.10008.1.2"
 _BIG = "1.2.840.10008.1.2.2"
-_LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UT", b"UC", b"UR"}
 #: Float Pixel Data, Double Float Pixel Data, Pixel Data
 PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)
 _ITEM = 0xFFFEE000
@@ -100,7 +100,7 @@ def pixel_element(stream: BinaryIO | IO[bytes], tsuid: str, tag_offset: int) -> 
     if tsuid == _IMPLICIT:
         (length,) = struct.unpack(order + "I", header[4:8])
         return tag_offset + 8, int(length)
-    if header[4:6] in _LONG_VRS:
+    if header[4:6] in LONG_LENGTH_VR_BYTES:
         if len(header) < 12:
             return None
         (length,) = struct.unpack(order + "I", header[8:12])

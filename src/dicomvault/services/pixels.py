@@ -20,12 +20,13 @@ from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
+from dicomvault.dicom import tables
 from dicomvault.domain.errors import DamagedPixelData, NotFound, Unsupported
 from dicomvault.domain.records import InstanceRecord
 from dicomvault.services.frames import PIXEL_TAGS, decoded_frame_bytes, pixel_element
 from dicomvault.services.retrieve import RetrieveService
 
-NATIVE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"})
+NATIVE = tables.NATIVE_SYNTAXES
 _PIXEL_MODULE = (
     "Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
     "PhotometricInterpretation", "PlanarConfiguration",

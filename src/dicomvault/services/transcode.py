@@ -24,12 +24,13 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from dicomvault.dicom import tables
 from dicomvault.domain.errors import Unsupported
 
 PIXEL_DATA = Tag(0x7FE0, 0x0010)
 UNCOMPRESSED = {ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian}
 #: Syntaxes whose stored object is as large as its decoded form.
-NATIVE_UNDEFLATED = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian})
+NATIVE_UNDEFLATED = tables.NATIVE_UNDEFLATED
 #: Lossless syntaxes we can encode to (pydicom encoders available with the pinned plugins).
 ENCODABLE = {RLELossless, JPEGLSLossless, JPEG2000Lossless, "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.57"}
 
