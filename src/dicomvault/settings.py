@@ -21,6 +21,10 @@ from pydantic_settings import (
 from dicomvault.domain.peers import Permission, check_ae_title, parse_network
 from dicomvault.domain.records import DuplicatePolicy, PixelLengthPolicy
 
+#: Most DIMSE worker processes (``dimse_workers``): beyond a few per core they only add memory (each holds its own
+#: index connections and caches) and lock contention on an embedded index.
+MAX_DIMSE_WORKERS = 32
+
 
 class DimsePeer(BaseModel):
     """One known DIMSE peer, ``[dimse_peers.<AE title>]`` in TOML (docs/deployment.md, "DIMSE access control")."""
@@ -173,6 +177,11 @@ class Settings(BaseSettings):
         10.0, ge=0,
         description="Seconds a stop waits for C-STORE and other operations in progress before aborting them.",
     )
+    dimse_workers: int = Field(
+        1, ge=0, le=MAX_DIMSE_WORKERS,
+        description="Processes accepting DIMSE connections on dimse_port (the serve process and worker processes); "
+        "0 = one per CPU core (at most 32). Connection and association caps are divided among them.",
+    )
     index_pool_size: int = Field(10, description="Database connection pool size per process.")
     # -- pixel data limits (issue #9: deflate bombs, decoding amplification, short pixel data) ----------------------
     # Defaults: 1 GiB inflated holds the largest deflated objects seen in practice (deflate is used for SR, small
@@ -324,6 +333,11 @@ class Settings(BaseSettings):
         every association slot is taken still read an A-ASSOCIATE-RJ "local limit exceeded" (retry later) instead
         of a bare close, and leaves room for connections still negotiating (at most ARTIM seconds each)."""
         return self.dimse_max_connections or self.max_associations + 32
+
+    @property
+    def resolved_dimse_workers(self) -> int:
+        """``dimse_workers``, with 0 resolved to this machine's CPU cores (at most ``MAX_DIMSE_WORKERS``)."""
+        return self.dimse_workers or max(1, min(os.cpu_count() or 1, MAX_DIMSE_WORKERS))
 
     @property
     def resolved_storage_url(self) -> str:

@@ -40,10 +40,10 @@ def load_settings(config: Path | None, **overrides: Any) -> Settings:
         fail(f"configuration error: {exc}")
 
 
-def open_archive(settings: Settings) -> Archive:
-    """Build the archive (runs migrations); an unreachable backend exits 2 with the reason."""
+def open_archive(settings: Settings, *, run_migrations: bool = True) -> Archive:
+    """Build the archive (runs migrations unless told not to); an unreachable backend exits 2 with the reason."""
     try:
-        return build_archive(settings)
+        return build_archive(settings, run_migrations=run_migrations)
     except DicomVaultError as exc:
         fail(f"cannot open the archive: {exc.message}")
     except Exception as exc:  # database driver / object store errors at start-up

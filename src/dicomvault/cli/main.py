@@ -11,6 +11,7 @@ import typer
 
 from dicomvault import __version__
 from dicomvault.cli.admin import stats_command, verify_command
+from dicomvault.cli.dimse_workers import dimse_worker_command
 from dicomvault.cli.find import find_command
 from dicomvault.cli.importer import import_command
 from dicomvault.cli.index_migrate import app as index_app
@@ -46,6 +47,7 @@ app.command("import")(import_command)
 app.command("find")(find_command)
 app.command("verify")(verify_command)
 app.command("stats")(stats_command)
+app.command("dimse-worker", hidden=True)(dimse_worker_command)
 app.add_typer(token_app, name="token")
 app.add_typer(storage_app, name="storage")
 app.add_typer(jobs_app, name="jobs")

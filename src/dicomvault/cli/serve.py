@@ -1,8 +1,10 @@
-"""``dicomvault serve``: the DIMSE server and the HTTP (DICOMweb) server over one archive, in one process.
+"""``dicomvault serve``: the DIMSE server and the HTTP (DICOMweb) server over one archive, in one process (plus,
+with the ``dimse_workers`` setting above 1, DIMSE worker processes accepting on the same port: ``dimse_workers``
+module).
 
 Start-up order: settings → logging → archive (migrations) → HTTP app (refuses unsafe settings before any port
-is opened; the web viewer is mounted here, next to the API, not by the API) → DIMSE server (non-blocking) →
-background job worker → uvicorn in the foreground.
+is opened; the web viewer is mounted here, next to the API, not by the API) → DIMSE server (non-blocking) → DIMSE
+worker processes, if any → background job worker → uvicorn in the foreground.
 
 Stopping (``Shutdown``; the same handler whether uvicorn is running or not, since uvicorn would otherwise own
 SIGINT/SIGTERM while it runs): the first SIGINT or SIGTERM starts a graceful stop of both servers at once — uvicorn
@@ -10,7 +12,8 @@ stops accepting and lets requests in flight finish (``HTTP_GRACE``), the DIMSE s
 idle and half-open connections at once and gives stores in flight ``dimse_shutdown_grace`` seconds — then the job
 worker is stopped, the index closed, and the process exits 0. A second signal exits at once (``os._exit``, status
 128 + signal number). Nothing is acknowledged before ingest returns, so neither that nor SIGKILL loses an
-acknowledged object.
+acknowledged object. DIMSE worker processes get the first signal as SIGTERM (the same graceful stop, waited for) and
+are killed on the second.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from dicomvault.cli.common import (
     open_archive,
     redact_url,
 )
+from dicomvault.cli.dimse_workers import DimseWorkers
 from dicomvault.dicomweb.app import create_app
 from dicomvault.dicomweb.http_server import uvicorn_config
 from dicomvault.domain.errors import ConfigurationError
@@ -70,11 +74,12 @@ def parse_destinations(values: list[str] | None) -> dict[str, str] | None:
     return out
 
 
-def banner(settings: Settings, storage: str) -> Panel:
+def banner(settings: Settings, storage: str, processes: int = 1) -> Panel:
     host = settings.host if ":" not in settings.host else f"[{settings.host}]"
     lines = [
         f"[bold]AE title[/bold]   {settings.aet}",
-        f"[bold]DIMSE[/bold]      {settings.host}:{settings.dimse_port}",
+        f"[bold]DIMSE[/bold]      {settings.host}:{settings.dimse_port}"
+        + (f" ({processes} processes)" if processes > 1 else ""),
         f"[bold]HTTP[/bold]       {'https' if settings.tls_cert else 'http'}://{host}:{settings.http_port}/dicom-web"
         + (" (client certificates required)" if settings.tls_client_ca else ""),
         f"[bold]Index[/bold]      {redact_url(settings.resolved_index_url)}",
@@ -96,9 +101,11 @@ class Shutdown:
     """Both servers' reaction to SIGINT/SIGTERM (see the module doc). ``signal`` runs in the main thread between
     two bytecodes (a Python signal handler): it only sets flags and starts a thread, never blocks."""
 
-    def __init__(self, http: uvicorn.Server, dimse: DimseServer) -> None:
+    def __init__(self, http: uvicorn.Server, dimse: DimseServer, workers: DimseWorkers | None = None) -> None:
         self.http = http
         self.dimse = dimse
+        #: DIMSE worker processes, when ``dimse_workers`` > 1 (set once they are started)
+        self.workers = workers
         self.requested = False
         self.dimse_stopper: threading.Thread | None = None
 
@@ -107,6 +114,8 @@ class Shutdown:
         if self.requested:
             log.warning("%s again: exiting now without waiting (stores not yet answered were not acknowledged; "
                         "their senders will retry)", name)
+            if self.workers is not None:
+                self.workers.kill()
             for handler in logging.getLogger().handlers:
                 handler.flush()
             sys.stderr.flush()
@@ -119,8 +128,17 @@ class Shutdown:
     def start_dimse_stop(self) -> None:
         """Stop the DIMSE server in the background (at most once), concurrently with uvicorn's own shutdown."""
         if self.dimse_stopper is None:
-            self.dimse_stopper = threading.Thread(target=self.dimse.stop, name="DimseStop", daemon=True)
+            self.dimse_stopper = threading.Thread(target=self._stop_dimse, name="DimseStop", daemon=True)
             self.dimse_stopper.start()
+
+    def _stop_dimse(self) -> None:
+        """The worker processes and this process's DIMSE server stop at the same time, with the same grace."""
+        workers = self.workers
+        if workers is not None:
+            workers.request_stop()
+        self.dimse.stop()
+        if workers is not None:
+            workers.wait()
 
     def finish_dimse_stop(self) -> None:
         """Wait for the DIMSE stop (bounded by its grace period), starting it if no signal did."""
@@ -168,6 +186,9 @@ def serve_command(
     dimse_tls_cert: Annotated[Path | None, typer.Option(
         "--dimse-tls-cert", help="DICOM TLS certificate chain (PEM).")] = None,
     dimse_tls_key: Annotated[Path | None, typer.Option("--dimse-tls-key", help="DICOM TLS private key (PEM).")] = None,
+    dimse_workers: Annotated[int | None, typer.Option(
+        "--dimse-workers", help="Processes accepting DIMSE on the port (1: this one only; 0: one per CPU core).")
+    ] = None,
 ) -> None:
     """Run the archive: DIMSE (C-ECHO/STORE/FIND/GET/MOVE) and DICOMweb over HTTP. Stop with Ctrl-C or SIGTERM.
 
@@ -180,6 +201,7 @@ def serve_command(
         allow_anonymous=allow_anonymous, log_level=log_level, tls_cert=tls_cert, tls_key=tls_key,
         tls_client_ca=tls_client_ca,
         dimse_tls_port=dimse_tls_port, dimse_tls_cert=dimse_tls_cert, dimse_tls_key=dimse_tls_key,
+        dimse_workers=dimse_workers,
     )
     try:
         configure_logging(settings.log_level)
@@ -217,8 +239,9 @@ def _run(archive: Archive, settings: Settings) -> None:
     # Imported here so that the other subcommands do not pay for (or depend on) the DIMSE stack.
     from dicomvault.dimse.server import DimseServer
 
+    processes = settings.resolved_dimse_workers
     try:
-        dimse = DimseServer(archive)
+        dimse = DimseServer(archive, processes=processes)
     except ConfigurationError as exc:
         fail(f"refusing to start: {exc.message}")
     try:
@@ -234,17 +257,22 @@ def _run(archive: Archive, settings: Settings) -> None:
     server.shutdown_handler = shutdown
     previous = {sig: signal.signal(sig, shutdown.signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if processes > 1:
+            shutdown.workers = DimseWorkers(settings, dimse.listening_socket, processes)
+            shutdown.workers.start()
         worker = start_worker(archive) if archive.jobs is not None else None
         # Everything built so far lives as long as the process: keep it out of the garbage collector's
         # generations, whose full collections otherwise cost ~50 ms pauses on query latency (p99).
         gc.collect()
         gc.freeze()
-        console.print(banner(settings, archive.status.storage()))
+        console.print(banner(settings, archive.status.storage(), processes))
         server.run()
         if not server.started and not server.should_exit:
             fail(f"cannot start the HTTP server on {settings.host}:{settings.http_port}")
     finally:
         shutdown.finish_dimse_stop()
+        if shutdown.workers is not None:
+            shutdown.workers.stop()  # already done, unless a signal came before they were started
         if worker is not None:
             worker.stop()
         for sig, handler in previous.items():

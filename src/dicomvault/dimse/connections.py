@@ -79,9 +79,18 @@ class Limits:
     grace: float
 
     @classmethod
-    def from_settings(cls, s: Settings) -> Limits:
-        return cls(s.resolved_dimse_max_connections, s.dimse_max_connections_per_address, s.dimse_artim_timeout,
+    def from_settings(cls, s: Settings, processes: int = 1) -> Limits:
+        """The settings' caps, each process's share of them when ``processes`` accept on one port (``dimse_workers``:
+        every process has a gate of its own, and the kernel, not a shared counter, spreads the connections)."""
+        return cls(per_process(s.resolved_dimse_max_connections, processes),
+                   per_process(s.dimse_max_connections_per_address, processes), s.dimse_artim_timeout,
                    s.dimse_idle_timeout, s.dimse_timeout, s.dimse_shutdown_grace)
+
+
+def per_process(total: int, processes: int) -> int:
+    """One process's share of a cap that ``processes`` processes enforce each on their own: rounded down (together
+    they never admit more than ``total``), at least 1 (each process can still serve someone)."""
+    return max(1, total // max(1, processes))
 
 
 class Phase(enum.Enum):

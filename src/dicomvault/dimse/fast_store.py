@@ -90,7 +90,8 @@ class FastStore:
         self.ae = server.ae
         self.max_pdu = s.max_pdu
         self.access = access
-        self.max_associations = s.max_associations
+        #: this process's share of ``max_associations`` (``build_ae``; divided among ``dimse_workers`` processes)
+        self.max_associations = self.ae.maximum_associations
         self.spool_dir: Path | None = Path(s.data_dir) / "dimse-spool"
         self._lock = threading.Lock()
         self._links: set[StoreLink] = set()
@@ -218,9 +219,38 @@ class StorageRoutingServer(ThreadedAssociationServer):
     #: retry; the gate decides in microseconds, so a deep queue costs nothing.
     request_queue_size = 128
 
-    def __init__(self, *args: Any, gate: ConnectionGate, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, gate: ConnectionGate, listening: socket.socket | None = None,
+                 **kwargs: Any) -> None:
+        """``listening``: an already bound and listening socket to accept on instead of binding the address (a DIMSE
+        worker process, given the serve process's socket: ``cli.dimse_workers``)."""
         self.gate = gate
+        self._inherited = listening
         super().__init__(*args, **kwargs)
+        # Non-blocking accept: when several processes accept on one socket, every one of them wakes up for a new
+        # connection and all but one find nothing to accept; a blocking (or, as pynetdicom sets it, 60 s timeout)
+        # accept would then hold the accept loop, and a stop, until the next connection arrives.
+        assert self.socket is not None
+        self.socket.settimeout(0.0)
+
+    def server_bind(self) -> None:
+        if self._inherited is None:
+            super().server_bind()
+            return
+        assert self.socket is not None
+        self.socket.close()  # the unbound socket socketserver created; the inherited one replaces it
+        self.socket = self._inherited
+        self.server_address = self.socket.getsockname()
+
+    def server_activate(self) -> None:
+        if self._inherited is None:  # an inherited socket is listening already (with the serve process's backlog)
+            super().server_activate()
+
+    def server_close(self) -> None:
+        """Close this process's handle of the listening socket, nothing more. pynetdicom's version shuts the socket
+        down first, which on Linux ends listening for every process holding it: one DIMSE worker process stopping
+        would stop the others' accepts. (Alone, closing the last handle ends listening just the same.)"""
+        if self.socket is not None:
+            self.socket.close()
 
     def enable_fast_store(self, archive: Archive, access: DimseAccess) -> None:
         self.fast = FastStore(archive, self, access)
@@ -229,7 +259,8 @@ class StorageRoutingServer(ThreadedAssociationServer):
         """Accept, nothing more: pynetdicom's version completes the TLS handshake here, in the accept loop, where
         one client that connects and says nothing stops every other accept. It happens in ``_serve`` instead."""
         assert self.socket is not None
-        sock, address = self.socket.accept()
+        sock, address = self.socket.accept()  # BlockingIOError when another process took it: serve_forever goes on
+        sock.settimeout(None)  # the blocking socket both receive paths expect, whatever the listener's mode
         return sock, address
 
     def process_request(self, request: Any, client_address: Any) -> None:

@@ -17,6 +17,7 @@ the same gate, served by pynetdicom after a handshake bounded by ARTIM in the co
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -35,7 +36,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from dicomvault.dimse import get_contexts, handlers, quiet, tls
 from dicomvault.dimse.access import DimseAccess
-from dicomvault.dimse.connections import ConnectionGate, Limits
+from dicomvault.dimse.connections import ConnectionGate, Limits, per_process
 from dicomvault.dimse.fast_store import StorageRoutingServer
 from dicomvault.dimse.move import ArchiveAE
 from dicomvault.dimse.pynetdicom_guard import on_message, serving
@@ -78,8 +79,9 @@ QR_MODELS = (
 )
 
 
-def build_ae(archive: Archive) -> ArchiveAE:
-    """The acceptor AE with every context and the settings' limits and timeouts.
+def build_ae(archive: Archive, processes: int = 1) -> ArchiveAE:
+    """The acceptor AE with every context and the settings' limits and timeouts (``max_associations``: this
+    process's share when ``processes`` serve one port, see ``connections.per_process``).
 
     pynetdicom's timers (see ``pynetdicom_guard`` for what they do): ``acse_timeout`` is ARTIM (waiting for the
     A-ASSOCIATE-RQ, the AC of a C-MOVE sub-association, the peer's close after a reject or release);
@@ -89,7 +91,7 @@ def build_ae(archive: Archive) -> ArchiveAE:
     s = archive.settings
     ae = ArchiveAE(ae_title=s.aet)
     ae.maximum_pdu_size = s.max_pdu
-    ae.maximum_associations = s.max_associations
+    ae.maximum_associations = per_process(s.max_associations, processes)
     ae.acse_timeout = s.dimse_artim_timeout
     ae.dimse_timeout = s.dimse_timeout
     ae.network_timeout = s.dimse_timeout
@@ -120,14 +122,17 @@ def _tune_connection(event: Any) -> None:
 class DimseServer:
     """Runs the archive's DIMSE service in background threads (one per connection)."""
 
-    def __init__(self, archive: Archive) -> None:
-        """Raises ``ConfigurationError`` for unsafe or inconsistent access or TLS settings (no port opened yet)."""
+    def __init__(self, archive: Archive, *, processes: int = 1) -> None:
+        """Raises ``ConfigurationError`` for unsafe or inconsistent access or TLS settings (no port opened yet).
+
+        ``processes``: how many processes serve the same port (``dimse_workers``); the connection and association
+        caps of this one are its share of the settings' totals."""
         self.archive = archive
-        self.ae = build_ae(archive)
+        self.ae = build_ae(archive, processes)
         self.access = DimseAccess.from_archive(archive)
         self._tls_context = tls.server_context(archive.settings)
         #: every connection of this server, on every listener, is admitted or refused here
-        self.gate = ConnectionGate(Limits.from_settings(archive.settings))
+        self.gate = ConnectionGate(Limits.from_settings(archive.settings, processes))
         self._listeners: list[StorageRoutingServer] = []
         self._stop_lock = threading.Lock()
 
@@ -156,21 +161,37 @@ class DimseServer:
         """Associations served by the lean storage path (``fast_store``) since start; 0 when it is off."""
         return sum(listener.fast.served for listener in self._listeners if listener.fast is not None)
 
-    def start(self) -> None:
-        """Listen on settings.host:dimse_port in background threads (returns at once)."""
+    @property
+    def listening_socket(self) -> socket.socket:
+        """The plain listener's bound, listening socket (handed to DIMSE worker processes); only once started."""
+        if self._server is None or self._server.socket is None:
+            raise RuntimeError("the DIMSE server is not listening")
+        return self._server.socket
+
+    def start(self, listening: socket.socket | None = None) -> None:
+        """Listen on settings.host:dimse_port in background threads (returns at once).
+
+        ``listening``: accept on this already listening socket instead (a DIMSE worker process, given the serve
+        process's plain listener); the DICOM TLS listener, if any, stays in the serve process alone."""
         s = self.archive.settings
         # Process-wide pynetdicom switch; every DicomVault storage SCP wants it (see received.py).
         _config.STORE_RECV_CHUNKED_DATASET = RECEIVE_TO_FILE
         quiet.install()
+        if listening is not None:
+            self.listen(s.host, s.dimse_port, listening=listening)
+            log.info("DIMSE worker process %d accepting on %s:%d as %s", os.getpid(), s.host, self.port, s.aet)
+            return
         self.listen(s.host, s.dimse_port)
         log.info("DIMSE listening on %s:%d as %s", s.host, self.port, s.aet)
         if self._tls_context is not None:
             self.listen(s.host, s.dimse_tls_port or 0, self._tls_context)
             log.info("DICOM TLS listening on %s:%d", s.host, self.tls_port)
 
-    def listen(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> StorageRoutingServer:
+    def listen(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None, *,
+               listening: socket.socket | None = None) -> StorageRoutingServer:
         """One more listener (e.g. DICOM TLS on its own port) behind the same connection gate, handlers and
-        timers; ``stop`` stops them all. The TLS handshake happens in each connection's thread, under ARTIM."""
+        timers; ``stop`` stops them all. The TLS handshake happens in each connection's thread, under ARTIM.
+        ``listening``: accept on that socket (already bound and listening) instead of binding host:port."""
         bind: list[Any] = [
             (evt.EVT_C_ECHO, serving(handlers.handle_echo), [self.archive]),
             (evt.EVT_C_STORE, serving(handlers.handle_store), [self.archive]),
@@ -184,9 +205,10 @@ class DimseServer:
         ]
         # pynetdicom's start_server, with our subclass: the connection gate, then storage-only associations take
         # the lean path (fast_store; plain connections only).
+        address = listening.getsockname() if listening is not None else (host, port)
         server = cast(StorageRoutingServer, self.ae.make_server(
-            (host, port), evt_handlers=bind, server_class=StorageRoutingServer, gate=self.gate,
-            ssl_context=ssl_context))
+            address, evt_handlers=bind, server_class=StorageRoutingServer, gate=self.gate,
+            ssl_context=ssl_context, listening=listening))
         if self.archive.settings.dimse_fast_store and ssl_context is None:
             server.enable_fast_store(self.archive, self.access)
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="DimseAcceptor",
