@@ -14,7 +14,7 @@ the disk, is what bounds the rate with several associations. ``--index postgres`
 database of the local PostgreSQL (127.0.0.1:5432) instead of its embedded SQLite.
 
     .venv/bin/python benchmarks/dimse_store.py [--workload ct-realistic] [--instances 400] [--runs 3]
-        [--assocs 1,4,8,16] [--index sqlite|postgres] [--only dicomvault] [--dv-args "--dimse-workers 2"]
+        [--assocs 1,4,8,16] [--index sqlite|postgres] [--only dicomvault] [--dv-args "" --dv-args "--dimse-workers 2"]
 """
 
 from __future__ import annotations
@@ -139,13 +139,19 @@ def main() -> None:
     parser.add_argument("--assocs", default="1,4", help="comma-separated association counts (e.g. 1,4,8,16)")
     parser.add_argument("--index", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--only", choices=("both", "dicomvault", "orthanc"), default="both")
-    parser.add_argument("--dv-args", default="", help="extra arguments for `dicomvault serve`")
+    parser.add_argument("--dv-args", action="append", default=None,
+                        help="extra arguments for `dicomvault serve`; repeat to measure several configurations "
+                             '(e.g. --dv-args "" --dv-args "--dimse-workers 2")')
     args = parser.parse_args()
     assoc_counts = [int(a) for a in args.assocs.split(",")]
     count = args.instances or (5000 if args.workload == "small" else 400)
-    servers = [("Orthanc", "orthanc"), ("DicomVault", "dicomvault")]
+    variants = args.dv_args or [""]
+    servers = [("Orthanc", "orthanc", "")]
+    for extra in variants:
+        servers.append((f"DicomVault {extra}".strip() if len(variants) > 1 else "DicomVault", "dicomvault", extra))
     if args.only != "both":
         servers = [s for s in servers if s[1] == args.only]
+    width = max(len(s[0]) for s in servers)
 
     with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
         if args.workload == "small":
@@ -156,15 +162,16 @@ def main() -> None:
         print(f"workload {args.workload}: {len(files)} instances, {total_mb:.1f} MB; index {args.index}")
         results: dict[tuple[str, int], list[float]] = {}
         cpu: dict[tuple[str, int], list[float]] = {}
+        machine: dict[tuple[str, int], list[float]] = {}
         for run in range(args.runs):
-            for name, kind in servers:
+            for name, kind, extra in servers:
                 for assocs in assoc_counts:
                     # Each measurement starts with no dirty data left by the previous server: what Orthanc wrote
                     # without flushing would otherwise be written back during the next measurement, slowing the
                     # fsyncs of whichever server runs next.
                     os.sync()
                     time.sleep(1)
-                    with _server(kind, args) as server:
+                    with _server(kind, args, extra) as server:
                         groups = [files[i::assocs] for i in range(assocs)]
                         pid = server.process.pid
                         wait_idle(pid)
@@ -177,28 +184,34 @@ def main() -> None:
                     cpu_ms = (cpu1 - cpu0) / len(files) * 1000
                     cpu.setdefault((name, assocs), []).append(cpu_ms)
                     busy = 100 * (1 - (idle1 - idle0) / max(1, all1 - all0))
-                    print(f"run {run + 1}: {name:10s} {assocs:2d} assoc: {rate:7.1f} inst/s {mbs:7.1f} MB/s"
-                          f"   server CPU {cpu_ms:4.2f} ms/instance, machine {busy:3.0f}% busy", flush=True)
-        print("\nmedians:")
+                    # The whole machine's CPU per instance (clients and kernel threads included): what a server
+                    # leaves to the kernel's writeback threads is not in its own process time.
+                    busy_ms = (all1 - all0 - (idle1 - idle0)) / os.sysconf("SC_CLK_TCK") / len(files) * 1000
+                    machine.setdefault((name, assocs), []).append(busy_ms)
+                    print(f"run {run + 1}: {name:{width}s} {assocs:2d} assoc: {rate:7.1f} inst/s {mbs:7.1f} MB/s"
+                          f"   server CPU {cpu_ms:4.2f} ms/instance, machine {busy:3.0f}% busy"
+                          f" ({busy_ms:4.2f} ms/instance)", flush=True)
+        print("\nmedians (server CPU and whole-machine CPU per instance in ms):")
         for assocs in assoc_counts:
-            line = [f"  {assocs:2d} association(s):"]
-            for name, _ in servers:
-                line.append(f"{name} {median(results[(name, assocs)]):7.1f} inst/s"
-                            f" ({median(cpu[(name, assocs)]):4.2f} ms CPU)")
-            if len(servers) == 2:
-                o, d = median(results[("Orthanc", assocs)]), median(results[("DicomVault", assocs)])
-                oc, dc = median(cpu[("Orthanc", assocs)]), median(cpu[("DicomVault", assocs)])
-                line.append(f"rate {d / o:4.2f}x  CPU/instance {dc / oc:4.2f}x")
-            print("  ".join(line))
+            for name, _, _ in servers:
+                key = (name, assocs)
+                line = (f"  {assocs:2d} assoc  {name:{width}s} {median(results[key]):7.1f} inst/s"
+                        f"  server {median(cpu[key]):4.2f}  machine {median(machine[key]):4.2f}")
+                if name != "Orthanc" and ("Orthanc", assocs) in results:
+                    o = ("Orthanc", assocs)
+                    line += (f"   vs Orthanc: rate {median(results[key]) / median(results[o]):4.2f}x,"
+                             f" server CPU {median(cpu[key]) / median(cpu[o]):4.2f}x,"
+                             f" machine CPU {median(machine[key]) / median(machine[o]):4.2f}x")
+                print(line)
 
 
 @contextmanager
-def _server(kind: str, args: argparse.Namespace) -> Iterator[Server]:
+def _server(kind: str, args: argparse.Namespace, dv_args: str) -> Iterator[Server]:
     if kind == "orthanc":
         with orthanc() as server:
             yield server
         return
-    extra = shlex.split(args.dv_args)
+    extra = shlex.split(dv_args)
     if args.index == "postgres":
         with postgres_database() as url, dicomvault(env={"DICOMVAULT_INDEX_URL": url}, args=extra) as server:
             yield server
