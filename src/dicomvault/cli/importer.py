@@ -158,8 +158,21 @@ def _not_dicom(item: Item, exc: InvalidDicom) -> bool:
     return name == "DICOMDIR" or isinstance(exc, NotDicom)
 
 
-def ingest_one(ingest: IngestService, item: Item, stream: BinaryIO | None, tally: Tally) -> None:
-    """Ingest one item (from ``stream`` when the reader spooled it, else from its file) and record the outcome."""
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one item: ``kind`` (stored, replaced, duplicate, conflict, rejected, failed, skipped), the
+    group's reason and the item's example line for the refusals, the bytes stored. Small and picklable: worker
+    processes (``cli.import_processes``) send it back."""
+
+    kind: str
+    reason: str = ""
+    example: str = ""
+    size: int = 0
+
+
+def outcome_of(ingest: IngestService, item: Item, stream: BinaryIO | None) -> Outcome:
+    """Ingest one item (from ``stream`` when the reader spooled it, else from its file); never raises for the
+    item's own problems."""
     try:
         if stream is None:
             with open(item.path, "rb") as f:
@@ -167,33 +180,41 @@ def ingest_one(ingest: IngestService, item: Item, stream: BinaryIO | None, tally
         else:
             result = ingest.ingest(stream, source=SOURCE)
     except InvalidDicom as exc:
-        with tally.lock:
-            (tally.skipped if _not_dicom(item, exc) else tally.rejected)[_reason(exc)].append(_example(item, exc))
-        return
+        return Outcome("skipped" if _not_dicom(item, exc) else "rejected", _reason(exc), _example(item, exc))
     except Conflict as exc:  # the same data set in another encoding is a duplicate: this is another object
-        with tally.lock:
-            tally.conflicts[_reason(exc)].append(_example(item, exc))
-        return
+        return Outcome("conflict", _reason(exc), _example(item, exc))
     except TooLarge as exc:  # the object's own fault: rejected, with the reason (no retry helps)
-        with tally.lock:
-            tally.rejected[_reason(exc)].append(_example(item, exc))
-        return
+        return Outcome("rejected", _reason(exc), _example(item, exc))
     except Exception as exc:  # Unavailable, I/O errors: not the object's fault, reported as failures
-        with tally.lock:
-            tally.failed[_reason(exc)].append(_example(item, exc))
-        return
+        return Outcome("failed", _reason(exc), _example(item, exc))
     finally:
         if stream is not None:
             stream.close()
+    if result.outcome == StoreOutcome.DUPLICATE:
+        return Outcome("duplicate")
+    return Outcome("stored" if result.outcome == StoreOutcome.STORED else "replaced", size=result.blob.size)
+
+
+def record(tally: Tally, outcome: Outcome) -> None:
+    """Count ``outcome`` in ``tally`` (thread-safe)."""
     with tally.lock:
-        if result.outcome == StoreOutcome.DUPLICATE:
+        if outcome.kind == "duplicate":
             tally.duplicates += 1
-        elif result.outcome == StoreOutcome.STORED:
+        elif outcome.kind == "stored":
             tally.stored += 1
-            tally.bytes_stored += result.blob.size
-        else:
+            tally.bytes_stored += outcome.size
+        elif outcome.kind == "replaced":
             tally.replaced += 1
-            tally.bytes_stored += result.blob.size
+            tally.bytes_stored += outcome.size
+        else:
+            groups = {"conflict": tally.conflicts, "rejected": tally.rejected, "failed": tally.failed,
+                      "skipped": tally.skipped}[outcome.kind]
+            groups[outcome.reason].append(outcome.example)
+
+
+def ingest_one(ingest: IngestService, item: Item, stream: BinaryIO | None, tally: Tally) -> None:
+    """Ingest one item and record its outcome."""
+    record(tally, outcome_of(ingest, item, stream))
 
 
 def _spool(zf: zipfile.ZipFile, member: str) -> IO[bytes]:
