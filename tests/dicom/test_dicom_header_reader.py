@@ -106,3 +106,25 @@ def test_a_cut_header_is_declined_and_cut_pixel_data_is_not_its_business() -> No
     # cut inside the pixel data: the header is whole and read; the pixel data checks are the caller's
     cut = _fast(data[: header_end + 100])
     assert cut is not None and cut[1] == header_end
+
+
+def test_file_meta_reads_as_pydicom_reads_it() -> None:
+    from pydicom.filereader import read_dataset
+
+    from dicomvault.dicom.header_reader import read_file_meta as fast_meta
+
+    read = 0
+    for path in sorted(p for p in corpus_dir().rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        stream = io.BytesIO(data)
+        fast = fast_meta(stream, len(data))
+        if fast is None:
+            continue
+        stream.seek(132)
+        want = read_dataset(stream, False, True, stop_when=lambda tag, vr, length: int(tag) >> 16 != 0x0002)
+        assert fast[1] == stream.tell(), path.name
+        # raw elements first: comparing data sets converts them
+        assert [tuple(e) for e in fast[0]._dict.values()] == [tuple(e) for e in want._dict.values()], path.name
+        assert fast[0] == pydicom.dataset.FileMetaDataset(want), path.name
+        read += 1
+    assert read > 100

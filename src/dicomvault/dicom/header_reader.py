@@ -71,9 +71,11 @@ class _Window:
         return self.data[offset : offset + n]
 
 
-def _walk(window: _Window, pos: int, implicit: bool, defer_size: int) -> tuple[dict[BaseTag, Any], int] | None:
-    """The raw elements of the data set at ``pos`` up to the pixel data or the end, and where reading stopped;
-    None where pydicom's generator would do anything but the plain case."""
+def _walk(window: _Window, pos: int, implicit: bool, defer_size: int,
+          meta: bool = False) -> tuple[dict[BaseTag, Any], int] | None:
+    """The raw elements of the data set at ``pos`` up to the pixel data or the end (``meta``: the File Meta group
+    up to its first non-0002 element), and where reading stopped; None where pydicom's generator would do
+    anything but the plain case."""
     size = window.size
     raw: dict[BaseTag, Any] = {}
     if implicit:
@@ -103,10 +105,15 @@ def _walk(window: _Window, pos: int, implicit: bool, defer_size: int) -> tuple[d
             else:
                 value_pos = pos + 8
         tag = group << 16 | element
-        if tag in _PIXEL_TAGS:
+        if meta:
+            if group != 0x0002:
+                return raw, pos
+        elif tag in _PIXEL_TAGS:
             return raw, pos
-        if length == 0xFFFFFFFF or tag <= last or group in (0x0000, 0x0002, 0xFFFE):
-            return None  # undefined length, out of order or repeated, command/meta/delimiter tags
+        elif group in (0x0000, 0x0002):
+            return None  # command or File Meta elements in the data set
+        if length == 0xFFFFFFFF or tag <= last or group == 0xFFFE:
+            return None  # undefined length, out of order or repeated, delimiter tags
         if value_pos + length > size:
             return None  # truncated: pydicom reads it short and the caller refuses it
         if length > defer_size and tag != _CHARSET:
@@ -154,3 +161,21 @@ def read_header(
     ds.set_original_encoding(implicit, True, dataset._character_set)
     stream.seek(stopped)
     return ds, stopped
+
+
+def read_file_meta(stream: BinaryIO | IO[bytes], size: int) -> tuple[FileMetaDataset, int] | None:
+    """The File Meta Information as ``read_dataset(stream, False, True, stop_when=<past group 0002>)`` reads it
+    from after the preamble, and the offset of the data set; None when there is no preamble and ``DICM`` prefix,
+    or the group is not the plain case (the caller then asks pydicom, which reports what is wrong)."""
+    stream.seek(0)
+    head = stream.read(132)
+    if len(head) < 132 or head[128:132] != b"DICM":
+        return None
+    walked = _walk(_Window(stream, 132, size), 132, False, 1 << 62, meta=True)
+    if walked is None:
+        return None
+    raw, stopped = walked
+    meta = Dataset(raw, parent_encoding=default_encoding)
+    meta.set_original_encoding(False, True, default_encoding)
+    stream.seek(stopped)
+    return FileMetaDataset(meta), stopped

@@ -32,6 +32,7 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag
 
+from dicomvault.dicom import header_reader
 from dicomvault.domain.errors import MalformedDicom, TooLarge
 
 #: Bytes inflated per step (and per chunk of a streamed response).
@@ -120,7 +121,12 @@ def inflate_to_spool(source: BinaryIO, limits: Limits) -> IO[bytes]:
 def read_file_meta(stream: BinaryIO | IO[bytes]) -> tuple[FileMetaDataset | None, int]:
     """(File Meta Information, offset of the data set) of a Part 10 object; (None, 0) when it has no preamble
     and ``DICM`` prefix. Reads group 0002 only, so no data set byte is inflated or decoded. Raises
-    ``MalformedDicom`` when the meta group cannot be read."""
+    ``MalformedDicom`` when the meta group cannot be read. The plain case is read by ``dicom.header_reader``;
+    pydicom reads the rest (and reports what is wrong)."""
+    stream.seek(0, 2)
+    fast = header_reader.read_file_meta(stream, stream.tell())
+    if fast is not None:
+        return fast
     stream.seek(0)
     head = stream.read(132)
     if len(head) < 132 or head[128:132] != b"DICM":
