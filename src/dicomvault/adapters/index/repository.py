@@ -30,6 +30,7 @@ from dicomvault.adapters.index.tables import (
     series,
     studies,
 )
+from dicomvault.adapters.index.writer_lock import WriterLock
 from dicomvault.domain.errors import Conflict
 from dicomvault.domain.records import (
     BlobClaim,
@@ -67,6 +68,8 @@ class SqlIndexRepository(SqlIndexReads):
         # failures; other processes (a CLI import beside the server) wait on busy_timeout.
         self._write_lock = threading.Lock() if self._dialect == "sqlite" else None
         self._writer: Connection | None = None
+        #: and across processes (DIMSE worker processes, an import beside the server): see ``writer_lock``
+        self._process_lock = WriterLock(engine.url.database if self._dialect == "sqlite" else None)
         # Stores arriving together share one transaction and one WAL fsync (see ``group_commit``).
         self._group = GroupCommit(self._write) if self._write_lock is not None else None
         self._removals = RemovalStatements(self._dialect)
@@ -83,7 +86,7 @@ class SqlIndexRepository(SqlIndexReads):
             with self.engine.connect() as conn, conn.begin():
                 yield conn
             return
-        with lock:
+        with lock, self._process_lock.hold():
             # SQLite has one writer at a time: it keeps one connection instead of a pool checkout and check-in
             # per transaction (~10 % of a small object's ingest CPU). A connection that failed is replaced.
             kept = self._writer
@@ -104,6 +107,7 @@ class SqlIndexRepository(SqlIndexReads):
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
+            self._process_lock.close()
 
     def _insert(self, table: Any) -> Any:
         return (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(table)
