@@ -1,6 +1,6 @@
-"""Property-based fuzzing of the DIMSE byte-level code (issue #9): the quick SOP UID walk over received data sets
-(``received.identity_from_bytes``) and the lean PDU receiver (``store_link.StoreLink``) fed random and mutated PDU
-streams over a socketpair. Example counts and the long-run switch: tests/fuzzing.py."""
+"""Property-based fuzzing of the DIMSE byte-level code (issue #9): the lean PDU receiver (``store_link.StoreLink``)
+fed random and mutated PDU streams over a socketpair. The data set strategies here also feed the header reader's
+fuzzer (tests/dicom/test_dicom_header_reader_fuzz.py). Example counts and the long-run switch: tests/fuzzing.py."""
 
 from __future__ import annotations
 
@@ -19,8 +19,6 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 from pydicom.dataset import Dataset
-from pydicom.filereader import read_dataset
-from pydicom.tag import BaseTag
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.dimse_messages import C_ECHO_RQ, C_STORE_RQ, DIMSEMessage
 from pynetdicom.dimse_primitives import C_ECHO, C_STORE
@@ -28,7 +26,6 @@ from pynetdicom.pdu import A_RELEASE_RQ, P_DATA_TF
 
 from dicomvault.dimse import status, store_link
 from dicomvault.dimse.connections import Connection, Limits
-from dicomvault.dimse.received import identity_from_bytes
 from tests.fuzzing import fuzz_settings
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom on invalid values: expected here
@@ -109,81 +106,6 @@ def mutated(draw: st.DrawFn, source: st.SearchStrategy[tuple[bytes, bool]]) -> t
         else:
             del buf[pos:]
     return bytes(buf), implicit
-
-
-def _pydicom_identity(data: bytes, implicit: bool) -> tuple[str, str] | None:
-    """What ``received.dataset_identity`` falls back on: pydicom reading up to (0008,0018); None if it cannot."""
-
-    def past_sop_uid(tag: BaseTag, vr: str | None, length: int) -> bool:
-        return int(tag) > 0x00080018
-
-    try:
-        ds = read_dataset(io.BytesIO(data), implicit, True, stop_when=past_sop_uid)
-        return str(ds.get("SOPClassUID", "") or ""), str(ds.get("SOPInstanceUID", "") or "")
-    except Exception:
-        return None
-
-
-@fuzz_settings(400)
-@given(mutated(data_sets()), st.booleans())
-def test_identity_walk_never_raises_and_agrees_with_pydicom(case: tuple[bytes, bool], whole: bool) -> None:
-    data, implicit = case
-    answer = identity_from_bytes(data, implicit, whole=whole)
-    if answer is None:
-        return
-    assert isinstance(answer, tuple) and len(answer) == 2 and all(isinstance(v, str) for v in answer)
-    reference = _pydicom_identity(data, implicit)
-    if reference is not None:  # where pydicom cannot read the bytes at all, ingest refuses the object anyway
-        assert answer == reference
-
-
-@fuzz_settings(100)
-@given(st.binary(max_size=4096), st.booleans(), st.booleans())
-def test_identity_walk_on_random_bytes(data: bytes, implicit: bool, whole: bool) -> None:
-    answer = identity_from_bytes(data, implicit, whole=whole)
-    assert answer is None or (len(answer) == 2 and all(isinstance(v, str) for v in answer))
-
-
-def test_identity_walk_time_is_linear_in_its_input() -> None:
-    """4 KiB of the smallest possible elements (8 bytes each): the walk reads each once. Bounded by a join timeout
-    only: this checks that the walk ends, not how fast."""
-    data = struct.pack("<HHI", 0x0008, 0x0001, 0) * 512
-    done = threading.Event()
-    result: list[object] = []
-
-    def walk() -> None:
-        result.append(identity_from_bytes(data, True, whole=True))
-        done.set()
-
-    threading.Thread(target=walk, daemon=True).start()
-    assert done.wait(10)
-    assert result == [("", "")]
-
-
-def test_identity_walk_decodes_non_ascii_like_pydicom() -> None:
-    data = _element(0x00080016, "UI", b"1.2\0", False) + _element(0x00080018, "UI", b"1.\xe9", False)
-    assert identity_from_bytes(data, False, whole=True) == _pydicom_identity(data, False)
-
-
-def test_identity_walk_strips_whitespace_like_pydicom() -> None:
-    data = _element(0x00080016, "UI", b"1.2\0", False) + _element(0x00080018, "UI", b" 1.2.3", False)
-    assert identity_from_bytes(data, False, whole=True) == _pydicom_identity(data, False)
-
-
-def test_identity_walk_gives_up_on_an_invalid_vr() -> None:
-    data = (_element(0x00080005, "CS", b"ISO_IR 100", False) + struct.pack("<HH2sH", 0x0008, 0x0016, b"\0I", 0)
-            + _element(0x00080020, "DA", b"20240102", False))
-    assert identity_from_bytes(data, False, whole=True) is None
-
-
-def test_identity_walk_gives_up_where_pydicom_reads_by_another_vr() -> None:
-    """A SOP UID element with an explicit VR other than UI (pydicom converts it by that VR), and implicit VR data
-    whose first element looks explicit (pydicom then reads the whole data set as explicit VR): left to pydicom."""
-    as_us = _element(0x00080016, "UI", b"1.2\0", False) + _element(0x00080018, "US", b"1.", False)
-    assert identity_from_bytes(as_us, False, whole=True) is None
-    looks_explicit = _element(0x00080016, "UI", b"1.2\0", False) + _element(0x00080018, "UI", b"1.2.3\0", False)
-    assert identity_from_bytes(looks_explicit, False, whole=True) == ("1.2", "1.2.3")
-    assert identity_from_bytes(looks_explicit, True, whole=True) is None
 
 
 # -- the lean PDU receiver ------------------------------------------------------------------------------------------

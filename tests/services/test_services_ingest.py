@@ -11,7 +11,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from dicomvault.bootstrap import Archive, build_archive
-from dicomvault.domain.errors import Conflict, InvalidDicom, MalformedDicom
+from dicomvault.domain.errors import Conflict, InvalidDicom, InvalidIdentity, MalformedDicom, WrongStudy
 from dicomvault.domain.records import DuplicatePolicy, StoreOutcome
 from dicomvault.domain.tags import Level
 from dicomvault.settings import Settings
@@ -126,3 +126,23 @@ def test_truncated_corpus_files_are_refused_as_malformed(archive: Archive, name:
     with pytest.raises(MalformedDicom, match="truncated"):
         ingest(archive, (corpus_dir() / name).read_bytes())
     assert archive.index.stats().instances == 0
+
+
+def test_the_request_is_checked_on_ingests_own_parse(archive: Archive) -> None:
+    """C-STORE's Affected SOP UIDs (``expect``) and STOW-RS's study in the URL (``target_study``) are compared with
+    the data set ingest reads; a mismatch is refused before anything is written, naming the instance."""
+    study = generate_uid()
+    data = make_ct(study=study, seed=21)
+    ds = pydicom.dcmread(io.BytesIO(data))
+    sop_class, sop = str(ds.SOPClassUID), str(ds.SOPInstanceUID)
+    with pytest.raises(InvalidIdentity, match="Instance UID differs") as wrong_sop:
+        archive.ingest.ingest(io.BytesIO(data), expect=(sop_class, "1.2.3"))
+    assert wrong_sop.value.sop_instance_uid == sop
+    with pytest.raises(InvalidIdentity, match="Class UID differs"):
+        archive.ingest.ingest(io.BytesIO(data), expect=("1.2.3", sop))
+    with pytest.raises(WrongStudy) as wrong_study:
+        archive.ingest.ingest(io.BytesIO(data), target_study=generate_uid())
+    assert (wrong_study.value.study_uid, wrong_study.value.sop_instance_uid) == (study, sop)
+    assert archive.index.stats().instances == 0
+    result = archive.ingest.ingest(io.BytesIO(data), expect=(sop_class, sop), target_study=study)
+    assert result.sop_instance_uid == sop and archive.index.stats().instances == 1

@@ -93,6 +93,8 @@ def _walk(window: _Window, pos: int, implicit: bool, defer_size: int,
             value_pos = pos + 8
         else:
             group, element, vr_bytes, length = _EXPLICIT.unpack(head)
+            if meta and group != 0x0002:
+                return raw, pos  # the data set begins (perhaps in another encoding)
             vr = _VRS.get(vr_bytes)
             if vr is None:
                 return None  # unknown VR: pydicom guesses

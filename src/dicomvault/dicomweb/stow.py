@@ -70,12 +70,11 @@ from dicomvault.dicomweb.stow_status import (
     OUT_OF_RESOURCES,
     PROCESSING_FAILURE,
     RETRY_LATER,
-    STUDY_MISMATCH,
     WARNING_COERCION,
     WARNING_DATASET_MISMATCH,
     failure_reason,
 )
-from dicomvault.domain.errors import DicomVaultError
+from dicomvault.domain.errors import DicomVaultError, WrongStudy
 from dicomvault.domain.records import StoreOutcome
 from dicomvault.services.header import identity
 
@@ -123,14 +122,12 @@ def store_part(ingest: IngestService, part: Part, target_study: str | None) -> P
     if ctype not in ("", "application/dicom"):
         cls, sop, study = identity(part.file)
         return PartResult(cls, sop, study, failure=CANNOT_UNDERSTAND, reason=f"part of type {ctype} is not DICOM")
-    if target_study is not None:
-        cls, sop, study = identity(part.file)
-        if study is not None and study != target_study:
-            return PartResult(cls, sop, study, failure=STUDY_MISMATCH,
-                              reason="Study Instance UID differs from the study in the URL")
     stream = cast("Any", part.file)
     try:
-        res = ingest.ingest(stream, source="stow")
+        res = ingest.ingest(stream, source="stow", target_study=target_study)
+    except WrongStudy as exc:  # the response names the study the part belongs to
+        return PartResult(exc.sop_class_uid or None, exc.sop_instance_uid or None, exc.study_uid or None,
+                          failure=failure_reason(exc), reason=exc.message)
     except DicomVaultError as exc:
         cls, sop = _named(exc, part)
         return PartResult(cls, sop, failure=failure_reason(exc), reason=exc.message)

@@ -28,6 +28,7 @@ FAILURE_REASON: tuple[tuple[type[e.DicomVaultError], int], ...] = (
     (e.TooLarge, REFUSED_TOO_LARGE),
     (e.Conflict, DUPLICATE_REJECTED),
     (e.MalformedDicom, CANNOT_UNDERSTAND),
+    (e.WrongStudy, STUDY_MISMATCH),
     (e.InvalidIdentity, INVALID_DATASET),
     (e.DamagedPixelData, INVALID_DATASET),
     (e.InvalidDicom, INVALID_DATASET),

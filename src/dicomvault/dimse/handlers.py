@@ -55,7 +55,8 @@ def store_received(archive: Archive, dataset: AbstractContextManager[tuple[Binar
     try:
         with dataset as part:
             stream = received.part10_stream(part, sop_class_uid, sop_instance_uid, transfer_syntax, calling)
-            result = archive.ingest.ingest(stream, source=f"dimse:{calling}")
+            result = archive.ingest.ingest(stream, source=f"dimse:{calling}",
+                                           expect=(sop_class_uid, sop_instance_uid))
     except DicomVaultError as exc:
         code, reason = status.store_status(exc), status.store_comment(exc)
         # The reason is the Error Comment's text: written by the archive, naming attributes, never their values.

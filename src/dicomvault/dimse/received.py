@@ -11,26 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import io
-import struct
-import zlib
 from collections.abc import Iterator
 from typing import Any, BinaryIO, cast
 
-from pydicom.filereader import read_dataset
-from pydicom.tag import BaseTag
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pynetdicom.dimse_primitives import C_STORE
 
-from dicomvault.dicom.tables import LONG_LENGTH_VR_BYTES
-from dicomvault.domain.errors import InvalidIdentity
 from dicomvault.services.part10 import dataset_offset, file_meta_bytes
 
 #: Read-ahead of the stream handed to ingest: header parsing does many small reads.
 WINDOW = 64 * 1024
-#: Enough inflated bytes of a deflated data set to reach (0008,0018).
-DEFLATED_PREFIX = 256 * 1024
-#: Bytes of the data set the quick identity walk looks at (the SOP UIDs come within the first few hundred).
-QUICK_PREFIX = 4096
 
 
 class SplicedReader(io.RawIOBase):
@@ -129,117 +118,13 @@ def received_dataset(request: C_STORE) -> Iterator[tuple[BinaryIO, int, int]]:
         yield cast(BinaryIO, f), start, size - start
 
 
-#: VRs with a reserved field and a 4-byte length in explicit VR encoding (PS3.5 7.1.2).
-_SOP_CLASS, _SOP_INSTANCE = 0x00080016, 0x00080018
-#: Every explicit VR pydicom reads as one: two capital letters (anything else makes it guess at implicit VR).
-_VRS = frozenset(bytes((a, b)) for a in range(0x41, 0x5B) for b in range(0x41, 0x5B))
-_IMPLICIT, _EXPLICIT, _LENGTH = struct.Struct("<HHI"), struct.Struct("<HH2sH"), struct.Struct("<I")
-
-
-def identity_from_bytes(head: bytes, implicit: bool, *, whole: bool) -> tuple[str, str] | None:
-    """(SOPClassUID, SOPInstanceUID) from the first bytes of a little endian data set (``whole``: the entire data
-    set), walking the raw elements; None where this simple walk cannot be sure, and the caller asks pydicom instead:
-    an undefined length, a value or the end of the UIDs' group past ``head``, a multi-valued UID, an explicit VR
-    that is not two capital letters (pydicom then guesses at implicit VR), a SOP UID element whose explicit VR is
-    not UI (pydicom converts it by that VR), implicit VR data whose first element looks explicit (pydicom switches).
-    Values are read as pydicom reads a UI value: ISO 8859-1 (the default character set; (0008,0005) does not apply
-    to UI), trailing NULs and spaces removed, then surrounding whitespace, so both give the same answer.
-    Exists because it runs for every C-STORE and pydicom's reader, which builds a ``Dataset`` to answer the same
-    question, cost ~0.3 ms of the few an instance costs."""
-    pos, end = 0, len(head)
-    if implicit and end >= 6 and head[4:6] in _VRS:
-        return None  # pydicom would read these bytes as explicit VR (its first-element check)
-    found: dict[int, str] = {}
-    while pos + 8 <= end:
-        if implicit:
-            group, element, length = _IMPLICIT.unpack_from(head, pos)
-            tag = (group << 16) | element
-            if tag > _SOP_INSTANCE:
-                break
-            pos += 8
-        else:
-            group, element, vr, length = _EXPLICIT.unpack_from(head, pos)
-            tag = (group << 16) | element
-            if tag > _SOP_INSTANCE:
-                break
-            if vr not in _VRS:
-                return None
-            if vr in LONG_LENGTH_VR_BYTES:
-                if pos + 12 > end:
-                    return None
-                (length,) = _LENGTH.unpack_from(head, pos + 8)
-                pos += 12
-            else:
-                pos += 8
-            if tag in (_SOP_CLASS, _SOP_INSTANCE) and vr != b"UI":
-                return None
-        if length == 0xFFFFFFFF or pos + length > end:
-            return None
-        if tag in (_SOP_CLASS, _SOP_INSTANCE):
-            value = head[pos : pos + length].decode("latin-1").rstrip("\0 ")
-            if "\\" in value:
-                return None
-            found[tag] = value.strip()
-        pos += length
-    else:
-        if not (whole and pos == end):  # ran out of bytes before passing (0008,0018)
-            return None
-    return found.get(_SOP_CLASS, ""), found.get(_SOP_INSTANCE, "")
-
-
-def dataset_identity(part: tuple[BinaryIO, int, int], transfer_syntax: str) -> tuple[str, str] | None:
-    """(SOPClassUID, SOPInstanceUID) read from the start of the data set, or None if they cannot be read here
-    (ingest then reports what is wrong with the object)."""
-    stream, start, length = part
-    ts = UID(transfer_syntax)
-    try:
-        walkable = ts.is_little_endian and not ts.is_deflated
-    except ValueError:  # not a transfer syntax pydicom knows
-        walkable = False
-    if walkable:
-        stream.seek(start)
-        quick = identity_from_bytes(stream.read(min(length, QUICK_PREFIX)), ts.is_implicit_VR,
-                                    whole=length <= QUICK_PREFIX)
-        if quick is not None:
-            return quick
-    stream.seek(start)
-    try:
-        if ts == DeflatedExplicitVRLittleEndian:
-            inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-            fp: BinaryIO = io.BytesIO(inflater.decompress(stream.read(min(length, DEFLATED_PREFIX)), DEFLATED_PREFIX))
-        else:
-            fp = cast(BinaryIO, io.BytesIO(stream.read(min(length, 1 << 16))))
-
-        def past_sop_uid(tag: BaseTag, vr: str | None, length: int) -> bool:
-            return int(tag) > 0x00080018
-
-        ds = read_dataset(fp, ts.is_implicit_VR, ts.is_little_endian, stop_when=past_sop_uid)
-        return str(ds.get("SOPClassUID", "") or ""), str(ds.get("SOPInstanceUID", "") or "")
-    except Exception:
-        return None
-
-
-def check_identity(sop_class_uid: str, sop_instance_uid: str, identity: tuple[str, str] | None) -> None:
-    """PS3.4 B.2: the command's Affected SOP Class/Instance UIDs must be the data set's own. A mismatch means the
-    peer's command and object disagree (e.g. a file whose meta header names another instance): refused, since
-    storing it would index the object under a UID the peer did not mean."""
-    if identity is None:
-        return
-    sop_class, sop_instance = identity
-    if sop_instance and sop_instance != sop_instance_uid:
-        raise InvalidIdentity("Affected SOP Instance UID differs from the data set's")
-    if sop_class and sop_class != sop_class_uid:
-        raise InvalidIdentity("Affected SOP Class UID differs from the data set's")
-
-
 def part10_stream(
     part: tuple[BinaryIO, int, int], sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, calling_aet: str
 ) -> BinaryIO:
     """The Part 10 object to ingest: our file meta + the received data set bytes (``part``), as one stream.
 
     Shared by the pynetdicom handler and the lean storage path (``fast_store``), so both keep identical objects.
-    Raises ``InvalidIdentity`` when the command and the data set name different SOP instances or classes."""
-    check_identity(sop_class_uid, sop_instance_uid, dataset_identity(part, transfer_syntax))
+    Whether the data set is the instance the command names is checked by ingest on its own parse (``expect``)."""
     meta = file_meta_bytes(
         sop_class_uid=sop_class_uid,
         sop_instance_uid=sop_instance_uid,

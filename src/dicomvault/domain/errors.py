@@ -71,6 +71,18 @@ class InvalidIdentity(InvalidDicom):
         self.keyword = keyword
 
 
+class WrongStudy(InvalidIdentity):
+    """The data set belongs to another study than the request names (STOW-RS to ``/studies/{uid}``, PS3.18
+    10.5.3: FailureReason 0xA901 in the STOW-RS response). Found on ingest's own parse, before anything is
+    written; ``study_uid`` is the data set's study (the response names it)."""
+
+    def __init__(self, message: str, *, study_uid: str = "", sop_class_uid: str = "",
+                 sop_instance_uid: str = "") -> None:
+        super().__init__(message, keyword="StudyInstanceUID", sop_class_uid=sop_class_uid,
+                         sop_instance_uid=sop_instance_uid)
+        self.study_uid = study_uid
+
+
 #: ``DamagedPixelData.reason``: the messages say how short, which varies from object to object.
 SHORT_PIXEL_DATA = "pixel data shorter than its header describes"
 

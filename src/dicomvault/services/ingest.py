@@ -24,7 +24,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, replace
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from dicomvault.domain.errors import (
     BlobRemovalRace,
@@ -32,8 +32,10 @@ from dicomvault.domain.errors import (
     DamagedPixelData,
     DicomVaultError,
     InvalidDicom,
+    InvalidIdentity,
     NotFound,
     Unavailable,
+    WrongStudy,
 )
 from dicomvault.domain.records import (
     BlobInfo,
@@ -74,6 +76,24 @@ class IngestResult:
         if self.outcome in (StoreOutcome.REPLACED, StoreOutcome.VERSIONED):
             return f"an earlier object with this SOP Instance UID was {self.outcome.value}"
         return None
+
+
+def _check_request(cols: dict[Level, dict[str, Any]], expect: tuple[str, str] | None,
+                   target_study: str | None) -> None:
+    """The data set against what the request said it is (``IngestService.ingest``'s ``expect``/``target_study``)."""
+    sop_class, sop_uid = cols[Level.IMAGE]["sop_class_uid"] or "", cols[Level.IMAGE]["sop_uid"] or ""
+    if expect is not None:
+        # Storing it would index the object under a UID the sender did not mean.
+        if sop_uid != expect[1]:
+            raise InvalidIdentity("Affected SOP Instance UID differs from the data set's",
+                                  sop_class_uid=sop_class, sop_instance_uid=sop_uid)
+        if sop_class != expect[0]:
+            raise InvalidIdentity("Affected SOP Class UID differs from the data set's",
+                                  sop_class_uid=sop_class, sop_instance_uid=sop_uid)
+    if target_study is not None and cols[Level.STUDY]["study_uid"] != target_study:
+        raise WrongStudy("Study Instance UID differs from the study in the URL",
+                         study_uid=cols[Level.STUDY]["study_uid"] or "", sop_class_uid=sop_class,
+                         sop_instance_uid=sop_uid)
 
 
 def _sha256_of(stream: BinaryIO) -> str:
@@ -128,19 +148,26 @@ class IngestService:
         self.pixel_policy = pixel_policy
         self.removal_wait = removal_wait
 
-    def ingest(self, stream: BinaryIO, *, source: str = "") -> IngestResult:
+    def ingest(self, stream: BinaryIO, *, source: str = "", expect: tuple[str, str] | None = None,
+               target_study: str | None = None) -> IngestResult:
         """Store one Part 10 object read from a seekable ``stream``. Raises ``InvalidDicom``: ``NotDicom`` (empty, or
         no DICOM object at all), ``MalformedDicom`` (truncated, unreadable), ``InvalidIdentity`` (a required UID
         missing or invalid), ``DamagedPixelData`` (native pixel data shorter than the header describes, under the
         ``reject`` policy), each naming the instance when its UIDs could be read; ``TooLarge`` (a deflated data
         set beyond the inflation limits), ``Conflict``, ``Unavailable``. Returns only after the object is durable
-        and indexed."""
+        and indexed.
+
+        ``expect``: (SOP Class UID, SOP Instance UID) the sender's command names (C-STORE's Affected SOP Class and
+        Instance UIDs): a data set naming others is refused (``InvalidIdentity``). ``target_study``: the study the
+        request addresses (STOW-RS to ``/studies/{uid}``): a data set of another study is refused
+        (``WrongStudy``). Both are checked on this call's own parse, before anything is written."""
         parsed = hdr.parse_header(stream, self.limits)
         try:
             ds = parsed.dataset
             data = hdr.json_dict(ds, parsed)
             hdr.validate(data)
             cols = hdr.index_columns(data, parsed.transfer_syntax_uid)
+            _check_request(cols, expect, target_study)
             meta_json = hdr.dumps(data)
             problem = parsed.pixel_problem
             if problem is not None:
