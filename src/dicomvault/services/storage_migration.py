@@ -12,7 +12,8 @@ Design (copy, verify, then switch configuration):
 3. The running archive keeps reading and writing the source throughout. When a pass ends with nothing left to
    copy, the operator stops the archive, runs the command again (it copies only what arrived meanwhile), and
    restarts with ``storage_url`` set to the target. Nothing is deleted from the source unless asked, and only
-   once the configuration no longer points at it (``delete_source``), so no read can ever miss.
+   once the configuration no longer points at it (``delete_source``), so no read can ever miss; each source copy
+   goes only after the target copy has been read back and hashed to the recorded SHA-256 in that same run.
 
 A transport failure (``Unavailable``) aborts the run (resume later); per-blob problems (missing or corrupt
 source, a conflicting target object) are collected and reported, and the switch is not advised until none remain.
@@ -241,10 +242,14 @@ class StorageMigration:
             return MigrationEvent(Outcome.FAILED, blob, f"{type(exc).__name__}: {exc.message}")
 
     def _delete_one(self, blob: BlobInfo) -> MigrationEvent:
+        """Remove the source copy only after the target copy was read back in full and hashed to the recorded
+        SHA-256 here, whatever ``deep_verify`` says: the source copy may be the last one that is verified."""
         try:
             if not self.target.exists(blob.key):
                 return MigrationEvent(Outcome.FAILED, blob, "not in the target; source copy kept")
             problem = self._verify_present(blob)
+            if problem is None and not self.deep_verify and sha256_of_blob(self.target, blob.key) != blob.sha256:
+                problem = "target copy fails its SHA-256"
             if problem:
                 return MigrationEvent(Outcome.FAILED, blob, problem + "; source copy kept")
             self.source.delete(blob.key)
