@@ -94,6 +94,35 @@ def _realistic_header(ds: Dataset, i: int) -> None:
     ds.ReferencedPerformedProcedureStepSequence = [ref]
 
 
+def _ct_image(i: int, study: str, series: str, rows: int, columns: int, rng: np.random.Generator,
+              realistic: bool) -> Dataset:
+    """One 16-bit CT image of study/series (instance number ``i + 1``), with random pixels."""
+    ds = Dataset()
+    if realistic:
+        _realistic_header(ds, i)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+    ds.PatientID, ds.PatientName, ds.PatientBirthDate, ds.PatientSex = "BENCH1", "Bench^Patient", "19700101", "O"
+    ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.StudyDescription = "20240101", "120000", "ACC1", "Bench CT"
+    ds.Modality, ds.SeriesNumber, ds.SeriesDescription, ds.InstanceNumber = "CT", 1, "Axial", i + 1
+    ds.ImagePositionPatient = [0.0, 0.0, float(i)]
+    ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    ds.PixelSpacing = [0.7, 0.7]
+    ds.SliceThickness = 1.0
+    ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+    ds.WindowCenter, ds.WindowWidth = 40, 400
+    ds.Rows, ds.Columns = rows, columns
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.PixelData = rng.integers(0, 4000, (rows, columns), dtype=np.uint16).tobytes()
+    return ds
+
+
 def generate_ct_series(
     folder: Path, count: int, *, rows: int = 512, columns: int = 512, seed: int = 0, realistic: bool = False
 ) -> list[Path]:
@@ -104,65 +133,21 @@ def generate_ct_series(
     rng = np.random.default_rng(seed)
     paths = []
     for i in range(count):
-        ds = Dataset()
-        if realistic:
-            _realistic_header(ds, i)
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-        ds.PatientID, ds.PatientName, ds.PatientBirthDate, ds.PatientSex = "BENCH1", "Bench^Patient", "19700101", "O"
-        ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.StudyDescription = "20240101", "120000", "ACC1", "Bench CT"
-        ds.Modality, ds.SeriesNumber, ds.SeriesDescription, ds.InstanceNumber = "CT", 1, "Axial", i + 1
-        ds.ImagePositionPatient = [0.0, 0.0, float(i)]
-        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-        ds.PixelSpacing = [0.7, 0.7]
-        ds.SliceThickness = 1.0
-        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-        ds.WindowCenter, ds.WindowWidth = 40, 400
-        ds.Rows, ds.Columns = rows, columns
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.PixelData = rng.integers(0, 4000, (rows, columns), dtype=np.uint16).tobytes()
         path = folder / f"ct{i:05d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
+        _ct_image(i, study, series, rows, columns, rng, realistic).save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
 
 
 def generate_small_studies(folder: Path, count: int, *, rows: int = 64, columns: int = 64, seed: int = 0) -> list[Path]:
-    """``count`` one-instance studies of about 8 KiB each (64x64 16-bit, realistic header): the fixed cost per
-    object that dominates for SR, presentation states, key images and migrations."""
+    """``count`` one-instance studies of about 10 KiB each (64x64 16-bit, realistic header), ~1,000 patients: the
+    fixed cost per object that dominates for SR, presentation states, key images and migrations."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     paths = []
     for i in range(count):
-        ds = Dataset()
-        _realistic_header(ds, i)
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-        ds.PatientID, ds.PatientName = f"SMALL{i % 997}", "Small^Patient"
-        ds.PatientBirthDate, ds.PatientSex = "19700101", "O"
-        ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.StudyDescription = "20240101", "120000", f"A{i}", "Small"
-        ds.Modality, ds.SeriesNumber, ds.SeriesDescription, ds.InstanceNumber = "CT", 1, "Scout", 1
-        ds.ImagePositionPatient = [0.0, 0.0, 0.0]
-        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-        ds.PixelSpacing = [0.7, 0.7]
-        ds.SliceThickness = 1.0
-        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-        ds.WindowCenter, ds.WindowWidth = 40, 400
-        ds.Rows, ds.Columns = rows, columns
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.PixelData = rng.integers(0, 4000, (rows, columns), dtype=np.uint16).tobytes()
+        ds = _ct_image(0, generate_uid(), generate_uid(), rows, columns, rng, realistic=True)
+        ds.PatientID, ds.AccessionNumber = f"SMALL{i % 997}", f"A{i}"
         path = folder / f"small{i:06d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
