@@ -83,6 +83,9 @@ class WrongStudy(InvalidIdentity):
         self.study_uid = study_uid
 
 
+#: ``MalformedDicom.reason`` of an object cut short (the messages say where).
+TRUNCATED = "the object is truncated"
+
 #: ``DamagedPixelData.reason``: the messages say how short, which varies from object to object.
 SHORT_PIXEL_DATA = "pixel data shorter than its header describes"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import struct
+from dataclasses import dataclass
 from typing import IO, BinaryIO
 
 from pydicom.dataset import Dataset
@@ -17,6 +18,7 @@ from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID
 
 from dicomvault.dicom.tables import LONG_LENGTH_VR_BYTES
+from dicomvault.domain.errors import TRUNCATED, MalformedDicom
 from dicomvault.domain.records import FrameIndex
 
 _IMPLICIT = "1.2.840.10008.1.2"
@@ -109,22 +111,68 @@ def pixel_element(stream: BinaryIO | IO[bytes], tsuid: str, tag_offset: int) -> 
     return tag_offset + 8, int(length)
 
 
-def build_frame_index(
-    stream: BinaryIO, ds: Dataset, tsuid: str, pixel_offset: int, file_size: int
-) -> FrameIndex | None:
-    """Return the index, or None when frames cannot be located without decoding (big endian, 1-bit, odd data)."""
-    if tsuid == _BIG or pixel_offset is None:
-        return None
-    located = pixel_element(stream, tsuid, pixel_offset)
+@dataclass(frozen=True)
+class PixelLayout:
+    """Where the pixel data element's value lies, found once at ingest (``pixel_layout``) and used both to check
+    the object and to build its frame index. ``length`` 0xFFFFFFFF: encapsulated, with the fragment items
+    (item tag offset, data length) after the Basic Offset Table, and that table's bytes."""
+
+    value_offset: int
+    length: int
+    items: tuple[tuple[int, int], ...] = ()
+    basic_offset_table: bytes = b""
+
+    @property
+    def encapsulated(self) -> bool:
+        return self.length == 0xFFFFFFFF
+
+
+def pixel_layout(stream: BinaryIO | IO[bytes], tsuid: str, offset: int, size: int) -> PixelLayout:
+    """The layout of the pixel data element whose tag starts at ``offset`` in an object of ``size`` bytes: the
+    value must end inside the object (defined length) or its items be closed by a sequence delimiter
+    (encapsulated). Raises ``MalformedDicom`` naming what is wrong (``TRUNCATED`` when cut short)."""
+    located = pixel_element(stream, tsuid, offset)
     if located is None:
-        return None
-    value_offset, length = located
-    n_frames = number_of_frames(ds)
+        raise MalformedDicom("the object is truncated inside the pixel data element", reason=TRUNCATED)
+    value, length = located
     if length != 0xFFFFFFFF:
-        return _native(ds, value_offset, length, n_frames, file_size)
+        if value + length > size:
+            raise MalformedDicom(f"the object is truncated: pixel data needs {value + length - size} more bytes",
+                                 reason=TRUNCATED)
+        return PixelLayout(value, length)
+    items: list[tuple[int, int]] = []
+    bot = b""
+    pos = value
+    stream.seek(pos)
+    while pos + 8 <= size:
+        group, elem, n = struct.unpack("<HHI", stream.read(8))
+        if (group, elem) == (0xFFFE, 0xE0DD):
+            return PixelLayout(value, length, tuple(items), bot)
+        if (group, elem) != (0xFFFE, 0xE000) or n == 0xFFFFFFFF:
+            raise MalformedDicom("encapsulated pixel data is malformed (unexpected item tag)")
+        if pos == value:
+            bot = stream.read(min(n, max(0, size - pos - 8)))
+        else:
+            items.append((pos, n))
+        pos += 8 + n
+        stream.seek(pos)
+    raise MalformedDicom("the object is truncated: encapsulated pixel data has no sequence delimiter",
+                         reason=TRUNCATED)
+
+
+def build_frame_index(
+    stream: BinaryIO, ds: Dataset, tsuid: str, layout: PixelLayout, file_size: int
+) -> FrameIndex | None:
+    """Return the index, or None when frames cannot be located without decoding (big endian, 1-bit, odd data).
+    ``layout`` is the pixel element as ``pixel_layout`` found it (no second walk of the fragments)."""
+    if tsuid == _BIG:
+        return None
+    n_frames = number_of_frames(ds)
+    if not layout.encapsulated:
+        return _native(ds, layout.value_offset, layout.length, n_frames, file_size)
     if not UID(tsuid).is_encapsulated:
         return None
-    return _encapsulated(stream, ds, value_offset, n_frames, file_size)
+    return _encapsulated(stream, ds, layout, n_frames)
 
 
 def _native(ds: Dataset, offset: int, length: int, n_frames: int, file_size: int) -> FrameIndex | None:
@@ -142,29 +190,9 @@ def _native(ds: Dataset, offset: int, length: int, n_frames: int, file_size: int
     return FrameIndex.native(offset, frame, n_frames)
 
 
-def _encapsulated(stream: BinaryIO, ds: Dataset, offset: int, n_frames: int, file_size: int) -> FrameIndex | None:
-    stream.seek(offset)
-    items: list[tuple[int, int]] = []  # (item tag offset, data length)
-    pos = offset
-    bot: bytes = b""
-    first = True
-    while pos + 8 <= file_size:
-        head = stream.read(8)
-        if len(head) < 8:
-            return None
-        group, elem, length = struct.unpack("<HHI", head)
-        tag = group << 16 | elem
-        if tag == _SEQ_DELIM:
-            break
-        if tag != _ITEM or length == 0xFFFFFFFF or pos + 8 + length > file_size:
-            return None
-        if first:
-            bot = stream.read(length) if length else b""
-            first = False
-        else:
-            items.append((pos, length))
-            stream.seek(length, 1)
-        pos += 8 + length
+def _encapsulated(stream: BinaryIO, ds: Dataset, layout: PixelLayout, n_frames: int) -> FrameIndex | None:
+    items = list(layout.items)
+    bot = layout.basic_offset_table
     if not items:
         return None
     if n_frames == 1 or len(items) == n_frames:

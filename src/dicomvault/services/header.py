@@ -27,11 +27,11 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from dicomvault.dicom.header_reader import read_header
-from dicomvault.domain.errors import InvalidDicom, InvalidIdentity, MalformedDicom, NotDicom
+from dicomvault.domain.errors import TRUNCATED, InvalidDicom, InvalidIdentity, MalformedDicom, NotDicom
 from dicomvault.domain.query import fold_pn, normalise_time
 from dicomvault.domain.tags import INDEXED, Level
 from dicomvault.services import inflate
-from dicomvault.services.frames import PIXEL_TAGS, pixel_element, pixel_length_problem
+from dicomvault.services.frames import PIXEL_TAGS, PixelLayout, pixel_layout, pixel_length_problem
 from dicomvault.services.header_json import header_json
 
 _UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
@@ -56,7 +56,6 @@ _PYDICOM_ERRORS: tuple[type[Exception], ...] = (
 _TOO_DEEP = "malformed DICOM object: sequences nested too deeply to be read"
 #: ``reason`` values (``DicomVaultError.reason``) of the refusals whose messages vary from object to object.
 MALFORMED = "malformed DICOM object"
-TRUNCATED = "the object is truncated"
 NOT_DICOM = "not a DICOM object"
 _NOT_DICOM_TEXT = "not a DICOM object (no DICM prefix, not a data set either)"
 #: Image Pixel Module attributes the pixel data checks read (``frames.expected_pixel_bytes``, ``json_dict``).
@@ -73,6 +72,8 @@ class ParsedHeader:
     file_size: int
     #: why the native pixel data cannot be decoded (shorter than the header describes), None when it can
     pixel_problem: str | None = None
+    #: where the pixel data element's value and fragments lie (found once; the frame index is built from it)
+    pixel_layout: PixelLayout | None = None
     #: a deflated object's inflated data set (a spool file the deferred values are read from): see ``close``
     inflated: IO[bytes] | None = None
 
@@ -216,6 +217,7 @@ def _finish(ds: Dataset, stream: BinaryIO | IO[bytes], tsuid: str, pos: int, siz
     # The pixel checks below (and json_dict) read these through pydicom: a damaged one is refused here, by name.
     _decode_elements(ds, [tag for tag in _PIXEL_MODULE_TAGS if tag in ds])
     problem = None
+    layout = None
     if pixel_offset is not None:
         if not UID(syntax).is_transfer_syntax:
             # Neither the pixel data's encoding nor how to locate its frames is known (nothing in the archive
@@ -223,12 +225,12 @@ def _finish(ds: Dataset, stream: BinaryIO | IO[bytes], tsuid: str, pos: int, siz
             named = f" {syntax}" if is_valid_uid(syntax) else ""
             raise MalformedDicom(f"unknown transfer syntax{named}: its pixel data cannot be read",
                                  reason="unknown transfer syntax")
-        length = _check_pixel_data(stream, syntax, pixel_offset, size)
-        if length is not None:
-            problem = pixel_length_problem(ds, length)
+        layout = pixel_layout(stream, syntax, pixel_offset, size)
+        if not layout.encapsulated:
+            problem = pixel_length_problem(ds, layout.length)
     elif all(k in ds for k in ("Rows", "Columns", "BitsAllocated")) and "FloatPixelData" not in ds:
         raise MalformedDicom("the object describes an image but has no pixel data (truncated?)", reason=TRUNCATED)
-    return ParsedHeader(ds, tsuid, pixel_offset, file_size, problem)
+    return ParsedHeader(ds, tsuid, pixel_offset, file_size, problem, pixel_layout=layout)
 
 
 def _check_complete(ds: Dataset, size: int) -> None:
@@ -302,33 +304,6 @@ def _int_value(ds: Dataset, keyword: str, default: int) -> int:
         return int(value) if value not in (None, "") else default
     except (TypeError, ValueError):
         return default
-
-
-def _check_pixel_data(stream: BinaryIO | IO[bytes], tsuid: str, offset: int, size: int) -> int | None:
-    """The pixel data element must end inside the object (defined length) or be closed by a sequence
-    delimiter (encapsulated). Returns the value length of native (defined length) pixel data."""
-    located = pixel_element(stream, tsuid, offset)
-    if located is None:
-        raise MalformedDicom("the object is truncated inside the pixel data element", reason=TRUNCATED)
-    value, length = located
-    if length != 0xFFFFFFFF:
-        if value + length > size:
-            raise MalformedDicom(f"the object is truncated: pixel data needs {value + length - size} more bytes",
-                                 reason=TRUNCATED)
-        return length
-    pos = value
-    stream.seek(pos)
-    while pos + 8 <= size:
-        item = stream.read(8)
-        group, elem, n = struct.unpack("<HHI", item)
-        if (group, elem) == (0xFFFE, 0xE0DD):
-            return None
-        if (group, elem) != (0xFFFE, 0xE000) or n == 0xFFFFFFFF:
-            raise MalformedDicom("encapsulated pixel data is malformed (unexpected item tag)")
-        pos += 8 + n
-        stream.seek(pos)
-    raise MalformedDicom("the object is truncated: encapsulated pixel data has no sequence delimiter",
-                         reason=TRUNCATED)
 
 
 #: Inflated bytes of a deflated data set ``identity`` looks at (the identifying UIDs come first).

@@ -178,10 +178,10 @@ class IngestService:
             frame_index = None
             # A deflated object's frames lie in its inflated data set, not in the blob: no index (retrieval
             # inflates, bounded); damaged pixel data has no frames to locate.
-            if parsed.pixel_data_offset is not None and not parsed.deflated and problem is None:
+            if parsed.pixel_layout is not None and not parsed.deflated and problem is None:
                 try:
                     frame_index = build_frame_index(
-                        stream, ds, parsed.transfer_syntax_uid, parsed.pixel_data_offset, parsed.file_size
+                        stream, ds, parsed.transfer_syntax_uid, parsed.pixel_layout, parsed.file_size
                     )
                 except Exception:
                     log.debug("frame index not built", exc_info=True)
