@@ -94,19 +94,26 @@ def _realistic_header(ds: Dataset, i: int) -> None:
     ds.ReferencedPerformedProcedureStepSequence = [ref]
 
 
+def new_instance(sop_class: str, transfer_syntax: str, study: str | None = None, series: str | None = None) -> Dataset:
+    """A data set with its File Meta and fresh SOP Instance UID (new study and series UIDs unless given): what
+    every generated benchmark object starts from."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = transfer_syntax
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study or generate_uid(), series or generate_uid()
+    return ds
+
+
 def _ct_image(i: int, study: str, series: str, rows: int, columns: int, rng: np.random.Generator,
               realistic: bool) -> Dataset:
     """One 16-bit CT image of study/series (instance number ``i + 1``), with random pixels."""
-    ds = Dataset()
+    ds = new_instance(CTImageStorage, ExplicitVRLittleEndian, study, series)
     if realistic:
         _realistic_header(ds, i)
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
     ds.PatientID, ds.PatientName, ds.PatientBirthDate, ds.PatientSex = "BENCH1", "Bench^Patient", "19700101", "O"
     ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.StudyDescription = "20240101", "120000", "ACC1", "Bench CT"
     ds.Modality, ds.SeriesNumber, ds.SeriesDescription, ds.InstanceNumber = "CT", 1, "Axial", i + 1

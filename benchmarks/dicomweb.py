@@ -29,22 +29,22 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import Server, dicomvault, generate_ct_series, median, orthanc, percentile
+from benchmarks.common import (
+    Server,
+    dicomvault,
+    generate_ct_series,
+    median,
+    new_instance,
+    orthanc,
+    percentile,
+)
 
 MODALITIES = ["CT", "MR", "US", "CR", "DX", "MG", "NM", "PT"]
 SURNAMES = ["SMITH", "JONES", "MULLER", "GARCIA", "ROSSI", "DUBOIS", "NOVAK", "TANAKA", "SILVA", "KOWALSKI"]
 
 
 def small_instance(i: int, *, study: str | None = None, series: str | None = None, rows: int = 8) -> bytes:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.StudyInstanceUID = study or generate_uid()
-    ds.SeriesInstanceUID = series or generate_uid()
+    ds = new_instance(CTImageStorage, ExplicitVRLittleEndian, study, series)
     p = 0 if study else i  # instances of one study share its patient and study attributes
     ds.PatientID = f"PID{p:06d}"
     ds.PatientName = f"{SURNAMES[p % len(SURNAMES)]}^PAT{p}"

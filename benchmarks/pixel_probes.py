@@ -35,28 +35,20 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     MRImageStorage,
     RLELossless,
     SecondaryCaptureImageStorage,
-    generate_uid,
 )
 
-from benchmarks.common import free_port, wait_http
+from benchmarks.common import free_port, new_instance, wait_http
 
 
 def _base(sop_class: str, ts: str) -> Dataset:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ts
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds = new_instance(sop_class, ts)
     ds.PatientID, ds.PatientName, ds.Modality = "PROBE", "Probe^Pixel", "OT"
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.PixelRepresentation = 0

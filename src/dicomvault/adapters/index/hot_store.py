@@ -22,6 +22,7 @@ import re
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 from dicomvault.adapters.index import study_answers
@@ -88,8 +89,6 @@ class HotStore:
     (the caller then runs its Core path in the same transaction, which has changed nothing yet)."""
 
     def __init__(self, dialect: str) -> None:
-        from sqlalchemy.dialects import postgresql, sqlite
-
         self._dialect_name = dialect
         self._sql = _dialect_sql(dialect)
         sa_dialect = (postgresql if dialect == "postgresql" else sqlite).dialect()
@@ -101,13 +100,18 @@ class HotStore:
 
     # -- statements -------------------------------------------------------------------------------------------
 
-    def _run(self, cursor: Any, dbapi_error: type[Exception], name: str, params: dict[str, Any]) -> Any:
-        sql = self._sql[name]
+    @staticmethod
+    def _execute(cursor: Any, dbapi_error: type[Exception], sql: str, params: Any) -> Any:
+        """Run one statement; a driver error becomes SQLAlchemy's matching ``DBAPIError`` (what the retry policy
+        and group commit classify)."""
         try:
             cursor.execute(sql, params)
         except dbapi_error as exc:
             raise DBAPIError.instance(sql, params, exc, dbapi_error) from exc
         return cursor
+
+    def _run(self, cursor: Any, dbapi_error: type[Exception], name: str, params: dict[str, Any]) -> Any:
+        return self._execute(cursor, dbapi_error, self._sql[name], params)
 
     def _one(self, cursor: Any, dbapi_error: type[Exception], name: str, params: dict[str, Any]) -> Any:
         return self._run(cursor, dbapi_error, name, params).fetchone()
@@ -191,10 +195,7 @@ class HotStore:
         params: Any = {self._answer_id: study_id}
         if self._answer_positional:
             params = tuple(params[name] for name in self._answer_positional)
-        try:
-            cur.execute(self._answer_sql, params)
-        except err as exc:
-            raise DBAPIError.instance(self._answer_sql, params, exc, err) from exc
+        self._execute(cur, err, self._answer_sql, params)
         names = [d[0] for d in cur.description]
         found = cur.fetchone()
         if found is None:
