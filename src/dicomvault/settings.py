@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,6 +20,8 @@ from pydantic_settings import (
 
 from dicomvault.domain.peers import Permission, check_ae_title, parse_network
 from dicomvault.domain.records import DuplicatePolicy, PixelLengthPolicy
+from dicomvault.domain.tiers import DEFAULT_STORE
+from dicomvault.storage_settings import STORE_NAME, LifecycleRule, StoreConfig
 
 #: Most DIMSE worker processes (``dimse_workers``): beyond a few per core they only add memory (each holds its own
 #: index connections and caches) and lock contention on an embedded index.
@@ -287,6 +289,23 @@ class Settings(BaseSettings):
         Path(".viewer/ohif"),
         description="Folder of the OHIF web viewer build served at / (install: `make viewer`); no build, no viewer.",
     )
+    # -- Storage tiers and lifecycle (issue #11; storage_settings.py, services/tiering.py, docs/storage-tiers.md) -
+    stores: dict[str, StoreConfig] = Field(
+        default_factory=dict,
+        description="Named blob stores ([stores.<name>] url = …); the store 'default' is storage_url unless declared.",
+    )
+    ingest_store: str = Field("default", description="The store new objects are written to.")
+    lifecycle: list[LifecycleRule] = Field(
+        default_factory=list, description="Lifecycle rules ([[lifecycle]] name, when = {…}, action = {…})."
+    )
+    lifecycle_interval: float = Field(
+        3600.0, ge=0, description="Seconds between lifecycle evaluations by the job worker; 0: only on demand.")
+    tier_max_bytes_per_second: int = Field(
+        64 * 1024 * 1024, ge=0,
+        description="Throttle of background copies (tier moves, replication, repair) per node, bytes/s; 0: none.",
+    )
+    tier_max_concurrent_jobs: int = Field(
+        1, ge=1, le=64, description="Tier move / copy / recall jobs one node runs at once.")
     log_level: str = Field("INFO", description="Log level; patient data is logged only at DEBUG.")
     import_workers: int = Field(4, description="Parallel workers for `dicomvault import`.")
 
@@ -322,6 +341,39 @@ class Settings(BaseSettings):
             if not host or not port.isdigit():
                 raise ValueError(f"move destination {aet}: expected host:port, got {addr!r}")
         return value
+
+    @field_validator("stores", mode="before")
+    @classmethod
+    def _check_store_names(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for name in value:
+                if not STORE_NAME.fullmatch(str(name)):
+                    raise ValueError(f"store name {name!r}: use 1-32 letters, digits, '-' or '_'")
+        return value
+
+    @model_validator(mode="after")
+    def _check_tiers(self) -> Settings:
+        known = self.resolved_stores()
+        if self.ingest_store not in known:
+            raise ValueError(f"ingest_store {self.ingest_store!r} is not a declared store ({', '.join(known)})")
+        names: set[str] = set()
+        for number, rule in enumerate(self.lifecycle, 1):
+            where = f"lifecycle rule {number} ({rule.name!r})"
+            if rule.name in names:
+                raise ValueError(f"{where}: another rule has the same name")
+            names.add(rule.name)
+            for store in rule.action.stores:
+                if store not in known:
+                    raise ValueError(f"{where}: unknown store {store!r} (declared: {', '.join(known)})")
+        return self
+
+    def resolved_stores(self) -> dict[str, StoreConfig]:
+        """Every named store: the declared ones, and ``default`` (``storage_url`` or ``data_dir/blobs``) unless
+        declared, so a single-store archive keeps its store under the name its index copies were recorded with."""
+        stores = dict(self.stores)
+        if DEFAULT_STORE not in stores:
+            stores = {DEFAULT_STORE: StoreConfig(url=self.resolved_storage_url), **stores}
+        return stores
 
     @property
     def resolved_index_url(self) -> str:

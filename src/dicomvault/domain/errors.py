@@ -164,6 +164,18 @@ class BlobRemovalRace(Unavailable):
         self.finished = finished
 
 
+class NotRestored(Unavailable):
+    """The object's only copies are on an archive storage class (S3 GLACIER, DEEP_ARCHIVE) and have not been
+    restored: it becomes readable after a recall (``dicomvault recall``), typically within hours. Front ends answer
+    with a failure naming the reason (DIMSE Error Comment; HTTP 503 with ``Retry-After`` of ``retry_after``)."""
+
+    def __init__(self, message: str, *, retry_after: int = 3600, restoring: bool = False) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        #: a restore was already requested and is in progress
+        self.restoring = restoring
+
+
 class IntegrityFailure(DicomVaultError):
     """Stored bytes no longer match their recorded SHA-256."""
 

@@ -53,6 +53,10 @@ class InstanceEntry:
     metadata_json: str
     frame_index: FrameIndex | None = None
     source: str = ""
+    #: the named store the blob was put on (``domain.tiers``), and whether that put wrote it (False: identical
+    #: bytes were already there); the index records the copy (see ``IndexRepository.store_instance``)
+    store: str = "default"
+    blob_created: bool = True
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
@@ -77,4 +78,25 @@ class Housekeeping(Protocol):
 
     def sweep_temporary(self, older_than: float = 3600.0) -> int:
         """Remove staged files untouched for ``older_than`` seconds; returns how many were removed."""
+        ...
+
+
+class RestoreState(str, Enum):
+    READABLE = "readable"  # on a readable storage class, or restored
+    ARCHIVED = "archived"  # on an archive storage class, no restore requested (or the restore expired)
+    RESTORING = "restoring"  # a restore was requested and is in progress
+
+
+@runtime_checkable
+class Recallable(Protocol):
+    """Optional capability of stores whose objects may need a restore before they can be read (S3 GLACIER and
+    DEEP_ARCHIVE storage classes). Their ``open`` / ``read_range`` raise ``NotRestored`` until restored."""
+
+    def restore_state(self, key: str) -> RestoreState:
+        """Whether the blob can be read now; raises ``NotFound``."""
+        ...
+
+    def request_restore(self, key: str, *, days: int, tier: str) -> RestoreState:
+        """Ask for a temporary readable copy for ``days`` days (``tier``: Expedited, Standard, Bulk); idempotent
+        (a restore in progress or done is not requested again). Returns the state after the request."""
         ...

@@ -7,6 +7,7 @@ through the same contract tests; differences between engines are the adapter's b
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 from dicomvault.domain.query import QuerySpec
@@ -21,6 +22,7 @@ from dicomvault.domain.records import (
     StoreResult,
 )
 from dicomvault.domain.tags import Level
+from dicomvault.domain.tiers import BlobCopy, CopyTarget, StoreUsage, StudyBlob, StudyCandidate, StudyCondition
 
 
 class IndexRepository(Protocol):
@@ -147,6 +149,58 @@ class IndexRepository(Protocol):
         ...
 
     def stats(self) -> ArchiveStats: ...
+
+    # -- Storage tiers: verified copies of blobs on named stores (``services.tiering``) ----------------------------
+    # ``store_instance`` records the copy on ``entry.store`` in its transaction when the put wrote the blob
+    # (``entry.blob_created``) or when no copy of the key is recorded yet; a put that found bytes a tier move is
+    # about to delete records nothing, because the copy the move recorded elsewhere already holds them.
+    # ``finish_blob_removals`` forgets the copies of the keys it finishes.
+
+    def blob_copies(self, keys: Sequence[str]) -> dict[str, list[BlobCopy]]:
+        """The recorded verified copies of each of ``keys`` (keys without any are absent)."""
+        ...
+
+    def add_blob_copy(self, key: str, store: str, *, verified_at: datetime) -> bool:
+        """Record that ``store`` holds a copy of ``key`` whose SHA-256 was verified at ``verified_at`` (an
+        existing record gets the new time). False, recording nothing, when no index row references ``key``
+        any more (its blob is being removed; the caller's copy is garbage for the removal sweep)."""
+        ...
+
+    def drop_blob_copy(self, key: str, store: str) -> bool:
+        """Forget the copy of ``key`` on ``store`` if at least one other recorded copy remains, in one write
+        transaction that locks the key's copies (two drops of the last two copies cannot both succeed). False,
+        changing nothing, when it is the last one. Only after True may the caller delete the bytes on ``store``."""
+        ...
+
+    def study_blobs(self, study_uid: str) -> list[StudyBlob]:
+        """Every blob the study references (current instances and prior versions) with the stores holding
+        recorded copies; empty when the study is unknown."""
+        ...
+
+    def studies_needing(
+        self, condition: StudyCondition, target: CopyTarget, *, now: datetime, after: str = "", limit: int = 1000
+    ) -> list[StudyCandidate]:
+        """Studies matching ``condition`` at ``now`` with at least one blob not yet as ``target`` wants, ordered by
+        Study Instance UID and starting after ``after`` (keyset paging), at most ``limit``."""
+        ...
+
+    def note_study_reads(self, study_uids: Sequence[str], at: datetime) -> None:
+        """Set the last-read time of these studies to ``at`` (one statement; unknown UIDs are ignored)."""
+        ...
+
+    def store_usage(self) -> list[StoreUsage]:
+        """Per store with at least one recorded copy: studies, copies, bytes, and copies and bytes per modality."""
+        ...
+
+    def iter_blob_copies(self, store: str) -> Iterator[tuple[str, BlobInfo, tuple[str, ...]]]:
+        """(SOP Instance UID, blob, stores holding a recorded copy) for every referenced blob with a copy recorded
+        on ``store`` (fixity of one store), streamed in key order."""
+        ...
+
+    def iter_uncopied_blobs(self) -> Iterator[tuple[str, BlobInfo]]:
+        """Referenced blobs with no recorded copy at all (an index row without verified bytes: data loss, or an
+        index written before copies were recorded)."""
+        ...
 
     def ping(self) -> None:
         """Raise ``Unavailable`` if the database does not answer (readiness probe)."""

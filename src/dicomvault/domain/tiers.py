@@ -1,0 +1,82 @@
+"""The vocabulary of storage tiers: named stores, verified copies of a blob, lifecycle conditions and their answers.
+
+An archive has one or more named blob stores (``[stores.<name>]``; the store called ``default`` is ``storage_url``,
+so a single-store archive keeps working unchanged). Every blob the index references has one or more *copies*,
+each on one named store and recorded only after its SHA-256 was verified there (ingest computes it while
+writing; a tier move re-reads the target). These records travel between the index, the tier services and the
+command line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from dicomvault.domain.records import BlobInfo
+
+#: The name of the store ``storage_url`` (or ``data_dir/blobs``) describes, present in every archive.
+DEFAULT_STORE = "default"
+
+
+@dataclass(frozen=True)
+class BlobCopy:
+    """A verified copy of one blob on one named store."""
+
+    store: str
+    verified_at: datetime | None
+
+
+@dataclass(frozen=True)
+class StudyBlob:
+    """One blob a study references (a current instance or a prior version) and where its verified copies are."""
+
+    sop_uid: str
+    blob: BlobInfo
+    stores: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StudyCondition:
+    """The ``when`` of a lifecycle rule, in index terms; an unset field does not restrict.
+
+    ``not_read_days`` counts from the study's last read, or from its last change when it was never read.
+    Modalities match ModalitiesInStudy; sources and SOP classes match when any instance of the study has one.
+    """
+
+    study_age_days: int | None = None
+    not_read_days: int | None = None
+    modalities: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    sop_classes: tuple[str, ...] = ()
+    min_bytes: int | None = None
+    max_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class CopyTarget:
+    """What a rule wants of every blob of a study: a verified copy on each of ``stores``; with ``exclusive`` (a
+    move) no copy anywhere else. A study "needs work" when one of its blobs does not look like that yet."""
+
+    stores: tuple[str, ...]
+    exclusive: bool
+
+
+@dataclass(frozen=True)
+class StudyCandidate:
+    """A study a rule selects that still needs work, with its size (for plans and throttling)."""
+
+    study_uid: str
+    instances: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class StoreUsage:
+    """What one store holds according to the index: studies with at least one copy there, copies, bytes."""
+
+    store: str
+    studies: int
+    copies: int
+    bytes: int
+    #: modality → (copies, bytes)
+    by_modality: dict[str, tuple[int, int]] = field(default_factory=dict)
