@@ -22,7 +22,15 @@ from dicomvault.domain.records import (
     StoreResult,
 )
 from dicomvault.domain.tags import Level
-from dicomvault.domain.tiers import BlobCopy, CopyTarget, StoreUsage, StudyBlob, StudyCandidate, StudyCondition
+from dicomvault.domain.tiers import (
+    BlobCopy,
+    CopyTarget,
+    StoreUsage,
+    StudyBlob,
+    StudyCandidate,
+    StudyCondition,
+    StudyFacts,
+)
 
 
 class IndexRepository(Protocol):
@@ -182,6 +190,10 @@ class IndexRepository(Protocol):
     ) -> list[StudyCandidate]:
         """Studies matching ``condition`` at ``now`` with at least one blob not yet as ``target`` wants, ordered by
         Study Instance UID and starting after ``after`` (keyset paging), at most ``limit``."""
+        ...
+
+    def study_facts(self, study_uid: str) -> StudyFacts | None:
+        """What lifecycle conditions look at for one study (None: unknown study)."""
         ...
 
     def note_study_reads(self, study_uids: Sequence[str], at: datetime) -> None:
