@@ -111,9 +111,9 @@ def matches(condition: StudyCondition, facts: StudyFacts, now: datetime) -> bool
         date = (facts.study_date or "").strip()
         if len(date) != 8 or not date.isdigit() or date >= study_date_cutoff(now, c.study_age_days):
             return False
-    if c.not_read_days is not None:
-        if facts.last_activity is None or facts.last_activity >= now - timedelta(days=c.not_read_days):
-            return False
+    if c.not_read_days is not None and (
+            facts.last_activity is None or facts.last_activity >= now - timedelta(days=c.not_read_days)):
+        return False
     if c.modalities and not facts.modalities.intersection(c.modalities):
         return False
     if c.sources and not facts.sources.intersection(c.sources):
