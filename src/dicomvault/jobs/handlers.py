@@ -10,6 +10,9 @@ Kinds:
   ``{"sop_uids": […]}`` or ``{"study_uid": …[, "series_uid": …]}``. A mismatch or a missing blob fails the
   job permanently (``IntegrityFailure``) naming the instances, so it shows in ``dicomvault jobs list --state
   failed``; repair is ``dicomvault verify --repair``'s business.
+* ``tier-study`` — payload ``{"study_uid": …[, "promote": true]}``: bring one study's blobs to the placement its
+  lifecycle rules ask for now (``services.tiering``): copies with read-back proof first, then drops, never the
+  last copy. Queued by the lifecycle schedule and by promotion, deduplicated per study.
 * ``delete-blob`` — payload ``{"key": …}``: delete a blob the index does not reference, through the blob
   removal claim protocol (``services.lifecycle.BlobRemover``). A blob that became referenced again is kept.
 """
@@ -27,6 +30,7 @@ from dicomvault.ports.index import IndexRepository
 from dicomvault.ports.jobs import Job
 from dicomvault.services.lifecycle import BlobRemover
 from dicomvault.services.retrieve import RetrieveService
+from dicomvault.services.tiering import TIER_STUDY, TierService
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,7 @@ class HandlerServices(Protocol):
     blobs: BlobStore
     retrieve: RetrieveService
     remover: BlobRemover
+    tiering: TierService | None
 
 
 def _str_field(payload: dict[str, Any], name: str) -> str | None:
@@ -123,9 +128,27 @@ def delete_blob_handler(remover: BlobRemover, blobs: BlobStore) -> Handler:
     return run
 
 
+def tier_study_handler(tiering: TierService) -> Handler:
+    def run(job: Job) -> dict[str, Any]:
+        study_uid = _str_field(job.payload, "study_uid")
+        if study_uid is None:
+            raise PermanentJobError("tier-study needs 'study_uid' in its payload")
+        return tiering.apply_study(study_uid, promote=bool(job.payload.get("promote"))).as_dict()
+
+    return run
+
+
+#: Job kinds that move bytes between stores: run by their own worker threads (``tier_max_concurrent_jobs``),
+#: so a long move never delays a fixity check or a removal.
+TIER_KINDS = (TIER_STUDY,)
+
+
 def default_handlers(services: HandlerServices) -> dict[str, Handler]:
-    """The handlers every node registers; later features (forwarding, lifecycle moves) add their kinds here."""
-    return {
+    """The handlers every node registers; later features (forwarding) add their kinds here."""
+    handlers = {
         "fixity": fixity_handler(services.retrieve),
         "delete-blob": delete_blob_handler(services.remover, services.blobs),
     }
+    if services.tiering is not None:
+        handlers[TIER_STUDY] = tier_study_handler(services.tiering)
+    return handlers
