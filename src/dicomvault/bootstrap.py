@@ -118,7 +118,7 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
         retrieve=retrieve,
         metadata=MetadataService(index),
         render=RenderService(retrieve),
-        fixity=FixityService(index, blobs, remover),
+        fixity=FixityService(index, blobs, remover, copier),
         status=StatusService(index, blobs),
         lifecycle=LifecycleService(index, remover),
         remover=remover,
@@ -126,7 +126,7 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
         tiering=tiering,
         copier=copier,
         reads=reads,
-        closers=[lambda: None if reads.flush() else None, index.close, engine.dispose],
+        closers=[reads.close, index.close, engine.dispose],
         tokens=TokenService(SqlTokenStore(engine)),
         jobs=jobs,
     )

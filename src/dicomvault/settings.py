@@ -304,6 +304,11 @@ class Settings(BaseSettings):
         64 * 1024 * 1024, ge=0,
         description="Throttle of background copies (tier moves, replication, repair) per node, bytes/s; 0: none.",
     )
+    fixity_interval_days: float = Field(
+        7.0, ge=0, description="Days between scheduled fixity scans of every copy on every store (with automatic "
+        "repair from intact copies; report in data_dir/fixity/); 0: only `dicomvault verify`.")
+    fixity_max_bytes_per_second: int = Field(
+        32 * 1024 * 1024, ge=0, description="Read throttle of the scheduled fixity scan per node, bytes/s; 0: none.")
     tier_max_concurrent_jobs: int = Field(
         1, ge=1, le=64, description="Tier move / copy / recall jobs one node runs at once.")
     log_level: str = Field("INFO", description="Log level; patient data is logged only at DEBUG.")

@@ -34,10 +34,11 @@ from dicomvault.domain.errors import (
     Unavailable,
     Unsupported,
 )
-from dicomvault.jobs.handlers import TIER_KINDS, Handler, PermanentJobError, default_handlers
+from dicomvault.jobs.handlers import FIXITY_SCAN, TIER_KINDS, Handler, PermanentJobError, default_handlers
 from dicomvault.ports.blobs import BlobStore
 from dicomvault.ports.index import IndexRepository
 from dicomvault.ports.jobs import Job, JobQueue
+from dicomvault.services.fixity import FixityService
 from dicomvault.services.lifecycle import BlobRemover
 from dicomvault.services.read_tracker import ReadTracker
 from dicomvault.services.retrieve import RetrieveService
@@ -221,6 +222,7 @@ class WorkerHost(Protocol):
     remover: BlobRemover
     tiering: TierService | None
     reads: ReadTracker | None
+    fixity: FixityService
 
 
 #: Seconds between writes of the studies' last-read times (``services.read_tracker``).
@@ -238,6 +240,11 @@ def periodic_tasks(archive: WorkerHost) -> list[Periodic]:
         tasks.append(Periodic("lifecycle schedule", archive.settings.lifecycle_interval, archive.tiering.schedule))
     if archive.reads is not None:
         tasks.append(Periodic("last-read times", READ_FLUSH_INTERVAL, archive.reads.flush))
+    days = archive.settings.fixity_interval_days
+    if days > 0 and archive.jobs is not None:
+        jobs = archive.jobs
+        tasks.append(Periodic("fixity scan", days * 86400.0,
+                              lambda: jobs.enqueue(FIXITY_SCAN, {}, dedupe_key=FIXITY_SCAN, max_attempts=3)))
     return tasks
 
 

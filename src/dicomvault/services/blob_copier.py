@@ -97,7 +97,8 @@ class BlobCopier:
         self.index = index
         self.tiers = tiers
         self.throttle = throttle
-        self._now = clock
+        #: the time recorded with a verified copy
+        self.now = clock
 
     def copy(self, blob: BlobInfo, have: Sequence[str], target: str) -> CopyOutcome:
         """Make ``target`` hold a verified, recorded copy of ``blob``, reading from the first good copy among
@@ -121,7 +122,7 @@ class BlobCopier:
                 continue
             if not self._verified(blob, target, throttled=True):
                 raise IntegrityFailure(f"blob {blob.key}: the copy written to store {target!r} reads back wrong")
-            if not self.index.add_blob_copy(blob.key, target, verified_at=self._now(),
+            if not self.index.add_blob_copy(blob.key, target, verified_at=self.now(),
                                             present=lambda: self.tiers.store(target).exists(blob.key)):
                 raise NotFound(f"blob {blob.key} is no longer referenced or vanished from {target!r} meanwhile")
             return CopyOutcome(copied=True, bytes=blob.size, source=source)

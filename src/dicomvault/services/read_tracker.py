@@ -65,3 +65,10 @@ class ReadTracker:
             blobs = self._index.study_blobs(uid)
             if any(ingest not in b.stores and b.stores and set(b.stores) <= self._promote_from for b in blobs):
                 self._tiers.request_promotion(uid)
+
+    def close(self) -> None:
+        """Flush what is pending before the archive closes; a failure costs only these read times (logged)."""
+        try:
+            self.flush()
+        except Exception as exc:
+            log.warning("last-read times not written at close (%s)", type(exc).__name__)
