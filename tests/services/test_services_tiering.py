@@ -266,4 +266,4 @@ def test_single_store_archives_record_their_copies_as_default(archive: Archive) 
     blobs = archive.index.study_blobs(result.study_uid)
     assert [b.stores for b in blobs] == [("default",)]
     assert pydicom.dcmread(io.BytesIO(b"".join(archive.retrieve.iter_bytes(
-        archive.retrieve.locate(study_uid=result.study_uid)[0])))).SOPInstanceUID == result.sop_uid
+        archive.retrieve.locate(study_uid=result.study_uid)[0])))).SOPInstanceUID == result.sop_instance_uid
