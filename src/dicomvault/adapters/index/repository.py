@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
-from dicomvault.adapters.index import study_answers
+from dicomvault.adapters.index import study_answers, tiers
 from dicomvault.adapters.index.group_commit import GroupCommit
 from dicomvault.adapters.index.hot_store import HotStore
 from dicomvault.adapters.index.reads import SqlIndexReads
@@ -41,6 +41,7 @@ from dicomvault.domain.records import (
     StoreOutcome,
     StoreResult,
 )
+from dicomvault.domain.tiers import BlobCopy, CopyTarget, StoreUsage, StudyBlob, StudyCandidate, StudyCondition
 
 
 def _now() -> datetime:
@@ -75,6 +76,7 @@ class SqlIndexRepository(SqlIndexReads):
         self._removals = RemovalStatements(self._dialect)
         self._hot = HotStore(self._dialect)
         self._claims = RemovalClaims(engine, self._removals, self._write, self._read, self._retrying)
+        self._tiers = tiers.TierIndex(self._dialect, self._write, self._read, self._retrying)
         self._prepare()
 
     # -- transactions -------------------------------------------------------------------------------------
@@ -208,6 +210,7 @@ class SqlIndexRepository(SqlIndexReads):
         new_study = self._insert_instance(conn, entry)
         if old_study is not None and old_study != new_study:
             study_answers.refresh(conn, [old_study])  # the replaced instance lived in another study
+        tiers.record_ingest_copy(conn, entry, _now())
         # Last, after the instance row is written (services.lifecycle explains why the order matters).
         self._removals.check_store(conn, entry.blob.key, accept)
         return StoreResult(outcome, tuple(released))
@@ -400,3 +403,34 @@ class SqlIndexRepository(SqlIndexReads):
                 return int(n)
 
         return self._retrying(run)
+
+    # -- storage tiers: verified copies, study selection, reads (SQL in ``adapters.index.tiers``) -------------
+
+    def blob_copies(self, keys: Sequence[str]) -> dict[str, list[BlobCopy]]:
+        return self._tiers.blob_copies(keys)
+
+    def add_blob_copy(self, key: str, store: str, *, verified_at: datetime) -> bool:
+        return self._tiers.add_blob_copy(key, store, verified_at=verified_at)
+
+    def drop_blob_copy(self, key: str, store: str) -> bool:
+        return self._tiers.drop_blob_copy(key, store)
+
+    def study_blobs(self, study_uid: str) -> list[StudyBlob]:
+        return self._tiers.study_blobs(study_uid)
+
+    def studies_needing(
+        self, condition: StudyCondition, target: CopyTarget, *, now: datetime, after: str = "", limit: int = 1000
+    ) -> list[StudyCandidate]:
+        return self._tiers.studies_needing(condition, target, now=now, after=after, limit=limit)
+
+    def note_study_reads(self, study_uids: Sequence[str], at: datetime) -> None:
+        self._tiers.note_study_reads(study_uids, at)
+
+    def store_usage(self) -> list[StoreUsage]:
+        return self._tiers.store_usage()
+
+    def iter_blob_copies(self, store: str) -> Iterator[tuple[str, BlobInfo, tuple[str, ...]]]:
+        return self._tiers.iter_blob_copies(store)
+
+    def iter_uncopied_blobs(self) -> Iterator[tuple[str, BlobInfo]]:
+        return self._tiers.iter_uncopied_blobs()
