@@ -20,16 +20,20 @@ from dicomvault.adapters.index.transfer import copy_index as _copy_index
 from dicomvault.domain.query import QueryLimits
 from dicomvault.ports.blobs import BlobStore
 from dicomvault.services.archive import Archive
+from dicomvault.services.blob_copier import BlobCopier, Throttle
+from dicomvault.services.blob_tiers import TieredBlobs
 from dicomvault.services.fixity import FixityService
 from dicomvault.services.inflate import Limits
 from dicomvault.services.ingest import IngestService
 from dicomvault.services.lifecycle import BlobRemover, LifecycleService
 from dicomvault.services.metadata import MetadataService
 from dicomvault.services.query import QueryService
+from dicomvault.services.read_tracker import ReadTracker
 from dicomvault.services.render import RenderService
 from dicomvault.services.retrieve import RetrieveService
 from dicomvault.services.status import StatusService
 from dicomvault.services.storage_migration import StorageMigration
+from dicomvault.services.tiering import TierService
 from dicomvault.services.tokens import TokenService
 from dicomvault.settings import Settings
 
@@ -43,6 +47,31 @@ def build_blob_store(url: str, settings: Settings) -> BlobStore:
     if parsed.scheme == "s3":
         return S3BlobStore.from_url(url, default_spool_dir=settings.data_dir / "spool")
     raise ValueError(f"unsupported storage URL scheme {parsed.scheme!r} (expected file://, s3:// or memory://)")
+
+
+#: Read priority of a store by kind when its configuration gives none: local disks, then object storage, then
+#: archive storage classes (objects that may need a recall).
+_ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
+
+
+def default_read_priority(url: str) -> int:
+    scheme = urlparse(url).scheme
+    if scheme in ("file", "memory"):
+        return 0
+    query = urlparse(url).query.upper()
+    return 20 if any(f"STORAGE_CLASS={c}" in query and f"STORAGE_CLASS={c}_" not in query
+                     for c in _ARCHIVE_CLASSES) else 10
+
+
+def build_tiers(settings: Settings) -> TieredBlobs:
+    """Every named store of ``settings`` as one ``TieredBlobs``, read in ascending read priority (then in the
+    order declared), new objects going to ``ingest_store``."""
+    configs = settings.resolved_stores()
+    stores = {name: build_blob_store(cfg.url, settings) for name, cfg in configs.items()}
+    order = sorted(configs, key=lambda n: (
+        configs[n].read_priority if configs[n].read_priority is not None else default_read_priority(configs[n].url),
+        list(configs).index(n)))
+    return TieredBlobs(stores, ingest=settings.ingest_store, read_order=order)
 
 
 def query_limits(settings: Settings) -> QueryLimits:
@@ -65,30 +94,41 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
     if run_migrations:
         migrate(engine)
     index = SqlIndexRepository(engine)
-    blobs = build_blob_store(settings.resolved_storage_url, settings)
-    if isinstance(blobs, FilesystemBlobStore):
-        blobs.sweep_temporary()
+    blobs = build_tiers(settings)
+    for _, store in blobs.items():
+        if isinstance(store, FilesystemBlobStore):
+            store.sweep_temporary()
     limits = pixel_limits(settings)
     remover = BlobRemover(index, blobs, stale_after=settings.blob_removal_stale_after)
-    retrieve = RetrieveService(index, blobs, limits)
+    jobs = SqlJobQueue(engine)
+    copier = BlobCopier(index, blobs, Throttle(settings.tier_max_bytes_per_second))
+    tiering = TierService(index, copier, settings.lifecycle, ingest_store=settings.ingest_store, jobs=jobs)
+    promote_from = frozenset(name for name, cfg in settings.resolved_stores().items() if cfg.promote_on_read)
+    reads = ReadTracker(index, tiers=tiering, promote_from=promote_from)
+    retrieve = RetrieveService(index, blobs, limits, on_read=reads.note)
     return Archive(
         settings=settings,
         index=index,
         blobs=blobs,
         ingest=IngestService(index, blobs, remover, policy=settings.duplicate_policy,
-                             precheck_duplicates=not isinstance(blobs, FilesystemBlobStore),
-                             limits=limits, pixel_policy=settings.pixel_length_policy),
+                             precheck_duplicates=not isinstance(blobs.ingest_store, FilesystemBlobStore),
+                             limits=limits, pixel_policy=settings.pixel_length_policy,
+                             store_name=blobs.ingest_name, ingest_store=blobs.ingest_store),
         query=QueryService(index, query_limits(settings)),
         retrieve=retrieve,
         metadata=MetadataService(index),
         render=RenderService(retrieve),
-        fixity=FixityService(index, blobs, remover),
+        fixity=FixityService(index, blobs, remover, copier),
         status=StatusService(index, blobs),
         lifecycle=LifecycleService(index, remover),
         remover=remover,
-        closers=[index.close, engine.dispose],
+        tiers=blobs,
+        tiering=tiering,
+        copier=copier,
+        reads=reads,
+        closers=[reads.close, index.close, engine.dispose],
         tokens=TokenService(SqlTokenStore(engine)),
-        jobs=SqlJobQueue(engine),
+        jobs=jobs,
     )
 
 

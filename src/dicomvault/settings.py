@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -26,6 +27,21 @@ from dicomvault.storage_settings import STORE_NAME, LifecycleRule, StoreConfig
 #: Most DIMSE worker processes (``dimse_workers``): beyond a few per core they only add memory (each holds its own
 #: index connections and caches) and lock contention on an embedded index.
 MAX_DIMSE_WORKERS = 32
+
+
+#: Type of the errors whose place inside a field is in their context (``dv_at``), for config_errors.
+LOCATED_ERROR = "dicomvault_config"
+
+
+def located_error(message: str, at: tuple[str | int, ...], detail: str) -> PydanticCustomError:
+    """A validation error of a field whose fault lies at ``at`` inside its value (``(1, "action", "move_to")``):
+    pydantic reports the field only; config_errors appends ``at`` and shows ``detail`` after the located place."""
+    return PydanticCustomError(LOCATED_ERROR, "{dv_message}", {"dv_message": message, "dv_at": at, "dv_detail": detail})
+
+
+def _store_names(stores: dict[str, StoreConfig] | None) -> list[str] | None:
+    """Every store name a setting may use (``default`` always exists), or None when ``stores`` did not validate."""
+    return None if stores is None else list(dict.fromkeys([DEFAULT_STORE, *stores]))
 
 
 class DimsePeer(BaseModel):
@@ -304,6 +320,11 @@ class Settings(BaseSettings):
         64 * 1024 * 1024, ge=0,
         description="Throttle of background copies (tier moves, replication, repair) per node, bytes/s; 0: none.",
     )
+    fixity_interval_days: float = Field(
+        7.0, ge=0, description="Days between scheduled fixity scans of every copy on every store (with automatic "
+        "repair from intact copies; report in data_dir/fixity/); 0: only `dicomvault verify`.")
+    fixity_max_bytes_per_second: int = Field(
+        32 * 1024 * 1024, ge=0, description="Read throttle of the scheduled fixity scan per node, bytes/s; 0: none.")
     tier_max_concurrent_jobs: int = Field(
         1, ge=1, le=64, description="Tier move / copy / recall jobs one node runs at once.")
     log_level: str = Field("INFO", description="Log level; patient data is logged only at DEBUG.")
@@ -348,31 +369,50 @@ class Settings(BaseSettings):
         if isinstance(value, dict):
             for name in value:
                 if not STORE_NAME.fullmatch(str(name)):
-                    raise ValueError(f"store name {name!r}: use 1-32 letters, digits, '-' or '_'")
+                    detail = f"store name {name!r}: use 1-32 letters, digits, '-' or '_'"
+                    raise located_error(detail, (str(name),), detail)
         return value
 
-    @model_validator(mode="after")
-    def _check_tiers(self) -> Settings:
-        known = self.resolved_stores()
-        if self.ingest_store not in known:
-            raise ValueError(f"ingest_store {self.ingest_store!r} is not a declared store ({', '.join(known)})")
-        names: set[str] = set()
-        for number, rule in enumerate(self.lifecycle, 1):
-            where = f"lifecycle rule {number} ({rule.name!r})"
-            if rule.name in names:
-                raise ValueError(f"{where}: another rule has the same name")
-            names.add(rule.name)
-            for store in rule.action.stores:
+    # The stores a rule or ingest_store names must exist: checked on those fields (not on the whole model) so a
+    # fault has a location that config_errors can turn into a line of the TOML file. ``stores`` is declared before
+    # them, so it is in ``info.data`` once valid (absent when invalid: that fault is reported on its own).
+    @field_validator("ingest_store")
+    @classmethod
+    def _check_ingest_store(cls, value: str, info: ValidationInfo) -> str:
+        known = _store_names(info.data.get("stores"))
+        if known is not None and value not in known:
+            raise ValueError(f"ingest_store {value!r} is not a declared store (declared: {', '.join(known)})")
+        return value
+
+    @field_validator("lifecycle")
+    @classmethod
+    def _check_lifecycle(cls, value: list[LifecycleRule], info: ValidationInfo) -> list[LifecycleRule]:
+        known = _store_names(info.data.get("stores"))
+        first_of: dict[str, int] = {}
+        for index, rule in enumerate(value):
+            where = f"lifecycle rule {index + 1} ({rule.name!r})"
+            if rule.name in first_of:
+                detail = f"another rule (rule {first_of[rule.name] + 1}) has the same name"
+                raise located_error(f"{where}: {detail}", (index, "name"), detail)
+            first_of[rule.name] = index
+            if known is None:
+                continue
+            action = rule.action
+            named = [(("move_to",), action.move_to)] if action.move_to is not None else (
+                [(("copy_to",), action.copy_to)] if isinstance(action.copy_to, str)
+                else [(("copy_to", n), s) for n, s in enumerate(action.copy_to or ())])
+            for at, store in named:
                 if store not in known:
-                    raise ValueError(f"{where}: unknown store {store!r} (declared: {', '.join(known)})")
-        return self
+                    detail = f"unknown store {store!r} (declared: {', '.join(known)})"
+                    raise located_error(f"{where}, action.{at[0]}: {detail}", (index, "action", *at), detail)
+        return value
 
     def resolved_stores(self) -> dict[str, StoreConfig]:
         """Every named store: the declared ones, and ``default`` (``storage_url`` or ``data_dir/blobs``) unless
         declared, so a single-store archive keeps its store under the name its index copies were recorded with."""
         stores = dict(self.stores)
         if DEFAULT_STORE not in stores:
-            stores = {DEFAULT_STORE: StoreConfig(url=self.resolved_storage_url), **stores}
+            stores = {DEFAULT_STORE: StoreConfig.model_validate({"url": self.resolved_storage_url}), **stores}
         return stores
 
     @property

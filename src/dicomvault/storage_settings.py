@@ -135,4 +135,4 @@ class LifecycleRule(BaseModel):
     name: str = Field(min_length=1, description="Shown in plans, jobs and logs.")
     when: RuleWhen
     action: RuleAction
-    enabled: bool = True
+    enabled: bool = Field(True, description="false: the rule is kept in the file but not applied.")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -24,6 +26,7 @@ from dicomvault.cli.common import (
 from dicomvault.domain.errors import DicomVaultError
 from dicomvault.logging_setup import configure_logging
 from dicomvault.services.fixity import FixityReport, FixityService, RepairResult
+from dicomvault.services.fixity_report import report_document, write_report
 
 
 def _report_table(report: FixityReport, examples: int) -> Table:
@@ -31,15 +34,21 @@ def _report_table(report: FixityReport, examples: int) -> Table:
     table.add_column("Check")
     table.add_column("Count", justify="right")
     table.add_column("Examples", overflow="fold")
-    table.add_row("objects verified", str(report.checked), human_bytes(report.bytes_read) + " read")
+    table.add_row("copies verified", str(report.checked), human_bytes(report.bytes_read) + " read; " + ", ".join(
+        f"{store}: {n}" for store, n in report.checked_by_store.items()))
 
     def row(title: str, names: list[str], style: str) -> None:
         more = f"\n… and {len(names) - examples} more" if len(names) > examples else ""
         table.add_row(f"[{style}]{title}[/{style}]" if names else title, str(len(names)),
                       "\n".join(names[:examples]) + more)
 
-    row("missing blobs", [f"{d.sop_uid} (blob {d.blob.key[:16]}…)" for d in report.missing], "red")
-    row("corrupt blobs", [f"{d.sop_uid}: {d.detail}" for d in report.corrupt], "red")
+    row("missing copies", [f"{d.sop_uid} (blob {d.blob.key[:16]}… on {d.store or 'any store'})"
+                           for d in report.missing], "red")
+    row("corrupt copies", [f"{d.sop_uid} on {d.store}: {d.detail}" for d in report.corrupt], "red")
+    row("DATA LOSS (no intact copy left)", [f"{d.sop_uid} (blob {d.blob.key[:16]}…)" for d in report.data_loss],
+        "bold red")
+    row("untracked copies (verified, not recorded)", [f"{u.key[:16]}… on {u.store}" for u in report.untracked],
+        "yellow")
     row("orphan blobs (unreferenced)", report.orphans, "yellow")
     if report.recent_unreferenced:
         table.add_row("recent unreferenced blobs (in progress?)", str(report.recent_unreferenced),
@@ -51,8 +60,9 @@ def _report_table(report: FixityReport, examples: int) -> Table:
 
 def verify_command(
     repair: Annotated[bool, typer.Option(
-        "--repair", help="Delete orphan blobs (stored but never indexed: a crash between the two steps) and "
-        "leftover temporary files of interrupted writes. Never touches indexed data.")] = False,
+        "--repair", help="Write missing or damaged copies again from an intact copy on another store, record "
+        "verified untracked copies, delete orphan blobs (stored but never indexed: a crash between the two steps) "
+        "and leftover temporary files of interrupted writes. Never removes indexed data.")] = False,
     drop_missing: Annotated[bool, typer.Option(
         "--drop-missing", help="Also remove the index rows of instances whose blob is missing or corrupt, so "
         "queries stop offering objects that cannot be delivered. That data is already lost: restore the blobs "
@@ -63,6 +73,9 @@ def verify_command(
         "is being stored (e.g. right after a crash, before restarting).")] = 3600.0,
     examples: Annotated[int, typer.Option("--examples", min=0, help="Examples listed per problem.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final report as JSON (for scripts).")] = False,
+    report_file: Annotated[Path | None, typer.Option(
+        "--report", help="Also write what was checked, found and repaired to this JSON file (and a readable "
+        "summary beside it, FILE.txt).")] = None,
     data_dir: DataDir = None,
     config: ConfigFile = None,
     index_url: IndexUrl = None,
@@ -79,12 +92,14 @@ def verify_command(
     archive = open_archive(settings)
     fixity = archive.fixity
     result: RepairResult | None = None
+    started = datetime.now(UTC)
     try:
         report = _check(fixity, grace)
         if not as_json:
             console.print(_report_table(report, examples))
         if repair or drop_missing:
             result = RepairResult()
+            fixity.repair_copies(report, result)
             result.orphans_removed = fixity.remove_orphans(report)
             result.temporary_removed = fixity.sweep_temporary(grace)
             if drop_missing:
@@ -97,41 +112,26 @@ def verify_command(
         fail(f"verify failed: {exc.message}", 1)
     finally:
         archive.close()
+    document = report_document(report, result, started=started)
+    if report_file is not None:
+        write_report(report_file, document)
     if as_json:
-        typer.echo(json.dumps(_report_json(report, result), indent=2))
+        typer.echo(json.dumps(document, indent=2))
         if not report.clean:
             raise typer.Exit(1)
         return
     if report.clean:
         console.print("[green]archive is clean[/green]")
         return
-    if report.damaged and not drop_missing:
-        err.print("[red]missing/corrupt objects remain: restore them from a backup, or drop their index rows "
-                  "with --drop-missing[/red]")
-    if (report.orphans or report.temporary) and not repair:
-        err.print("[yellow]run with --repair to remove orphans and temporary files[/yellow]")
+    if report.data_loss and not drop_missing:
+        err.print("[red]objects without any intact copy remain: restore them from a backup, or drop their index "
+                  "rows with --drop-missing[/red]")
+    if report.damaged and not repair:
+        err.print("[yellow]run with --repair to rewrite damaged copies from intact ones on other stores[/yellow]")
+    if (report.orphans or report.temporary or report.untracked) and not repair:
+        err.print("[yellow]run with --repair to remove orphans and temporary files and record untracked "
+                  "copies[/yellow]")
     raise typer.Exit(1)
-
-
-def _report_json(report: FixityReport, result: RepairResult | None) -> dict[str, object]:
-    out: dict[str, object] = {
-        "checked": report.checked,
-        "bytes_read": report.bytes_read,
-        "missing": [{"sop_uid": d.sop_uid, "key": d.blob.key} for d in report.missing],
-        "corrupt": [{"sop_uid": d.sop_uid, "key": d.blob.key, "detail": d.detail} for d in report.corrupt],
-        "orphans": report.orphans,
-        "recent_unreferenced": report.recent_unreferenced,
-        "temporary": report.temporary,
-        "clean": report.clean,
-    }
-    if result is not None:
-        out["repair"] = {
-            "orphans_removed": result.orphans_removed,
-            "temporary_removed": result.temporary_removed,
-            "rows_dropped": result.rows_dropped,
-            "not_dropped": [{"sop_uid": d.sop_uid, "reason": why} for d, why in result.not_dropped],
-        }
-    return out
 
 
 def _check(fixity: FixityService, grace: float) -> FixityReport:
@@ -147,6 +147,11 @@ def _check(fixity: FixityService, grace: float) -> FixityReport:
 
 
 def _print_repair(result: RepairResult, drop_missing: bool) -> None:
+    console.print(f"repair: {result.copies_repaired} damaged copies rewritten, {result.copies_adopted} untracked "
+                  f"copies recorded", highlight=False)
+    for damage, why in result.not_repaired:
+        err.print(f"[red]not repaired: blob {damage.blob.key[:16]}… on {damage.store or 'any store'}: {why}[/red]",
+                  highlight=False)
     console.print(f"repair: {result.orphans_removed} orphan blob(s) removed, "
                   f"{result.temporary_removed} temporary file(s) removed", highlight=False)
     if drop_missing:

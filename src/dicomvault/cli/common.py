@@ -8,7 +8,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from dicomvault import config_errors
 from dicomvault.bootstrap import Archive, build_archive
 from dicomvault.domain.errors import DicomVaultError
 from dicomvault.settings import Settings
@@ -25,19 +27,19 @@ StorageUrl = Annotated[str | None, typer.Option("--storage-url", help="Blob stor
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    """Print ``message`` in red on stderr and exit with ``code`` (2: configuration/usage problems)."""
-    err.print(f"[red]{message}[/red]", highlight=False)
+    """Print ``message`` in red on stderr (as it is: brackets are no markup, long lines are not wrapped) and exit
+    with ``code`` (2: configuration/usage problems)."""
+    err.print(f"[red]{escape(message)}[/red]", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
 def load_settings(config: Path | None, **overrides: Any) -> Settings:
-    """``Settings.load`` with readable errors: a bad file or value exits 2 instead of a traceback."""
+    """``Settings.load`` with readable errors: a missing file, bad TOML or a refused value exits 2 with one line per
+    fault, naming the file and line where it lies (``config_errors``), instead of a traceback."""
     try:
-        return Settings.load(config, **overrides)
-    except FileNotFoundError as exc:
-        fail(f"configuration error: {exc}")
-    except ValueError as exc:  # pydantic ValidationError is a ValueError
-        fail(f"configuration error: {exc}")
+        return config_errors.load_settings(config, **overrides)
+    except config_errors.ConfigurationError as exc:
+        fail("\n".join(f"configuration error: {problem}" for problem in exc.problems))
 
 
 def open_archive(settings: Settings, *, run_migrations: bool = True) -> Archive:

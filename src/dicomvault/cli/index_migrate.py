@@ -14,8 +14,8 @@ import typer
 from rich.console import Console
 
 from dicomvault.bootstrap import copy_index
+from dicomvault.cli.common import load_settings
 from dicomvault.domain.errors import DicomVaultError
-from dicomvault.settings import Settings
 
 app = typer.Typer(help="Index database maintenance.", no_args_is_help=True)
 err = Console(stderr=True)
@@ -34,11 +34,7 @@ def migrate_index(
     index_url: Annotated[str | None, typer.Option("--index-url", help="Source index URL (default: settings).")] = None,
 ) -> None:
     """Copy every row of the current index into the empty database at --to (same ids, one transaction)."""
-    try:
-        settings = Settings.load(config, data_dir=data_dir, index_url=index_url)
-    except (FileNotFoundError, ValueError) as exc:
-        err.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    settings = load_settings(config, data_dir=data_dir, index_url=index_url)
     if to.strip() == settings.resolved_index_url:
         err.print("[red]--to names the source index itself[/red]")
         raise typer.Exit(2)

@@ -19,12 +19,12 @@ from rich.console import Console
 from rich.table import Table
 
 from dicomvault.bootstrap import build_archive
+from dicomvault.cli.common import load_settings
 from dicomvault.domain.errors import DicomVaultError
 from dicomvault.jobs.handlers import default_handlers
 from dicomvault.jobs.worker import Worker, periodic_tasks
 from dicomvault.ports.jobs import Job, JobQueue, JobState
 from dicomvault.services.archive import Archive
-from dicomvault.settings import Settings
 
 app = typer.Typer(help="Inspect and run background jobs (fixity checks, deferred blob deletion, …).",
                   no_args_is_help=True)
@@ -40,11 +40,7 @@ StorageUrl = Annotated[str | None, typer.Option("--storage-url", help="Blob stor
 def _archive(
     data_dir: Path | None, config: Path | None, index_url: str | None, storage_url: str | None = None
 ) -> Iterator[tuple[Archive, JobQueue]]:
-    try:
-        settings = Settings.load(config, data_dir=data_dir, index_url=index_url, storage_url=storage_url)
-    except (FileNotFoundError, ValueError) as exc:
-        err.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    settings = load_settings(config, data_dir=data_dir, index_url=index_url, storage_url=storage_url)
     archive = build_archive(settings)
     try:
         if archive.jobs is None:

@@ -18,6 +18,7 @@ from dicomvault.cli.index_migrate import app as index_app
 from dicomvault.cli.jobs import app as jobs_app
 from dicomvault.cli.serve import serve_command
 from dicomvault.cli.storage import app as storage_app
+from dicomvault.cli.tiers import lifecycle_app, tier_app
 from dicomvault.cli.tokens import app as token_app
 
 app = typer.Typer(
@@ -52,6 +53,8 @@ app.add_typer(token_app, name="token")
 app.add_typer(storage_app, name="storage")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(index_app, name="index")
+app.add_typer(lifecycle_app, name="lifecycle")
+app.add_typer(tier_app, name="tier")
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ from rich.progress import (
 from rich.table import Table
 
 from dicomvault.bootstrap import Archive, build_archive, build_blob_store, build_storage_migration
+from dicomvault.cli.common import load_settings
 from dicomvault.domain.errors import DicomVaultError
 from dicomvault.services.storage_migration import (
     MigrationEvent,
@@ -53,7 +54,7 @@ def _settings(ctx: typer.Context, config: Path | None, data_dir: Path | None, in
     if isinstance(ctx.obj, Settings) and config is None and data_dir is None and index_url is None \
             and storage_url is None:
         return ctx.obj
-    return Settings.load(config, data_dir=data_dir, index_url=index_url, storage_url=storage_url)
+    return load_settings(config, data_dir=data_dir, index_url=index_url, storage_url=storage_url)
 
 
 def _archive(settings: Settings) -> Archive:

@@ -18,9 +18,9 @@ from rich.console import Console
 from rich.table import Table
 
 from dicomvault.bootstrap import build_archive
+from dicomvault.cli.common import load_settings
 from dicomvault.domain.errors import DicomVaultError
 from dicomvault.services.tokens import SCOPES, TokenService, parse_expiry
-from dicomvault.settings import Settings
 
 app = typer.Typer(help="Manage API tokens (bearer tokens for DICOMweb).", no_args_is_help=True)
 err = Console(stderr=True)
@@ -32,11 +32,7 @@ IndexUrl = Annotated[str | None, typer.Option("--index-url", help="Index databas
 
 @contextmanager
 def _tokens(data_dir: Path | None, config: Path | None, index_url: str | None) -> Iterator[TokenService]:
-    try:
-        settings = Settings.load(config, data_dir=data_dir, index_url=index_url)
-    except (FileNotFoundError, ValueError) as exc:
-        err.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    settings = load_settings(config, data_dir=data_dir, index_url=index_url)
     archive = build_archive(settings)
     try:
         if archive.tokens is None:

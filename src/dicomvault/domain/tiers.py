@@ -10,7 +10,7 @@ command line.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from dicomvault.domain.records import BlobInfo
 
@@ -59,6 +59,8 @@ class CopyTarget:
 
     stores: tuple[str, ...]
     exclusive: bool
+    #: stores whose copies an exclusive target leaves alone (replicas other rules keep: a move never drops them)
+    keep: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -80,3 +82,44 @@ class StoreUsage:
     bytes: int
     #: modality → (copies, bytes)
     by_modality: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StudyFacts:
+    """What lifecycle conditions look at, for one study (``IndexRepository.study_facts``)."""
+
+    study_uid: str
+    study_date: str | None
+    #: the last read, else the last change of the study
+    last_activity: datetime | None
+    modalities: frozenset[str]
+    sources: frozenset[str]
+    sop_classes: frozenset[str]
+    bytes: int
+
+
+def study_date_cutoff(now: datetime, days: int) -> str:
+    """The StudyDate (YYYYMMDD) a study must be older than to be ``days`` days old at ``now``."""
+    return (now - timedelta(days=days)).strftime("%Y%m%d")
+
+
+def matches(condition: StudyCondition, facts: StudyFacts, now: datetime) -> bool:
+    """Whether ``facts`` satisfy ``condition`` at ``now``, exactly as ``IndexRepository.studies_needing`` selects
+    (a study without a StudyDate is never old enough; one never read counts from its last change)."""
+    c = condition
+    if c.study_age_days is not None:
+        date = (facts.study_date or "").strip()
+        if len(date) != 8 or not date.isdigit() or date >= study_date_cutoff(now, c.study_age_days):
+            return False
+    if c.not_read_days is not None and (
+            facts.last_activity is None or facts.last_activity >= now - timedelta(days=c.not_read_days)):
+        return False
+    if c.modalities and not facts.modalities.intersection(c.modalities):
+        return False
+    if c.sources and not facts.sources.intersection(c.sources):
+        return False
+    if c.sop_classes and not facts.sop_classes.intersection(c.sop_classes):
+        return False
+    if c.min_bytes is not None and facts.bytes < c.min_bytes:
+        return False
+    return c.max_bytes is None or facts.bytes <= c.max_bytes

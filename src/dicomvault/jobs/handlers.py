@@ -10,6 +10,13 @@ Kinds:
   ``{"sop_uids": […]}`` or ``{"study_uid": …[, "series_uid": …]}``. A mismatch or a missing blob fails the
   job permanently (``IntegrityFailure``) naming the instances, so it shows in ``dicomvault jobs list --state
   failed``; repair is ``dicomvault verify --repair``'s business.
+* ``tier-study`` — payload ``{"study_uid": …[, "promote": true]}``: bring one study's blobs to the placement its
+  lifecycle rules ask for now (``services.tiering``): copies with read-back proof first, then drops, never the
+  last copy. Queued by the lifecycle schedule and by promotion, deduplicated per study.
+* ``fixity-scan`` — no payload: every copy on every store re-read (throttled, ``fixity_max_bytes_per_second``),
+  damaged copies rewritten from intact ones, untracked copies recorded, orphans older than a day removed; data
+  loss logged at ERROR; the report goes to ``data_dir/fixity/last-report.json``. Queued every
+  ``fixity_interval_days`` by the worker's schedule, one at a time across the cluster.
 * ``delete-blob`` — payload ``{"key": …}``: delete a blob the index does not reference, through the blob
   removal claim protocol (``services.lifecycle.BlobRemover``). A blob that became referenced again is kept.
 """
@@ -18,6 +25,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from dicomvault.domain.errors import IntegrityFailure, NotFound
@@ -25,8 +34,13 @@ from dicomvault.domain.records import InstanceRecord
 from dicomvault.ports.blobs import BlobStore
 from dicomvault.ports.index import IndexRepository
 from dicomvault.ports.jobs import Job
+from dicomvault.services.blob_copier import Throttle
+from dicomvault.services.fixity import FixityService, RepairResult
+from dicomvault.services.fixity_report import report_document, summary, write_report
 from dicomvault.services.lifecycle import BlobRemover
 from dicomvault.services.retrieve import RetrieveService
+from dicomvault.services.tiering import TIER_STUDY, TierService
+from dicomvault.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +59,9 @@ class HandlerServices(Protocol):
     blobs: BlobStore
     retrieve: RetrieveService
     remover: BlobRemover
+    tiering: TierService | None
+    fixity: FixityService
+    settings: Settings
 
 
 def _str_field(payload: dict[str, Any], name: str) -> str | None:
@@ -123,9 +140,56 @@ def delete_blob_handler(remover: BlobRemover, blobs: BlobStore) -> Handler:
     return run
 
 
+def tier_study_handler(tiering: TierService) -> Handler:
+    def run(job: Job) -> dict[str, Any]:
+        study_uid = _str_field(job.payload, "study_uid")
+        if study_uid is None:
+            raise PermanentJobError("tier-study needs 'study_uid' in its payload")
+        return tiering.apply_study(study_uid, promote=bool(job.payload.get("promote"))).as_dict()
+
+    return run
+
+
+def fixity_scan_handler(fixity: FixityService, report_path: Path, throttle: Throttle) -> Handler:
+    """The scheduled fixity scan: every copy on every store, repaired where an intact copy exists, data loss
+    logged at ERROR; the report is written to ``report_path`` (JSON and a summary beside it)."""
+
+    def run(job: Job) -> dict[str, Any]:
+        started = datetime.now(UTC)
+        report = fixity.check(grace=SCAN_GRACE, throttle=throttle)
+        result = RepairResult()
+        fixity.repair_copies(report, result)
+        result.orphans_removed = fixity.remove_orphans(report)
+        result.temporary_removed = fixity.sweep_temporary(SCAN_GRACE)
+        document = report_document(report, result, started=started)
+        write_report(report_path, document)
+        log.info("fixity scan: %s", summary(document).replace("\n", "; "))
+        return {k: document[k] for k in ("checked", "bytes_read", "clean")} | {
+            "data_loss": len(document["data_loss"]), "repaired": result.copies_repaired}
+
+    return run
+
+
+#: Orphans and staged files younger than this are left to the next scan (ingests in progress look alike).
+SCAN_GRACE = 86400.0
+
+#: The job kind of the scheduled fixity scan (deduplicated: one scan at a time across the cluster).
+FIXITY_SCAN = "fixity-scan"
+
+#: Long job kinds — moving bytes between stores, scanning every copy — run by their own worker threads
+#: (``tier_max_concurrent_jobs``), so that they never delay a fixity check of one study or a removal.
+TIER_KINDS = (TIER_STUDY, FIXITY_SCAN)
+
+
 def default_handlers(services: HandlerServices) -> dict[str, Handler]:
-    """The handlers every node registers; later features (forwarding, lifecycle moves) add their kinds here."""
-    return {
+    """The handlers every node registers; later features (forwarding) add their kinds here."""
+    handlers = {
         "fixity": fixity_handler(services.retrieve),
         "delete-blob": delete_blob_handler(services.remover, services.blobs),
     }
+    if services.tiering is not None:
+        handlers[TIER_STUDY] = tier_study_handler(services.tiering)
+    handlers[FIXITY_SCAN] = fixity_scan_handler(
+        services.fixity, services.settings.data_dir / "fixity" / "last-report.json",
+        Throttle(services.settings.fixity_max_bytes_per_second))
+    return handlers

@@ -34,12 +34,15 @@ from dicomvault.domain.errors import (
     Unavailable,
     Unsupported,
 )
-from dicomvault.jobs.handlers import Handler, PermanentJobError, default_handlers
+from dicomvault.jobs.handlers import FIXITY_SCAN, TIER_KINDS, Handler, PermanentJobError, default_handlers
 from dicomvault.ports.blobs import BlobStore
 from dicomvault.ports.index import IndexRepository
 from dicomvault.ports.jobs import Job, JobQueue
+from dicomvault.services.fixity import FixityService
 from dicomvault.services.lifecycle import BlobRemover
+from dicomvault.services.read_tracker import ReadTracker
 from dicomvault.services.retrieve import RetrieveService
+from dicomvault.services.tiering import TierService
 from dicomvault.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -99,6 +102,8 @@ class Worker(threading.Thread):
         self._stop_event = threading.Event()
         self.processed = 0
         self.periodic = list(periodic)
+        #: workers started and stopped with this one (``start_worker``: the tier job workers)
+        self.companions: list[Worker] = []
         for task in self.periodic:
             task.due = time.monotonic() + task.interval
 
@@ -136,10 +141,14 @@ class Worker(threading.Thread):
             task.due = time.monotonic() + task.interval
 
     def stop(self, timeout: float | None = 30.0) -> None:
-        """Graceful: the job in progress finishes (and is recorded) before the thread ends."""
+        """Graceful: the job in progress finishes (and is recorded) before the thread ends; companions (the tier
+        workers ``start_worker`` adds) stop too."""
         self._stop_event.set()
-        if self.is_alive():
-            self.join(timeout)
+        for companion in self.companions:
+            companion._stop_event.set()
+        for thread in (*self.companions, self):
+            if thread.is_alive():
+                thread.join(timeout)
 
     def run_once(self) -> bool:
         """Claim and run at most one job; False when none was due."""
@@ -211,12 +220,32 @@ class WorkerHost(Protocol):
     blobs: BlobStore
     retrieve: RetrieveService
     remover: BlobRemover
+    tiering: TierService | None
+    reads: ReadTracker | None
+    fixity: FixityService
+
+
+#: Seconds between writes of the studies' last-read times (``services.read_tracker``).
+READ_FLUSH_INTERVAL = 30.0
 
 
 def periodic_tasks(archive: WorkerHost) -> list[Periodic]:
-    """The periodic tasks of every node's worker."""
+    """The periodic tasks of every node's worker: the blob removal sweep, the lifecycle schedule (safe on every
+    node at once: its jobs are deduplicated per study), and the batched last-read times."""
+    tasks = []
     interval = archive.settings.blob_removal_sweep_interval
-    return [Periodic("blob removal sweep", interval, archive.remover.sweep)] if interval > 0 else []
+    if interval > 0:
+        tasks.append(Periodic("blob removal sweep", interval, archive.remover.sweep))
+    if archive.tiering is not None and archive.settings.lifecycle and archive.settings.lifecycle_interval > 0:
+        tasks.append(Periodic("lifecycle schedule", archive.settings.lifecycle_interval, archive.tiering.schedule))
+    if archive.reads is not None:
+        tasks.append(Periodic("last-read times", READ_FLUSH_INTERVAL, archive.reads.flush))
+    days = archive.settings.fixity_interval_days
+    if days > 0 and archive.jobs is not None:
+        jobs = archive.jobs
+        tasks.append(Periodic("fixity scan", days * 86400.0,
+                              lambda: jobs.enqueue(FIXITY_SCAN, {}, dedupe_key=FIXITY_SCAN, max_attempts=3)))
+    return tasks
 
 
 def start_worker(
@@ -230,7 +259,17 @@ def start_worker(
     call ``worker.stop()`` before closing the archive)."""
     if archive.jobs is None:
         raise ValueError("this archive has no job queue")
-    worker = Worker(archive.jobs, default_handlers(archive), poll_interval=poll_interval,
-                    lease_seconds=lease_seconds, worker_id=worker_id, periodic=periodic_tasks(archive))
+    handlers = default_handlers(archive)
+    worker = Worker(archive.jobs, handlers, poll_interval=poll_interval, lease_seconds=lease_seconds,
+                    worker_id=worker_id, periodic=periodic_tasks(archive),
+                    kinds=sorted(k for k in handlers if k not in TIER_KINDS))
+    tier_kinds = [k for k in TIER_KINDS if k in handlers]
+    worker.companions = [
+        Worker(archive.jobs, handlers, poll_interval=poll_interval, lease_seconds=lease_seconds,
+               worker_id=f"{worker.worker_id}-tier{n}", kinds=tier_kinds)
+        for n in range(archive.settings.tier_max_concurrent_jobs if tier_kinds else 0)
+    ]
+    for companion in worker.companions:
+        companion.start()
     worker.start()
     return worker

@@ -6,7 +6,7 @@ through the same contract tests; differences between engines are the adapter's b
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -22,7 +22,15 @@ from dicomvault.domain.records import (
     StoreResult,
 )
 from dicomvault.domain.tags import Level
-from dicomvault.domain.tiers import BlobCopy, CopyTarget, StoreUsage, StudyBlob, StudyCandidate, StudyCondition
+from dicomvault.domain.tiers import (
+    BlobCopy,
+    CopyTarget,
+    StoreUsage,
+    StudyBlob,
+    StudyCandidate,
+    StudyCondition,
+    StudyFacts,
+)
 
 
 class IndexRepository(Protocol):
@@ -160,16 +168,20 @@ class IndexRepository(Protocol):
         """The recorded verified copies of each of ``keys`` (keys without any are absent)."""
         ...
 
-    def add_blob_copy(self, key: str, store: str, *, verified_at: datetime) -> bool:
+    def add_blob_copy(self, key: str, store: str, *, verified_at: datetime, present: Callable[[], bool]) -> bool:
         """Record that ``store`` holds a copy of ``key`` whose SHA-256 was verified at ``verified_at`` (an
-        existing record gets the new time). False, recording nothing, when no index row references ``key``
-        any more (its blob is being removed; the caller's copy is garbage for the removal sweep)."""
+        existing record gets the new time). In one write transaction that locks the key's copy rows, ``present()``
+        is asked (is the blob on the store now?) and the record written only if it answers True, so that a
+        concurrent ``drop_blob_copy`` of the same copy is ordered entirely before or after. False, recording
+        nothing, when ``present()`` is False or no index row references ``key`` any more (its blob is being
+        removed; the caller's copy is garbage for the removal sweep)."""
         ...
 
-    def drop_blob_copy(self, key: str, store: str) -> bool:
-        """Forget the copy of ``key`` on ``store`` if at least one other recorded copy remains, in one write
-        transaction that locks the key's copies (two drops of the last two copies cannot both succeed). False,
-        changing nothing, when it is the last one. Only after True may the caller delete the bytes on ``store``."""
+    def drop_blob_copy(self, key: str, store: str, *, delete: Callable[[], None]) -> bool:
+        """Forget the copy of ``key`` on ``store`` and remove its bytes, if at least one other recorded copy
+        remains: in one write transaction that locks the key's copy rows (PostgreSQL ``SELECT … FOR UPDATE``),
+        the record is deleted, ``delete()`` removes the bytes, then the transaction commits (an exception from
+        ``delete`` rolls it back). False, changing nothing, when it is the last copy or not recorded."""
         ...
 
     def study_blobs(self, study_uid: str) -> list[StudyBlob]:
@@ -182,6 +194,10 @@ class IndexRepository(Protocol):
     ) -> list[StudyCandidate]:
         """Studies matching ``condition`` at ``now`` with at least one blob not yet as ``target`` wants, ordered by
         Study Instance UID and starting after ``after`` (keyset paging), at most ``limit``."""
+        ...
+
+    def study_facts(self, study_uid: str) -> StudyFacts | None:
+        """What lifecycle conditions look at for one study (None: unknown study)."""
         ...
 
     def note_study_reads(self, study_uids: Sequence[str], at: datetime) -> None:

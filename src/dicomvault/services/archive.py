@@ -14,14 +14,18 @@ from dataclasses import dataclass, field
 from dicomvault.ports.blobs import BlobStore
 from dicomvault.ports.index import IndexRepository
 from dicomvault.ports.jobs import JobQueue
+from dicomvault.services.blob_copier import BlobCopier
+from dicomvault.services.blob_tiers import TieredBlobs
 from dicomvault.services.fixity import FixityService
 from dicomvault.services.ingest import IngestService
 from dicomvault.services.lifecycle import BlobRemover, LifecycleService
 from dicomvault.services.metadata import MetadataService
 from dicomvault.services.query import QueryService
+from dicomvault.services.read_tracker import ReadTracker
 from dicomvault.services.render import RenderService
 from dicomvault.services.retrieve import RetrieveService
 from dicomvault.services.status import StatusService
+from dicomvault.services.tiering import TierService
 from dicomvault.services.tokens import TokenService
 from dicomvault.services.warmup import warm_up
 from dicomvault.settings import Settings
@@ -49,6 +53,14 @@ class Archive:
     lifecycle: LifecycleService
     #: the only way blobs leave the store (claim → delete → finish), and its periodic sweep
     remover: BlobRemover
+    #: every named store as one (``blobs`` is the same object); the tier services below work on it
+    tiers: TieredBlobs | None = None
+    #: lifecycle rules: plan, schedule and apply tier moves and replication (``dicomvault lifecycle``)
+    tiering: TierService | None = None
+    #: copies between stores with read-back proof (tier moves, repair)
+    copier: BlobCopier | None = None
+    #: last-read times of studies, written in batches (and promotion requests)
+    reads: ReadTracker | None = None
     #: API tokens (None when the archive is built without an index database that stores them)
     tokens: TokenService | None = None
     #: durable background jobs on the index database (``jobs.worker.start_worker(archive)`` runs them)

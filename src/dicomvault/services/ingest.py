@@ -46,6 +46,7 @@ from dicomvault.domain.records import (
     StoreResult,
 )
 from dicomvault.domain.tags import Level
+from dicomvault.domain.tiers import DEFAULT_STORE
 from dicomvault.ports.blobs import BlobStore, PutResult
 from dicomvault.ports.index import IndexRepository
 from dicomvault.services import content_identity
@@ -128,6 +129,8 @@ class IngestService:
         limits: Limits | None = None,
         pixel_policy: PixelLengthPolicy = PixelLengthPolicy.REJECT,
         removal_wait: float = 20.0,
+        store_name: str = DEFAULT_STORE,
+        ingest_store: BlobStore | None = None,
     ) -> None:
         """``precheck_duplicates``: ask the index whether an identical object is already stored before sending
         the bytes to the blob store. Worth it where a put is expensive (S3: the whole body crosses the network
@@ -147,6 +150,10 @@ class IngestService:
         self.limits = limits or Limits()
         self.pixel_policy = pixel_policy
         self.removal_wait = removal_wait
+        #: the named store puts land on (``blobs`` is every store as one: ``services.blob_tiers``), recorded in the
+        #: index as the copy's location; its own copy is what ``_repair`` checks and writes again
+        self.store_name = store_name
+        self.local = ingest_store if ingest_store is not None else blobs
 
     def ingest(self, stream: BinaryIO, *, source: str = "", expect: tuple[str, str] | None = None,
                target_study: str | None = None) -> IngestResult:
@@ -239,11 +246,11 @@ class IngestService:
             pixel_problem=problem,
         )
 
-    def _intact(self, key: str, sha256: str) -> bool:
-        """Whether the stored blob ``key`` is present and holds bytes with this SHA-256 (read in full: only on
-        the duplicate path)."""
+    def _intact(self, key: str, sha256: str, store: BlobStore | None = None) -> bool:
+        """Whether the stored blob ``key`` is present (on ``store``, default: any) and holds bytes with this SHA-256
+        (read in full: only on the duplicate path)."""
         try:
-            with self.blobs.open(key) as f:
+            with (store or self.blobs).open(key) as f:
                 return _sha256_of(f) == sha256
         except NotFound:
             return False
@@ -255,13 +262,13 @@ class IngestService:
         if put.created:
             log.info("a missing stored copy was written again from a re-sent object (blob %s)", put.info.key)
             return
-        if self._intact(put.info.key, put.info.sha256):
+        if self._intact(put.info.key, put.info.sha256, self.local):
             return
         # Not through BlobRemover: the key is referenced (the index row is the duplicate's) and its bytes are
         # put back at once; a reader in between finds it missing instead of damaged.
-        self.blobs.delete(put.info.key)
+        self.local.delete(put.info.key)
         stream.seek(0)
-        again = self.blobs.put(stream)
+        again = self.local.put(stream)
         if again.info.sha256 != put.info.sha256:
             raise InvalidDicom("object changed while it was being stored")
         log.info("a damaged stored copy was written again from a re-sent object (blob %s)", put.info.key)
@@ -326,7 +333,8 @@ class IngestService:
             if time.monotonic() - began > MAX_PUT_AGE:
                 raise Unavailable("the object took too long to be written to storage; send it again")
             try:
-                result, same_as = self._index(stream, replace(entry, blob=put.info), accept)
+                result, same_as = self._index(
+                    stream, replace(entry, blob=put.info, store=self.store_name, blob_created=put.created), accept)
                 if same_as is not None and put.created:
                     self.remover.remove([put.info.key], unreferenced_found=True)
                 return put, result, same_as

@@ -16,7 +16,7 @@ import hashlib
 import io
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -45,10 +45,14 @@ HEADER_DEFER = 1 << 20
 
 
 class RetrieveService:
-    def __init__(self, index: IndexRepository, blobs: BlobStore, limits: Limits | None = None) -> None:
+    def __init__(self, index: IndexRepository, blobs: BlobStore, limits: Limits | None = None,
+                 on_read: Callable[[str], None] | None = None) -> None:
         self.index = index
         self.blobs = blobs
         self.limits = limits or Limits()
+        #: told the Study Instance UID of every read of stored bytes (``services.read_tracker``: last-read times
+        #: for lifecycle rules); fixity's reads (``iter_bytes(verify=True)``) are not reads of a user
+        self.on_read = on_read
 
     def locate(
         self,
@@ -70,6 +74,8 @@ class RetrieveService:
 
     def open(self, record: InstanceRecord) -> BinaryIO:
         """The stored Part 10 object as a readable stream (exactly the bytes received)."""
+        if self.on_read is not None:
+            self.on_read(record.study_uid)
         return self.blobs.open(record.blob.key)
 
     def iter_bytes(self, record: InstanceRecord, *, verify: bool = False, chunk: int = CHUNK) -> Iterator[bytes]:
@@ -77,7 +83,7 @@ class RetrieveService:
         sender that can hold them); with ``verify`` the SHA-256 is checked at the end."""
         digest = hashlib.sha256() if verify else None
         remaining = record.blob.size
-        with self.open(record) as f:
+        with (self.blobs.open(record.blob.key) if verify else self.open(record)) as f:
             # Reads sized to what is left: a read of ``chunk`` bytes allocates ``chunk`` bytes whatever the file
             # holds, and knowing the size saves the read that would only find the end.
             while chunk_bytes := f.read(min(chunk, remaining) if remaining > 0 else chunk):
@@ -94,6 +100,8 @@ class RetrieveService:
     @contextlib.contextmanager
     def as_file(self, record: InstanceRecord) -> Iterator[Path]:
         """A local file holding the object: the blob itself on a filesystem store, else a temporary copy."""
+        if self.on_read is not None:
+            self.on_read(record.study_uid)
         path = self.blobs.local_path(record.blob.key)
         if path is not None and path.exists():
             yield path
@@ -192,6 +200,8 @@ class RetrieveService:
             raise NotFound(f"frame {number} does not exist (the instance has {n_frames})")
         if record.pixel_problem:
             raise DamagedPixelData(record.pixel_problem)
+        if self.on_read is not None:
+            self.on_read(record.study_uid)
         index = record.frame_index
         if index is not None and number <= index.count:
             spans = index.spans(number, lambda start, length: self._index_text(record, start, length))
