@@ -32,7 +32,8 @@ from dicomvault.adapters.index.transfer import copy_index
 from dicomvault.bootstrap import Archive, build_archive
 from dicomvault.domain.records import BlobInfo, DuplicatePolicy, InstanceEntry, StoreOutcome
 from dicomvault.domain.tags import Level
-from dicomvault.domain.tiers import CopyTarget, StudyCondition
+from dicomvault.domain.tiers import CopyTarget, StudyCondition, matches
+from dicomvault.ports.index import IndexRepository
 from dicomvault.services import header as hdr
 from dicomvault.settings import Settings
 from tests.helpers import make_ct
@@ -86,6 +87,17 @@ def _stores(a: Archive, key: str) -> list[tuple[str, bool]]:
     return [(c.store, c.verified_at is not None) for c in a.index.blob_copies([key]).get(key, [])]
 
 
+def _add(index: IndexRepository, key: str, store: str, *, verified_at: datetime | None = None,
+         present: bool = True) -> bool:
+    """``add_blob_copy`` as a tier copy calls it once the bytes are verified on ``store``."""
+    return index.add_blob_copy(key, store, verified_at=verified_at or datetime.now(UTC), present=lambda: present)
+
+
+def _drop(index: IndexRepository, key: str, store: str, deleted: list[str] | None = None) -> bool:
+    """``drop_blob_copy`` whose byte deletion is recorded in ``deleted``."""
+    return index.drop_blob_copy(key, store, delete=lambda: (deleted if deleted is not None else []).append(store))
+
+
 def _ingest(a: Archive, *, source: str = "dimse:TEST", **kw: Any) -> Any:
     return a.ingest.ingest(io.BytesIO(make_ct(**kw)), source=source)
 
@@ -111,8 +123,8 @@ def test_a_put_that_found_bytes_copied_elsewhere_records_nothing(arc: Archive, s
     entry = _entry(arc, data)
     index.store_instance(entry, DuplicatePolicy.REJECT)
     key = entry.blob.key
-    assert index.add_blob_copy(key, ARCHIVE, verified_at=datetime.now(UTC))
-    assert index.drop_blob_copy(key, "default")
+    assert _add(index, key, ARCHIVE, verified_at=datetime.now(UTC))
+    assert _drop(index, key, "default")
     [released] = index.delete(study_uid=entry.study["study_uid"])
     assert released.key == key and _stores(arc, key) == [(ARCHIVE, True)]
 
@@ -164,26 +176,43 @@ def test_add_and_drop_copies(tmp_path: Path, any_index_url: str) -> None:
     try:
         index = a.index
         at = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
-        assert not index.add_blob_copy("0" * 64, ARCHIVE, verified_at=at), "no index row references the key"
-        assert index.blob_copies(["0" * 64]) == {}
+        asked: list[str] = []
+
+        def present() -> bool:
+            asked.append("present")
+            return True
+
+        assert not index.add_blob_copy("0" * 64, ARCHIVE, verified_at=at, present=present), "unreferenced key"
+        assert index.blob_copies(["0" * 64]) == {} and asked == [], "the store is not asked in vain"
 
         sop = generate_uid()
         old = _entry(a, make_ct(sop=sop, seed=1))
         index.store_instance(old, DuplicatePolicy.KEEP_BOTH)
         index.store_instance(_entry(a, make_ct(sop=sop, seed=2)), DuplicatePolicy.KEEP_BOTH)
         key = old.blob.key  # referenced by a prior version only now
-        assert index.add_blob_copy(key, ARCHIVE, verified_at=at)
+        assert not _add(index, key, ARCHIVE, verified_at=at, present=False), "bytes not on the store"
+        assert _stores(a, key) == [("default", True)]
+        assert index.add_blob_copy(key, ARCHIVE, verified_at=at, present=present) and asked == ["present"]
         [archive, default] = index.blob_copies([key])[key]
         assert (archive.store, archive.verified_at, default.store) == (ARCHIVE, at, "default")
         later = at + timedelta(days=1)
-        assert index.add_blob_copy(key, ARCHIVE, verified_at=later)
+        assert _add(index, key, ARCHIVE, verified_at=later)
         assert index.blob_copies([key])[key][0].verified_at == later, "a second add refreshes the time"
 
-        assert index.drop_blob_copy(key, "nowhere"), "nothing recorded there, another copy exists"
-        assert index.drop_blob_copy(key, "default")
-        assert not index.drop_blob_copy(key, ARCHIVE), "the last copy is never dropped"
+        deleted: list[str] = []
+        assert not _drop(index, key, "nowhere", deleted), "nothing recorded there: nothing to drop"
+
+        def failing() -> None:
+            raise OSError("store unreachable")
+
+        with pytest.raises(OSError):
+            index.drop_blob_copy(key, "default", delete=failing)
+        assert _stores(a, key) == [(ARCHIVE, True), ("default", True)], "a failed delete keeps the record"
+        assert _drop(index, key, "default", deleted) and deleted == ["default"]
+        assert not _drop(index, key, ARCHIVE, deleted), "the last copy is never dropped"
+        assert deleted == ["default"], "bytes are deleted only when the record went"
         assert _stores(a, key) == [(ARCHIVE, True)]
-        assert not index.drop_blob_copy("0" * 64, ARCHIVE), "no copy at all: nothing may be deleted"
+        assert not _drop(index, "0" * 64, ARCHIVE, deleted)
     finally:
         a.close()
 
@@ -191,7 +220,7 @@ def test_add_and_drop_copies(tmp_path: Path, any_index_url: str) -> None:
 def _two_copies(a: Archive, seed: int) -> str:
     entry = _entry(a, make_ct(seed=seed))
     a.index.store_instance(entry, DuplicatePolicy.REJECT)
-    assert a.index.add_blob_copy(entry.blob.key, ARCHIVE, verified_at=datetime.now(UTC))
+    assert _add(a.index, entry.blob.key, ARCHIVE, verified_at=datetime.now(UTC))
     return entry.blob.key
 
 
@@ -219,7 +248,7 @@ def test_two_concurrent_drops_never_remove_both_copies(arc: Archive) -> None:
     def drop(store: str, barrier: threading.Barrier | None = None) -> None:
         if barrier is not None:
             barrier.wait()
-        results[store] = index.drop_blob_copy(key, store)
+        results[store] = _drop(index, key, store)
 
     threads = [threading.Thread(target=drop, args=(s,)) for s in ("default", ARCHIVE)]
     for t in threads:
@@ -246,12 +275,47 @@ def test_two_concurrent_drops_never_remove_both_copies(arc: Archive) -> None:
         assert len(_stores(arc, key)) == 1
 
 
+def test_a_drop_waits_for_an_add_in_progress(arc: Archive) -> None:
+    """An add asking ``present()`` holds the key's copy rows: a drop of the same key waits, then decides on what
+    the add recorded (here: the add's copy lets the drop go)."""
+    index = arc.index
+    entry = _entry(arc, make_ct(seed=20))
+    index.store_instance(entry, DuplicatePolicy.REJECT)
+    key = entry.blob.key
+    asking, answer = threading.Event(), threading.Event()
+    results: dict[str, bool] = {}
+
+    def present() -> bool:
+        asking.set()
+        answer.wait(20)
+        return True
+
+    def add() -> None:
+        results["add"] = index.add_blob_copy(key, ARCHIVE, verified_at=datetime.now(UTC), present=present)
+
+    def drop() -> None:
+        results["drop"] = _drop(index, key, "default")
+
+    adder = threading.Thread(target=add)
+    adder.start()
+    assert asking.wait(20)
+    dropper = threading.Thread(target=drop)
+    dropper.start()
+    time.sleep(0.5)
+    assert "drop" not in results, "the drop waits for the add"
+    answer.set()
+    adder.join(20)
+    dropper.join(20)
+    assert results == {"add": True, "drop": True}
+    assert _stores(arc, key) == [(ARCHIVE, True)]
+
+
 # -- studies_needing -------------------------------------------------------------------------------------------
 
 @pytest.fixture
 def varied(arc: Archive) -> tuple[Archive, dict[str, str]]:
     """Five studies: dates, modalities, sources, a SOP class and sizes to tell them apart; "n" has no StudyDate."""
-    uids = {name: generate_uid() for name in "abcden"}
+    uids = {name: str(generate_uid()) for name in "abcden"}
     _ingest(arc, study=uids["a"], StudyDate="20200101", Modality="CT", source="dimse:CT_SCANNER", seed=1)
     _ingest(arc, study=uids["b"], StudyDate="20240102", Modality="MR", source="stow", seed=2,
             SOPClassUID=MRImageStorage)
@@ -334,7 +398,7 @@ def test_studies_needing_copy_and_move_targets(tmp_path: Path, any_index_url: st
     a = _archive(tmp_path, any_index_url, DuplicatePolicy.KEEP_BOTH)
     try:
         index = a.index
-        study, other = generate_uid(), generate_uid()
+        study, other = str(generate_uid()), str(generate_uid())
         sop = generate_uid()
         _ingest(a, study=study, sop=sop, seed=1)
         _ingest(a, study=study, sop=sop, seed=2)  # the first bytes become a prior version
@@ -353,19 +417,72 @@ def test_studies_needing_copy_and_move_targets(tmp_path: Path, any_index_url: st
         assert needing(COPY) == needing(MOVE) == "os"
         current = [b for b in blobs if b.blob.key != blobs[-1].blob.key]
         for b in current:
-            assert index.add_blob_copy(b.blob.key, ARCHIVE, verified_at=at)
+            assert _add(index, b.blob.key, ARCHIVE, verified_at=at)
         assert needing(COPY) == "os", "the prior version has no copy on the archive yet"
-        assert index.add_blob_copy(blobs[-1].blob.key, ARCHIVE, verified_at=at)
+        assert _add(index, blobs[-1].blob.key, ARCHIVE, verified_at=at)
         assert needing(COPY) == "o"
         assert needing(MOVE) == "os", "copies on default remain"
         assert needing(CopyTarget(("default", ARCHIVE), exclusive=True)) == "o"
         for b in blobs:
-            assert index.drop_blob_copy(b.blob.key, "default")
+            assert _drop(index, b.blob.key, "default")
         assert needing(MOVE) == "o"
         assert needing(CopyTarget(("default",), exclusive=False)) == "s", "back to default: the study needs it"
         assert needing(CopyTarget((), exclusive=True)) == "os", "no store wanted: every copy is extra"
     finally:
         a.close()
+
+
+def test_a_move_leaves_kept_replicas_alone(arc: Archive) -> None:
+    index = arc.index
+    r = _ingest(arc, seed=30)
+    assert _add(index, r.blob.key, ARCHIVE) and _add(index, r.blob.key, "replica")
+    assert _drop(index, r.blob.key, "default")
+    uids = {c.study_uid for c in index.studies_needing(EVERY_STUDY, MOVE, now=datetime.now(UTC))}
+    assert uids == {r.study_uid}, "a copy on replica is one too many for a plain move"
+    kept = CopyTarget((ARCHIVE,), exclusive=True, keep=("replica",))
+    assert index.studies_needing(EVERY_STUDY, kept, now=datetime.now(UTC)) == []
+
+
+@pytest.mark.parametrize("condition", [
+    StudyCondition(study_age_days=0), StudyCondition(study_age_days=8), StudyCondition(not_read_days=0),
+    StudyCondition(modalities=("CT",)), StudyCondition(modalities=("SR", "US")),
+    StudyCondition(sources=("CT_SCANNER",)), StudyCondition(sources=("dimse:OTHER", "cli-import")),
+    StudyCondition(sources=("stow",)), StudyCondition(sop_classes=(MRImageStorage,)),
+    StudyCondition(min_bytes=5000), StudyCondition(max_bytes=5000), StudyCondition(min_bytes=0),
+])
+def test_studies_needing_selects_what_the_domain_matcher_accepts(
+    varied: tuple[Archive, dict[str, str]], condition: StudyCondition
+) -> None:
+    """``domain.tiers.matches`` on ``study_facts`` (what a tier job checks before it acts) agrees with the SQL
+    selection, malformed StudyDates included."""
+    a, uids = varied
+    index = _index(a)
+    extra = _ingest(a, StudyDate="20200101", seed=40).study_uid
+    with index.engine.begin() as conn:
+        conn.execute(studies.update().where(studies.c.study_uid == extra).values(study_date="2020-1-1"))
+    now = datetime(2024, 1, 10, 12, tzinfo=UTC) if condition.not_read_days is None else \
+        datetime.now(UTC) + timedelta(days=1)
+    selected = {c.study_uid for c in index.studies_needing(condition, COPY, now=now)}
+    facts = {uid: index.study_facts(uid) for uid in [*uids.values(), extra]}
+    assert all(f is not None for f in facts.values())
+    assert selected == {uid for uid, f in facts.items() if f is not None and matches(condition, f, now)}
+    assert index.study_facts(generate_uid()) is None
+
+
+def test_study_facts(varied: tuple[Archive, dict[str, str]]) -> None:
+    a, uids = varied
+    at = datetime(2030, 1, 2, tzinfo=UTC)
+    a.index.note_study_reads([uids["c"]], at)
+    facts = a.index.study_facts(uids["c"])
+    assert facts is not None
+    assert (facts.study_uid, facts.study_date, facts.last_activity) == (uids["c"], "20231231", at)
+    assert facts.modalities == {"CT", "SR"} and facts.sources == {"stow"}
+    assert facts.sop_classes == {"1.2.840.10008.5.1.4.1.1.2"}
+    a_facts = a.index.study_facts(uids["a"])
+    assert a_facts is not None and a_facts.sources == {"dimse:CT_SCANNER", "CT_SCANNER"}
+    assert a_facts.last_activity is not None and a_facts.last_activity < at
+    n_facts = a.index.study_facts(uids["n"])
+    assert n_facts is not None and not n_facts.study_date
 
 
 def test_studies_needing_pages_by_study_uid(arc: Archive) -> None:
@@ -413,7 +530,7 @@ def test_store_usage(tmp_path: Path, any_index_url: str) -> None:
         r4 = _ingest(a, Modality="MR", seed=4, rows=32)
         gone = _ingest(a, Modality="US", seed=5)
         index.delete(study_uid=gone.study_uid)  # its copy row stays until its removal finishes: not counted
-        assert index.add_blob_copy(r3.blob.key, ARCHIVE, verified_at=datetime.now(UTC))
+        assert _add(index, r3.blob.key, ARCHIVE, verified_at=datetime.now(UTC))
         usage = {u.store: u for u in index.store_usage()}
         assert sorted(usage) == [ARCHIVE, "default"]
         default = usage["default"]
@@ -440,7 +557,7 @@ def test_iter_blob_copies_walks_a_store_in_key_order_by_pages(
         gone = _ingest(a, seed=60)
         index.delete(study_uid=gone.study_uid)  # copy row without a reference: skipped
         for r in results[1:4]:
-            assert index.add_blob_copy(r.blob.key, ARCHIVE, verified_at=datetime.now(UTC))
+            assert _add(index, r.blob.key, ARCHIVE, verified_at=datetime.now(UTC))
         walked = list(index.iter_blob_copies("default"))
         expected = sorted([(r.sop_instance_uid, r.blob) for r in [*results, prior]], key=lambda p: p[1].key)
         assert [(sop, blob) for sop, blob, _ in walked] == expected
@@ -484,7 +601,7 @@ def test_finished_removal_forgets_the_copies(arc: Archive) -> None:
     kept = _ingest(arc, seed=1)
     r = _ingest(arc, seed=2)
     other = _ingest(arc, seed=3)
-    assert index.add_blob_copy(r.blob.key, ARCHIVE, verified_at=datetime.now(UTC))
+    assert _add(index, r.blob.key, ARCHIVE, verified_at=datetime.now(UTC))
     index.delete(study_uid=r.study_uid)
     index.delete(study_uid=other.study_uid)
     claim = index.claim_blob_removals([r.blob.key], stale_after=300)
@@ -546,7 +663,7 @@ def test_index_migrate_copies_copies_and_read_times(tmp_path: Path, any_index_ur
     a = _archive(tmp_path, any_index_url)
     try:
         r = _ingest(a, seed=1)
-        assert a.index.add_blob_copy(r.blob.key, ARCHIVE, verified_at=datetime(2025, 1, 2, tzinfo=UTC))
+        assert _add(a.index, r.blob.key, ARCHIVE, verified_at=datetime(2025, 1, 2, tzinfo=UTC))
         at = datetime(2025, 2, 3, 4, 5, 6, tzinfo=UTC)
         a.index.note_study_reads([r.study_uid], at)
         source = _index(a).engine

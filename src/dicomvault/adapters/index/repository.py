@@ -8,7 +8,7 @@ engine by ``adapters.index.engine``; this module stays dialect-neutral except fo
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
@@ -41,7 +41,15 @@ from dicomvault.domain.records import (
     StoreOutcome,
     StoreResult,
 )
-from dicomvault.domain.tiers import BlobCopy, CopyTarget, StoreUsage, StudyBlob, StudyCandidate, StudyCondition
+from dicomvault.domain.tiers import (
+    BlobCopy,
+    CopyTarget,
+    StoreUsage,
+    StudyBlob,
+    StudyCandidate,
+    StudyCondition,
+    StudyFacts,
+)
 
 
 def _now() -> datetime:
@@ -409,11 +417,11 @@ class SqlIndexRepository(SqlIndexReads):
     def blob_copies(self, keys: Sequence[str]) -> dict[str, list[BlobCopy]]:
         return self._tiers.blob_copies(keys)
 
-    def add_blob_copy(self, key: str, store: str, *, verified_at: datetime) -> bool:
-        return self._tiers.add_blob_copy(key, store, verified_at=verified_at)
+    def add_blob_copy(self, key: str, store: str, *, verified_at: datetime, present: Callable[[], bool]) -> bool:
+        return self._tiers.add_blob_copy(key, store, verified_at=verified_at, present=present)
 
-    def drop_blob_copy(self, key: str, store: str) -> bool:
-        return self._tiers.drop_blob_copy(key, store)
+    def drop_blob_copy(self, key: str, store: str, *, delete: Callable[[], None]) -> bool:
+        return self._tiers.drop_blob_copy(key, store, delete=delete)
 
     def study_blobs(self, study_uid: str) -> list[StudyBlob]:
         return self._tiers.study_blobs(study_uid)
@@ -422,6 +430,9 @@ class SqlIndexRepository(SqlIndexReads):
         self, condition: StudyCondition, target: CopyTarget, *, now: datetime, after: str = "", limit: int = 1000
     ) -> list[StudyCandidate]:
         return self._tiers.studies_needing(condition, target, now=now, after=after, limit=limit)
+
+    def study_facts(self, study_uid: str) -> StudyFacts | None:
+        return self._tiers.study_facts(study_uid)
 
     def note_study_reads(self, study_uids: Sequence[str], at: datetime) -> None:
         self._tiers.note_study_reads(study_uids, at)

@@ -25,7 +25,6 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     and_,
-    delete,
     exists,
     false,
     func,
@@ -35,6 +34,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy import delete as sa_delete
 from sqlalchemy.dialects import postgresql, sqlite
 
 from dicomvault.adapters.index.tables import (
@@ -46,7 +46,16 @@ from dicomvault.adapters.index.tables import (
     studies,
 )
 from dicomvault.domain.records import BlobInfo, InstanceEntry
-from dicomvault.domain.tiers import BlobCopy, CopyTarget, StoreUsage, StudyBlob, StudyCandidate, StudyCondition
+from dicomvault.domain.tiers import (
+    BlobCopy,
+    CopyTarget,
+    StoreUsage,
+    StudyBlob,
+    StudyCandidate,
+    StudyCondition,
+    StudyFacts,
+    study_date_cutoff,
+)
 
 T = TypeVar("T")
 Tx = Callable[[], AbstractContextManager[Connection]]
@@ -57,6 +66,8 @@ BATCH = 500
 PAGE = 1000
 #: Modality of instances whose series has none (as ``stats`` reports them).
 NO_MODALITY = "??"
+#: How ``dimse.handlers`` records the calling AE title as an instance's source.
+DIMSE = "dimse:"
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -110,7 +121,7 @@ def forget_copies_of_finished(conn: Connection, claim_id: str, keys: Sequence[st
     for part in _batches(list(keys)):
         finished = select(blob_removals.c.key).where(
             blob_removals.c.key.in_(part), blob_removals.c.claim_id == claim_id, blob_removals.c.removed_at.isnot(None))
-        conn.execute(delete(blob_copies).where(blob_copies.c.key.in_(finished)))
+        conn.execute(sa_delete(blob_copies).where(blob_copies.c.key.in_(finished)))
 
 
 # -- query building -----------------------------------------------------------------------------------------
@@ -132,14 +143,16 @@ def _study_refs() -> Any:
 
 
 def _not_as_wanted(key: ColumnElement[Any], target: CopyTarget) -> ColumnElement[bool]:
-    """The blob ``key`` lacks a copy on one of ``target.stores`` or, for an exclusive target, has one elsewhere."""
+    """The blob ``key`` lacks a copy on one of ``target.stores`` or, for an exclusive target, has one elsewhere
+    (``target.keep``, replicas other rules keep, is not "elsewhere")."""
     c = blob_copies.alias("c")
     lacking = [~exists().where(c.c.key == key, c.c.store == name) for name in target.stores]
     clauses: list[ColumnElement[bool]] = list(lacking)
     if target.exclusive:
         e = blob_copies.alias("e")
+        wanted = list(dict.fromkeys((*target.stores, *target.keep)))
         elsewhere = exists().where(e.c.key == key)
-        clauses.append(elsewhere.where(e.c.store.notin_(target.stores)) if target.stores else elsewhere)
+        clauses.append(elsewhere.where(e.c.store.notin_(wanted)) if wanted else elsewhere)
     return or_(*clauses) if clauses else false()
 
 
@@ -163,15 +176,35 @@ def _instance_exists(column: str, values: Sequence[str]) -> ColumnElement[bool]:
             .where(se.c.study_fk == studies.c.id, i.c[column].in_(list(values))).exists())
 
 
-def condition_clauses(condition: StudyCondition, now: datetime) -> list[ColumnElement[bool]]:
-    """The WHERE clauses of ``condition`` on ``studies`` at ``now`` (all must hold)."""
+def _sources_of(stored: str) -> tuple[str, ...]:
+    """The names a rule's ``source`` may give for an instance received from ``stored``: the stored source
+    ("stow", "cli-import", "dimse:<AE>") and, for DIMSE, the bare calling AE title (``dimse.handlers``
+    stores "dimse:<AE>"; a rule names the AE title). ``source_values`` is the same relation seen from the rule."""
+    return (stored, stored[len(DIMSE):]) if stored.startswith(DIMSE) and len(stored) > len(DIMSE) else (stored,)
+
+
+def source_values(sources: Sequence[str]) -> list[str]:
+    """Stored sources matching a rule's ``sources``: each as given, and as a DIMSE calling AE title."""
+    return sorted({*sources, *(DIMSE + s for s in sources)})
+
+
+def _eight_digits(column: ColumnElement[Any], dialect: str) -> ColumnElement[bool]:
+    """``column`` is eight digits (a whole DA value): what ``domain.tiers.matches`` accepts as a StudyDate."""
+    if dialect == "postgresql":
+        return column.op("~")("^[0-9]{8}$")
+    return column.op("GLOB")("[0-9]" * 8)
+
+
+def condition_clauses(condition: StudyCondition, now: datetime, dialect: str) -> list[ColumnElement[bool]]:
+    """The WHERE clauses of ``condition`` on ``studies`` at ``now`` (all must hold), selecting exactly what
+    ``domain.tiers.matches`` accepts for the study's ``study_facts``."""
     out: list[ColumnElement[bool]] = []
     now = _utc(now)
     if condition.study_age_days is not None:
         # StudyDate is stored as received ("YYYYMMDD"): compared as text with the cutoff date. A study without
-        # one has no age and never matches.
-        cutoff = (now - timedelta(days=condition.study_age_days)).strftime("%Y%m%d")
-        out.append(and_(studies.c.study_date.isnot(None), studies.c.study_date != "", studies.c.study_date < cutoff))
+        # a whole date has no age and never matches.
+        date = func.trim(studies.c.study_date)
+        out.append(and_(_eight_digits(date, dialect), date < study_date_cutoff(now, condition.study_age_days)))
     if condition.not_read_days is not None:
         out.append(func.coalesce(studies.c.last_read_at, studies.c.updated_at)
                    < now - timedelta(days=condition.not_read_days))
@@ -180,10 +213,7 @@ def condition_clauses(condition: StudyCondition, now: datetime) -> list[ColumnEl
         out.append(or_(*[studies.c.modalities_in_study.like("%" + _like_literal("\\" + m + "\\") + "%",
                                                              escape="\\") for m in condition.modalities]))
     if condition.sources:
-        # A rule names a calling AE title or a stored source ("stow", "cli-import"); DIMSE stores record the
-        # calling AE as "dimse:<AE>" (dimse.handlers), so a bare AE title matches that too.
-        wanted = sorted({*condition.sources, *(f"dimse:{s}" for s in condition.sources if ":" not in s)})
-        out.append(_instance_exists("source", wanted))
+        out.append(_instance_exists("source", source_values(condition.sources)))
     if condition.sop_classes:
         out.append(_instance_exists("sop_class_uid", condition.sop_classes))
     if condition.min_bytes is not None:
@@ -236,35 +266,51 @@ class TierIndex:
     def blob_copies(self, keys: Sequence[str]) -> dict[str, list[BlobCopy]]:
         return self._in_read(lambda conn: self._copies(conn, keys))
 
-    def add_blob_copy(self, key: str, store: str, *, verified_at: datetime) -> bool:
-        """A reference is looked for FOR SHARE (PostgreSQL): the row found cannot be deleted or re-pointed until
-        this transaction commits, so a delete racing the copy either committed first (no reference: False) or
-        releases the key after it, and its removal then forgets the row written here. SQLite: one writer."""
+    def _lock_copies(self, conn: Connection, key: str) -> list[str]:
+        """The stores holding a recorded copy of ``key``, its rows locked FOR UPDATE (PostgreSQL; SQLite has one
+        writer): adds and drops of the key's copies run one after the other.
+
+        PostgreSQL locks twice: a statement that waited for a lock re-reads only the rows of its own snapshot
+        (skipping those the holder deleted) and misses a row the holder inserted; the second statement, on a
+        fresh snapshot, sees and locks it too, so the caller decides on everything the holder left."""
+        stmt = (select(blob_copies.c.store).where(blob_copies.c.key == key).order_by(blob_copies.c.store)
+                .with_for_update())
+        if self.dialect == "postgresql":
+            conn.execute(stmt).all()
+        return list(conn.execute(stmt).scalars())
+
+    def add_blob_copy(self, key: str, store: str, *, verified_at: datetime, present: Callable[[], bool]) -> bool:
+        """Copy rows locked first, then a reference looked for FOR SHARE (PostgreSQL): the row found cannot be
+        deleted or re-pointed until this transaction commits, so a delete racing the copy either committed first
+        (no reference: False) or releases the key after it, and its removal then forgets the row written here.
+        ``present()`` last (it reads a store: asked only when the record can be written). A retried transaction
+        asks it again."""
 
         def run(conn: Connection) -> bool:
-            for table in (instances, instance_versions):
-                found = conn.execute(select(table.c.id).where(table.c.blob_key == key).limit(1)
-                                     .with_for_update(read=True)).first()
-                if found is not None:
-                    conn.execute(self._upsert, {"key": key, "store": store, "verified_at": _utc(verified_at)})
-                    return True
-            return False
+            self._lock_copies(conn, key)
+            referenced = any(
+                conn.execute(select(table.c.id).where(table.c.blob_key == key).limit(1)
+                             .with_for_update(read=True)).first() is not None
+                for table in (instances, instance_versions))
+            if not referenced or not present():
+                return False
+            conn.execute(self._upsert, {"key": key, "store": store, "verified_at": _utc(verified_at)})
+            return True
 
         return self._in_write(run)
 
-    def drop_blob_copy(self, key: str, store: str) -> bool:
-        """FOR UPDATE on every copy row of the key (PostgreSQL; SQLite has one writer): a second drop waits, then
-        its READ COMMITTED re-read skips the row the first deleted and sees the last copy, which it refuses.
-        True also when ``store`` had no recorded copy but another store has one (nothing recorded to drop; the
-        caller may delete stray bytes there)."""
+    def drop_blob_copy(self, key: str, store: str, *, delete: Callable[[], None]) -> bool:
+        """Under the key's copy-row locks: the record goes, ``delete()`` removes the bytes, then the commit. A
+        second drop of the last two copies waits and then sees one copy left, which it refuses. Should the
+        commit itself fail after ``delete()`` (the connection lost), the record outlives the bytes: a retried
+        transaction deletes it again, otherwise fixity reports the copy missing and repairs it from the others."""
 
         def run(conn: Connection) -> bool:
-            held = list(conn.execute(select(blob_copies.c.store).where(blob_copies.c.key == key)
-                                     .order_by(blob_copies.c.store).with_for_update()).scalars())
-            if not [s for s in held if s != store]:
+            held = self._lock_copies(conn, key)
+            if store not in held or not [s for s in held if s != store]:
                 return False
-            if store in held:
-                conn.execute(delete(blob_copies).where(blob_copies.c.key == key, blob_copies.c.store == store))
+            conn.execute(sa_delete(blob_copies).where(blob_copies.c.key == key, blob_copies.c.store == store))
+            delete()
             return True
 
         return self._in_write(run)
@@ -297,9 +343,34 @@ class TierIndex:
         """One query: the condition's clauses and the EXISTS of a blob not as wanted, on ``studies`` in Study
         Instance UID order from ``after`` (its unique index serves the keyset)."""
         stmt = (select(studies.c.study_uid, studies.c.num_instances, studies.c.size_bytes)
-                .where(studies.c.study_uid > after, *condition_clauses(condition, now), _needs_work(target))
+                .where(studies.c.study_uid > after, *condition_clauses(condition, now, self.dialect),
+                       _needs_work(target))
                 .order_by(studies.c.study_uid).limit(limit))
         return self._in_read(lambda conn: [StudyCandidate(uid, int(n), int(b)) for uid, n, b in conn.execute(stmt)])
+
+    def study_facts(self, study_uid: str) -> StudyFacts | None:
+        """The study row and the distinct sources and SOP classes of its instances (two reads). Sources list a
+        DIMSE sender both as stored and as its bare AE title (``_sources_of``), as ``studies_needing`` matches."""
+
+        def run(conn: Connection) -> StudyFacts | None:
+            row = conn.execute(select(studies.c.id, studies.c.study_date, studies.c.last_read_at,
+                                      studies.c.updated_at, studies.c.modalities_in_study, studies.c.size_bytes)
+                               .where(studies.c.study_uid == study_uid)).first()
+            if row is None:
+                return None
+            kinds = conn.execute(
+                select(instances.c.source, instances.c.sop_class_uid).distinct()
+                .select_from(instances.join(series, instances.c.series_fk == series.c.id))
+                .where(series.c.study_fk == row.id)).all()
+            return StudyFacts(
+                study_uid=study_uid, study_date=row.study_date,
+                last_activity=_aware(row.last_read_at if row.last_read_at is not None else row.updated_at),
+                modalities=frozenset(m for m in (row.modalities_in_study or "").split("\\") if m),
+                sources=frozenset(name for source, _ in kinds if source for name in _sources_of(source)),
+                sop_classes=frozenset(sop_class for _, sop_class in kinds if sop_class),
+                bytes=int(row.size_bytes))
+
+        return self._in_read(run)
 
     def note_study_reads(self, study_uids: Sequence[str], at: datetime) -> None:
         """One UPDATE per 500 UIDs, all in one transaction, in UID order (PostgreSQL: two batches of overlapping
