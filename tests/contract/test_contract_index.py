@@ -382,3 +382,36 @@ def test_claim_of_an_orphan_waits_for_a_store_in_flight(arc: Archive) -> None:
     assert isinstance(claim, BlobClaim) and claim.keys == () and claim.referenced == (entry.blob.key,)
     assert arc.index.blob_removal_round(entry.blob.key) is None
     assert _retrievable(arc, entry.instance["sop_uid"]) == data
+
+
+def test_storage_tier_methods(arc: Archive) -> None:
+    """The tier methods of the port in one round: ingest records a verified copy on the ingest store, a move to
+    another store is add then drop (never the last), selection, facts, read times, usage and the walks follow.
+    Engine-specific cases (concurrency, paging, every condition) are in tests/adapters/index/test_index_tiers.py."""
+    from datetime import UTC, datetime
+
+    from dicomvault.domain.tiers import DEFAULT_STORE, CopyTarget, StudyCondition
+
+    result = arc.ingest.ingest(io.BytesIO(make_ct(seed=70, Modality="MR")), source="dimse:MRI")
+    key, now = result.blob.key, datetime.now(UTC)
+    [copy] = arc.index.blob_copies([key])[key]
+    assert copy.store == DEFAULT_STORE and copy.verified_at is not None
+    move = CopyTarget(("cold",), exclusive=True)
+    condition = StudyCondition(modalities=("MR",), sources=("MRI",))
+    assert [c.study_uid for c in arc.index.studies_needing(condition, move, now=now)] == [result.study_uid]
+    assert arc.index.add_blob_copy(key, "cold", verified_at=now, present=lambda: True)
+    deleted: list[str] = []
+    assert arc.index.drop_blob_copy(key, DEFAULT_STORE, delete=lambda: deleted.append(DEFAULT_STORE))
+    assert not arc.index.drop_blob_copy(key, "cold", delete=lambda: deleted.append("cold"))
+    assert deleted == [DEFAULT_STORE]
+    assert arc.index.studies_needing(condition, move, now=now) == []
+    [blob] = arc.index.study_blobs(result.study_uid)
+    assert (blob.sop_uid, blob.blob.key, blob.stores) == (result.sop_instance_uid, key, ("cold",))
+    arc.index.note_study_reads([result.study_uid], now)
+    facts = arc.index.study_facts(result.study_uid)
+    assert facts is not None and facts.last_activity == now and "MR" in facts.modalities
+    [usage] = arc.index.store_usage()
+    assert (usage.store, usage.studies, usage.copies, usage.bytes) == ("cold", 1, 1, result.blob.size)
+    assert [(sop, b.key, stores) for sop, b, stores in arc.index.iter_blob_copies("cold")] == [
+        (result.sop_instance_uid, key, ("cold",))]
+    assert list(arc.index.iter_uncopied_blobs()) == []

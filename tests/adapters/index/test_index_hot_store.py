@@ -3,7 +3,7 @@
 The same objects are stored twice, into two fresh archives: once as ingest does it (the hot path), once with the
 hot path turned off (``HotStore.store`` answering None sends every store down the Core path). Every row of every
 table must then be the same, timestamps aside: ids, counters, ModalitiesInStudy, the cached study answers, the
-cached metadata. Run on SQLite and PostgreSQL.
+cached metadata, the blobs' copy records. Run on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ from sqlalchemy import select
 
 from dicomvault.adapters.index.hot_store import HotStore
 from dicomvault.adapters.index.repository import SqlIndexRepository
-from dicomvault.adapters.index.tables import instances, patients, series, studies, study_qido
+from dicomvault.adapters.index.tables import blob_copies, instances, patients, series, studies, study_qido
 from dicomvault.bootstrap import Archive, build_archive
 from dicomvault.settings import Settings
 from tests.helpers import make_ct
 
-_TIMES = {"stored_at", "updated_at"}
+#: Times differ between the two runs: compared by whether they are set (a copy's ``verified_at`` must be set by
+#: both paths or by neither).
+_TIMES = {"stored_at", "updated_at", "verified_at", "last_read_at"}
 
 
 def _objects() -> list[bytes]:
@@ -48,8 +50,8 @@ def _dump(archive: Archive) -> dict[str, list[tuple[Any, ...]]]:
     assert isinstance(index, SqlIndexRepository)
     out = {}
     with index.engine.connect() as conn:
-        for table in (patients, studies, series, instances, study_qido):
-            cols = [c for c in table.columns if c.name not in _TIMES]
+        for table in (patients, studies, series, instances, study_qido, blob_copies):
+            cols = [c.is_(None).label(c.name) if c.name in _TIMES else c for c in table.columns]
             out[table.name] = [tuple(r) for r in conn.execute(select(*cols).order_by(*table.primary_key))]
     return out
 
@@ -90,5 +92,6 @@ def test_hot_path_leaves_the_index_the_core_path_leaves(
     core = _store_all(tmp_path / "core", second_index_url, objects)
     assert len(calls) == len(objects)
     assert hot["patients"] and len(hot["instances"]) == len(objects)
+    assert len(hot["blob_copies"]) == len(objects)
     for table in hot:
         assert hot[table] == core[table], table

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, bindparam, delete, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from dicomvault.adapters.index import tiers
 from dicomvault.adapters.index.tables import blob_removals, instance_versions, instances
 from dicomvault.domain.errors import BlobRemovalRace
 from dicomvault.domain.records import BlobClaim, RemovalRound
@@ -178,11 +179,14 @@ class RemovalStatements:
                                                      blob_removals.c.claim_id == claim_id, _in_progress))
 
     def finish(self, conn: Connection, claim_id: str, keys: Sequence[str]) -> None:
+        """Mark the claimed removals of ``keys`` finished and forget the blobs' copy records (``blob_copies``) in
+        the same transaction: the deleter removed the key from every store, and no index row references it."""
         stamp = now()
         for part in _batches(keys):
             conn.execute(update(blob_removals)
                          .where(blob_removals.c.key.in_(part), blob_removals.c.claim_id == claim_id, _in_progress)
                          .values(removed_at=stamp))
+        tiers.forget_copies_of_finished(conn, claim_id, keys)
 
     # -- reads and housekeeping --------------------------------------------------------------------------------
 

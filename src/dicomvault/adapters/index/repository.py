@@ -8,7 +8,7 @@ engine by ``adapters.index.engine``; this module stays dialect-neutral except fo
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
-from dicomvault.adapters.index import study_answers
+from dicomvault.adapters.index import study_answers, tiers
 from dicomvault.adapters.index.group_commit import GroupCommit
 from dicomvault.adapters.index.hot_store import HotStore
 from dicomvault.adapters.index.reads import SqlIndexReads
@@ -40,6 +40,15 @@ from dicomvault.domain.records import (
     RemovalRound,
     StoreOutcome,
     StoreResult,
+)
+from dicomvault.domain.tiers import (
+    BlobCopy,
+    CopyTarget,
+    StoreUsage,
+    StudyBlob,
+    StudyCandidate,
+    StudyCondition,
+    StudyFacts,
 )
 
 
@@ -75,6 +84,7 @@ class SqlIndexRepository(SqlIndexReads):
         self._removals = RemovalStatements(self._dialect)
         self._hot = HotStore(self._dialect)
         self._claims = RemovalClaims(engine, self._removals, self._write, self._read, self._retrying)
+        self._tiers = tiers.TierIndex(self._dialect, self._write, self._read, self._retrying)
         self._prepare()
 
     # -- transactions -------------------------------------------------------------------------------------
@@ -208,6 +218,7 @@ class SqlIndexRepository(SqlIndexReads):
         new_study = self._insert_instance(conn, entry)
         if old_study is not None and old_study != new_study:
             study_answers.refresh(conn, [old_study])  # the replaced instance lived in another study
+        tiers.record_ingest_copy(conn, entry, _now())
         # Last, after the instance row is written (services.lifecycle explains why the order matters).
         self._removals.check_store(conn, entry.blob.key, accept)
         return StoreResult(outcome, tuple(released))
@@ -400,3 +411,37 @@ class SqlIndexRepository(SqlIndexReads):
                 return int(n)
 
         return self._retrying(run)
+
+    # -- storage tiers: verified copies, study selection, reads (SQL in ``adapters.index.tiers``) -------------
+
+    def blob_copies(self, keys: Sequence[str]) -> dict[str, list[BlobCopy]]:
+        return self._tiers.blob_copies(keys)
+
+    def add_blob_copy(self, key: str, store: str, *, verified_at: datetime, present: Callable[[], bool]) -> bool:
+        return self._tiers.add_blob_copy(key, store, verified_at=verified_at, present=present)
+
+    def drop_blob_copy(self, key: str, store: str, *, delete: Callable[[], None]) -> bool:
+        return self._tiers.drop_blob_copy(key, store, delete=delete)
+
+    def study_blobs(self, study_uid: str) -> list[StudyBlob]:
+        return self._tiers.study_blobs(study_uid)
+
+    def studies_needing(
+        self, condition: StudyCondition, target: CopyTarget, *, now: datetime, after: str = "", limit: int = 1000
+    ) -> list[StudyCandidate]:
+        return self._tiers.studies_needing(condition, target, now=now, after=after, limit=limit)
+
+    def study_facts(self, study_uid: str) -> StudyFacts | None:
+        return self._tiers.study_facts(study_uid)
+
+    def note_study_reads(self, study_uids: Sequence[str], at: datetime) -> None:
+        self._tiers.note_study_reads(study_uids, at)
+
+    def store_usage(self) -> list[StoreUsage]:
+        return self._tiers.store_usage()
+
+    def iter_blob_copies(self, store: str) -> Iterator[tuple[str, BlobInfo, tuple[str, ...]]]:
+        return self._tiers.iter_blob_copies(store)
+
+    def iter_uncopied_blobs(self) -> Iterator[tuple[str, BlobInfo]]:
+        return self._tiers.iter_uncopied_blobs()

@@ -71,6 +71,10 @@ studies = Table(
     Column("num_instances", Integer, nullable=False, default=0),
     Column("size_bytes", BigInteger, nullable=False, default=0),
     Column("updated_at", DateTime(timezone=True)),
+    #: when the study was last retrieved, written in batches by ``services.tiering`` (``note_study_reads``): the
+    #: ``not_read_days`` lifecycle condition counts from it (from ``updated_at`` when NULL: never read). Not touched
+    #: by ingest, and not part of ``metadata_version``: a read changes no answer.
+    Column("last_read_at", DateTime(timezone=True)),
     Index("ix_studies_patient_fk", "patient_fk"),
     Index("ix_studies_study_date", "study_date"),
     Index("ix_studies_accession_number", "accession_number"),
@@ -169,6 +173,22 @@ blob_removals = Table(
     Column("claimed_at", DateTime(timezone=True)),
     Column("claim_id", String(32)),
     Column("removed_at", DateTime(timezone=True)),
+)
+
+#: Verified copies of blobs on named stores (``domain.tiers``, ``adapters.index.tiers``): a row means the store
+#: holds the bytes of ``key`` and their SHA-256 was verified there (by ingest while writing, or by the tier move
+#: that re-read them; NULL ``verified_at``: recorded by migration 0008 for blobs stored before, or by an ingest
+#: whose put found the bytes already there). Every referenced blob has at least one row; a tier move adds the
+#: target's row before dropping the source's, and ``drop_blob_copy`` never drops the last one. Keyed by blob key,
+#: not by instance: content-addressed keys are shared by an instance and nothing else, and removal works per key.
+#: The (store, key) index serves per-store walks in key order (fixity, usage) without sorting a whole store.
+blob_copies = Table(
+    "blob_copies",
+    metadata,
+    Column("key", String(128), primary_key=True),
+    Column("store", String(32), primary_key=True),
+    Column("verified_at", DateTime(timezone=True)),
+    Index("ix_blob_copies_store", "store", "key"),
 )
 
 LEVEL_TABLES = {"PATIENT": patients, "STUDY": studies, "SERIES": series, "IMAGE": instances}
