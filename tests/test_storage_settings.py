@@ -87,7 +87,7 @@ def test_rule_without_condition_refused() -> None:
     with pytest.raises(ValidationError) as exc:
         RuleWhen.model_validate({})
     assert _errors(exc) == [
-        "Value error, a rule needs at least one condition (for every study say study_age_days = 0)"]
+        "Value error, a rule needs at least one condition (for every study say min_study_bytes = 0)"]
 
 
 def test_impossible_size_window_refused() -> None:

@@ -79,7 +79,7 @@ class RuleWhen(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> RuleWhen:
         if all(v is None for v in self.model_dump().values()):
-            raise ValueError("a rule needs at least one condition (for every study say study_age_days = 0)")
+            raise ValueError("a rule needs at least one condition (for every study say min_study_bytes = 0)")
         if (self.min_study_bytes is not None and self.max_study_bytes is not None
                 and self.min_study_bytes > self.max_study_bytes):
             raise ValueError("min_study_bytes is larger than max_study_bytes: the rule can never apply")

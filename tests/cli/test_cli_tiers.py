@@ -68,7 +68,8 @@ def test_cli_verify_report_file_and_repair_from_another_store(tmp_path: Path, in
     config, _ = _setup(tmp_path, invoke)
     config.write_text(config.read_text().replace('move_to = "cold"', 'copy_to = "cold"'))
     assert invoke("lifecycle", "run", "--config", str(config)).exit_code == 0
-    victim = next(p for p in (tmp_path / "hot").rglob("*") if p.is_file() and len(p.name) == 64)
+    replicated = {p.name for p in (tmp_path / "cold").rglob("*") if p.is_file() and len(p.name) == 64}
+    victim = next(p for p in (tmp_path / "hot").rglob("*") if p.is_file() and p.name in replicated)
     victim.chmod(0o644)
     victim.write_bytes(b"X" + victim.read_bytes()[1:])
     report_path = tmp_path / "fixity.json"

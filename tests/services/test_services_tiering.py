@@ -124,7 +124,7 @@ def test_a_re_sent_object_after_the_move_is_a_duplicate_and_stays_readable(tiere
 
 
 def test_replication_and_a_move_that_keeps_the_replica(tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    rules = [CT_TO_COLD, {"name": "replica", "when": {"study_age_days": 0}, "action": {"copy_to": "dr"}}]
+    rules = [CT_TO_COLD, {"name": "replica", "when": {"min_study_bytes": 0}, "action": {"copy_to": "dr"}}]
     archive = build_archive(_settings(tmp_path, request, lifecycle=rules,
                                       stores={"dr": {"url": f"file://{tmp_path / 'dr'}"}}))
     try:
@@ -212,7 +212,7 @@ def test_promotion_on_read_adds_a_hot_copy(tmp_path: Path, request: pytest.Fixtu
 
 def test_fixity_repairs_copies_from_another_store_and_reports_data_loss(tmp_path: Path,
                                                                          request: pytest.FixtureRequest) -> None:
-    rules = [{"name": "replica", "when": {"study_age_days": 0}, "action": {"copy_to": "cold"}}]
+    rules = [{"name": "replica", "when": {"min_study_bytes": 0}, "action": {"copy_to": "cold"}}]
     archive = build_archive(_settings(tmp_path, request, lifecycle=rules))
     try:
         assert archive.tiering is not None and archive.tiers is not None
