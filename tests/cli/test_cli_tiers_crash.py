@@ -47,7 +47,8 @@ def _config(root: Path, rate: int) -> Path:
     return path
 
 
-def _check_invariant(config: Path, data_dir: Path) -> None:
+def _check_invariant(config: Path, data_dir: Path) -> set[tuple[str, ...]]:
+    """Check the promise; return the sets of stores the blobs are on (to see where the kill landed)."""
     archive = build_archive(Settings.load(config, data_dir=data_dir))
     try:
         report = archive.fixity.check()
@@ -55,6 +56,8 @@ def _check_invariant(config: Path, data_dir: Path) -> None:
         for damage in report.damaged:  # only a crash inside a drop may leave a record without bytes
             assert damage.problem == "missing" and report.intact_copies.get(damage.blob.key), damage
         assert not list(archive.index.iter_uncopied_blobs()), "an indexed blob without any recorded copy"
+        return {tuple(sorted(stores)) for store in ("hot", "cold")
+                for _, _, stores in archive.index.iter_blob_copies(store)}
     finally:
         archive.close()
 
@@ -78,6 +81,7 @@ def test_cli_tiers_sigkill_during_moves_loses_nothing(tmp_path: Path) -> None:
     assert imported.returncode == 0, imported.stdout + imported.stderr
 
     rng = random.Random(11)
+    seen: list[set[tuple[str, ...]]] = []
     for _ in range(TRIALS):
         proc = subprocess.Popen(dv_command("lifecycle", "run", "--config", str(config), "--data-dir",
                                            str(data_dir)),
@@ -85,9 +89,10 @@ def test_cli_tiers_sigkill_during_moves_loses_nothing(tmp_path: Path) -> None:
         time.sleep(rng.uniform(1.0, 2.5))  # start-up takes ~1 s
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        _check_invariant(config, data_dir)
+        seen.append(_check_invariant(config, data_dir))
         # the killed job keeps its lease (300 s); the next trial's run works on the other studies meanwhile
 
+    assert any(("hot",) in s and ("cold",) in s for s in seen), f"no kill landed mid-move: {seen}"
     archive = build_archive(Settings.load(config, data_dir=data_dir))
     try:
         assert archive.tiering is not None
