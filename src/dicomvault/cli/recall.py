@@ -16,7 +16,7 @@ import typer
 
 from dicomvault.cli.common import ConfigFile, DataDir, IndexUrl, StorageUrl, console, fail, load_settings, open_archive
 from dicomvault.domain.errors import DicomVaultError
-from dicomvault.services.recall import RecallResult, RecallService
+from dicomvault.services.recall import RecallResult, build_recall
 
 
 def _line(result: RecallResult) -> str:
@@ -40,8 +40,8 @@ def recall_command(
     settings = load_settings(config, data_dir=data_dir, index_url=index_url, storage_url=storage_url)
     archive = open_archive(settings)
     try:
-        # An archive built without one (a single store): the store itself, with StoreConfig's restore defaults.
-        recall = archive.recall or RecallService(archive.index, archive.blobs, {}, archive.jobs)
+        recall = archive.recall or build_recall(archive.index, archive.blobs, archive.tiers,
+                                                archive.settings.resolved_stores(), archive.jobs)
         result = recall.start(study_uid)
         console.print(json.dumps(result.as_dict()) if as_json else _line(result), highlight=False)
         while wait and not result.settled:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from dicomvault.dicomweb.errors import error_response
 from dicomvault.dicomweb.security import Principal, require_scope
 from dicomvault.dicomweb.wado_common import services
+from dicomvault.services.recall import build_recall
 
 router = APIRouter(prefix="/admin", tags=["Admin"])
 admin_scope = Depends(require_scope("admin"))
@@ -21,8 +21,8 @@ admin_scope = Depends(require_scope("admin"))
 
 @router.post("/studies/{study_uid}/recall", summary="Recall a study from archive storage")
 def recall_study(request: Request, study_uid: str, _who: Principal = admin_scope) -> JSONResponse:
-    recall = services(request).recall
-    if recall is None:
-        return error_response(501, "this archive was built without a recall service")
+    archive = services(request)
+    recall = archive.recall or build_recall(archive.index, archive.blobs, archive.tiers,
+                                            archive.settings.resolved_stores(), archive.jobs)
     result = recall.start(study_uid)
     return JSONResponse(result.as_dict(), status_code=200 if result.settled else 202)

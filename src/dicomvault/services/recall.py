@@ -41,6 +41,12 @@ DEFAULT_DAYS = 7
 DEFAULT_TIER = "Standard"
 
 
+class NamedStores(Protocol):
+    """The named stores of an archive (``services.blob_tiers.TieredBlobs``)."""
+
+    def store(self, name: str) -> BlobStore: ...
+
+
 class RecallOptions(Protocol):
     """How long a restored copy stays readable and how fast (and dear) the restore is: ``StoreConfig`` fits."""
 
@@ -189,3 +195,13 @@ class RecallService:
         if not result.settled:
             raise RecallPending(f"{result.restoring + result.requested} of {result.blobs} blob(s) still restoring")
         return result.as_dict()
+
+
+def build_recall(index: IndexRepository, blobs: BlobStore, named: NamedStores | None,
+                 configs: Mapping[str, RecallOptions], jobs: JobQueue | None) -> RecallService:
+    """The composition root's one line: every configured store (``Settings.resolved_stores()``) with its restore
+    settings, found among ``named`` (the archive's ``TieredBlobs``); without ``named``, ``blobs`` is the store
+    ``default``."""
+    if named is None:
+        return RecallService(index, blobs, {}, jobs)
+    return RecallService(index, blobs, {name: (named.store(name), cfg) for name, cfg in configs.items()}, jobs)
