@@ -40,6 +40,14 @@ STATUS: dict[type[e.DicomVaultError], int] = {
     e.PermissionDenied: 403,
 }
 
+#: 503 answers that say when to come back and why, beyond ``{"error", "status"}``: ``Retry-After`` is the error's
+#: ``retry_after`` and ``reason`` tells the client (or its operator) what to do. An object on an archive storage
+#: class that is not restored comes back only after a recall; a restore already under way says so (``restoring``).
+RETRY_REASONS: dict[type[e.Unavailable], str] = {
+    e.NotRestored: "archived on a cold storage class; recall it: POST /admin/studies/{study}/recall (admin scope) "
+                   "or `dicomvault recall STUDY_UID`, then retry once the restore completes",
+}
+
 log = logging.getLogger(__name__)
 
 _REASONS = {404: "not found", 405: "method not allowed", 401: "authentication required", 403: "forbidden"}
@@ -52,8 +60,21 @@ def status_for(exc: e.DicomVaultError) -> int:
     return 500
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+def error_response(status: int, message: str, headers: dict[str, str] | None = None,
+                   **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status, **extra}, status_code=status, headers=headers)
+
+
+def unavailable_response(exc: e.DicomVaultError) -> JSONResponse:
+    """The 503 of an ``Unavailable``: ``Retry-After`` 5 s (a backend hiccup), or the error's own delay and a
+    ``reason`` for the kinds in ``RETRY_REASONS``."""
+    for cls in type(exc).__mro__:
+        reason = RETRY_REASONS.get(cls)
+        if reason is not None:
+            retry_after = int(getattr(exc, "retry_after", 5))
+            return error_response(503, exc.message, {"Retry-After": str(retry_after)}, reason=reason,
+                                  retry_after=retry_after, restoring=bool(getattr(exc, "restoring", False)))
+    return error_response(503, exc.message, {"Retry-After": "5"})
 
 
 def validation_message(errors: list[Any]) -> str:
@@ -118,8 +139,9 @@ def install(app: FastAPI) -> None:
             error_id = report_unexpected(exc, f"{request.method} {route_template(request.scope)}")
             return Response(unexpected_body(exc, error_id, status), status_code=status,
                             media_type="application/json")
-        headers = {"Retry-After": "5"} if status == 503 else None
-        return error_response(status, exc.message, headers)
+        if status == 503:
+            return unavailable_response(exc)
+        return error_response(status, exc.message)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -101,6 +102,15 @@ def _instance_body(retrieve: RetrieveService, record: InstanceRecord, ts: str) -
         yield from retrieve.iter_transcoded(record, ts)
 
 
+def _primed(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Read the first chunk now, in the request handler: when the first object cannot be read (on an archive
+    storage class and not restored, a store down) the request fails with its own status (503 with Retry-After
+    and the reason) before the response starts, instead of a 200 whose body is cut off. A later object that
+    cannot be read still cuts the stream: checking every object first would cost a read each."""
+    first = next(chunks, None)
+    return chunks if first is None else itertools.chain([first], chunks)
+
+
 def _retrieve(request: Request, study: str, series: str | None, sop: str | None) -> Response:
     svc = services(request).retrieve
     records = svc.locate(study_uid=study, series_uid=series, sop_uids=[sop] if sop else None)
@@ -114,13 +124,15 @@ def _retrieve(request: Request, study: str, series: str | None, sop: str | None)
 
     def body_of(r: InstanceRecord, ts: str) -> Iterator[bytes]:
         return iter(first) if first is not None else _instance_body(svc, r, ts)
+    head = _primed(body_of(records[0], targets[0]))
     if not multipart:
         record, ts = records[0], targets[0]
         headers = {"Content-Length": str(record.blob.size)} if ts == record.transfer_syntax_uid else None
-        return StreamingResponse(body_of(record, ts), media_type=f"{DICOM}; transfer-syntax={ts}", headers=headers)
+        return StreamingResponse(head, media_type=f"{DICOM}; transfer-syntax={ts}", headers=headers)
     boundary = mw.new_boundary()
     ctypes = [f"{DICOM}; transfer-syntax={ts}" for ts in targets]
-    parts = (mw.PartSpec(ct, body_of(r, ts)) for r, ts, ct in zip(records, targets, ctypes, strict=True))
+    parts = (mw.PartSpec(ct, head if i == 0 else body_of(r, ts))
+             for i, (r, ts, ct) in enumerate(zip(records, targets, ctypes, strict=True)))
     if first is not None or any(ts != r.transfer_syntax_uid for r, ts in zip(records, targets, strict=True)):
         return StreamingResponse(mw.stream_parts(boundary, parts), media_type=mw.content_type(boundary, DICOM))
     # Stored bytes only: the body's length is known before the first byte is read.
@@ -248,7 +260,8 @@ def retrieve_frames(request: Request, study: str, series: str, sop: str, frames:
 
     def lazy(n: int) -> Iterator[bytes]:
         yield read(n)
-    parts = (mw.PartSpec(plan.content_type, lazy(n)) for n in numbers)
+    head = read(numbers[0])  # fails (not restored, store down) before the response starts, like _primed
+    parts = (mw.PartSpec(plan.content_type, iter([head]) if i == 0 else lazy(n)) for i, n in enumerate(numbers))
     return StreamingResponse(mw.stream_parts(boundary, parts), media_type=ctype)
 
 
@@ -325,7 +338,9 @@ def retrieve_bulk(request: Request, study: str, series: str, sop: str, tag: str,
 
     def lazy(n: int) -> Iterator[bytes]:
         yield read(n)
-    parts = (mw.PartSpec(plan.content_type, lazy(n)) for n in range(1, (record.number_of_frames or 1) + 1))
+    head = read(1)  # fails (not restored, store down) before the response starts
+    parts = (mw.PartSpec(plan.content_type, iter([head]) if n == 1 else lazy(n))
+             for n in range(1, (record.number_of_frames or 1) + 1))
     return StreamingResponse(mw.stream_parts(boundary, parts), media_type=mw.content_type(boundary, plan.content_type))
 
 router.include_router(wado_render.router)

@@ -9,6 +9,12 @@ Bounded: one retrieve addresses at most ``retrieve_max_instances`` instances. Wi
 / patient instance counters the index keeps tell the number before anything is selected; otherwise the query
 engine streams the matching instances page by page and stops one past the bound. Beyond it the retrieve is
 refused (``ResultLimitExceeded`` → 0xA701 with an Error Comment) before any sub-operation.
+
+Some sub-operation failures must be explained, not only counted (``status.SUBOP_COMMENTS``: an object on an archive
+storage class that is not restored). pynetdicom ignores anything a handler yields after the last sub-operation, so
+such objects are held back: everything readable is sent first, then one failure/warning status carries the Error
+Comment, the failed SOP Instance UIDs (those held back and those whose C-STORE failed, tallied as pynetdicom does)
+and counts the held-back ones as failed.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from pydicom.dataset import Dataset
 from pynetdicom.association import Association
+from pynetdicom.status import STATUS_FAILURE, STORAGE_SERVICE_CLASS_STATUS
 
 from dicomvault.dimse import scu, status
 from dicomvault.domain.errors import ResultLimitExceeded
@@ -119,14 +127,67 @@ def send_each(
     peer: Callable[[], Association | None],
     is_cancelled: Callable[[], bool],
 ) -> Iterator[Any]:
-    """The (Pending, object) yields of ``sub_operations``, without the count."""
+    """The (Pending, object) yields of ``sub_operations``, without the count; failures that need an Error Comment
+    are held back and end the retrieve with one status (see the module docstring)."""
     assoc = peer()
     if assoc is not None:
         scu.install_sender(assoc)
     accepted = scu.accepted_syntaxes(assoc)
-    for record in records:
-        if is_cancelled():
-            yield status.CANCEL, None
-            return
-        with scu.outgoing(archive, record, accepted) as ds:
-            yield status.PENDING, ds
+    held: list[tuple[str, str]] = []  # (SOP Instance UID, Error Comment)
+    with _Tally(assoc) as tally:
+        for record in records:
+            if is_cancelled():
+                yield status.CANCEL, None
+                return
+            with scu.outgoing(archive, record, accepted) as ds:
+                comment = status.subop_comment(getattr(ds, "_dv_error", None)) if isinstance(ds, scu.Outgoing) \
+                    else None
+                if comment is None:
+                    yield status.PENDING, ds
+                else:
+                    held.append((record.sop_uid, comment))
+        if held:
+            failed = Dataset()
+            failed.FailedSOPInstanceUIDList = [*tally.failed, *(uid for uid, _ in held)]
+            yield status.status_dataset(status.retrieve_final_status(tally.delivered), held[0][1]), failed
+
+
+class _Tally:
+    """Which C-STORE sub-operations failed and how many were delivered, counted as pynetdicom counts them (a
+    failure status, an unknown status or an exception is a failure): the final status of a retrieve that ends
+    with held-back failures names them all (pynetdicom's own list is out of reach). Wraps the association's
+    ``send_c_store`` for the length of one retrieve; pynetdicom runs the retrieves of an association one after
+    the other, and closes the handler's generator before the next."""
+
+    def __init__(self, assoc: Association | None) -> None:
+        self.assoc = assoc
+        self.failed: list[str] = []
+        self.delivered = 0
+        self._inner: Callable[..., Dataset] | None = None
+
+    def __enter__(self) -> _Tally:
+        if self.assoc is None:
+            return self
+        inner = self._inner = self.assoc.send_c_store
+
+        def send_c_store(dataset: Any, *args: Any, **kwargs: Any) -> Dataset:
+            uid = str(getattr(dataset, "SOPInstanceUID", ""))
+            try:
+                rsp = inner(dataset, *args, **kwargs)
+                category = STORAGE_SERVICE_CLASS_STATUS[int(rsp.Status)][0]
+            except Exception:
+                self.failed.append(uid)
+                raise
+            if category == STATUS_FAILURE:
+                self.failed.append(uid)
+            else:
+                self.delivered += 1
+            return rsp
+
+        setattr(send_c_store, scu.SENDER_MARK, True)  # install_sender: already able to send ``Outgoing``
+        self.assoc.send_c_store = send_c_store  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.assoc is not None and self._inner is not None:
+            self.assoc.send_c_store = self._inner  # type: ignore[method-assign]

@@ -37,26 +37,31 @@ log = logging.getLogger(__name__)
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 #: PS3.8: at most 128 presentation contexts in one association request.
 MAX_CONTEXTS = 128
-_MARK = "_dicomvault_sender"
+#: Attribute set on ``send_c_store`` wrappers that already send ``Outgoing`` placeholders.
+SENDER_MARK = "_dicomvault_sender"
 
 
 class Outgoing(Dataset):
     """What a retrieve handler yields for one sub-operation when the bytes are not a decoded ``Dataset``: the path
     of the stored file (sent unchanged), or the reason it cannot be sent (the sub-operation fails, counted by
-    pynetdicom with the SOP Instance UID in the Failed SOP Instance UID List)."""
+    pynetdicom with the SOP Instance UID in the Failed SOP Instance UID List). ``error`` is the domain error behind
+    the failure, when there is one, for a retrieve that answers some failures with a status of their own
+    (``status.subop_comment``)."""
 
-    def __init__(self, record: InstanceRecord, *, path: Path | None = None, failure: str | None = None) -> None:
+    def __init__(self, record: InstanceRecord, *, path: Path | None = None, failure: str | None = None,
+                 error: DicomVaultError | None = None) -> None:
         super().__init__()
         self.SOPClassUID = record.sop_class_uid
         self.SOPInstanceUID = record.sop_uid
         self._dv_path = path
         self._dv_failure = failure
+        self._dv_error = error
 
 
 def install_sender(assoc: Association) -> None:
     """Let ``assoc.send_c_store`` send ``Outgoing`` placeholders (idempotent; patches this association only)."""
     original = assoc.send_c_store
-    if getattr(original, _MARK, False):
+    if getattr(original, SENDER_MARK, False):
         return
 
     def send_c_store(dataset: Any, *args: Any, **kwargs: Any) -> Dataset:
@@ -69,7 +74,7 @@ def install_sender(assoc: Association) -> None:
             return original(dataset._dv_path, *args, **kwargs)
         return original(dataset, *args, **kwargs)
 
-    setattr(send_c_store, _MARK, True)
+    setattr(send_c_store, SENDER_MARK, True)
     assoc.send_c_store = send_c_store  # type: ignore[method-assign]
 
 
@@ -136,7 +141,7 @@ def outgoing(archive: Archive, record: InstanceRecord, accepted: dict[str, set[s
                 yield Outgoing(record, path=path)
         except DicomVaultError as exc:
             log.warning("cannot read a stored instance for sending: %s", exc.message)
-            yield Outgoing(record, failure=exc.message)
+            yield Outgoing(record, failure=exc.message, error=exc)
         return
     target = _target_syntax(archive, stored, syntaxes)
     if target is None:
@@ -152,7 +157,8 @@ def outgoing(archive: Archive, record: InstanceRecord, accepted: dict[str, set[s
             ds.file_meta.TransferSyntaxUID = UID(stored)
         except Exception as exc:
             log.warning("cannot read a stored instance for sending: %s", type(exc).__name__)
-            yield Outgoing(record, failure="the stored object cannot be read")
+            yield Outgoing(record, failure="the stored object cannot be read",
+                           error=exc if isinstance(exc, DicomVaultError) else None)
             return
         yield ds
         return
@@ -163,7 +169,7 @@ def outgoing(archive: Archive, record: InstanceRecord, accepted: dict[str, set[s
         path = files.enter_context(archive.retrieve.transcoded_file(record, target))
     except DicomVaultError as exc:  # too large, damaged pixel data, no decoder: this sub-operation fails
         log.info("sub-operation fails: %s", exc.message)
-        yield Outgoing(record, failure=exc.message)
+        yield Outgoing(record, failure=exc.message, error=exc)
         return
     except Exception as exc:  # any decoder error: this sub-operation fails, the others go on
         log.warning("cannot transcode an instance for sending: %s", type(exc).__name__)

@@ -89,6 +89,32 @@ FIND_STATUS: tuple[tuple[type[e.DicomVaultError], int], ...] = (
     *QR_STATUS,
 )
 
+#: Sub-operation failures that end a C-GET / C-MOVE with an Error Comment instead of only being counted: the
+#: requestor must learn what to do, not merely that some sub-operations failed. Such objects are kept for the end
+#: (``dimse/retrieval.py``): every readable object is sent first, then the retrieve ends with 0xB000 "Sub-operations
+#: complete - one or more failures" when something was delivered, 0xA702 "Unable to perform sub-operations" when
+#: nothing was, the comment, and every failed SOP Instance UID in the Failed SOP Instance UID List (PS3.4 C.4.2.1.5,
+#: C.4.3.1.4). An object on an archive storage class that is not restored (``NotRestored``) is the case: the study
+#: must be recalled (``dicomvault recall``), or its restore is under way.
+SUBOP_COMMENTS: tuple[tuple[type[e.DicomVaultError], str, str], ...] = (
+    # (error, comment, comment while a restore is in progress)
+    (e.NotRestored, "On archive storage, not restored: recall the study",
+     "Being restored from archive storage: retry later"),
+)
+
+
+def subop_comment(exc: BaseException | None) -> str | None:
+    """The Error Comment that ends a retrieve for a sub-operation that failed with ``exc``; None when the failure
+    is only counted (its comment is the job of the final status pynetdicom builds)."""
+    for kind, text, in_progress in SUBOP_COMMENTS:
+        if isinstance(exc, kind):
+            return in_progress if getattr(exc, "restoring", False) else text
+    return None
+
+
+def retrieve_final_status(delivered: int) -> int:
+    """The final C-GET / C-MOVE status of a retrieve ended by a ``subop_comment`` failure."""
+    return RETRIEVE_SUBOPS_SOME_FAILED if delivered else RETRIEVE_SUBOPS_OUT_OF_RESOURCES
 
 
 def _lookup(table: tuple[tuple[type[e.DicomVaultError], int], ...], exc: BaseException, default: int) -> int:

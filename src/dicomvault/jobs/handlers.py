@@ -19,6 +19,10 @@ Kinds:
   ``fixity_interval_days`` by the worker's schedule, one at a time across the cluster.
 * ``delete-blob`` — payload ``{"key": …}``: delete a blob the index does not reference, through the blob
   removal claim protocol (``services.lifecycle.BlobRemover``). A blob that became referenced again is kept.
+* ``recall`` — payload ``{"study_uid": …}``: follow the restores of a study on an archive storage class
+  (``services.recall``): request what is still archived (again, if a restore expired), and while restores are in
+  progress raise ``RecallPending`` so that the worker retries later; done once every blob is readable. Registered
+  when the archive has a ``RecallService``.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from dicomvault.services.blob_copier import Throttle
 from dicomvault.services.fixity import FixityService, RepairResult
 from dicomvault.services.fixity_report import report_document, summary, write_report
 from dicomvault.services.lifecycle import BlobRemover
+from dicomvault.services.recall import RECALL_JOB, RecallService
 from dicomvault.services.retrieve import RetrieveService
 from dicomvault.services.tiering import TIER_STUDY, TierService
 from dicomvault.settings import Settings
@@ -170,6 +175,16 @@ def fixity_scan_handler(fixity: FixityService, report_path: Path, throttle: Thro
     return run
 
 
+def recall_handler(recall: RecallService) -> Handler:
+    def run(job: Job) -> dict[str, Any]:
+        study_uid = _str_field(job.payload, "study_uid")
+        if study_uid is None:
+            raise PermanentJobError("recall needs 'study_uid' in its payload")
+        return recall.follow_up(study_uid)
+
+    return run
+
+
 #: Orphans and staged files younger than this are left to the next scan (ingests in progress look alike).
 SCAN_GRACE = 86400.0
 
@@ -192,4 +207,8 @@ def default_handlers(services: HandlerServices) -> dict[str, Handler]:
     handlers[FIXITY_SCAN] = fixity_scan_handler(
         services.fixity, services.settings.data_dir / "fixity" / "last-report.json",
         Throttle(services.settings.fixity_max_bytes_per_second))
+    # Optional on the host (``Archive.recall``), so hosts built without one keep satisfying ``HandlerServices``.
+    recall: RecallService | None = getattr(services, "recall", None)
+    if recall is not None:
+        handlers[RECALL_JOB] = recall_handler(recall)
     return handlers

@@ -22,6 +22,7 @@ from dicomvault.services.lifecycle import BlobRemover, LifecycleService
 from dicomvault.services.metadata import MetadataService
 from dicomvault.services.query import QueryService
 from dicomvault.services.read_tracker import ReadTracker
+from dicomvault.services.recall import RecallService
 from dicomvault.services.render import RenderService
 from dicomvault.services.retrieve import RetrieveService
 from dicomvault.services.status import StatusService
@@ -65,6 +66,9 @@ class Archive:
     tokens: TokenService | None = None
     #: durable background jobs on the index database (``jobs.worker.start_worker(archive)`` runs them)
     jobs: JobQueue | None = None
+    #: recall of studies on archive storage classes (``dicomvault recall``, the admin API, the ``recall`` job);
+    #: None when the archive was built without it (the command and the route then say so)
+    recall: RecallService | None = None
     extras: dict[str, object] = field(default_factory=dict)
     #: called by ``close`` (the composition root registers engine disposal here)
     closers: list[Callable[[], None]] = field(default_factory=list)

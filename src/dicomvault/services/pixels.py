@@ -21,7 +21,7 @@ from pydicom.pixels import get_decoder
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from dicomvault.dicom import tables
-from dicomvault.domain.errors import DamagedPixelData, NotFound, Unsupported
+from dicomvault.domain.errors import DamagedPixelData, NotFound, Unavailable, Unsupported
 from dicomvault.domain.records import InstanceRecord
 from dicomvault.services.frames import PIXEL_TAGS, decoded_frame_bytes, pixel_element
 from dicomvault.services.retrieve import RetrieveService
@@ -163,6 +163,8 @@ def bulk_value(retrieve: RetrieveService, record: InstanceRecord, tag: int) -> B
     with retrieve.open(record) as f:
         try:
             ds = pydicom.dcmread(f, stop_before_pixels=True, defer_size=1024, force=True)
+        except Unavailable:  # a store down or an object not restored: not the object's fault
+            raise
         except Exception as exc:
             raise Unsupported(f"the stored object cannot be parsed: {type(exc).__name__}") from exc
         raw: Any = ds.get_item(tag, keep_deferred=True)

@@ -24,7 +24,14 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
-from dicomvault.domain.errors import DamagedPixelData, IntegrityFailure, NotFound, TooLarge, Unsupported
+from dicomvault.domain.errors import (
+    DamagedPixelData,
+    IntegrityFailure,
+    NotFound,
+    TooLarge,
+    Unavailable,
+    Unsupported,
+)
 from dicomvault.domain.records import InstanceRecord
 from dicomvault.ports.blobs import BlobStore
 from dicomvault.ports.index import IndexRepository
@@ -141,7 +148,7 @@ class RetrieveService:
                     return found.dataset(defer_size=HEADER_DEFER)
             with self.open(record) as f:
                 return pydicom.dcmread(f, stop_before_pixels=True, defer_size=HEADER_DEFER, force=True)
-        except (TooLarge, NotFound):
+        except (TooLarge, NotFound, Unavailable):  # a store down or an object not restored: not the object's fault
             raise
         except Exception as exc:
             raise Unsupported(f"the stored object cannot be parsed: {type(exc).__name__}") from exc

@@ -19,8 +19,18 @@ Why it looks like this:
 URL: ``s3://bucket/prefix?endpoint=http://127.0.0.1:9000&region=us-east-1``. Optional query parameters:
 ``profile``, ``addressing_style`` (``path`` by default with a custom endpoint), ``max_attempts`` (5),
 ``connect_timeout`` (5 s), ``read_timeout`` (60 s), ``multipart_threshold`` (16 MiB), ``part_size`` (8 MiB),
-``concurrency`` (4), ``spool_dir``, ``spool_memory`` (1 MiB). Credentials come from the standard AWS chain
-(environment, shared config/credentials files, instance roles), never from the URL, so they never reach logs.
+``concurrency`` (4), ``spool_dir``, ``spool_memory`` (1 MiB), ``storage_class`` (the bucket's default, usually
+STANDARD). Credentials come from the standard AWS chain (environment, shared config/credentials files, instance
+roles), never from the URL, so they never reach logs.
+
+Storage classes and recall: ``storage_class`` is sent with every PUT (single and multipart), so a store can be a
+cloud archive (``GLACIER_IR``: read at once, cheaper; ``GLACIER`` / ``DEEP_ARCHIVE``: cheapest, but an object must be
+*restored* before a GET). A GET of an archived object that is not restored fails in S3 with ``InvalidObjectState``
+(403); the store answers ``NotRestored`` instead (after one HEAD to tell "restore in progress" from "never
+requested"), so a front end can say "recall the study" rather than "storage unavailable". The store implements
+``ports.blobs.Recallable`` (``restore_state`` from HEAD's storage class, archive status and ``Restore`` header;
+``request_restore`` through RestoreObject). Objects of the Intelligent-Tiering archive access tiers behave the
+same (HEAD's ``ArchiveStatus``).
 """
 
 from __future__ import annotations
@@ -44,9 +54,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from dicomvault.adapters.blobs.keys import check_key
-from dicomvault.domain.errors import DicomVaultError, NotFound, Unavailable
+from dicomvault.domain.errors import DicomVaultError, NotFound, NotRestored, Unavailable
 from dicomvault.domain.records import BlobInfo
-from dicomvault.ports.blobs import PutResult
+from dicomvault.ports.blobs import PutResult, RestoreState
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +64,22 @@ MiB = 1 << 20
 CHUNK = MiB
 _MIN_PART = 5 * MiB  # S3's smallest allowed part (except the last)
 _T = TypeVar("_T")
+
+#: S3's storage classes (PutObject ``x-amz-storage-class``); a misspelt class must stop the start-up, not reach AWS.
+STORAGE_CLASSES = (
+    "STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER",
+    "DEEP_ARCHIVE", "OUTPOSTS", "GLACIER_IR", "SNOW", "EXPRESS_ONEZONE",
+)
+#: Classes whose objects must be restored before a GET (GLACIER_IR is read at once: it is not one of them).
+ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+#: Intelligent-Tiering tiers (HEAD ``ArchiveStatus``) that need a restore as well.
+_ARCHIVE_ACCESS = frozenset({"ARCHIVE_ACCESS", "DEEP_ARCHIVE_ACCESS"})
+#: The restore tiers of RestoreObject.
+RESTORE_TIERS = ("Expedited", "Standard", "Bulk")
+#: ``NotRestored.retry_after``: seconds a client is told to wait. A Standard restore takes 3-5 hours from GLACIER
+#: (up to 12 from DEEP_ARCHIVE, Bulk up to 48, Expedited minutes): an hour lets a client poll a handful of times
+#: in a typical restore instead of hammering the archive, at the cost of up to an hour's delay after it completes.
+RESTORE_RETRY_AFTER = 3600
 
 
 @dataclass(frozen=True)
@@ -72,6 +98,17 @@ class S3Options:
     concurrency: int = 4
     spool_dir: Path | None = None
     spool_memory: int = MiB
+    #: sent with every PUT; None leaves it to the bucket (STANDARD)
+    storage_class: str | None = None
+
+
+def _storage_class(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    name = value.strip().upper()
+    if name not in STORAGE_CLASSES:
+        raise ValueError(f"unknown s3 storage_class {value!r} (one of {', '.join(STORAGE_CLASSES)})")
+    return name
 
 
 def parse_s3_url(url: str, *, default_spool_dir: Path | None = None) -> tuple[str, str, S3Options]:
@@ -98,6 +135,7 @@ def parse_s3_url(url: str, *, default_spool_dir: Path | None = None) -> tuple[st
         concurrency=max(int(q.get("concurrency", 4)), 1),
         spool_dir=Path(spool) if spool else default_spool_dir,
         spool_memory=int(q.get("spool_memory", MiB)),
+        storage_class=_storage_class(q.get("storage_class")),
     )
     return parsed.netloc, parsed.path.strip("/"), opts
 
@@ -114,6 +152,10 @@ def _translate(exc: Exception, what: str) -> DicomVaultError:
             return NotFound(f"{what}: range outside the object")
         return Unavailable(f"object store refused {what}: {code or status}")
     return Unavailable(f"object store unreachable during {what}: {type(exc).__name__}")
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def _b64(digest: bytes) -> str:
@@ -159,10 +201,7 @@ class S3ObjectReader(io.RawIOBase):
         self._close_body()
         if self._pos >= self._size:
             return
-        resp = self._store._call(
-            "GET", self._store.client.get_object, Bucket=self._store.bucket,
-            Key=self._store.object_key(self._key), Range=f"bytes={self._pos}-",
-        )
+        resp = self._store._get(self._key, Range=f"bytes={self._pos}-")
         self._body, self._body_pos = resp["Body"], self._pos
 
     def _close_body(self) -> None:
@@ -241,9 +280,14 @@ class S3BlobStore:
 
     def describe(self) -> str:
         base = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
-        if self.options.endpoint:
-            base += "?" + urlencode({"endpoint": self.options.endpoint})
+        query = {k: v for k, v in (("endpoint", self.options.endpoint),
+                                   ("storage_class", self.options.storage_class)) if v}
+        if query:
+            base += "?" + urlencode(query)
         return base
+
+    def _class_args(self) -> dict[str, str]:
+        return {"StorageClass": self.options.storage_class} if self.options.storage_class else {}
 
     def local_path(self, key: str) -> Path | None:
         return None
@@ -301,6 +345,7 @@ class S3BlobStore:
                 resp = self.client.put_object(
                     Bucket=self.bucket, Key=name, Body=spool, ContentLength=info.size,
                     ChecksumAlgorithm="SHA256", ChecksumSHA256=_b64(sha), **self._conditional_args(),
+                    **self._class_args(),
                 )
             except ClientError as exc:
                 verdict = self._precondition(exc)
@@ -329,7 +374,7 @@ class S3BlobStore:
         part_size = max(self.options.part_size, -(-info.size // 10_000))  # S3 allows at most 10 000 parts
         fd = spool.fileno()  # forces a SpooledTemporaryFile onto disk, so parts can be pread concurrently
         upload = self._call("CreateMultipartUpload", self.client.create_multipart_upload,
-                            Bucket=self.bucket, Key=name, ChecksumAlgorithm="SHA256")
+                            Bucket=self.bucket, Key=name, ChecksumAlgorithm="SHA256", **self._class_args())
         upload_id = upload["UploadId"]
         offsets = list(range(0, info.size, part_size))
 
@@ -386,18 +431,38 @@ class S3BlobStore:
 
     # -- reading -----------------------------------------------------------------------------------------------
 
+    def _get(self, key: str, **kwargs: Any) -> dict[str, Any]:
+        """GetObject; an archived object that is not restored raises ``NotRestored`` (not ``Unavailable``)."""
+        try:
+            return cast(dict[str, Any], self.client.get_object(Bucket=self.bucket, Key=self.object_key(key),
+                                                               **kwargs))
+        except ClientError as exc:
+            if _code(exc) == "InvalidObjectState":
+                raise self._not_restored(key) from None
+            raise _translate(exc, "GET") from exc
+        except (BotoCoreError, Urllib3Error) as exc:
+            raise _translate(exc, "GET") from exc
+
+    def _not_restored(self, key: str) -> NotRestored:
+        try:
+            state = self.restore_state(key)
+        except DicomVaultError:
+            state = RestoreState.ARCHIVED  # the GET said archived; whether a restore runs is only a hint
+        what = "its restore is in progress" if state == RestoreState.RESTORING else "recall the study to read it"
+        return NotRestored(f"blob {key} is archived on a cold storage class and not restored; {what}",
+                           retry_after=RESTORE_RETRY_AFTER, restoring=state == RestoreState.RESTORING)
+
     def open(self, key: str) -> BinaryIO:
-        resp = self._call("GET", self.client.get_object, Bucket=self.bucket, Key=self.object_key(key))
+        resp = self._get(key)
         return cast(BinaryIO, io.BufferedReader(S3ObjectReader(self, key, resp), buffer_size=256 * 1024))
 
     def read_range(self, key: str, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0:
             raise ValueError("offset and length must not be negative")
-        name = self.object_key(key)
+        self.object_key(key)  # an invalid key is rejected even for an empty range
         if length == 0:
             return b""
-        resp = self._call("GET", self.client.get_object, Bucket=self.bucket, Key=name,
-                          Range=f"bytes={offset}-{offset + length - 1}")
+        resp = self._get(key, Range=f"bytes={offset}-{offset + length - 1}")
         try:
             data = cast(bytes, resp["Body"].read())
         except (BotoCoreError, Urllib3Error, OSError) as exc:
@@ -458,3 +523,61 @@ class S3BlobStore:
             count += 1
             total += size
         return count, total
+
+    # -- archive storage classes (ports.blobs.Recallable) ------------------------------------------------------
+
+    def restore_state(self, key: str) -> RestoreState:
+        try:
+            head = self._head(key)
+        except NotFound:
+            raise NotFound(f"blob {key} not found") from None
+        return restore_state_of(head)
+
+    def request_restore(self, key: str, *, days: int, tier: str) -> RestoreState:
+        """RestoreObject for an archived object that is neither restored nor being restored. The HEAD first keeps
+        a repeated recall free (no request, no charge) and answers READABLE for readable classes, which S3 would
+        refuse with InvalidObjectState. A concurrent request (RestoreAlreadyInProgress) is not an error."""
+        if tier not in RESTORE_TIERS:
+            raise ValueError(f"restore tier must be one of {', '.join(RESTORE_TIERS)}, not {tier!r}")
+        if days < 1:
+            raise ValueError("a restore lasts at least one day")
+        try:
+            head = self._head(key)
+        except NotFound:
+            raise NotFound(f"blob {key} not found") from None
+        state = restore_state_of(head)
+        if state != RestoreState.ARCHIVED:
+            return state
+        request: dict[str, Any] = {"GlacierJobParameters": {"Tier": tier}}
+        if head.get("ArchiveStatus") not in _ARCHIVE_ACCESS:
+            request["Days"] = days  # Intelligent-Tiering restores have no expiry: S3 refuses Days for them
+        try:
+            resp = self.client.restore_object(Bucket=self.bucket, Key=self.object_key(key), RestoreRequest=request)
+        except ClientError as exc:
+            code = _code(exc)
+            if code == "RestoreAlreadyInProgress":
+                return RestoreState.RESTORING
+            if code == "InvalidObjectState":  # no longer archived (moved by a bucket rule meanwhile)
+                return self.restore_state(key)
+            raise _translate(exc, "RestoreObject") from exc
+        except (BotoCoreError, Urllib3Error) as exc:
+            raise _translate(exc, "RestoreObject") from exc
+        # 200: a restored copy exists already (its expiry was extended); 202: the restore was accepted.
+        status = int(resp.get("ResponseMetadata", {}).get("HTTPStatusCode", 202) or 202)
+        log.info("restore of blob %s requested (%s, %d days)", key, tier, days)
+        return RestoreState.READABLE if status == 200 else RestoreState.RESTORING
+
+
+def restore_state_of(head: dict[str, Any]) -> RestoreState:
+    """The restore state HeadObject describes: a readable class, or an archived object and its ``Restore``
+    header (``ongoing-request="true"`` while restoring, ``ongoing-request="false", expiry-date=…`` once
+    restored; absent when never requested or expired)."""
+    storage_class = str(head.get("StorageClass") or "STANDARD")
+    if storage_class not in ARCHIVE_CLASSES and head.get("ArchiveStatus") not in _ARCHIVE_ACCESS:
+        return RestoreState.READABLE
+    restore = str(head.get("Restore") or "").replace(" ", "")
+    if 'ongoing-request="true"' in restore:
+        return RestoreState.RESTORING
+    if 'ongoing-request="false"' in restore:
+        return RestoreState.READABLE
+    return RestoreState.ARCHIVED
