@@ -29,6 +29,7 @@ from dicomvault.services.lifecycle import BlobRemover, LifecycleService
 from dicomvault.services.metadata import MetadataService
 from dicomvault.services.query import QueryService
 from dicomvault.services.read_tracker import ReadTracker
+from dicomvault.services.recall import build_recall
 from dicomvault.services.render import RenderService
 from dicomvault.services.retrieve import RetrieveService
 from dicomvault.services.status import StatusService
@@ -126,6 +127,7 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
         tiering=tiering,
         copier=copier,
         reads=reads,
+        recall=build_recall(index, blobs, blobs, settings.resolved_stores(), jobs),
         closers=[reads.close, index.close, engine.dispose],
         tokens=TokenService(SqlTokenStore(engine)),
         jobs=jobs,

@@ -16,7 +16,7 @@ import typer
 
 from dicomvault.cli.common import ConfigFile, DataDir, IndexUrl, StorageUrl, console, fail, load_settings, open_archive
 from dicomvault.domain.errors import DicomVaultError
-from dicomvault.services.recall import RecallResult, build_recall
+from dicomvault.services.recall import RecallResult
 
 
 def _line(result: RecallResult) -> str:
@@ -40,8 +40,9 @@ def recall_command(
     settings = load_settings(config, data_dir=data_dir, index_url=index_url, storage_url=storage_url)
     archive = open_archive(settings)
     try:
-        recall = archive.recall or build_recall(archive.index, archive.blobs, archive.tiers,
-                                                archive.settings.resolved_stores(), archive.jobs)
+        recall = archive.recall
+        if recall is None:
+            fail("this archive has no recall service")
         result = recall.start(study_uid)
         console.print(json.dumps(result.as_dict()) if as_json else _line(result), highlight=False)
         while wait and not result.settled:

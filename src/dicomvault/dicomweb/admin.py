@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 
 from dicomvault.dicomweb.security import Principal, require_scope
 from dicomvault.dicomweb.wado_common import services
-from dicomvault.services.recall import build_recall
+from dicomvault.domain.errors import Unsupported
 
 router = APIRouter(prefix="/admin", tags=["Admin"])
 admin_scope = Depends(require_scope("admin"))
@@ -22,7 +22,8 @@ admin_scope = Depends(require_scope("admin"))
 @router.post("/studies/{study_uid}/recall", summary="Recall a study from archive storage")
 def recall_study(request: Request, study_uid: str, _who: Principal = admin_scope) -> JSONResponse:
     archive = services(request)
-    recall = archive.recall or build_recall(archive.index, archive.blobs, archive.tiers,
-                                            archive.settings.resolved_stores(), archive.jobs)
+    recall = archive.recall
+    if recall is None:
+        raise Unsupported("this archive has no recall service")
     result = recall.start(study_uid)
     return JSONResponse(result.as_dict(), status_code=200 if result.settled else 202)
