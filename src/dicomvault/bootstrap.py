@@ -18,6 +18,7 @@ from dicomvault.adapters.index.repository import SqlIndexRepository
 from dicomvault.adapters.index.tokens import SqlTokenStore
 from dicomvault.adapters.index.transfer import copy_index as _copy_index
 from dicomvault.domain.query import QueryLimits
+from dicomvault.domain.tiers import DEFAULT_STORE
 from dicomvault.ports.blobs import BlobStore
 from dicomvault.services.archive import Archive
 from dicomvault.services.blob_copier import BlobCopier, Throttle
@@ -138,9 +139,13 @@ def build_storage_migration(
     archive: Archive, target: BlobStore, source: BlobStore | None = None, *, workers: int = 4,
     deep_verify: bool = False,
 ) -> StorageMigration:
-    """A migration of the blobs ``archive``'s index references from ``source`` (default: its own store) to
-    ``target`` (``dicomvault storage migrate``); raises ``ValueError`` when both are the same store."""
-    return StorageMigration(archive.index, source if source is not None else archive.blobs, target,
+    """A migration of the blobs ``archive``'s index references from ``source`` (default: its store named
+    ``default``, which ``storage_url`` describes) to ``target`` (``dicomvault storage migrate``: switch
+    ``storage_url`` to the target afterwards and the index's copies of ``default`` stay true); raises
+    ``ValueError`` when both are the same store. With several stores, move data with lifecycle rules instead."""
+    if source is None:
+        source = archive.tiers.store(DEFAULT_STORE) if archive.tiers is not None else archive.blobs
+    return StorageMigration(archive.index, source, target,
                             workers=workers, deep_verify=deep_verify)
 
 

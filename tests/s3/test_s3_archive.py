@@ -50,7 +50,7 @@ def test_s3_frames_are_ranged_reads(s3_archive: Archive) -> None:
     res = s3_archive.ingest.ingest(io.BytesIO(data), source="test")
     rec = s3_archive.retrieve.instance(res.study_uid, res.series_uid, res.sop_instance_uid)
     pixels = pydicom.dcmread(io.BytesIO(data)).PixelData
-    store = cast(S3BlobStore, s3_archive.blobs)
+    store = cast(S3BlobStore, s3_archive.tiers.store("default") if s3_archive.tiers else None)
     ranges: list[str] = []
     store.client.meta.events.register("before-call.s3.GetObject",
                                       lambda params, **_: ranges.append(params.get("headers", {}).get("Range")))
@@ -68,7 +68,7 @@ def test_s3_frames_are_ranged_reads(s3_archive: Archive) -> None:
 
 def test_s3_objects_use_the_content_addressed_layout(moto_server: Any, s3_archive: Archive) -> None:
     res = s3_archive.ingest.ingest(io.BytesIO(make_ct()), source="test")
-    store = cast(S3BlobStore, s3_archive.blobs)
+    store = cast(S3BlobStore, s3_archive.tiers.store("default") if s3_archive.tiers else None)
     key = res.blob.key
     assert moto_server.object_names(store.bucket) == [f"vault/{key[:2]}/{key[2:4]}/{key}"]
     assert list(store.iter_keys()) == [key]
@@ -96,7 +96,7 @@ def test_s3_outage_mid_upload_fails_cleanly_then_recovers(tmp_path: Path, fresh_
     archive = _archive(tmp_path, fresh_moto.url(bucket, multipart_threshold=5 * MiB, part_size=5 * MiB,
                                                 concurrency=1))
     try:
-        store = cast(S3BlobStore, archive.blobs)
+        store = cast(S3BlobStore, archive.tiers.store("default") if archive.tiers else None)
         big = make_ct(rows=1024, columns=1024, frames=6, seed=3)  # 12 MiB: three parts
         sop = pydicom.dcmread(io.BytesIO(big), stop_before_pixels=True).SOPInstanceUID
         parts_sent: list[int] = []

@@ -93,7 +93,7 @@ def test_resend_repairs_the_stored_copy(archive: Archive, damage: str) -> None:
     archive.blobs.delete(key)
     if damage == "corrupt":
         archive.blobs.put(io.BytesIO(b"x"))  # keep the store non-empty; then damage the blob in place
-        path = archive.blobs.local_path(key)
+        path = (archive.tiers.ingest_store if archive.tiers else archive.blobs).local_path(key)
         if path is None:
             pytest.skip("damaging a blob in place needs a filesystem store")
         path.parent.mkdir(parents=True, exist_ok=True)
