@@ -25,6 +25,7 @@ from dicomvault.cli.common import (
 )
 from dicomvault.domain.errors import DicomVaultError
 from dicomvault.logging_setup import configure_logging
+from dicomvault.services.blob_copier import Throttle
 from dicomvault.services.fixity import FixityReport, FixityService, RepairResult
 from dicomvault.services.fixity_report import report_document, write_report
 
@@ -73,6 +74,9 @@ def verify_command(
         "is being stored (e.g. right after a crash, before restarting).")] = 3600.0,
     examples: Annotated[int, typer.Option("--examples", min=0, help="Examples listed per problem.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final report as JSON (for scripts).")] = False,
+    max_rate: Annotated[int, typer.Option(
+        "--max-bytes-per-second", min=0, help="Pace the reads (e.g. 33554432 for 32 MiB/s) so that a running "
+        "archive keeps its disks for clinical traffic; 0: as fast as the stores allow.")] = 0,
     report_file: Annotated[Path | None, typer.Option(
         "--report", help="Also write what was checked, found and repaired to this JSON file (and a readable "
         "summary beside it, FILE.txt).")] = None,
@@ -94,7 +98,7 @@ def verify_command(
     result: RepairResult | None = None
     started = datetime.now(UTC)
     try:
-        report = _check(fixity, grace)
+        report = _check(fixity, grace, max_rate)
         if not as_json:
             console.print(_report_table(report, examples))
         if repair or drop_missing:
@@ -104,7 +108,7 @@ def verify_command(
             result.temporary_removed = fixity.sweep_temporary(grace)
             if drop_missing:
                 fixity.drop_damaged(report, result)
-            report = _check(fixity, grace)
+            report = _check(fixity, grace, max_rate)
             if not as_json:
                 _print_repair(result, drop_missing)
                 console.print(_report_table(report, examples))
@@ -134,7 +138,7 @@ def verify_command(
     raise typer.Exit(1)
 
 
-def _check(fixity: FixityService, grace: float) -> FixityReport:
+def _check(fixity: FixityService, grace: float, max_rate: int = 0) -> FixityReport:
     total = fixity.expected_bytes()
     with Progress(TextColumn("[bold]verifying"), BarColumn(), TextColumn("{task.fields[n]} objects"),
                   DownloadColumn(), TimeRemainingColumn(), console=err) as progress:
@@ -143,7 +147,7 @@ def _check(fixity: FixityService, grace: float) -> FixityReport:
         def advance(n: int, nbytes: int) -> None:
             progress.update(task, completed=nbytes, n=n)
 
-        return fixity.check(progress=advance, grace=grace)
+        return fixity.check(progress=advance, grace=grace, throttle=Throttle(max_rate))
 
 
 def _print_repair(result: RepairResult, drop_missing: bool) -> None:
