@@ -33,6 +33,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import boto3
@@ -50,7 +51,7 @@ from benchmarks.common import (
 )
 from benchmarks.dimse_store import store
 from benchmarks.storage_backends import start_moto
-from dicomvault.bootstrap import build_archive
+from dicomvault.bootstrap import Archive, build_archive
 from dicomvault.settings import Settings
 
 MB = 1e6
@@ -182,48 +183,80 @@ def part_move(files: list[Path], n: int) -> None:
 
 
 def part_fixity(files: list[Path], n: int) -> None:
-    print("\n2. Fixity scan (page cache dropped: %s)" % ("yes" if drop_caches() else "NO, warm cache"))
+    print("\n2. Fixity scan (page cache dropped before each pass: %s)" % ("yes" if drop_caches() else "NO"))
     with tempfile.TemporaryDirectory(prefix="bench-fix-") as tmp:
         data_dir = Path(tmp) / "vault"
         import_into(data_dir, files[0].parent)
         blobs = [p for p in (data_dir / "blobs").rglob("*") if p.is_file() and len(p.name) == 64]
         raw = runs(n, lambda: read_rate(blobs, sha=False))
         hashed = runs(n, lambda: read_rate(blobs, sha=True))
-        scan = runs(n, lambda: verify_rate(data_dir))
-        print(f"   sequential read (the disk)          {raw:7.1f} MB/s")
-        print(f"   read + SHA-256 (one core)           {hashed:7.1f} MB/s")
-        print(f"   dicomvault verify (whole process)   {scan:7.1f} MB/s   = {scan / raw:.0%} of the disk's read speed")
+        archive = build_archive(Settings.load(data_dir=data_dir))
+        try:
+            def scan() -> float:
+                drop_caches()
+                t0 = time.perf_counter()
+                report = archive.fixity.check()
+                assert report.clean, report
+                return report.bytes_read / MB / (time.perf_counter() - t0)
+
+            inproc = runs(n, scan)
+        finally:
+            archive.close()
+        cli = runs(n, lambda: verify_rate(data_dir))
+        print(f"   sequential read (the disk)              {raw:7.1f} MB/s")
+        print(f"   read + SHA-256 (one core)               {hashed:7.1f} MB/s")
+        share = f"{inproc / raw:.0%}"
+        print(f"   fixity scan (FixityService.check)       {inproc:7.1f} MB/s   = {share} of the disk's read speed")
+        print(f"   dicomvault verify (with its start-up)   {cli:7.1f} MB/s")
 
 
 def part_fixity_while_storing(files: list[Path], second: list[Path], n: int) -> None:
-    print("\n3. C-STORE (4 associations) of a second series while a fixity scan reads the first")
+    print("\n3. C-STORE (4 associations) of a second series while the server's own fixity scan reads the first")
     groups = [second[i::4] for i in range(4)]
-    with dicomvault() as server:
-        data_dir = server.workdir / "data"
-        store(server, [files[i::4] for i in range(4)])  # the series the scan reads
-        keep = study_of(server)
-        rates: dict[str, list[float]] = {"alone": [], "scan at 32 MiB/s": [], "scan unthrottled": []}
-        for _ in range(n):
-            for label, limit in (("alone", None), ("scan at 32 MiB/s", 32 << 20), ("scan unthrottled", 0)):
-                delete_except(server, keep)
-                stop = threading.Event()
-                scanner = None if limit is None else threading.Thread(target=scan_loop, args=(data_dir, limit, stop))
-                if scanner is not None:
-                    scanner.start()
-                    time.sleep(1.0)  # the scan's start-up
-                elapsed = store(server, groups)
-                stop.set()
-                if scanner is not None:
-                    scanner.join()
-                rates[label].append(len(second) / elapsed)
-        base = median(rates["alone"])
-        for label, values in rates.items():
-            print(f"   {label:20s} {median(values):7.1f} instances/s   ({median(values) / base:.0%} of alone)")
+    base: list[float] = []
+    results: dict[str, list[float]] = {}
+    scan_rates: dict[str, list[float]] = {}
+    for label, limit in (("alone", None), ("scan at 32 MiB/s", 32 << 20), ("scan unthrottled", 0)):
+        env = {"DICOMVAULT_FIXITY_MAX_BYTES_PER_SECOND": str(limit or 0)}
+        with dicomvault(env=env) as server:
+            data_dir = server.workdir / "data"
+            store(server, [files[i::4] for i in range(4)])  # the series the scan reads
+            keep = study_of(server)
+            archive = build_archive(Settings.load(data_dir=data_dir))  # enqueues the server's scan jobs
+            try:
+                for _ in range(n):
+                    delete_except(server, keep)
+                    stop = threading.Event()
+                    feeder = None
+                    if limit is not None:
+                        feeder = threading.Thread(target=feed_scans, args=(archive, stop))
+                        feeder.start()
+                        time.sleep(1.5)  # the worker polls every second
+                    elapsed = store(server, groups)
+                    stop.set()
+                    if feeder is not None:
+                        feeder.join()
+                    results.setdefault(label, []).append(len(second) / elapsed)
+                    report = data_dir / "fixity" / "last-report.json"
+                    if limit is not None and report.exists():
+                        doc = json.loads(report.read_text())
+                        took = (datetime.fromisoformat(doc["finished"]) - datetime.fromisoformat(doc["started"]))
+                        scan_rates.setdefault(label, []).append(doc["bytes_read"] / MB / max(took.total_seconds(), 1))
+            finally:
+                archive.close()
+        if label == "alone":
+            base = results[label]
+    for label, values in results.items():
+        rate = f"   scan {median(scan_rates[label]):5.1f} MB/s" if scan_rates.get(label) else ""
+        print(f"   {label:20s} {median(values):7.1f} instances/s   ({median(values) / median(base):.0%} of alone)"
+              + rate)
 
 
-def scan_loop(data_dir: Path, limit: int, stop: threading.Event) -> None:
-    while not stop.is_set():
-        verify_rate(data_dir, ["--max-bytes-per-second", str(limit)] if limit else [], live=True)
+def feed_scans(archive: Archive, stop: threading.Event) -> None:
+    """Keep a fixity-scan job queued (one at a time: deduplicated) until ``stop``."""
+    assert archive.jobs is not None
+    while not stop.wait(0.2):
+        archive.jobs.enqueue("fixity-scan", {}, dedupe_key="fixity-scan", max_attempts=1)
 
 
 def delete_except(server: Server, keep: str) -> None:
