@@ -182,14 +182,15 @@ def _check_high_bits(layout: FrameLayout, pixels: bytes) -> FrameLayout:
     stored = layout.bits_stored
     if stored == layout.bits_allocated:
         return layout
-    samples = np.frombuffer(pixels, dtype=np.uint8 if layout.bits_allocated == 8 else np.dtype("<u2"))
+    samples: np.ndarray[Any, np.dtype[np.unsignedinteger[Any]]] = np.frombuffer(
+        pixels, dtype=np.uint8 if layout.bits_allocated == 8 else np.dtype("<u2"))
     if not layout.signed:
         if samples.size and int(samples.max()) >> stored:
             raise LosslessError(f"bits set above BitsStored ({stored}) in some samples: a lossless codec at that "
                                 "precision would drop them")
         return layout
     # From the sign bit up: 0 for a non-negative sample; all ones (sign-extended) or 1 (zero-padded) if negative.
-    top = samples >> (stored - 1)
+    top = np.right_shift(samples, stored - 1)
     ones = (1 << (layout.bits_allocated - stored + 1)) - 1
     if bool(np.all((top == 0) | (top == ones))):
         return _replace_sign(layout, True)
@@ -266,8 +267,16 @@ def encode_frames(ds: Dataset, syntax_uid: str, *, verify: bool = True) -> list[
         "photometric_interpretation": layout.photometric_interpretation,
         "planar_configuration": layout.planar_configuration,
     }
+    source = pixels
+    if syntax_uid in _J2K_FAMILY and layout.planar_configuration == 1:
+        # pylibjpeg-openjpeg reads any buffer as colour-by-pixel (it ignores planar_configuration), so colour-by-
+        # plane frames are interleaved first; JPEG-LS takes them as they are (interleave mode 0).
+        native = np.frombuffer(pixels, dtype=np.uint8 if layout.bits_allocated == 8 else np.dtype("<u2"))
+        shape = (layout.number_of_frames, 3, layout.rows, layout.columns)
+        source = native.reshape(shape).transpose(0, 2, 3, 1).tobytes()
+        options["planar_configuration"] = 0
     try:
-        frames = [bytes(f) for f in get_encoder(syntax_uid).iter_encode(pixels, **options)]
+        frames = [bytes(f) for f in get_encoder(syntax_uid).iter_encode(source, **options)]
     except (RuntimeError, ValueError) as e:  # pydicom wraps the codec's own failure in a RuntimeError
         raise LosslessError(f"{UID(syntax_uid).name} encoder failed: {str(e).strip().splitlines()[-1]}") from e
     if verify:
