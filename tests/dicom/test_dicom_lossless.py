@@ -118,7 +118,7 @@ def test_generated_images_round_trip(syntax: str, frames: int, allocated: int, s
 
 
 @pytest.mark.parametrize("syntax", CODECS)
-@pytest.mark.parametrize(("allocated", "stored"), [(16, 12), (16, 10), (8, 6)])
+@pytest.mark.parametrize(("allocated", "stored"), [(16, 12), (16, 10), (16, 8), (16, 2), (8, 6)])
 def test_signed_data_keeps_its_high_bits_convention(syntax: str, allocated: int, stored: int) -> None:
     """Negative samples padded with zeros above Bits Stored come back zero-padded, sign-extended ones come back
     sign-extended: the same values, different bytes, and the original's bytes are what must come back."""

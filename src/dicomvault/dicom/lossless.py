@@ -321,12 +321,16 @@ def decode_frame(data: bytes, syntax_uid: str, layout: FrameLayout) -> bytes:
     planar configuration.
     """
     arr = _decode_samples(data, syntax_uid, layout)
-    mask = (1 << layout.bits_stored) - 1
-    patterns = arr.astype(np.int64) & mask
-    if layout.signed and layout.sign_extended and layout.bits_stored < layout.bits_allocated:
-        above = ((1 << layout.bits_allocated) - 1) & ~mask
-        patterns = np.where(patterns >> (layout.bits_stored - 1), patterns | above, patterns)
-    native = patterns.astype(np.uint8 if layout.bits_allocated == 8 else np.dtype("<u2"))
+    # Work in the original's container (uint8 / little-endian uint16): casting a signed value wraps to its two's
+    # complement pattern, sign-extended; a mask then keeps the BitsStored bits.
+    native = arr.astype(np.uint8 if layout.bits_allocated == 8 else np.dtype("<u2"))
+    if layout.bits_stored < layout.bits_allocated:
+        native &= (1 << layout.bits_stored) - 1
+        if layout.signed and layout.sign_extended:
+            # (p ^ s) - s in the container's modular arithmetic copies the sign bit s into every bit above it.
+            sign = native.dtype.type(1 << (layout.bits_stored - 1))
+            native ^= sign
+            native -= sign
     if layout.planar_configuration == 1:
         native = native.transpose(2, 0, 1)
     return native.tobytes()
