@@ -323,14 +323,15 @@ def decode_frame(data: bytes, syntax_uid: str, layout: FrameLayout) -> bytes:
     arr = _decode_samples(data, syntax_uid, layout)
     # Work in the original's container (uint8 / little-endian uint16): casting a signed value wraps to its two's
     # complement pattern, sign-extended; a mask then keeps the BitsStored bits.
-    native = arr.astype(np.uint8 if layout.bits_allocated == 8 else np.dtype("<u2"))
+    native: np.ndarray[Any, np.dtype[np.unsignedinteger[Any]]] = arr.astype(
+        np.uint8 if layout.bits_allocated == 8 else np.dtype("<u2"))
     if layout.bits_stored < layout.bits_allocated:
-        native &= (1 << layout.bits_stored) - 1
+        np.bitwise_and(native, (1 << layout.bits_stored) - 1, out=native)
         if layout.signed and layout.sign_extended:
             # (p ^ s) - s in the container's modular arithmetic copies the sign bit s into every bit above it.
             sign = native.dtype.type(1 << (layout.bits_stored - 1))
-            native ^= sign
-            native -= sign
+            np.bitwise_xor(native, sign, out=native)
+            np.subtract(native, sign, out=native)
     if layout.planar_configuration == 1:
         native = native.transpose(2, 0, 1)
     return native.tobytes()
