@@ -138,6 +138,8 @@ def test_odd_length_pixel_data_with_pad_byte(syntax: str) -> None:
     ds = make_image(8, 8, False, rows=33, columns=33)
     assert len(ds.PixelData) == 33 * 33 + 1
     assert_round_trip(ds, syntax)
+    ds.PixelData = ds.PixelData[:-1] + b"\x01"
+    assert "pad byte" in (eligibility(ds) or "")
 
 
 def _set_pattern(ds: Dataset, index: int, pattern: int) -> None:

@@ -18,7 +18,13 @@ that needs the layout recorded here.
 HTJ2K (1.2.840.10008.1.2.4.201) is decoded by pylibjpeg-openjpeg (OpenJPEG reads HTJ2K since 2.5) but there is no
 encoder on this project's Python: pydicom 3.0 has none, OpenJPEG does not write HTJ2K, and every ``ojph`` release
 with a wheel (OpenJPH bindings) needs Python >= 3.12 while the project runs on 3.11 (the 0.1.x source releases need
-an OpenJPH newer than Debian 12's 0.9). ``encode_frames`` says so with ``CodecUnavailable``.
+an OpenJPH newer than Debian 12's 0.9). ``encode_frames`` says so with ``CodecUnavailable``. The decode path is
+tested on OpenJPH's codestreams: bit-exact for unsigned data, but OpenJPEG misreads the negative samples of OpenJPH
+0.9's signed codestreams, so an HTJ2K encoder added later must keep ``verify`` on (docs/benchmarks.md, section 8).
+
+What this module does not do (the storage integration does): rebuild the whole original object. The frames it
+gives back are the Pixel Data value; the object is the original's bytes before that value, the frames, a zero pad
+byte when the length is odd, and the original's bytes after it.
 """
 
 from __future__ import annotations
@@ -172,6 +178,9 @@ def _layout(ds: Dataset) -> tuple[FrameLayout, bytes]:
     # An odd length is padded to even with one byte (PS3.5 8.1.1); anything else means the header lies.
     if len(data) not in (expected, expected + (expected & 1)):
         raise LosslessError(f"pixel data is {len(data)} bytes, the header says {expected}")
+    # The codestreams do not carry the pad byte: rebuilding the original appends a zero, so only a zero comes back.
+    if len(data) > expected and data[expected] != 0:
+        raise LosslessError("the odd-length pixel data's pad byte is not zero")
     pixels = bytes(data[:expected])
     return _check_high_bits(layout, pixels), pixels
 
@@ -338,5 +347,6 @@ def decode_frame(data: bytes, syntax_uid: str, layout: FrameLayout) -> bytes:
 
 
 def decode_frames(frames: Iterable[bytes], syntax_uid: str, layout: FrameLayout) -> bytes:
-    """All frames' native bytes, concatenated as in the original Pixel Data (without its odd-length pad byte)."""
+    """All frames' native bytes, concatenated as in the original Pixel Data (without its odd-length pad byte, which
+    ``eligibility`` requires to be zero: append ``b"\\0"`` when the length is odd)."""
     return b"".join(decode_frame(f, syntax_uid, layout) for f in frames)
