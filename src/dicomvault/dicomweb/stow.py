@@ -116,7 +116,7 @@ def error_comment(reason: str) -> str:
     return text if len(text) <= 64 else text[:61].rstrip() + "..."
 
 
-def store_part(ingest: IngestService, part: Part, target_study: str | None) -> PartResult:
+def store_part(ingest: IngestService, part: Part, target_study: str | None, source: str = "stow:anonymous") -> PartResult:
     """Store one part (blocking: runs in a worker thread); never raises for a bad instance."""
     ctype = part.content_type
     if ctype not in ("", "application/dicom"):
@@ -124,7 +124,7 @@ def store_part(ingest: IngestService, part: Part, target_study: str | None) -> P
         return PartResult(cls, sop, study, failure=CANNOT_UNDERSTAND, reason=f"part of type {ctype} is not DICOM")
     stream = cast("Any", part.file)
     try:
-        res = ingest.ingest(stream, source="stow", target_study=target_study)
+        res = ingest.ingest(stream, source=source, target_study=target_study)
     except WrongStudy as exc:  # the response names the study the part belongs to
         return PartResult(exc.sop_class_uid or None, exc.sop_instance_uid or None, exc.study_uid or None,
                           failure=failure_reason(exc), reason=exc.message)
@@ -228,14 +228,20 @@ async def _parts(request: Request, max_bytes: int | None) -> Any:
     return iter_parts(request.stream(), params.get("boundary", ""), max_bytes=max_bytes, spool_dir=spool_dir)
 
 
-async def _stored(ingest: IngestService, part: Part, target_study: str | None) -> PartResult:
+async def _stored(ingest: IngestService, part: Part, target_study: str | None, source: str) -> PartResult:
     try:
-        return await run_in_threadpool(store_part, ingest, part, target_study)
+        return await run_in_threadpool(store_part, ingest, part, target_study, source)
     finally:
         part.close()
 
 
-async def _store(request: Request, target_study: str | None) -> JSONResponse:
+def stow_source(who: Principal) -> str:
+    """What the index records as the sender of a STOW-RS part: ``stow:<token name | OIDC subject | anonymous>``
+    (lifecycle rules select by it: ``source = "<client>"``; ``instances.source`` holds 128 characters)."""
+    return f"stow:{who.name}"[:128]
+
+
+async def _store(request: Request, target_study: str | None, who: Principal) -> JSONResponse:
     archive = request.app.state.archive
     max_bytes = archive.settings.max_upload_bytes or None
     declared = request.headers.get("content-length")
@@ -254,7 +260,7 @@ async def _store(request: Request, target_study: str | None) -> JSONResponse:
         async for part in parts:
             if len(pending) >= PIPELINE:
                 results.append(await pending.pop(0))
-            pending.append(asyncio.create_task(_stored(archive.ingest, part, target_study)))
+            pending.append(asyncio.create_task(_stored(archive.ingest, part, target_study, stow_source(who))))
     except MultipartError as exc:
         problem = exc
     except ClientDisconnect:
@@ -285,12 +291,12 @@ async def _store(request: Request, target_study: str | None) -> JSONResponse:
 
 
 @router.post("/studies", summary="Store instances (STOW-RS)")
-async def store_instances(request: Request, _who: Principal = Depends(require_scope("write"))) -> JSONResponse:
-    return await _store(request, None)
+async def store_instances(request: Request, who: Principal = Depends(require_scope("write"))) -> JSONResponse:
+    return await _store(request, None, who)
 
 
 @router.post("/studies/{study}", summary="Store instances of one study (STOW-RS)")
 async def store_study_instances(
-    study: str, request: Request, _who: Principal = Depends(require_scope("write"))
+    study: str, request: Request, who: Principal = Depends(require_scope("write"))
 ) -> JSONResponse:
-    return await _store(request, study.strip())
+    return await _store(request, study.strip(), who)

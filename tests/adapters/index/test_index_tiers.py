@@ -317,7 +317,7 @@ def varied(arc: Archive) -> tuple[Archive, dict[str, str]]:
     """Five studies: dates, modalities, sources, a SOP class and sizes to tell them apart; "n" has no StudyDate."""
     uids = {name: str(generate_uid()) for name in "abcden"}
     _ingest(arc, study=uids["a"], StudyDate="20200101", Modality="CT", source="dimse:CT_SCANNER", seed=1)
-    _ingest(arc, study=uids["b"], StudyDate="20240102", Modality="MR", source="stow", seed=2,
+    _ingest(arc, study=uids["b"], StudyDate="20240102", Modality="MR", source="stow:gateway", seed=2,
             SOPClassUID=MRImageStorage)
     series_c = generate_uid()
     _ingest(arc, study=uids["c"], StudyDate="20231231", Modality="SR", source="stow", seed=3)
@@ -350,7 +350,11 @@ def _needing(a: Archive, uids: dict[str, str], condition: StudyCondition, target
     (StudyCondition(modalities=("C",)), ""),
     (StudyCondition(sources=("CT_SCANNER",)), "a"),  # a calling AE title: stored as dimse:<AE>
     (StudyCondition(sources=("dimse:OTHER", "cli-import")), "de"),
-    (StudyCondition(sources=("stow",)), "bcn"),
+    (StudyCondition(sources=("stow",)), "bcn"),  # every STOW-RS client ("stow:<client>"), and "stow" as before
+    (StudyCondition(sources=("gateway",)), "b"),  # a STOW-RS client by its token name / OIDC subject
+    (StudyCondition(sources=("stow:gateway",)), "b"),
+    (StudyCondition(sources=("dimse",)), "ae"),  # every DIMSE sender
+    (StudyCondition(sources=("dimse_",)), ""),  # a prefix is a protocol name, not a pattern
     (StudyCondition(sop_classes=(MRImageStorage,)), "b"),
     (StudyCondition(modalities=("CT",), sources=("stow",)), "cn"),  # every condition must hold
 ])
@@ -479,7 +483,7 @@ def test_study_facts(varied: tuple[Archive, dict[str, str]]) -> None:
     assert facts.modalities == {"CT", "SR"} and facts.sources == {"stow"}
     assert facts.sop_classes == {"1.2.840.10008.5.1.4.1.1.2"}
     a_facts = a.index.study_facts(uids["a"])
-    assert a_facts is not None and a_facts.sources == {"dimse:CT_SCANNER", "CT_SCANNER"}
+    assert a_facts is not None and a_facts.sources == {"dimse:CT_SCANNER", "CT_SCANNER", "dimse"}
     assert a_facts.last_activity is not None and a_facts.last_activity < at
     n_facts = a.index.study_facts(uids["n"])
     assert n_facts is not None and not n_facts.study_date

@@ -66,8 +66,11 @@ BATCH = 500
 PAGE = 1000
 #: Modality of instances whose series has none (as ``stats`` reports them).
 NO_MODALITY = "??"
-#: How ``dimse.handlers`` records the calling AE title as an instance's source.
+#: How the front ends record who sent an instance: ``dimse:<calling AE title>`` (``dimse.handlers``) and
+#: ``stow:<client>`` (``dicomweb.stow``: the token name or OIDC subject, ``anonymous``).
 DIMSE = "dimse:"
+STOW = "stow:"
+PREFIXES = (DIMSE, STOW)
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -169,23 +172,33 @@ def _needs_work(target: CopyTarget) -> ColumnElement[bool]:
     return or_(current.exists(), prior.exists())
 
 
-def _instance_exists(column: str, values: Sequence[str]) -> ColumnElement[bool]:
-    """EXISTS an instance of the study whose ``column`` is one of ``values``."""
+def _instance_exists(column: str, values: Sequence[str], prefixes: Sequence[str] = ()) -> ColumnElement[bool]:
+    """EXISTS an instance of the study whose ``column`` is one of ``values`` or starts with one of ``prefixes``."""
     i, se = instances.alias(f"{column}_i"), series.alias(f"{column}_s")
+    match = or_(i.c[column].in_(list(values)), *(i.c[column].startswith(p, autoescape=True) for p in prefixes))
     return (select(literal(1)).select_from(i.join(se, i.c.series_fk == se.c.id))
-            .where(se.c.study_fk == studies.c.id, i.c[column].in_(list(values))).exists())
+            .where(se.c.study_fk == studies.c.id, match).exists())
 
 
 def _sources_of(stored: str) -> tuple[str, ...]:
     """The names a rule's ``source`` may give for an instance received from ``stored``: the stored source
-    ("stow", "cli-import", "dimse:<AE>") and, for DIMSE, the bare calling AE title (``dimse.handlers``
-    stores "dimse:<AE>"; a rule names the AE title). ``source_values`` is the same relation seen from the rule."""
-    return (stored, stored[len(DIMSE):]) if stored.startswith(DIMSE) and len(stored) > len(DIMSE) else (stored,)
+    ("cli-import", "dimse:<AE>", "stow:<client>"), the bare sender ("<AE>", "<client>") and the protocol alone
+    ("dimse", "stow": every sender of that protocol). ``source_values`` is the same relation seen from the rule."""
+    for prefix in PREFIXES:
+        if stored.startswith(prefix) and len(stored) > len(prefix):
+            return stored, stored[len(prefix):], prefix[:-1]
+    return (stored,)
 
 
 def source_values(sources: Sequence[str]) -> list[str]:
-    """Stored sources matching a rule's ``sources``: each as given, and as a DIMSE calling AE title."""
-    return sorted({*sources, *(DIMSE + s for s in sources)})
+    """Stored sources matching a rule's ``sources`` exactly: each as given, and as a DIMSE calling AE title or a
+    STOW-RS client (``source_prefixes``: the protocol names, matched by prefix)."""
+    return sorted({*sources, *(p + s for s in sources for p in PREFIXES)})
+
+
+def source_prefixes(sources: Sequence[str]) -> list[str]:
+    """The protocol prefixes a rule's ``sources`` name ("dimse" → every "dimse:…" source)."""
+    return [p for p in PREFIXES if p[:-1] in sources]
 
 
 def _eight_digits(column: ColumnElement[Any], dialect: str) -> ColumnElement[bool]:
@@ -213,7 +226,8 @@ def condition_clauses(condition: StudyCondition, now: datetime, dialect: str) ->
         out.append(or_(*[studies.c.modalities_in_study.like("%" + _like_literal("\\" + m + "\\") + "%",
                                                              escape="\\") for m in condition.modalities]))
     if condition.sources:
-        out.append(_instance_exists("source", source_values(condition.sources)))
+        out.append(_instance_exists("source", source_values(condition.sources),
+                                    prefixes=source_prefixes(condition.sources)))
     if condition.sop_classes:
         out.append(_instance_exists("sop_class_uid", condition.sop_classes))
     if condition.min_bytes is not None:
