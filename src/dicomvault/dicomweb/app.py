@@ -18,7 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from dicomvault import __version__
-from dicomvault.dicomweb import admin, delete, errors, qido, stow, wado, wado_uri
+from dicomvault.dicomweb import admin, delete, errors, metrics, qido, stow, wado, wado_uri
 from dicomvault.dicomweb.hosts import HostCheckMiddleware, HostPolicy
 from dicomvault.dicomweb.security import AuditMiddleware, AuthPolicy, Principal, require_scope
 from dicomvault.domain.errors import DicomVaultError
@@ -43,6 +43,7 @@ def create_app(archive: Archive) -> FastAPI:
     # WADO-URI has its own root (``/wado``, the viewer's wadoUriRoot): its router carries the full path.
     app.include_router(wado_uri.router)
     app.include_router(admin.router)  # /admin/…: the admin scope, outside the DICOMweb root
+    app.include_router(metrics.router)  # /metrics: Prometheus
 
     app.add_middleware(HostCheckMiddleware, policy=hosts)
     app.add_middleware(AuditMiddleware)

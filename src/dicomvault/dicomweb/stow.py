@@ -116,7 +116,8 @@ def error_comment(reason: str) -> str:
     return text if len(text) <= 64 else text[:61].rstrip() + "..."
 
 
-def store_part(ingest: IngestService, part: Part, target_study: str | None, source: str = "stow:anonymous") -> PartResult:
+def store_part(ingest: IngestService, part: Part, target_study: str | None,
+               source: str = "stow:anonymous") -> PartResult:
     """Store one part (blocking: runs in a worker thread); never raises for a bad instance."""
     ctype = part.content_type
     if ctype not in ("", "application/dicom"):

@@ -35,6 +35,7 @@ from dicomvault.domain.records import BlobInfo
 from dicomvault.domain.tiers import DEFAULT_STORE
 from dicomvault.ports.blobs import BlobStore, Housekeeping
 from dicomvault.ports.index import IndexRepository
+from dicomvault.services import metrics
 from dicomvault.services.blob_copier import BlobCopier, Throttle
 from dicomvault.services.blob_tiers import TieredBlobs
 from dicomvault.services.lifecycle import BlobRemover
@@ -126,6 +127,14 @@ class RepairResult:
     not_dropped: list[tuple[Damaged, str]] = field(default_factory=list)
 
 
+def _publish(report: FixityReport, stores: list[str]) -> None:
+    metrics.FIXITY_DATA_LOSS.set(len({d.blob.key for d in report.data_loss}))
+    for store in stores:
+        metrics.FIXITY_DAMAGED.labels(store=store).set(sum(1 for d in report.damaged if d.store == store))
+    metrics.FIXITY_CHECKED_BYTES.inc(report.bytes_read)
+    metrics.FIXITY_LAST_CHECK.set_to_current_time()
+
+
 class FixityService:
     def __init__(self, index: IndexRepository, blobs: BlobStore, remover: BlobRemover,
                  copier: BlobCopier | None = None) -> None:
@@ -188,6 +197,7 @@ class FixityService:
             log.error("fixity: DATA LOSS: blob %s has no intact copy on any store", loss.blob.key)
             log.debug("fixity: the lost blob %s held instance %s", loss.blob.key, loss.sop_uid)
         report.orphans = sorted({k for keys in report.orphans_by_store.values() for k in keys})
+        _publish(report, [name for name, _ in self.tiers.items()])
         return report
 
     def _scan_store(self, name: str, store: BlobStore, recorded: set[str], referenced: set[str],
@@ -287,6 +297,7 @@ class FixityService:
                             type(exc).__name__)
                 continue
             result.copies_repaired += 1
+            metrics.FIXITY_REPAIRED.inc()
             log.warning("fixity: repaired the %s copy of blob %s on store %s from store %s", damage.problem,
                         damage.blob.key, damage.store, sources[0])
         for untracked in report.untracked:

@@ -32,6 +32,7 @@ from dicomvault.domain.errors import NotFound
 from dicomvault.domain.tiers import CopyTarget, StudyBlob, StudyFacts, matches
 from dicomvault.ports.index import IndexRepository
 from dicomvault.ports.jobs import JobQueue
+from dicomvault.services import metrics
 from dicomvault.services.blob_copier import BlobCopier
 from dicomvault.storage_settings import LifecycleRule
 
@@ -229,6 +230,7 @@ class TierService:
             if outcome.copied:
                 work.copied += 1
                 work.copied_bytes += outcome.bytes
+                metrics.TIER_COPIED_BYTES.inc(outcome.bytes)
             blob = StudyBlob(blob.sop_uid, blob.blob, (*blob.stores, store))
 
     def _drops(self, blob: StudyBlob, placement: Placement, work: StudyWork) -> None:
@@ -239,6 +241,7 @@ class TierService:
                 continue
             if self.copier.drop(blob.blob, store):
                 work.dropped += 1
+                metrics.TIER_DROPPED_COPIES.inc()
             else:
                 work.kept_last += 1
 
