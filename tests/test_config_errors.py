@@ -236,3 +236,9 @@ def test_readme_settings_table_is_the_generated_one() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.table() in (ROOT / "README.md").read_text(), "run scripts/settings_table.py --write"
+
+
+def test_misspelt_top_level_key(tmp_path: Path) -> None:
+    message = only(tmp_path, 'log_level = "INFO"\n\ningest_stor = "hot"\n' + STORES)
+    assert message == (f"{tmp_path / 'config.toml'} line 3: 'ingest_stor' is not a setting (misspelt? see the "
+                       "settings table in README.md)")

@@ -54,7 +54,11 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     toml_file = config_file or (Path(os.environ["DICOMVAULT_CONFIG"]) if os.environ.get("DICOMVAULT_CONFIG")
                                 else None)
     try:
-        return Settings.load(config_file, **overrides)
+        settings = Settings.load(config_file, **overrides)
+        unknown = _unknown_keys(toml_file) if toml_file is not None else []
+        if unknown:
+            raise ConfigurationError(unknown)
+        return settings
     except FileNotFoundError as exc:
         raise ConfigurationError([str(exc)]) from None
     except ValidationError as exc:
@@ -65,6 +69,22 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise ConfigurationError([f"{where}: not valid TOML: {exc}"]) from None
     except (UnicodeDecodeError, OSError) as exc:
         raise ConfigurationError([f"{toml_file}: cannot be read: {exc}"]) from None
+
+
+def _unknown_keys(toml_file: Path) -> list[str]:
+    """Top-level keys of the file that are no setting: a misspelt ``ingest_stor`` must stop the start-up, not
+    leave objects on another store. (``Settings`` ignores unknown *environment* variables: other tools share the
+    prefix's namespace less carefully than a file the operator wrote for this archive.)"""
+    text = toml_file.read_text(encoding="utf-8")
+    known = set(Settings.model_fields)
+    lines = key_lines(text)
+    out = []
+    for key in tomllib.loads(text):
+        if key not in known:
+            line = lines.get((key,))
+            where = f"{toml_file} line {line}" if line else str(toml_file)
+            out.append(f"{where}: {key!r} is not a setting (misspelt? see the settings table in README.md)")
+    return out
 
 
 def describe(error: ValidationError, toml_file: Path | None, overrides: Mapping[str, Any] | None = None,
