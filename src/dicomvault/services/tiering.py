@@ -231,8 +231,8 @@ class TierService:
         if facts is None:
             return work  # deleted meanwhile: nothing to do
         deleting = self._delete_rule(facts, self._now())
-        if deleting is not None:
-            return self._delete(deleting, work)
+        if deleting is not None and self._delete(deleting, work):
+            return work
         placement = self.placement(facts, self._now(), promote=promote)
         if placement is None:
             return work
@@ -257,9 +257,9 @@ class TierService:
             return None
         return next((r for r in self.rules if r.action.delete and matches(r.when.condition(), facts, now)), None)
 
-    def _delete(self, rule: LifecycleRule, work: StudyWork) -> StudyWork:
-        """Soft-delete the study for ``rule`` (logged as ``rule:<name>``); a study the retention minimum keeps, or
-        that went meanwhile, is skipped."""
+    def _delete(self, rule: LifecycleRule, work: StudyWork) -> bool:
+        """Soft-delete the study for ``rule`` (logged as ``rule:<name>``); True when it is gone. False when the
+        retention minimum keeps it: the other rules then apply as if the delete rule did not match."""
         assert self.trash is not None
         try:
             outcome = self.trash.delete(work.study_uid, deletion=Deletion(f"rule:{rule.name}", "lifecycle rule"),
@@ -267,14 +267,14 @@ class TierService:
         except RetentionHeld as exc:
             work.skipped = exc.message
             log.info("tiers: delete rule %r skipped a study: %s", rule.name, exc.message)
-            return work
+            return False
         except NotFound:
-            return work  # deleted meanwhile
+            return True  # deleted meanwhile
         work.deleted = outcome.trashed if outcome.soft else (
             outcome.removed.blobs_removed + outcome.removed.blobs_left if outcome.removed else 0)
         log.info("tiers: study deleted by rule %r (%d blobs, %s)", rule.name, work.deleted,
                  "into the trash" if outcome.soft else "at once")
-        return work
+        return True
 
     def _copies(self, blob: StudyBlob, placement: Placement, work: StudyWork) -> None:
         for store in placement.required:
