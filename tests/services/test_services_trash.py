@@ -31,7 +31,7 @@ from dicomvault.services.trash import TrashService
 from dicomvault.settings import Settings
 from tests.conftest import free_port
 from tests.helpers import make_ct
-from tests.race_rounds import ACKNOWLEDGED, STORED, UNAVAILABLE, run_rounds
+from tests.race_rounds import ACKNOWLEDGED, STORED, UNAVAILABLE, run_rounds, together
 
 WHO = Deletion("tester", "test")
 RULE = {"name": "ten years", "when": {"study_age_days": 3650}, "action": {"delete": True, "grace_days": 30}}
@@ -297,3 +297,32 @@ def test_soft_delete_and_purge_racing_a_resend_lose_nothing(arc: Archive) -> Non
     assert tally.losses == [], f"{len(tally.losses)} losses in {tally.rounds} rounds: {tally.losses[:5]}"
     assert tally.indexed > 0 and tally.gone > 0, f"both orders of delete and re-send must occur: {tally}"
     assert trash.items() == [] or all(arc.index.blob_referenced(i.blob.key) for i in trash.items())
+
+
+def test_restore_racing_a_purge_never_indexes_a_missing_blob(arc: Archive) -> None:
+    """A restore and a forced purge of the same study released together, in both orders: afterwards every
+    instance the index answers for reads back its exact bytes, and the trash is empty (the purge took the rest)."""
+    trash = _trash(arc)
+    outcomes = {"restored": 0, "purged": 0}
+    for n in range(15):
+        study, objects = _study(arc, 2, InstanceNumber=n + 1)
+        trash.delete(study, deletion=WHO)
+
+        def restore(study: str = study) -> int:
+            try:
+                return trash.restore(study, deletion=WHO).restored
+            except NotFound:
+                return 0
+
+        def purge(study: str = study) -> int:
+            try:
+                return trash.purge(study, force=True, deletion=WHO).removed
+            except NotFound:
+                return 0
+
+        restored, _ = together(restore, purge, lead=(n % 5 - 2) * 0.002)
+        outcomes["restored" if restored else "purged"] += 1
+        for record in arc.index.instances(study_uid=study):
+            assert _retrieve(arc, record.sop_uid) == objects[record.sop_uid], f"round {n}: indexed, blob lost"
+        assert trash.items(study) == [] or all(arc.index.blob_referenced(i.blob.key) for i in trash.items(study))
+    assert sum(outcomes.values()) == 15
