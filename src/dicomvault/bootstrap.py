@@ -28,6 +28,7 @@ from dicomvault.services.inflate import Limits
 from dicomvault.services.ingest import IngestService
 from dicomvault.services.lifecycle import BlobRemover, LifecycleService
 from dicomvault.services.metadata import MetadataService
+from dicomvault.services.prefetch import Prefetcher
 from dicomvault.services.query import QueryService
 from dicomvault.services.read_tracker import ReadTracker
 from dicomvault.services.recall import build_recall
@@ -117,6 +118,7 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
     promote_from = frozenset(name for name, cfg in settings.resolved_stores().items() if cfg.promote_on_read)
     reads = ReadTracker(index, tiers=tiering, promote_from=promote_from)
     retrieve = RetrieveService(index, blobs, limits, on_read=reads.note)
+    prefetch = Prefetcher(retrieve)
     return Archive(
         settings=settings,
         index=index,
@@ -135,8 +137,9 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
         tiering=tiering,
         copier=copier,
         reads=reads,
+        prefetch=prefetch,
         recall=build_recall(index, blobs, blobs, settings.resolved_stores(), jobs),
-        closers=[reads.close, index.close, engine.dispose],
+        closers=[prefetch.close, reads.close, index.close, engine.dispose],
         tokens=TokenService(SqlTokenStore(engine)),
         jobs=jobs,
     )

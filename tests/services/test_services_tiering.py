@@ -6,7 +6,9 @@ bucket when ``DV_TEST_STORAGE_URL=s3``. Lifecycle jobs go through the real durab
 from __future__ import annotations
 
 import io
+import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from pydicom.uid import generate_uid
 
 from dicomvault.bootstrap import Archive, build_archive
 from dicomvault.jobs.handlers import TIER_KINDS, default_handlers
-from dicomvault.jobs.worker import Worker
+from dicomvault.jobs.worker import Worker, start_worker
 from dicomvault.ports.jobs import JobState
 from dicomvault.services.fixity import RepairResult
 from dicomvault.settings import Settings
@@ -267,3 +269,41 @@ def test_single_store_archives_record_their_copies_as_default(archive: Archive) 
     assert [b.stores for b in blobs] == [("default",)]
     assert pydicom.dcmread(io.BytesIO(b"".join(archive.retrieve.iter_bytes(
         archive.retrieve.locate(study_uid=result.study_uid)[0])))).SOPInstanceUID == result.sop_instance_uid
+
+
+def test_the_server_worker_schedules_moves_and_scans_on_its_own(tmp_path: Path,
+                                                                  request: pytest.FixtureRequest) -> None:
+    rules = [CT_TO_COLD, {"name": "replica", "when": {"min_study_bytes": 0}, "action": {"copy_to": "dr"}}]
+    settings = _settings(tmp_path, request, lifecycle=rules, lifecycle_interval=0.2,
+                         stores={"dr": {"url": f"file://{tmp_path / 'dr'}"}})
+    archive = build_archive(settings)
+    try:
+        assert archive.jobs is not None and archive.tiers is not None
+        study, objects = _study(archive, StudyDate="20200101")
+        worker = start_worker(archive, poll_interval=0.05)
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and {tuple(sorted(s)) for s in _stores_of(archive, study)} != {
+                    ("cold", "dr")}:
+                time.sleep(0.1)
+            assert {tuple(sorted(s)) for s in _stores_of(archive, study)} == {("cold", "dr")}
+            # bit rot on the replica, then the scheduled scan (queued as the worker's periodic task would)
+            key = archive.index.study_blobs(study)[0].blob.key
+            path = archive.tiers.store("dr").local_path(key)
+            assert path is not None
+            path.chmod(0o644)
+            data = path.read_bytes()
+            path.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+            archive.jobs.enqueue("fixity-scan", {}, dedupe_key="fixity-scan")
+            report = settings.data_dir / "fixity" / "last-report.json"
+            while time.monotonic() < deadline and not report.exists():
+                time.sleep(0.1)
+        finally:
+            worker.stop()
+        doc = json.loads(report.read_text())
+        assert [(c["key"], c["store"]) for c in doc["corrupt"]] == [(key, "dr")], doc
+        assert doc["repair"]["copies_repaired"] == 1 and doc["data_loss"] == []
+        assert archive.fixity.check().clean
+        assert _read_all(archive, study) == objects
+    finally:
+        archive.close()

@@ -122,17 +122,18 @@ def _retrieve(request: Request, study: str, series: str | None, sop: str | None)
     if len(records) == 1 and not svc.streams(records[0], targets[0]):
         first = [svc.transcoded(records[0], targets[0])]  # fail (406, 422) before any byte is sent
 
-    def body_of(r: InstanceRecord, ts: str) -> Iterator[bytes]:
-        return iter(first) if first is not None else _instance_body(svc, r, ts)
-    head = _primed(body_of(records[0], targets[0]))
+    def body(i: int) -> Iterator[bytes]:
+        return iter(first) if first is not None else _instance_body(svc, records[i], targets[i])
+    prefetch = services(request).prefetch
+    body_of = prefetch.bodies(records, body) if prefetch is not None and len(records) > 1 else body
+    head = _primed(body_of(0))
     if not multipart:
         record, ts = records[0], targets[0]
         headers = {"Content-Length": str(record.blob.size)} if ts == record.transfer_syntax_uid else None
         return StreamingResponse(head, media_type=f"{DICOM}; transfer-syntax={ts}", headers=headers)
     boundary = mw.new_boundary()
     ctypes = [f"{DICOM}; transfer-syntax={ts}" for ts in targets]
-    parts = (mw.PartSpec(ct, head if i == 0 else body_of(r, ts))
-             for i, (r, ts, ct) in enumerate(zip(records, targets, ctypes, strict=True)))
+    parts = (mw.PartSpec(ct, head if i == 0 else body_of(i)) for i, ct in enumerate(ctypes))
     if first is not None or any(ts != r.transfer_syntax_uid for r, ts in zip(records, targets, strict=True)):
         return StreamingResponse(mw.stream_parts(boundary, parts), media_type=mw.content_type(boundary, DICOM))
     # Stored bytes only: the body's length is known before the first byte is read.

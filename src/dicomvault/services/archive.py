@@ -20,6 +20,7 @@ from dicomvault.services.fixity import FixityService
 from dicomvault.services.ingest import IngestService
 from dicomvault.services.lifecycle import BlobRemover, LifecycleService
 from dicomvault.services.metadata import MetadataService
+from dicomvault.services.prefetch import Prefetcher
 from dicomvault.services.query import QueryService
 from dicomvault.services.read_tracker import ReadTracker
 from dicomvault.services.recall import RecallService
@@ -61,6 +62,8 @@ class Archive:
     tiering: TierService | None = None
     #: copies between stores with read-back proof (tier moves, repair)
     copier: BlobCopier | None = None
+    #: fetches the next objects of a multi-object retrieval from remote stores while one is sent
+    prefetch: Prefetcher | None = None
     #: last-read times of studies, written in batches (and promotion requests)
     reads: ReadTracker | None = None
     #: soft delete with a grace period, restore, purge, the deletion log, the retention minimum (DICOMweb DELETE,

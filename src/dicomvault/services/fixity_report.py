@@ -27,6 +27,8 @@ def report_document(report: FixityReport, result: RepairResult | None, *, starte
         "checked": report.checked,
         "checked_by_store": report.checked_by_store,
         "bytes_read": report.bytes_read,
+        "verify_seconds": round(report.verify_seconds, 3),
+        "listing_seconds": round(report.listing_seconds, 3),
         "missing": [_damage(d) for d in report.missing],
         "corrupt": [_damage(d) for d in report.corrupt],
         "data_loss": [_damage(d) for d in report.data_loss],
