@@ -119,12 +119,17 @@ def test_actions() -> None:
     copy = RuleAction.model_validate({"copy_to": ["a", "b", "a"]})
     assert copy.target() == CopyTarget(stores=("a", "b"), exclusive=False)
     assert RuleAction.model_validate({"copy_to": "a"}).stores == ("a",)
+    delete = RuleAction.model_validate({"delete": True, "grace_days": 30})
+    assert delete.delete and delete.grace_days == 30 and delete.stores == ()
 
 
 @pytest.mark.parametrize(("values", "message"), [
-    ({}, "an action needs exactly one of move_to or copy_to"),
-    ({"move_to": "a", "copy_to": "b"}, "an action needs exactly one of move_to or copy_to"),
+    ({}, "an action needs exactly one of move_to, copy_to or delete"),
+    ({"move_to": "a", "copy_to": "b"}, "an action needs exactly one of move_to, copy_to or delete"),
     ({"copy_to": []}, "copy_to names no store"),
+    ({"delete": True, "move_to": "a"}, "an action needs exactly one of move_to, copy_to or delete"),
+    ({"delete": False}, "delete = false does nothing: leave it out, or disable the rule (enabled = false)"),
+    ({"copy_to": "a", "grace_days": 3}, "grace_days belongs to a delete action"),
 ])
 def test_bad_actions_refused(values: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError) as exc:

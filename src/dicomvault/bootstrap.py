@@ -38,6 +38,7 @@ from dicomvault.services.status import StatusService
 from dicomvault.services.storage_migration import StorageMigration
 from dicomvault.services.tiering import TierService
 from dicomvault.services.tokens import TokenService
+from dicomvault.services.trash import TrashService
 from dicomvault.settings import Settings
 
 
@@ -105,7 +106,15 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
     remover = BlobRemover(index, blobs, stale_after=settings.blob_removal_stale_after)
     jobs = SqlJobQueue(engine)
     copier = BlobCopier(index, blobs, Throttle(settings.tier_max_bytes_per_second))
-    tiering = TierService(index, copier, settings.lifecycle, ingest_store=settings.ingest_store, jobs=jobs)
+    ingest = IngestService(index, blobs, remover, policy=settings.duplicate_policy,
+                           precheck_duplicates=not isinstance(blobs.ingest_store, FilesystemBlobStore),
+                           limits=limits, pixel_policy=settings.pixel_length_policy,
+                           store_name=blobs.ingest_name, ingest_store=blobs.ingest_store)
+    lifecycle = LifecycleService(index, remover)
+    trash = TrashService(index, blobs, ingest, lifecycle, remover, grace_days=settings.delete_grace_days,
+                         retention_min_days=settings.retention_min_days)
+    tiering = TierService(index, copier, settings.lifecycle, ingest_store=settings.ingest_store, jobs=jobs,
+                          trash=trash)
     promote_from = frozenset(name for name, cfg in settings.resolved_stores().items() if cfg.promote_on_read)
     reads = ReadTracker(index, tiers=tiering, promote_from=promote_from)
     retrieve = RetrieveService(index, blobs, limits, on_read=reads.note)
@@ -114,17 +123,15 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
         settings=settings,
         index=index,
         blobs=blobs,
-        ingest=IngestService(index, blobs, remover, policy=settings.duplicate_policy,
-                             precheck_duplicates=not isinstance(blobs.ingest_store, FilesystemBlobStore),
-                             limits=limits, pixel_policy=settings.pixel_length_policy,
-                             store_name=blobs.ingest_name, ingest_store=blobs.ingest_store),
+        ingest=ingest,
         query=QueryService(index, query_limits(settings)),
         retrieve=retrieve,
         metadata=MetadataService(index),
         render=RenderService(retrieve),
         fixity=FixityService(index, blobs, remover, copier),
         status=StatusService(index, blobs),
-        lifecycle=LifecycleService(index, remover),
+        lifecycle=lifecycle,
+        trash=trash,
         remover=remover,
         tiers=blobs,
         tiering=tiering,

@@ -240,6 +240,17 @@ class Settings(BaseSettings):
         description="Seconds between sweeps that finish interrupted blob removals, in every serving node "
         "(0 = never).",
     )
+    # -- soft delete, trash and retention (issue #11 item 6; services/trash.py, docs/storage-tiers.md) --
+    delete_grace_days: float = Field(
+        0.0, ge=0,
+        description="Days a deleted study stays in the trash, restorable, before it is purged (DICOMweb DELETE and "
+        "delete rules without grace_days); 0: deleted at once.",
+    )
+    retention_min_days: int = Field(
+        0, ge=0,
+        description="Refuse to delete any study whose StudyDate is younger than this many days, or that has no "
+        "StudyDate (DICOMweb DELETE answers 409, delete rules skip it); 0: no minimum.",
+    )
     allow_anonymous: bool | None = Field(
         None, description="Anonymous HTTP access; default: on only on loopback with no token or OIDC configured."
     )

@@ -1,4 +1,5 @@
-"""Configuration of storage tiers: named stores (``[stores.<name>]``) and lifecycle rules (``[[lifecycle]]``).
+"""Configuration of storage tiers: named stores (``[stores.<name>]``) and lifecycle rules (``[[lifecycle]]``), which
+move, copy or (retention) delete studies.
 
 A few lines of TOML give an archive a hot disk and a cloud archive (docs/storage-tiers.md)::
 
@@ -11,6 +12,10 @@ A few lines of TOML give an archive a hot disk and a cloud archive (docs/storage
     name = "CT to the cloud after 30 days"
     when = { study_age_days = 30, modality = "CT" }
     action = { move_to = "cold" }
+    [[lifecycle]]
+    name = "delete after 10 years"
+    when = { study_age_days = 3650 }
+    action = { delete = true, grace_days = 30 }
 
 Every model forbids unknown keys: a misspelt condition must stop the start-up, never widen a rule into "every
 study". Whether a rule's stores exist is checked by ``Settings`` (it knows every store); the message names the
@@ -100,24 +105,33 @@ class RuleWhen(BaseModel):
 
 
 class RuleAction(BaseModel):
-    """What a lifecycle rule does: exactly one of ``move_to`` or ``copy_to``."""
+    """What a lifecycle rule does: exactly one of ``move_to``, ``copy_to`` or ``delete``."""
 
     model_config = ConfigDict(extra="forbid")
 
     move_to: str | None = Field(None, description="Keep the study's blobs on this store only (copy, verify, drop).")
     copy_to: str | list[str] | None = Field(
         None, description="Keep a verified copy on each of these stores as well (replication).")
+    delete: bool | None = Field(
+        None, description="true: delete the study (into the trash for grace_days, then purged; services/trash.py).")
+    grace_days: float | None = Field(
+        None, ge=0, description="With delete: days in the trash before the purge (default: delete_grace_days).")
 
     @model_validator(mode="after")
     def _check(self) -> RuleAction:
-        given = [n for n in ("move_to", "copy_to") if getattr(self, n) is not None]
+        if self.delete is False:
+            raise ValueError("delete = false does nothing: leave it out, or disable the rule (enabled = false)")
+        given = [n for n in ("move_to", "copy_to", "delete") if getattr(self, n) is not None]
         if len(given) != 1:
-            raise ValueError("an action needs exactly one of move_to or copy_to")
+            raise ValueError("an action needs exactly one of move_to, copy_to or delete")
         if self.copy_to is not None and not _as_tuple(self.copy_to):
             raise ValueError("copy_to names no store")
+        if self.grace_days is not None and not self.delete:
+            raise ValueError("grace_days belongs to a delete action")
         return self
 
     def target(self) -> CopyTarget:
+        """The copies a move or copy action wants (a delete action wants none: ``stores`` is empty)."""
         if self.move_to is not None:
             return CopyTarget(stores=(self.move_to,), exclusive=True)
         return CopyTarget(stores=tuple(dict.fromkeys(_as_tuple(self.copy_to))), exclusive=False)

@@ -21,6 +21,8 @@ from dicomvault.cli.serve import serve_command
 from dicomvault.cli.storage import app as storage_app
 from dicomvault.cli.tiers import lifecycle_app, tier_app
 from dicomvault.cli.tokens import app as token_app
+from dicomvault.cli.trash import app as trash_app
+from dicomvault.cli.trash import deletions_command
 
 app = typer.Typer(
     name="dicomvault",
@@ -50,6 +52,7 @@ app.command("find")(find_command)
 app.command("verify")(verify_command)
 app.command("stats")(stats_command)
 app.command("recall")(recall_command)
+app.command("deletions")(deletions_command)
 app.command("dimse-worker", hidden=True)(dimse_worker_command)
 app.add_typer(token_app, name="token")
 app.add_typer(storage_app, name="storage")
@@ -57,6 +60,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(index_app, name="index")
 app.add_typer(lifecycle_app, name="lifecycle")
 app.add_typer(tier_app, name="tier")
+app.add_typer(trash_app, name="trash")
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
 from dicomvault.domain import errors as e
+from dicomvault.domain.trash import RetentionHeld
 
 STATUS: dict[type[e.DicomVaultError], int] = {
     e.NotFound: 404,
@@ -141,6 +142,8 @@ def install(app: FastAPI) -> None:
                             media_type="application/json")
         if status == 503:
             return unavailable_response(exc)
+        if isinstance(exc, RetentionHeld):  # a 409 a client cannot resolve by sending something else
+            return error_response(status, exc.message, reason="retention_min_days")
         return error_response(status, exc.message)
 
     @app.exception_handler(StarletteHTTPException)

@@ -6,10 +6,10 @@ that really stopped (crash, SIGKILL, lost network) lets its job run again elsewh
 Handlers must therefore be idempotent (see ``ports.jobs``).
 
 The worker also runs small *periodic* tasks between jobs: the blob removal sweep (``BlobRemover.sweep``, which
-finishes removals a crashed process left behind). Why here rather than as queued jobs or a timer of its own: every
-serving node already runs exactly one worker thread, started and stopped with the server and resilient to a
-database outage; the sweep is idempotent and safe on every node at once (claims are exclusive), so it needs
-neither scheduling through the queue nor a leader.
+finishes removals a crashed process left behind), the purge of the trash (``TrashService.purge_due``). Why here
+rather than as queued jobs or a timer of its own: every serving node already runs exactly one worker thread,
+started and stopped with the server and resilient to a database outage; the sweep is idempotent and safe on every
+node at once (claims are exclusive), so it needs neither scheduling through the queue nor a leader.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from dicomvault.services.lifecycle import BlobRemover
 from dicomvault.services.read_tracker import ReadTracker
 from dicomvault.services.retrieve import RetrieveService
 from dicomvault.services.tiering import TierService
+from dicomvault.services.trash import TrashService
 from dicomvault.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -223,15 +224,20 @@ class WorkerHost(Protocol):
     tiering: TierService | None
     reads: ReadTracker | None
     fixity: FixityService
+    trash: TrashService | None
 
 
 #: Seconds between writes of the studies' last-read times (``services.read_tracker``).
 READ_FLUSH_INTERVAL = 30.0
+#: Seconds between purges of trashed blobs whose grace period is over (``services.trash``): always on, because
+#: the trash may hold studies deleted while ``delete_grace_days`` was set; an empty trash costs one indexed read.
+TRASH_PURGE_INTERVAL = 600.0
 
 
 def periodic_tasks(archive: WorkerHost) -> list[Periodic]:
     """The periodic tasks of every node's worker: the blob removal sweep, the lifecycle schedule (safe on every
-    node at once: its jobs are deduplicated per study), and the batched last-read times."""
+    node at once: its jobs are deduplicated per study), the batched last-read times, and the trash purge (safe on
+    every node at once: the purge transaction locks the trash rows it deletes; a second node finds them gone)."""
     tasks = []
     interval = archive.settings.blob_removal_sweep_interval
     if interval > 0:
@@ -240,6 +246,8 @@ def periodic_tasks(archive: WorkerHost) -> list[Periodic]:
         tasks.append(Periodic("lifecycle schedule", archive.settings.lifecycle_interval, archive.tiering.schedule))
     if archive.reads is not None:
         tasks.append(Periodic("last-read times", READ_FLUSH_INTERVAL, archive.reads.flush))
+    if archive.trash is not None:
+        tasks.append(Periodic("trash purge", TRASH_PURGE_INTERVAL, archive.trash.purge_due))
     days = archive.settings.fixity_interval_days
     if days > 0 and archive.jobs is not None:
         jobs = archive.jobs

@@ -31,6 +31,7 @@ from dicomvault.domain.tiers import (
     StudyCondition,
     StudyFacts,
 )
+from dicomvault.domain.trash import Deletion, DeletionEntry, PurgeBatch, TrashItem
 
 
 class IndexRepository(Protocol):
@@ -109,10 +110,56 @@ class IndexRepository(Protocol):
         ...
 
     def delete(
-        self, *, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+        self, *, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None,
+        deletion: Deletion | None = None,
     ) -> list[BlobInfo]:
-        """Remove instances (and now-empty series, studies, patients); return blobs no longer referenced, which
-        the same transaction records as pending removals (remove them with ``services.lifecycle``)."""
+        """Remove instances (and now-empty series, studies, patients); return blobs no longer referenced (a key in
+        the trash is referenced), which the same transaction records as pending removals (remove them with
+        ``services.lifecycle``). When anything was removed, the same transaction writes a ``delete`` row of the
+        deletion log naming ``deletion`` (None: unattributed, e.g. fixity dropping rows of lost data)."""
+        ...
+
+    # -- Soft delete, the trash and the deletion log (``services.trash``, ``adapters.index.trash``) -----------------
+    # A key in the trash counts as referenced wherever this port decides whether a blob is: removal claims,
+    # ``blob_referenced``, the release decision of ``delete`` and of a replacing store, ``add_blob_copy``, and the
+    # walks ``iter_blob_refs``, ``iter_blob_copies`` and ``iter_uncopied_blobs``.
+
+    def soft_delete(
+        self, *, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None,
+        purge_after: datetime, deletion: Deletion,
+    ) -> list[BlobInfo]:
+        """``delete``, except that the released blobs go into the trash (restorable until ``purge_after``, then
+        purged) instead of being recorded as pending removals, and the log row says ``soft-delete``. One
+        transaction. A key already trashed (its object was sent again since) is trashed again with these times.
+        Returns the trashed blobs."""
+        ...
+
+    def trash_items(self, *, study_uid: str | None = None, series_uid: str | None = None,
+                    sop_uid: str | None = None, limit: int | None = None) -> list[TrashItem]:
+        """Trashed blobs (optionally of one study, series, instance), ordered by study, series, instance."""
+        ...
+
+    def trash_due(self, *, now: datetime, limit: int) -> list[str]:
+        """Keys of at most ``limit`` trashed blobs whose ``purge_after`` is at or before ``now``, oldest first."""
+        ...
+
+    def untrash_restored(self, keys: Sequence[str], *, study_uid: str, series_uid: str | None, sop_uid: str | None,
+                         instances_count: int, deletion: Deletion) -> int:
+        """After a restore ingested the objects of ``keys`` again: delete the trash rows of those keys an instance
+        or prior-version row references now (the others stay trashed) and write a ``restore`` log row, in one
+        transaction; returns the rows deleted."""
+        ...
+
+    def purge_trash(self, keys: Sequence[str], *, due_at: datetime | None, deletion: Deletion) -> PurgeBatch:
+        """Purge the trashed ``keys`` whose ``purge_after`` is at or before ``due_at`` (None: regardless): in one
+        transaction that locks them, delete their trash rows, record those no instance or prior-version row
+        references as pending removals, and write a ``purge`` log row per study. ``PurgeBatch.remove`` is what
+        the caller must now remove with ``BlobRemover.remove``; it is empty when the adapter could not yet make
+        that safe (the pending removals are then finished by the sweep)."""
+        ...
+
+    def deletion_log(self, *, study_uid: str | None = None, limit: int = 100) -> list[DeletionEntry]:
+        """The latest ``limit`` rows of the deletion log (of one study), newest first."""
         ...
 
     def claim_blob_removals(
@@ -143,10 +190,13 @@ class IndexRepository(Protocol):
         ...
 
     def iter_blob_refs(self) -> Iterator[tuple[str, BlobInfo]]:
-        """(SOP Instance UID, blob) for every indexed blob, current and prior versions (verify, migration)."""
+        """(SOP Instance UID, blob) for every indexed blob, current and prior versions and the trash (verify,
+        migration)."""
         ...
 
-    def blob_referenced(self, key: str) -> bool: ...
+    def blob_referenced(self, key: str) -> bool:
+        """Whether an instance or prior-version row references ``key`` or the trash holds it."""
+        ...
 
     def instance_checksum(self, sop_uid: str) -> str | None:
         """SHA-256 of the current content of ``sop_uid``, or None if it is not stored (cheap duplicate check)."""
@@ -194,6 +244,13 @@ class IndexRepository(Protocol):
     ) -> list[StudyCandidate]:
         """Studies matching ``condition`` at ``now`` with at least one blob not yet as ``target`` wants, ordered by
         Study Instance UID and starting after ``after`` (keyset paging), at most ``limit``."""
+        ...
+
+    def studies_matching(
+        self, condition: StudyCondition, *, now: datetime, after: str = "", limit: int = 1000
+    ) -> list[StudyCandidate]:
+        """Every study matching ``condition`` at ``now`` (``studies_needing`` without the blob test: the selection of
+        a delete rule), in the same order and paging."""
         ...
 
     def study_facts(self, study_uid: str) -> StudyFacts | None:

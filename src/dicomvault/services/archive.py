@@ -29,6 +29,7 @@ from dicomvault.services.retrieve import RetrieveService
 from dicomvault.services.status import StatusService
 from dicomvault.services.tiering import TierService
 from dicomvault.services.tokens import TokenService
+from dicomvault.services.trash import TrashService
 from dicomvault.services.warmup import warm_up
 from dicomvault.settings import Settings
 
@@ -65,6 +66,9 @@ class Archive:
     prefetch: Prefetcher | None = None
     #: last-read times of studies, written in batches (and promotion requests)
     reads: ReadTracker | None = None
+    #: soft delete with a grace period, restore, purge, the deletion log, the retention minimum (DICOMweb DELETE,
+    #: delete rules, ``dicomvault trash`` and ``dicomvault deletions``); None only in archives built without it
+    trash: TrashService | None = None
     #: API tokens (None when the archive is built without an index database that stores them)
     tokens: TokenService | None = None
     #: durable background jobs on the index database (``jobs.worker.start_worker(archive)`` runs them)

@@ -69,6 +69,13 @@ h. *Crashes and stalls.* A crash between release and claim leaves a pending row,
    could delete after the sweep took over and a store re-referenced the blob, so a deleter stops once half of
    ``blob_removal_stale_after`` has passed since its claim (its own monotonic clock) and leaves the rest to the
    sweep: the lease rule of every at-least-once worker.
+i. *Purge of the trash* (``services.trash``, ``adapters.index.trash``). A soft delete releases blobs into the
+   trash instead of recording them pending; a trashed key counts as referenced in every check above, so nothing
+   claims it. The purge deletes the trash row and records the key pending in one transaction that removes no
+   instance row, so for a store S in flight it is case d, not case c: SQLite cannot interleave it with S; on
+   PostgreSQL the purge waits, after its commit and before anything is claimed, for every transaction then in
+   progress (``removals.settle_postgres``), so the claim's reference check sees S's row. A purger that dies
+   before that leaves pending rows that only the sweep claims, ``blob_removal_stale_after`` later.
 """
 
 from __future__ import annotations
@@ -79,6 +86,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from dicomvault.domain.errors import DicomVaultError, NotFound
+from dicomvault.domain.trash import Deletion
 from dicomvault.ports.blobs import BlobStore
 from dicomvault.ports.index import IndexRepository
 
@@ -188,13 +196,17 @@ class LifecycleService:
         self.index = index
         self.remover = remover
 
-    def delete(self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None) -> DeleteResult:
+    def delete(self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None, *,
+               deletion: Deletion | None = None) -> DeleteResult:
         """Remove the addressed instances; raises ``NotFound`` when nothing matched. Returns after the released
-        blobs are deleted (no grace period: the claim protocol is what makes deleting them now safe)."""
+        blobs are deleted (no grace period: the claim protocol is what makes deleting them now safe). The
+        deletion log records it with ``deletion`` (who, why). With a grace period, deletes go through
+        ``services.trash`` instead (soft delete, restore, purge)."""
         if not self.index.instances(study_uid=study_uid, series_uid=series_uid,
                                     sop_uids=[sop_uid] if sop_uid else None):
             raise NotFound("no instances match")
-        released = self.index.delete(study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
+        released = self.index.delete(study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid,
+                                     deletion=deletion)
         report = self.remover.remove(b.key for b in released)
         log.info("deleted instances level=%s blobs_removed=%d blobs_kept=%d blobs_left=%d",
                  "instance" if sop_uid else "series" if series_uid else "study", report.removed,

@@ -1,16 +1,21 @@
 """Lifecycle rules over named stores: which studies go where, planned, scheduled as durable jobs, and applied.
 
 A rule (``storage_settings.LifecycleRule``) pairs a condition in DICOM terms (study age from StudyDate, days
-since last read, modality, source, SOP class, size) with an action: ``move_to`` a store, or ``copy_to`` stores
-(replication). Several rules may match one study; what the study should look like is resolved from all of them,
-so that rules never undo each other in turns:
+since last read, modality, source, SOP class, size) with an action: ``move_to`` a store, ``copy_to`` stores
+(replication), or ``delete`` (retention: ``services.trash`` soft-deletes the study, logged as ``rule:<name>``).
+Several rules may match one study; what the study should look like is resolved from all of them, so that rules
+never undo each other in turns:
 
 * every matching ``copy_to`` rule adds its stores (replicas);
 * of the matching ``move_to`` rules the *last* in the file wins (list rules from young to old: "to cold after 30
   days", then "to deep archive after 2 years"), and a move drops copies everywhere else except on the stores of
   any ``copy_to`` rule — a move never removes a replica;
 * a study promoted back to the ingest store by a read (``promote_on_read``) keeps that copy until a move rule
-  matches it again — pair promotion with a ``not_read_days`` condition.
+  matches it again — pair promotion with a ``not_read_days`` condition;
+* a study a ``delete`` rule matches is deleted (the first such rule in the file names the deletion) and neither
+  moved nor copied. A delete rule selects every matching study that still exists (``studies_matching``), older
+  than ``retention_min_days`` too; the job checks again (``TrashService.check_retention``) and skips a study the
+  retention minimum keeps.
 
 Flow: the job worker calls ``schedule`` every ``lifecycle_interval`` seconds (and ``dicomvault lifecycle run``
 on demand): the index selects, rule by rule, studies that match and still need work (``studies_needing``), and
@@ -24,16 +29,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from dicomvault.domain.errors import NotFound
 from dicomvault.domain.tiers import CopyTarget, StudyBlob, StudyFacts, matches
+from dicomvault.domain.trash import Deletion, RetentionHeld
 from dicomvault.ports.index import IndexRepository
 from dicomvault.ports.jobs import JobQueue
 from dicomvault.services import metrics
 from dicomvault.services.blob_copier import BlobCopier
+from dicomvault.services.trash import TrashService
 from dicomvault.storage_settings import LifecycleRule
 
 log = logging.getLogger(__name__)
@@ -86,10 +93,15 @@ class StudyWork:
     copied_bytes: int = 0
     dropped: int = 0
     kept_last: int = 0  # drops refused because it was the blob's last recorded copy (never happens by design)
+    #: a delete rule matched: the blobs it put in the trash (or removed, without a grace period)
+    deleted: int = 0
+    #: a delete rule matched but the study was not deleted: why (the retention minimum)
+    skipped: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {"study_uid": self.study_uid, "copied": self.copied, "copied_bytes": self.copied_bytes,
-                "dropped": self.dropped, "kept_last": self.kept_last}
+                "dropped": self.dropped, "kept_last": self.kept_last, "deleted": self.deleted,
+                "skipped": self.skipped}
 
 
 class TierService:
@@ -101,9 +113,12 @@ class TierService:
         *,
         ingest_store: str,
         jobs: JobQueue | None = None,
+        trash: TrashService | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.index = index
+        #: soft deletes of ``delete`` rules (None: delete rules are ignored, e.g. an archive built without it)
+        self.trash = trash
         self.copier = copier
         self.rules = [r for r in rules if r.enabled]
         self.ingest_store = ingest_store
@@ -126,7 +141,7 @@ class TierService:
         move: str | None = None
         names: list[str] = []
         for rule in self.rules:
-            if not matches(rule.when.condition(), facts, now):
+            if rule.action.delete or not matches(rule.when.condition(), facts, now):
                 continue
             names.append(rule.name)
             if rule.action.move_to is not None:
@@ -149,9 +164,19 @@ class TierService:
 
     def _candidates(self, rule: LifecycleRule, now: datetime) -> Iterator[tuple[str, int, int]]:
         after = ""
+        condition = rule.when.condition()
+        if rule.action.delete:
+            if self.trash is None:
+                return
+            if self.trash.retention_min_days > 0:  # never select what the retention minimum keeps
+                condition = replace(condition, study_age_days=max(condition.study_age_days or 0,
+                                                                  self.trash.retention_min_days))
         while True:
-            page = self.index.studies_needing(rule.when.condition(), self.target_of(rule), now=now, after=after,
-                                              limit=PAGE)
+            if rule.action.delete:
+                page = self.index.studies_matching(condition, now=now, after=after, limit=PAGE)
+            else:
+                page = self.index.studies_needing(condition, self.target_of(rule), now=now, after=after,
+                                                  limit=PAGE)
             for c in page:
                 yield c.study_uid, c.instances, c.bytes
             if len(page) < PAGE:
@@ -164,7 +189,8 @@ class TierService:
         plans: list[RulePlan] = []
         for rule in self.rules:
             action = f"move to {rule.action.move_to}" if rule.action.move_to else \
-                f"copy to {', '.join(rule.action.stores)}"
+                f"copy to {', '.join(rule.action.stores)}" if not rule.action.delete else \
+                f"delete (grace {self._grace(rule):g} days)"
             plan = RulePlan(rule=rule.name, action=action)
             for uid, instances, size in self._candidates(rule, now):
                 plan.studies += 1
@@ -205,6 +231,9 @@ class TierService:
         facts = self.index.study_facts(study_uid)
         if facts is None:
             return work  # deleted meanwhile: nothing to do
+        deleting = self._delete_rule(facts, self._now())
+        if deleting is not None and self._delete(deleting, work):
+            return work
         placement = self.placement(facts, self._now(), promote=promote)
         if placement is None:
             return work
@@ -218,6 +247,35 @@ class TierService:
             log.info("tiers: study work done (%d copies, %d bytes, %d copies dropped; rules: %s)", work.copied,
                      work.copied_bytes, work.dropped, ", ".join(placement.rules))
         return work
+
+    def _grace(self, rule: LifecycleRule) -> float:
+        grace = rule.action.grace_days
+        return grace if grace is not None else (self.trash.grace_days if self.trash is not None else 0.0)
+
+    def _delete_rule(self, facts: StudyFacts, now: datetime) -> LifecycleRule | None:
+        """The first delete rule matching the study (None: none, or no trash service to delete with)."""
+        if self.trash is None:
+            return None
+        return next((r for r in self.rules if r.action.delete and matches(r.when.condition(), facts, now)), None)
+
+    def _delete(self, rule: LifecycleRule, work: StudyWork) -> bool:
+        """Soft-delete the study for ``rule`` (logged as ``rule:<name>``); True when it is gone. False when the
+        retention minimum keeps it: the other rules then apply as if the delete rule did not match."""
+        assert self.trash is not None
+        try:
+            outcome = self.trash.delete(work.study_uid, deletion=Deletion(f"rule:{rule.name}", "lifecycle rule"),
+                                        grace_days=self._grace(rule))
+        except RetentionHeld as exc:
+            work.skipped = exc.message
+            log.info("tiers: delete rule %r skipped a study: %s", rule.name, exc.message)
+            return False
+        except NotFound:
+            return True  # deleted meanwhile
+        work.deleted = outcome.trashed if outcome.soft else (
+            outcome.removed.blobs_removed + outcome.removed.blobs_left if outcome.removed else 0)
+        log.info("tiers: study deleted by rule %r (%d blobs, %s)", rule.name, work.deleted,
+                 "into the trash" if outcome.soft else "at once")
+        return True
 
     def _copies(self, blob: StudyBlob, placement: Placement, work: StudyWork) -> None:
         for store in placement.required:

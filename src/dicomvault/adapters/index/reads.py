@@ -24,6 +24,7 @@ from dicomvault.adapters.index.tables import (
     patients,
     series,
     studies,
+    trash,
 )
 from dicomvault.domain.errors import Unavailable
 from dicomvault.domain.frame_index import HEAD_CHARS
@@ -216,12 +217,16 @@ class SqlIndexReads:
     # -- blob references and counts ----------------------------------------------------------------------
 
     def iter_blob_refs(self) -> Iterator[tuple[str, BlobInfo]]:
-        """Streams (server-side cursor on PostgreSQL, ``yield_per``) so a million rows stay in bounded memory."""
+        """Streams (server-side cursor on PostgreSQL, ``yield_per``) so a million rows stay in bounded memory.
+        Trashed blobs too: until purged they are referenced (``adapters.index.trash``)."""
         queries = (
             select(instances.c.sop_uid, instances.c.blob_key, instances.c.blob_size, instances.c.blob_sha256)
             .order_by(instances.c.id),
             select(instance_versions.c.sop_uid, instance_versions.c.blob_key, instance_versions.c.blob_size,
                    instance_versions.c.blob_sha256).order_by(instance_versions.c.id),
+            # soft-deleted blobs are indexed until purged (verify, storage migration): ``adapters.index.trash``
+            select(trash.c.sop_uid, trash.c.key.label("blob_key"), trash.c.blob_size, trash.c.blob_sha256)
+            .order_by(trash.c.key),
         )
         try:
             with self._read() as conn:

@@ -27,7 +27,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, or_, select, text,
 from sqlalchemy.dialects import postgresql, sqlite
 
 from dicomvault.adapters.index import tiers
-from dicomvault.adapters.index.tables import blob_removals, instance_versions, instances
+from dicomvault.adapters.index.tables import blob_removals, instance_versions, instances, trash
 from dicomvault.domain.errors import BlobRemovalRace
 from dicomvault.domain.records import BlobClaim, RemovalRound
 
@@ -111,11 +111,14 @@ class RemovalStatements:
     # -- the claim transaction ---------------------------------------------------------------------------------
 
     def referenced(self, conn: Connection, keys: Sequence[str]) -> set[str]:
+        """The ``keys`` an instance or prior-version row references, or the trash holds (a soft-deleted blob is
+        referenced until its purge: ``adapters.index.trash``)."""
         found: set[str] = set()
         for part in _batches(keys):
             for table in (instances, instance_versions):
                 found.update(conn.execute(
                     select(table.c.blob_key).where(table.c.blob_key.in_(part)).distinct()).scalars())
+            found.update(conn.execute(select(trash.c.key).where(trash.c.key.in_(part))).scalars())
         return found
 
     def claim(

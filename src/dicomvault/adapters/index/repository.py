@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 from dicomvault.adapters.index import study_answers, tiers
+from dicomvault.adapters.index import trash as trash_sql
 from dicomvault.adapters.index.group_commit import GroupCommit
 from dicomvault.adapters.index.hot_store import HotStore
 from dicomvault.adapters.index.reads import SqlIndexReads
@@ -29,6 +30,7 @@ from dicomvault.adapters.index.tables import (
     patients,
     series,
     studies,
+    trash,
 )
 from dicomvault.adapters.index.writer_lock import WriterLock
 from dicomvault.domain.errors import Conflict
@@ -50,6 +52,10 @@ from dicomvault.domain.tiers import (
     StudyCondition,
     StudyFacts,
 )
+from dicomvault.domain.trash import Deletion, DeletionAction, DeletionEntry, PurgeBatch, TrashItem
+
+#: A blob a delete released: (blob, SOP Instance UID, Series Instance UID, Study Instance UID, prior version?).
+Released = tuple[BlobInfo, str, str, str, bool]
 
 
 def _now() -> datetime:
@@ -85,6 +91,7 @@ class SqlIndexRepository(SqlIndexReads):
         self._hot = HotStore(self._dialect)
         self._claims = RemovalClaims(engine, self._removals, self._write, self._read, self._retrying)
         self._tiers = tiers.TierIndex(self._dialect, self._write, self._read, self._retrying)
+        self._trash = trash_sql.TrashIndex(engine, self._removals, self._write, self._read, self._retrying)
         self._prepare()
 
     # -- transactions -------------------------------------------------------------------------------------
@@ -336,45 +343,102 @@ class SqlIndexRepository(SqlIndexReads):
                     conn.execute(delete(patients).where(patients.c.id == row.patient_fk))
         return int(row.study_fk)
 
-    def _referenced(self, conn: Connection, key: str, exclude_sop: str | None) -> bool:
+    def _referenced(self, conn: Connection, key: str, exclude_sop: str | None, *, trashed: bool = True) -> bool:
+        """Whether an instance or prior-version row references ``key`` or (``trashed``) the trash holds it: a
+        soft-deleted blob stays referenced until its purge (``adapters.index.trash``)."""
         q1 = select(instances.c.id).where(instances.c.blob_key == key).limit(1)
         q2 = select(instance_versions.c.id).where(instance_versions.c.blob_key == key).limit(1)
-        return conn.execute(q1).first() is not None or conn.execute(q2).first() is not None
+        if conn.execute(q1).first() is not None or conn.execute(q2).first() is not None:
+            return True
+        return trashed and conn.execute(select(trash.c.key).where(trash.c.key == key)).first() is not None
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
+    def _delete_rows(
+        self, conn: Connection, study_uid: str, series_uid: str | None, sop_uid: str | None, *, trashed: bool
+    ) -> tuple[list[Released], int]:
+        """Remove the addressed instances and their prior versions; returns the blobs no longer referenced
+        (``trashed``: the trash counts as a reference, see ``_referenced``) and how many instances went."""
+        stmt = self._instance_select(instances.c.id, instances.c.sop_uid, instances.c.blob_key,
+                                     instances.c.blob_size, instances.c.blob_sha256, series.c.series_uid)
+        stmt = stmt.where(studies.c.study_uid == study_uid)
+        if series_uid is not None:
+            stmt = stmt.where(series.c.series_uid == series_uid)
+        if sop_uid is not None:
+            stmt = stmt.where(instances.c.sop_uid == sop_uid)
+        rows = conn.execute(stmt).all()
+        released: list[Released] = []
+        seen: set[str] = set()
+        touched: set[int] = set()
+        for r in rows:
+            touched.add(self._remove_instance(conn, r.id))
+            versions = conn.execute(
+                select(instance_versions.c.blob_key, instance_versions.c.blob_size,
+                       instance_versions.c.blob_sha256).where(instance_versions.c.sop_uid == r.sop_uid)
+            ).all()
+            conn.execute(delete(instance_versions).where(instance_versions.c.sop_uid == r.sop_uid))
+            for b, superseded in [(BlobInfo(r.blob_key, r.blob_size, r.blob_sha256), False)] + [
+                (BlobInfo(v.blob_key, v.blob_size, v.blob_sha256), True) for v in versions
+            ]:
+                if b.key not in seen and not self._referenced(conn, b.key, None, trashed=trashed):
+                    seen.add(b.key)
+                    released.append((b, r.sop_uid, r.series_uid, study_uid, superseded))
+        study_answers.refresh(conn, sorted(touched))
+        return released, len(rows)
+
     def delete(
-        self, *, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+        self, *, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None,
+        deletion: Deletion | None = None,
     ) -> list[BlobInfo]:
         def run() -> list[BlobInfo]:
             with self._write() as conn:
-                stmt = self._instance_select(instances.c.id, instances.c.sop_uid, instances.c.blob_key,
-                                             instances.c.blob_size, instances.c.blob_sha256)
-                stmt = stmt.where(studies.c.study_uid == study_uid)
-                if series_uid is not None:
-                    stmt = stmt.where(series.c.series_uid == series_uid)
-                if sop_uid is not None:
-                    stmt = stmt.where(instances.c.sop_uid == sop_uid)
-                rows = conn.execute(stmt).all()
-                released: list[BlobInfo] = []
-                touched: set[int] = set()
-                for r in rows:
-                    touched.add(self._remove_instance(conn, r.id))
-                    versions = conn.execute(
-                        select(instance_versions.c.blob_key, instance_versions.c.blob_size,
-                               instance_versions.c.blob_sha256).where(instance_versions.c.sop_uid == r.sop_uid)
-                    ).all()
-                    conn.execute(delete(instance_versions).where(instance_versions.c.sop_uid == r.sop_uid))
-                    for b in [BlobInfo(r.blob_key, r.blob_size, r.blob_sha256)] + [
-                        BlobInfo(v.blob_key, v.blob_size, v.blob_sha256) for v in versions
-                    ]:
-                        if not self._referenced(conn, b.key, None) and b not in released:
-                            released.append(b)
-                self._removals.record_pending(conn, [b.key for b in released])
-                study_answers.refresh(conn, sorted(touched))
-                return released
+                released, n = self._delete_rows(conn, study_uid, series_uid, sop_uid, trashed=True)
+                self._removals.record_pending(conn, [r[0].key for r in released])
+                if n:
+                    trash_sql.write_log(conn, DeletionAction.DELETE, study_uid=study_uid, series_uid=series_uid,
+                                        sop_uid=sop_uid, instances_count=n, deletion=deletion, at=_now())
+                return [r[0] for r in released]
 
         return self._retrying(run)
+
+    def soft_delete(
+        self, *, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None,
+        purge_after: datetime, deletion: Deletion,
+    ) -> list[BlobInfo]:
+        def run() -> list[BlobInfo]:
+            with self._write() as conn:
+                # The trash is not a reference here: a key trashed before (its object sent again since) is
+                # trashed again, with this deletion's times.
+                released, n = self._delete_rows(conn, study_uid, series_uid, sop_uid, trashed=False)
+                now = _now()
+                self._trash.put(conn, released, at=now, purge_after=purge_after, deletion=deletion)
+                if n:
+                    trash_sql.write_log(conn, DeletionAction.SOFT_DELETE, study_uid=study_uid,
+                                        series_uid=series_uid, sop_uid=sop_uid, instances_count=n,
+                                        deletion=deletion, at=now)
+                return [r[0] for r in released]
+
+        return self._retrying(run)
+
+    # -- the trash and the deletion log (SQL in ``adapters.index.trash``) -----------------------------------
+
+    def trash_items(self, *, study_uid: str | None = None, series_uid: str | None = None,
+                    sop_uid: str | None = None, limit: int | None = None) -> list[TrashItem]:
+        return self._trash.items(study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid, limit=limit)
+
+    def trash_due(self, *, now: datetime, limit: int) -> list[str]:
+        return self._trash.due(now=now, limit=limit)
+
+    def untrash_restored(self, keys: Sequence[str], *, study_uid: str, series_uid: str | None, sop_uid: str | None,
+                         instances_count: int, deletion: Deletion) -> int:
+        return self._trash.restored(keys, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid,
+                                    instances_count=instances_count, deletion=deletion, at=_now())
+
+    def purge_trash(self, keys: Sequence[str], *, due_at: datetime | None, deletion: Deletion) -> PurgeBatch:
+        return self._trash.purge(keys, due_at=due_at, deletion=deletion, at=_now())
+
+    def deletion_log(self, *, study_uid: str | None = None, limit: int = 100) -> list[DeletionEntry]:
+        return self._trash.log(study_uid=study_uid, limit=limit)
 
     # -- blob removal claims (transactions and SQL in ``adapters.index.removals``) -------------------------
 
@@ -408,6 +472,8 @@ class SqlIndexRepository(SqlIndexReads):
                     blob_key=new.key, blob_size=new.size, blob_sha256=new.sha256)).rowcount
                 n += conn.execute(update(instance_versions).where(instance_versions.c.blob_key == old_key).values(
                     blob_key=new.key, blob_size=new.size, blob_sha256=new.sha256)).rowcount
+                n += conn.execute(update(trash).where(trash.c.key == old_key).values(
+                    key=new.key, blob_size=new.size, blob_sha256=new.sha256)).rowcount
                 return int(n)
 
         return self._retrying(run)
@@ -430,6 +496,11 @@ class SqlIndexRepository(SqlIndexReads):
         self, condition: StudyCondition, target: CopyTarget, *, now: datetime, after: str = "", limit: int = 1000
     ) -> list[StudyCandidate]:
         return self._tiers.studies_needing(condition, target, now=now, after=after, limit=limit)
+
+    def studies_matching(
+        self, condition: StudyCondition, *, now: datetime, after: str = "", limit: int = 1000
+    ) -> list[StudyCandidate]:
+        return self._tiers.studies_matching(condition, now=now, after=after, limit=limit)
 
     def study_facts(self, study_uid: str) -> StudyFacts | None:
         return self._tiers.study_facts(study_uid)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -189,6 +190,49 @@ blob_copies = Table(
     Column("store", String(32), primary_key=True),
     Column("verified_at", DateTime(timezone=True)),
     Index("ix_blob_copies_store", "store", "key"),
+)
+
+#: Soft-deleted blobs (``adapters.index.trash``, ``services.trash``): a soft delete removes the instance rows as a
+#: delete does, but the blobs it releases come here instead of ``blob_removals``, in the same transaction. A key
+#: in ``trash`` counts as referenced wherever the index decides whether a blob is (blob removal claims, copies,
+#: fixity walks), so nothing deletes it and fixity keeps checking its copies until the purge, which deletes the row
+#: and records the key as a pending removal in one transaction. One row per key (content-addressed: a key is one
+#: object); ``superseded`` marks a prior version (``instance_versions``) of its SOP Instance UID.
+trash = Table(
+    "trash",
+    metadata,
+    Column("key", String(128), primary_key=True),
+    Column("sop_uid", String(64), nullable=False),
+    Column("study_uid", String(64), nullable=False),
+    Column("series_uid", String(64), nullable=False),
+    Column("blob_size", BigInteger, nullable=False),
+    Column("blob_sha256", String(64), nullable=False),
+    Column("superseded", Boolean, nullable=False),
+    Column("deleted_at", DateTime(timezone=True), nullable=False),
+    Column("purge_after", DateTime(timezone=True), nullable=False),
+    Column("reason", String(256)),
+    Column("deleted_by", String(256)),
+    Index("ix_trash_purge_after", "purge_after"),
+    Index("ix_trash_study_uid", "study_uid"),
+)
+
+#: Every deletion, by whom or by which rule (issue #11 item 6): one row per soft delete, restore, purge or
+#: immediate delete, written in the transaction that made the change. ``sop_uid`` / ``series_uid`` are the level
+#: addressed (NULL: the whole study or series); ``instances`` how many instances the change touched.
+deletion_log = Table(
+    "deletion_log",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("study_uid", String(64), nullable=False),
+    Column("series_uid", String(64)),
+    Column("sop_uid", String(64)),
+    Column("instances", Integer, nullable=False),
+    Column("reason", String(256)),
+    Column("by", String(256)),
+    Column("action", String(16), nullable=False),
+    Index("ix_deletion_log_study_uid", "study_uid"),
+    Index("ix_deletion_log_at", "at"),
 )
 
 LEVEL_TABLES = {"PATIENT": patients, "STUDY": studies, "SERIES": series, "IMAGE": instances}

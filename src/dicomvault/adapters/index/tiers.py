@@ -44,6 +44,7 @@ from dicomvault.adapters.index.tables import (
     instances,
     series,
     studies,
+    trash,
 )
 from dicomvault.domain.records import BlobInfo, InstanceEntry
 from dicomvault.domain.tiers import (
@@ -298,14 +299,16 @@ class TierIndex:
         deleted or re-pointed until this transaction commits, so a delete racing the copy either committed first
         (no reference: False) or releases the key after it, and its removal then forgets the row written here.
         ``present()`` last (it reads a store: asked only when the record can be written). A retried transaction
-        asks it again."""
+        asks it again. A trashed key counts as referenced (fixity repairs its copies), locked the same way: a purge
+        deleting its trash row waits, and its removal then forgets the row written here."""
 
         def run(conn: Connection) -> bool:
             self._lock_copies(conn, key)
             referenced = any(
                 conn.execute(select(table.c.id).where(table.c.blob_key == key).limit(1)
                              .with_for_update(read=True)).first() is not None
-                for table in (instances, instance_versions))
+                for table in (instances, instance_versions)) or conn.execute(
+                select(trash.c.key).where(trash.c.key == key).with_for_update(read=True)).first() is not None
             if not referenced or not present():
                 return False
             conn.execute(self._upsert, {"key": key, "store": store, "verified_at": _utc(verified_at)})
@@ -359,6 +362,16 @@ class TierIndex:
         stmt = (select(studies.c.study_uid, studies.c.num_instances, studies.c.size_bytes)
                 .where(studies.c.study_uid > after, *condition_clauses(condition, now, self.dialect),
                        _needs_work(target))
+                .order_by(studies.c.study_uid).limit(limit))
+        return self._in_read(lambda conn: [StudyCandidate(uid, int(n), int(b)) for uid, n, b in conn.execute(stmt)])
+
+    def studies_matching(
+        self, condition: StudyCondition, *, now: datetime, after: str = "", limit: int = 1000
+    ) -> list[StudyCandidate]:
+        """``studies_needing`` without the blob test: every study matching ``condition`` (a delete rule has work
+        for each one that still exists)."""
+        stmt = (select(studies.c.study_uid, studies.c.num_instances, studies.c.size_bytes)
+                .where(studies.c.study_uid > after, *condition_clauses(condition, now, self.dialect))
                 .order_by(studies.c.study_uid).limit(limit))
         return self._in_read(lambda conn: [StudyCandidate(uid, int(n), int(b)) for uid, n, b in conn.execute(stmt)])
 
@@ -429,7 +442,9 @@ class TierIndex:
 
     def iter_blob_copies(self, store: str) -> Iterator[tuple[str, BlobInfo, tuple[str, ...]]]:
         """Pages of ``PAGE`` keys of ``store`` in key order (the (store, key) index), then their references and
-        all their copies: three short reads per page. Keys no index row references are skipped."""
+        all their copies: three short reads per page. Keys no index row references are skipped; trashed keys are
+        walked (their copies must stay intact until the purge). A key both trashed and referenced again by an
+        instance (sent again since) comes once per reference, as a shared key of two rows does."""
         after = ""
         while True:
             def page(conn: Connection, after: str = after) -> tuple[list[str], list[Any], dict[str, list[BlobCopy]]]:
@@ -443,6 +458,9 @@ class TierIndex:
                     refs.extend(conn.execute(
                         select(table.c.sop_uid, table.c.blob_key, table.c.blob_size, table.c.blob_sha256)
                         .where(table.c.blob_key.in_(keys))).all())
+                refs.extend(conn.execute(  # soft-deleted: checked until purged (``adapters.index.trash``)
+                    select(trash.c.sop_uid, trash.c.key.label("blob_key"), trash.c.blob_size, trash.c.blob_sha256)
+                    .where(trash.c.key.in_(keys))).all())
                 return keys, refs, self._copies(conn, keys)
 
             keys, refs, copies = self._in_read(page)
@@ -456,7 +474,7 @@ class TierIndex:
 
     def iter_uncopied_blobs(self) -> Iterator[tuple[str, BlobInfo]]:
         """Current instances, then prior versions, each in id order by keyset pages: an anti-join per page that
-        resumes where the last one stopped, so the whole walk reads each row once."""
+        resumes where the last one stopped, so the whole walk reads each row once; then the trash in key order."""
         for table in (instances, instance_versions):
             after = 0
             while True:
@@ -470,3 +488,15 @@ class TierIndex:
                 if len(rows) < PAGE:
                     break
                 after = int(rows[-1].id)
+        last = ""
+        while True:  # the trash, by key
+            c = blob_copies.alias("u")
+            stmt = (select(trash.c.key, trash.c.sop_uid, trash.c.blob_size, trash.c.blob_sha256)
+                    .where(trash.c.key > last, ~exists().where(c.c.key == trash.c.key))
+                    .order_by(trash.c.key).limit(PAGE))
+            rows = self._in_read(partial(_all, stmt=stmt))
+            for r in rows:
+                yield r.sop_uid, BlobInfo(r.key, r.blob_size, r.blob_sha256)
+            if len(rows) < PAGE:
+                return
+            last = rows[-1].key
