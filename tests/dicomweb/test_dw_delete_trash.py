@@ -31,7 +31,7 @@ def test_delete_with_a_grace_period_is_a_soft_delete(make_dw_server: Callable[..
     assert all(archive.blobs.exists(r.blob.key) for r in recs)
     assert archive.fixity.check().clean
     entry = archive.trash.deletion_log(study)[0]
-    assert (entry.action, entry.by, entry.instances) == (DeletionAction.SOFT_DELETE, "anonymous", 2)
+    assert (entry.action, entry.by, entry.instances) == (DeletionAction.SOFT_DELETE, "http:anonymous", 2)
 
     assert archive.trash.restore(study, deletion=Deletion("cli:op")).restored == 2
     for rec, data in zip(recs, datas, strict=True):

@@ -24,7 +24,7 @@ delete_scope = Depends(require_scope("delete"))
 
 def _delete(request: Request, who: Principal, study: str, series: str | None, sop: str | None) -> Response:
     archive = services(request)
-    deletion = Deletion(who.name, "DICOMweb DELETE")
+    deletion = Deletion(f"http:{who.name}", "DICOMweb DELETE")
     if archive.trash is not None:
         archive.trash.delete(study, series, sop, deletion=deletion)
     else:
