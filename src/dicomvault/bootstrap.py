@@ -26,6 +26,7 @@ from dicomvault.services.blob_tiers import TieredBlobs
 from dicomvault.services.fixity import FixityService
 from dicomvault.services.inflate import Limits
 from dicomvault.services.ingest import IngestService
+from dicomvault.services.iocm import RejectionNotes
 from dicomvault.services.lifecycle import BlobRemover, LifecycleService
 from dicomvault.services.metadata import MetadataService
 from dicomvault.services.prefetch import Prefetcher
@@ -113,6 +114,8 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
     lifecycle = LifecycleService(index, remover)
     trash = TrashService(index, blobs, ingest, lifecycle, remover, grace_days=settings.delete_grace_days,
                          retention_min_days=settings.retention_min_days)
+    # set after both exist: the trash restores through ingest, and ingest hands rejection notes to the trash
+    ingest.after_store = RejectionNotes(index, trash, grace_days=settings.iocm_grace_days).on_stored
     tiering = TierService(index, copier, settings.lifecycle, ingest_store=settings.ingest_store, jobs=jobs,
                           trash=trash)
     promote_from = frozenset(name for name, cfg in settings.resolved_stores().items() if cfg.promote_on_read)

@@ -246,6 +246,11 @@ class Settings(BaseSettings):
         description="Days a deleted study stays in the trash, restorable, before it is purged (DICOMweb DELETE and "
         "delete rules without grace_days); 0: deleted at once.",
     )
+    iocm_grace_days: float = Field(
+        30.0, ge=0,
+        description="Days instances hidden by an IHE IOCM rejection note (113001, 113037, 113038) stay restorable "
+        "before they are purged; 113039 (retention expired) is purged at once.",
+    )
     retention_min_days: int = Field(
         0, ge=0,
         description="Refuse to delete any study whose StudyDate is younger than this many days, or that has no "

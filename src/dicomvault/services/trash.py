@@ -195,6 +195,17 @@ class TrashService:
                  "instance" if sop_uid else "series" if series_uid else "study", len(trashed), grace, deletion.by)
         return DeleteOutcome(trashed=len(trashed), purge_after=purge_after)
 
+    def hide(self, study_uid: str, series_uid: str | None, sop_uid: str | None, *, deletion: Deletion,
+             purge_after: datetime) -> int:
+        """Into the trash now until ``purge_after``, whatever the grace and retention settings say (an IOCM
+        rejection note: hiding cannot wait; the caller chose a purge time the retention minimum allows). Returns
+        the blobs trashed; raises ``NotFound`` when nothing matches."""
+        trashed = self.index.soft_delete(study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid,
+                                         purge_after=purge_after, deletion=deletion)
+        if not trashed:
+            raise NotFound("no instances match")
+        return len(trashed)
+
     # -- the trash ---------------------------------------------------------------------------------------
 
     def items(self, study_uid: str | None = None, *, limit: int | None = None) -> list[TrashItem]:
