@@ -45,7 +45,9 @@ import typer
 
 from dicomvault.cli.allocator import tune_allocator
 from dicomvault.cli.common import fail, open_archive
+from dicomvault.jobs.worker import READ_FLUSH_INTERVAL
 from dicomvault.logging_setup import configure_logging
+from dicomvault.services.archive import Archive
 from dicomvault.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -244,6 +246,14 @@ def _watch_parent(fd: int, number: int, stop: threading.Event) -> None:
         stop.set()
 
 
+def _flush_reads(archive: Archive) -> None:
+    try:
+        if archive.reads is not None:
+            archive.reads.flush()
+    except Exception as exc:  # the index is down: the times wait for the next flush (or are lost: harmless)
+        log.warning("DIMSE worker: last-read times not written (%s)", type(exc).__name__)
+
+
 def dimse_worker_command(
     fd: Annotated[int, typer.Option("--fd", help="Descriptor of the inherited listening socket.")],
     processes: Annotated[int, typer.Option("--processes", help="DIMSE processes in all (caps are divided).")],
@@ -279,8 +289,12 @@ def dimse_worker_command(
         threading.Thread(target=_watch_parent, args=(0, number, stop), name="ParentWatch", daemon=True).start()
         gc.collect()
         gc.freeze()  # as in serve: long-lived objects out of the collector's generations
+        flushed = time.monotonic()
         while not stop.wait(1.0):
-            pass
+            # this process runs no job worker: its C-GET / C-MOVE reads reach the studies' last-read times here
+            if archive.reads is not None and time.monotonic() - flushed >= READ_FLUSH_INTERVAL:
+                flushed = time.monotonic()
+                _flush_reads(archive)
         log.debug("DIMSE worker process %d stopping (%d SIGTERM)", number, terms)
         dimse.stop()
     finally:
