@@ -141,3 +141,21 @@ def test_the_purge_waits_for_the_retention_minimum(settings: Settings) -> None:
         assert item.purge_after.year >= 2120, "kept (hidden) until the retention minimum allows deleting it"
     finally:
         a.close()
+
+
+def test_an_instance_arriving_after_its_rejection_is_hidden_too(archive_with_grace: Archive) -> None:
+    a = archive_with_grace
+    study, series, sops = _study(a, 1)
+    late = generate_uid()
+    note = rejection_note(study, [(series, late)], code="113038", meaning="Incorrect Modality Worklist Entry")
+    a.ingest.ingest(io.BytesIO(note), source="t")
+    result = a.ingest.ingest(io.BytesIO(make_ct(study=study, series=series, sop=late, seed=9)), source="t")
+    assert result.outcome.value == "stored", "stored (nothing is lost) …"
+    assert a.retrieve.locate(study_uid=study, sop_uids=[late]) == [], "… and hidden at once"
+    assert a.trash is not None
+    [item] = a.trash.items(study)
+    assert (item.sop_uid, item.deleted_by) == (late, "iocm:113038")
+    assert {r.sop_uid for r in a.retrieve.locate(study_uid=study, series_uid=series)} == set(sops)
+    # an operator restoring it overrules the note
+    a.trash.restore(study, deletion=_cli())
+    assert [r.sop_uid for r in a.retrieve.locate(study_uid=study, sop_uids=[late])] == [late]

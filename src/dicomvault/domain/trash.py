@@ -88,3 +88,15 @@ class PurgeBatch:
 class RetentionHeld(Conflict):
     """A delete refused because the study is younger than ``retention_min_days`` (or has no StudyDate to tell):
     the administrator's legal minimum, which neither a user nor a rule can override."""
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """An instance an IHE IOCM rejection note rejected (remembered so that it is hidden if it arrives later)."""
+
+    sop_uid: str
+    study_uid: str
+    series_uid: str
+    code: str
+    note_uid: str
+    rejected_at: datetime

@@ -31,7 +31,7 @@ from dicomvault.domain.tiers import (
     StudyCondition,
     StudyFacts,
 )
-from dicomvault.domain.trash import Deletion, DeletionEntry, PurgeBatch, TrashItem
+from dicomvault.domain.trash import Deletion, DeletionEntry, PurgeBatch, Rejected, TrashItem
 
 
 class IndexRepository(Protocol):
@@ -132,6 +132,19 @@ class IndexRepository(Protocol):
         purged) instead of being recorded as pending removals, and the log row says ``soft-delete``. One
         transaction. A key already trashed (its object was sent again since) is trashed again with these times.
         Returns the trashed blobs."""
+        ...
+
+    def record_rejections(self, rows: Sequence[Rejected]) -> None:
+        """Remember instances rejected by IOCM rejection notes (a later note replaces an instance's code)."""
+        ...
+
+    def rejection(self, sop_uid: str) -> Rejected | None:
+        """The rejection of ``sop_uid`` if a note rejected it (one primary-key read)."""
+        ...
+
+    def has_rejections(self) -> bool:
+        """Whether any instance was ever rejected (lets ingest skip the per-object check on archives that never
+        received a rejection note)."""
         ...
 
     def trash_items(self, *, study_uid: str | None = None, series_uid: str | None = None,

@@ -155,10 +155,10 @@ class IngestService:
         #: index as the copy's location; its own copy is what ``_repair`` checks and writes again
         self.store_name = store_name
         self.local = ingest_store if ingest_store is not None else blobs
-        #: told (SOP Class UID, SOP Instance UID, DICOM JSON header) of every object stored or re-sent, after the
-        #: index write and before the answer (``services.iocm``: rejection notes hide what they reject); an error
-        #: it raises is the store's answer, so the sender retries and the re-sent object applies it again
-        self.after_store: Callable[[str, str, dict[str, Any]], None] | None = None
+        #: told (SOP Class UID, SOP Instance UID, DICOM JSON header, source) of every object stored or re-sent,
+        #: after the index write and before the answer (``services.iocm``: rejection notes hide what they reject);
+        #: an error it raises is the store's answer, so the sender retries and the re-sent object applies it again
+        self.after_store: Callable[[str, str, dict[str, Any], str], None] | None = None
 
     def ingest(self, stream: BinaryIO, *, source: str = "", expect: tuple[str, str] | None = None,
                target_study: str | None = None) -> IngestResult:
@@ -206,7 +206,7 @@ class IngestService:
             if known is not None and known == _sha256_of(stream) and self._intact(known, known):
                 # Re-sent identical object (a modality retrying, an import re-run): success, nothing written.
                 if self.after_store is not None:
-                    self.after_store(cols[Level.IMAGE]["sop_class_uid"], sop_uid, data)
+                    self.after_store(cols[Level.IMAGE]["sop_class_uid"], sop_uid, data, source)
                 return IngestResult(StoreOutcome.DUPLICATE, cols[Level.IMAGE]["sop_class_uid"], sop_uid,
                                     cols[Level.STUDY]["study_uid"], cols[Level.SERIES]["series_uid"],
                                     parsed.transfer_syntax_uid, BlobInfo(known, parsed.file_size, known),
@@ -243,7 +243,7 @@ class IngestService:
         if problem is not None:
             log.warning("stored an instance flagged by pixel_length_policy: %s (source=%s)", problem, source)
         if self.after_store is not None:
-            self.after_store(cols[Level.IMAGE]["sop_class_uid"], cols[Level.IMAGE]["sop_uid"], data)
+            self.after_store(cols[Level.IMAGE]["sop_class_uid"], cols[Level.IMAGE]["sop_uid"], data, source)
         return IngestResult(
             outcome=result.outcome,
             sop_class_uid=cols[Level.IMAGE]["sop_class_uid"],

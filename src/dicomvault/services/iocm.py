@@ -16,19 +16,22 @@ purged when their grace period ends:
 Hiding never waits for the retention minimum (a rejected-for-safety image must disappear now), but the purge
 does: ``purge_after`` is the later of the grace period's end and the day ``retention_min_days`` allows a delete.
 A note whose hiding fails raises, so the store is answered as a failure and the sender retries; a re-sent note
-(a duplicate) applies itself again, which is idempotent.
+(a duplicate) applies itself again, which is idempotent. Every rejected SOP Instance UID is remembered
+(``rejected_instances``), so an instance that arrives after its rejection — not received yet, or sent again — is
+stored and hidden at once the same way. An instance an operator restores from the trash is not hidden again.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dicomvault.domain.errors import NotFound
-from dicomvault.domain.trash import Deletion
+from dicomvault.domain.trash import Deletion, Rejected
 from dicomvault.ports.index import IndexRepository
 from dicomvault.services.trash import TrashService
 
@@ -43,6 +46,11 @@ REJECTION_CODES: Mapping[str, str] = {
     "113038": "Incorrect Modality Worklist Entry",
     "113039": "Data Retention Policy Expired",
 }
+#: The source ``services.trash`` restores with: an operator undid a deletion, so a rejection does not apply again.
+RESTORE_SOURCE = "restore"
+#: Seconds between checks whether any rejection is recorded, while none is.
+RECHECK = 10.0
+
 #: Codes whose instances are purged without a grace period.
 PURGE_AT_ONCE = frozenset({"113039"})
 
@@ -108,17 +116,52 @@ class RejectionNotes:
         self.trash = trash
         self.grace_days = grace_days
         self.clock = clock
+        self._known_any = False
+        self._checked = -RECHECK
 
-    def on_stored(self, sop_class_uid: str, sop_uid: str, data: Mapping[str, Any]) -> None:
-        """``IngestService.after_store``: apply the object if it is a rejection note (a dictionary lookup else)."""
+    def on_stored(self, sop_class_uid: str, sop_uid: str, data: Mapping[str, Any], source: str) -> None:
+        """``IngestService.after_store``: apply a rejection note; hide an instance that a note rejected before it
+        arrived. An archive that never received a note pays a dictionary lookup (``_any_rejected``); one that did,
+        one primary-key read per stored object. An instance restored by an operator (source ``restore``) stays."""
         rejection = rejection_of(sop_class_uid, data)
         if rejection is not None:
             self.apply(rejection, sop_uid)
+            return
+        if source == RESTORE_SOURCE or not self._any_rejected():
+            return
+        rejected = self.index.rejection(sop_uid)
+        if rejected is None or rejected.note_uid == sop_uid:
+            return
+        study, series = _first(data, STUDY_UID), _first(data, SERIES_UID)
+        if not study or not series:
+            return
+        meaning = REJECTION_CODES.get(rejected.code, rejected.code)
+        deletion = Deletion(f"iocm:{rejected.code}", f"{meaning} (rejection note {rejected.note_uid}; the "
+                            "instance arrived after it)")
+        grace = 0.0 if rejected.code in PURGE_AT_ONCE else self.grace_days
+        self.trash.hide(str(study), str(series), sop_uid, deletion=deletion,
+                        purge_after=self._purge_after(str(study), grace))
+        log.info("an instance rejected by an earlier rejection note (%s) arrived: hidden", rejected.code)
+
+    def _any_rejected(self) -> bool:
+        """Whether any rejection is recorded, asked of the index at most every ``RECHECK`` seconds until one is
+        (rows are never removed). A note received by another node is seen within that time."""
+        if self._known_any:
+            return True
+        now = time.monotonic()
+        if now - self._checked >= RECHECK:
+            self._checked = now
+            self._known_any = self.index.has_rejections()
+        return self._known_any
 
     def apply(self, rejection: Rejection, note_sop_uid: str) -> RejectionResult:
         """Hide every referenced instance the archive holds (into the trash) and schedule its purge."""
         result = RejectionResult(rejection.code)
         grace = 0.0 if rejection.code in PURGE_AT_ONCE else self.grace_days
+        at = self.clock()
+        self.index.record_rejections([Rejected(sop, study, series, rejection.code, note_sop_uid, at)
+                                      for study, series, sop in rejection.references if sop != note_sop_uid])
+        self._known_any = True
         deletion = Deletion(f"iocm:{rejection.code}", f"{rejection.meaning} (rejection note {note_sop_uid})")
         for study_uid, series_uid, sop_uid in rejection.references:
             if sop_uid == note_sop_uid:

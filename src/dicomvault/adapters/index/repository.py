@@ -22,6 +22,7 @@ from dicomvault.adapters.index import trash as trash_sql
 from dicomvault.adapters.index.group_commit import GroupCommit
 from dicomvault.adapters.index.hot_store import HotStore
 from dicomvault.adapters.index.reads import SqlIndexReads
+from dicomvault.adapters.index.rejections import RejectionIndex
 from dicomvault.adapters.index.removals import RemovalClaims, RemovalStatements
 from dicomvault.adapters.index.tables import (
     INSTANCE_SERIES_STUDY,
@@ -52,7 +53,7 @@ from dicomvault.domain.tiers import (
     StudyCondition,
     StudyFacts,
 )
-from dicomvault.domain.trash import Deletion, DeletionAction, DeletionEntry, PurgeBatch, TrashItem
+from dicomvault.domain.trash import Deletion, DeletionAction, DeletionEntry, PurgeBatch, Rejected, TrashItem
 
 #: A blob a delete released: (blob, SOP Instance UID, Series Instance UID, Study Instance UID, prior version?).
 Released = tuple[BlobInfo, str, str, str, bool]
@@ -92,6 +93,7 @@ class SqlIndexRepository(SqlIndexReads):
         self._claims = RemovalClaims(engine, self._removals, self._write, self._read, self._retrying)
         self._tiers = tiers.TierIndex(self._dialect, self._write, self._read, self._retrying)
         self._trash = trash_sql.TrashIndex(engine, self._removals, self._write, self._read, self._retrying)
+        self._rejections = RejectionIndex(engine, self._write, self._read, self._retrying)
         self._prepare()
 
     # -- transactions -------------------------------------------------------------------------------------
@@ -421,6 +423,15 @@ class SqlIndexRepository(SqlIndexReads):
         return self._retrying(run)
 
     # -- the trash and the deletion log (SQL in ``adapters.index.trash``) -----------------------------------
+
+    def record_rejections(self, rows: Sequence[Rejected]) -> None:
+        self._rejections.record(rows)
+
+    def rejection(self, sop_uid: str) -> Rejected | None:
+        return self._rejections.find(sop_uid)
+
+    def has_rejections(self) -> bool:
+        return self._rejections.any()
 
     def trash_items(self, *, study_uid: str | None = None, series_uid: str | None = None,
                     sop_uid: str | None = None, limit: int | None = None) -> list[TrashItem]:

@@ -235,6 +235,19 @@ deletion_log = Table(
     Index("ix_deletion_log_at", "at"),
 )
 
+#: SOP Instance UIDs rejected by IHE IOCM rejection notes (``services.iocm``), kept so that an instance arriving
+#: after the note that rejects it is hidden too. One row per instance; a later note replaces the code.
+rejected_instances = Table(
+    "rejected_instances",
+    metadata,
+    Column("sop_uid", String(64), primary_key=True),
+    Column("study_uid", String(64), nullable=False),
+    Column("series_uid", String(64), nullable=False),
+    Column("code", String(16), nullable=False),
+    Column("note_uid", String(64), nullable=False),
+    Column("rejected_at", DateTime(timezone=True), nullable=False),
+)
+
 LEVEL_TABLES = {"PATIENT": patients, "STUDY": studies, "SERIES": series, "IMAGE": instances}
 
 #: Instances joined to their series and study along the foreign keys: the FROM clause of every read and write that
