@@ -17,6 +17,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
+from dicomvault.adapters.blobs.s3 import S3BlobStore
 from dicomvault.bootstrap import Archive, build_archive
 from dicomvault.jobs.handlers import TIER_KINDS, default_handlers
 from dicomvault.jobs.worker import Worker, start_worker
@@ -223,19 +224,23 @@ def test_fixity_repairs_copies_from_another_store_and_reports_data_loss(tmp_path
         _work(archive)
         blobs = archive.index.study_blobs(study)
         hot = archive.tiers.store("hot")
-        first, second = blobs[0].blob, blobs[1].blob
+        first, second, third = blobs[0].blob, blobs[1].blob, blobs[2].blob
         path = hot.local_path(first.key)
         assert path is not None
         path.chmod(0o644)
         path.write_bytes(b"rot" + path.read_bytes()[3:])  # bit rot on the hot disk
-        archive.tiers.store("cold").delete(second.key)  # a lost cloud object
+        cold = archive.tiers.store("cold")
+        cold.delete(second.key)  # a lost cloud object
+        expected = {(first.key, "hot", "corrupt"), (second.key, "cold", "missing")}
+        if isinstance(cold, S3BlobStore):  # an object overwritten in the bucket (by hand, or a faulty tool)
+            cold.client.put_object(Bucket=cold.bucket, Key=cold.object_key(third.key), Body=b"not the object")
+            expected.add((third.key, "cold", "corrupt"))
         report = archive.fixity.check()
-        assert {(d.blob.key, d.store, d.problem) for d in report.damaged} == {
-            (first.key, "hot", "corrupt"), (second.key, "cold", "missing")}
+        assert {(d.blob.key, d.store, d.problem) for d in report.damaged} == expected
         assert report.data_loss == []
         result = RepairResult()
         archive.fixity.repair_copies(report, result)
-        assert result.copies_repaired == 2 and not result.not_repaired
+        assert result.copies_repaired == len(expected) and not result.not_repaired
         assert archive.fixity.check().clean
         assert _read_all(archive, study) == objects
 
