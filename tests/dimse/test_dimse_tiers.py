@@ -65,3 +65,25 @@ def test_move_of_a_moved_study(moved: tuple[Running, Loaded], receiver: Receiver
     assert len(receiver.received) == 2
     for uid, (_, data) in receiver.received.items():
         assert dataset_bytes(data) == dataset_bytes(loaded.objects[uid])
+
+
+def test_getscu_from_an_s3_store_downloads_ahead_and_leaves_no_spool_file(tmp_path: Path,
+                                                                          s3_bucket_url: str) -> None:
+    running = start(tmp_path, storage_url=s3_bucket_url)
+    try:
+        loaded = load(running.archive)
+        out = tmp_path / "got"
+        out.mkdir()
+        r = run(["getscu", "-S", "+B", "-od", str(out), "-aec", "DICOMVAULT", "-k", "QueryRetrieveLevel=STUDY",
+                 "-k", f"StudyInstanceUID={loaded.studies['A']}", "127.0.0.1", str(running.port)])
+        assert r.returncode == 0, r.stderr
+        files = list(out.iterdir())
+        assert len(files) == 3
+        for f in files:
+            uid = str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID)
+            assert dataset_bytes(f.read_bytes()) == dataset_bytes(loaded.objects[uid])
+        spool = running.settings.data_dir / "spool"
+        assert not list(spool.glob("prefetch-*")) if spool.exists() else True, "downloads removed once sent"
+    finally:
+        running.server.stop()
+        running.archive.close()

@@ -19,6 +19,7 @@ and counts the held-back ones as failed.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -134,12 +135,14 @@ def send_each(
         scu.install_sender(assoc)
     accepted = scu.accepted_syntaxes(assoc)
     held: list[tuple[str, str]] = []  # (SOP Instance UID, Error Comment)
-    with _Tally(assoc) as tally:
-        for record in records:
+    staged = archive.prefetch.files(records) if archive.prefetch is not None and len(records) > 1 else None
+    with _Tally(assoc) as tally, contextlib.closing(staged) if staged is not None else contextlib.nullcontext():
+        for i, record in enumerate(records):
             if is_cancelled():
                 yield status.CANCEL, None
                 return
-            with scu.outgoing(archive, record, accepted) as ds:
+            path = staged.path(i) if staged is not None else None
+            with scu.outgoing(archive, record, accepted, path) as ds:
                 comment = status.subop_comment(getattr(ds, "_dv_error", None)) if isinstance(ds, scu.Outgoing) \
                     else None
                 if comment is None:

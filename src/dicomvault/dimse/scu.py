@@ -130,11 +130,22 @@ def _is_part10(archive: Archive, record: InstanceRecord) -> bool:
     return len(head) == 132 and head[128:] == b"DICM"
 
 
+def _file_is_part10(path: Path) -> bool:
+    with path.open("rb") as f:
+        head = f.read(132)
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
 @contextlib.contextmanager
-def outgoing(archive: Archive, record: InstanceRecord, accepted: dict[str, set[str]]) -> Iterator[Dataset]:
-    """The object to send for ``record`` to a peer that accepted ``accepted``; valid inside the ``with``."""
+def outgoing(archive: Archive, record: InstanceRecord, accepted: dict[str, set[str]],
+             staged: Path | None = None) -> Iterator[Dataset]:
+    """The object to send for ``record`` to a peer that accepted ``accepted``; valid inside the ``with``.
+    ``staged``: the object already downloaded to a spool file (``services.prefetch``: a remote store)."""
     syntaxes = accepted.get(record.sop_class_uid, set())
     stored = record.transfer_syntax_uid
+    if staged is not None and stored in syntaxes and _file_is_part10(staged):
+        yield Outgoing(record, path=staged)
+        return
     if stored in syntaxes and _is_part10(archive, record):
         try:
             with archive.retrieve.as_file(record) as path:
