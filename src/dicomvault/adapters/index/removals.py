@@ -21,17 +21,17 @@ import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, delete, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from dicomvault.adapters.index import tiers
 from dicomvault.adapters.index.tables import blob_removals, instance_versions, instances, trash
+from dicomvault.adapters.index.transactions import Transactions
 from dicomvault.domain.errors import BlobRemovalRace
 from dicomvault.domain.records import BlobClaim, RemovalRound
 
-T = TypeVar("T")
 Tx = Callable[[], AbstractContextManager[Connection]]
 
 #: Keys per IN list (far below SQLite's and psycopg's parameter limits).
@@ -255,7 +255,7 @@ def settle_postgres(engine: Engine, *, timeout: float) -> bool:
     return True
 
 
-class RemovalClaims:
+class RemovalClaims(Transactions):
     """The claim protocol's own transactions (claim, finish, reads, housekeeping) on the repository's
     connections and retry policy: the ``IndexRepository`` methods of the same names delegate here."""
 
@@ -266,22 +266,6 @@ class RemovalClaims:
         self._write = write
         self._read = read
         self._retrying = retrying
-
-    def _in_write(self, fn: Callable[[Connection], T]) -> T:
-        def run() -> T:
-            with self._write() as conn:
-                return fn(conn)
-
-        result: T = self._retrying(run)
-        return result
-
-    def _in_read(self, fn: Callable[[Connection], T]) -> T:
-        def run() -> T:
-            with self._read() as conn:
-                return fn(conn)
-
-        result: T = self._retrying(run)
-        return result
 
     def claim(self, keys: Sequence[str], *, stale_after: float, unreferenced_found: bool) -> BlobClaim:
         claim_id = uuid.uuid4().hex

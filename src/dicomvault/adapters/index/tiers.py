@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -46,6 +46,7 @@ from dicomvault.adapters.index.tables import (
     studies,
     trash,
 )
+from dicomvault.adapters.index.transactions import Transactions
 from dicomvault.domain.records import BlobInfo, InstanceEntry
 from dicomvault.domain.tiers import (
     BlobCopy,
@@ -58,7 +59,6 @@ from dicomvault.domain.tiers import (
     study_date_cutoff,
 )
 
-T = TypeVar("T")
 Tx = Callable[[], AbstractContextManager[Connection]]
 
 #: Keys or UIDs per IN list (far below SQLite's and psycopg's parameter limits).
@@ -238,7 +238,7 @@ def condition_clauses(condition: StudyCondition, now: datetime, dialect: str) ->
     return out
 
 
-class TierIndex:
+class TierIndex(Transactions):
     """The tier methods of ``ports.index.IndexRepository`` on the repository's transactions and retry policy."""
 
     def __init__(self, dialect: str, write: Tx, read: Tx, retrying: Callable[[Callable[[], Any]], Any]) -> None:
@@ -249,22 +249,6 @@ class TierIndex:
         self._upsert = _insert(dialect)
         self._upsert = self._upsert.on_conflict_do_update(
             index_elements=["key", "store"], set_={"verified_at": self._upsert.excluded.verified_at})
-
-    def _in_write(self, fn: Callable[[Connection], T]) -> T:
-        def run() -> T:
-            with self._write() as conn:
-                return fn(conn)
-
-        result: T = self._retrying(run)
-        return result
-
-    def _in_read(self, fn: Callable[[Connection], T]) -> T:
-        def run() -> T:
-            with self._read() as conn:
-                return fn(conn)
-
-        result: T = self._retrying(run)
-        return result
 
     # -- copies --------------------------------------------------------------------------------------------------
 

@@ -26,17 +26,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from dicomvault.adapters.index.removals import SETTLE_TIMEOUT, RemovalStatements, settle_postgres
 from dicomvault.adapters.index.tables import deletion_log, instance_versions, instances, trash
+from dicomvault.adapters.index.transactions import Transactions
 from dicomvault.domain.records import BlobInfo
 from dicomvault.domain.trash import Deletion, DeletionAction, DeletionEntry, PurgeBatch, TrashItem
 
-T = TypeVar("T")
 Tx = Callable[[], AbstractContextManager[Connection]]
 
 #: Keys per IN list (far below SQLite's and psycopg's parameter limits).
@@ -96,7 +96,7 @@ def _where(stmt: Any, study_uid: str | None, series_uid: str | None, sop_uid: st
     return stmt
 
 
-class TrashIndex:
+class TrashIndex(Transactions):
     """The trash and deletion-log methods of ``ports.index.IndexRepository``."""
 
     def __init__(self, engine: Engine, removals: RemovalStatements, write: Tx, read: Tx,
@@ -112,22 +112,6 @@ class TrashIndex:
         self._upsert = ins.on_conflict_do_update(index_elements=["key"], set_={
             c: ins.excluded[c] for c in ("sop_uid", "study_uid", "series_uid", "superseded", "deleted_at",
                                          "purge_after", "reason", "deleted_by")})
-
-    def _in_write(self, fn: Callable[[Connection], T]) -> T:
-        def run() -> T:
-            with self._write() as conn:
-                return fn(conn)
-
-        result: T = self._retrying(run)
-        return result
-
-    def _in_read(self, fn: Callable[[Connection], T]) -> T:
-        def run() -> T:
-            with self._read() as conn:
-                return fn(conn)
-
-        result: T = self._retrying(run)
-        return result
 
     # -- in the soft delete's transaction ------------------------------------------------------------------
 
