@@ -47,6 +47,11 @@ def _config(root: Path, rate: int) -> Path:
     return path
 
 
+def _cold_files(root: Path) -> int:
+    return sum(1 for p in (root / "cold").rglob("*") if p.is_file() and len(p.name) == 64) \
+        if (root / "cold").exists() else 0
+
+
 def _check_invariant(config: Path, data_dir: Path) -> set[tuple[str, ...]]:
     """Check the promise; return the sets of stores the blobs are on (to see where the kill landed)."""
     archive = build_archive(Settings.load(config, data_dir=data_dir))
@@ -86,7 +91,13 @@ def test_cli_tiers_sigkill_during_moves_loses_nothing(tmp_path: Path) -> None:
         proc = subprocess.Popen(dv_command("lifecycle", "run", "--config", str(config), "--data-dir",
                                            str(data_dir)),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dv_env())
-        time.sleep(rng.uniform(1.0, 2.5))  # start-up takes ~1 s
+        # Kill at a random moment after this run has written its first object to the cold store (so the kill
+        # lands inside the work whatever the start-up takes), or when the run ends on its own.
+        before = _cold_files(tmp_path)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and _cold_files(tmp_path) <= before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 1.0))
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         seen.append(_check_invariant(config, data_dir))
