@@ -38,9 +38,8 @@ def moved(tmp_path: Path, receiver: Receiver) -> Iterator[tuple[Running, Loaded]
     running.archive.close()
 
 
-def test_getscu_reads_a_moved_study_byte_for_byte(moved: tuple[Running, Loaded], tmp_path: Path) -> None:
-    running, loaded = moved
-    out = tmp_path / "got"
+def _getscu_study_a(running: Running, loaded: Loaded, out: Path) -> None:
+    """dcmtk getscu of study A (3 instances) into ``out``: every file holds the stored data set, byte for byte."""
     out.mkdir()
     r = run(["getscu", "-S", "+B", "-od", str(out), "-aec", "DICOMVAULT", "-k", "QueryRetrieveLevel=STUDY",
              "-k", f"StudyInstanceUID={loaded.studies['A']}", "127.0.0.1", str(running.port)])
@@ -50,6 +49,11 @@ def test_getscu_reads_a_moved_study_byte_for_byte(moved: tuple[Running, Loaded],
     for f in files:
         uid = str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID)
         assert dataset_bytes(f.read_bytes()) == dataset_bytes(loaded.objects[uid])
+
+
+def test_getscu_reads_a_moved_study_byte_for_byte(moved: tuple[Running, Loaded], tmp_path: Path) -> None:
+    running, loaded = moved
+    _getscu_study_a(running, loaded, tmp_path / "got")
 
 
 def test_move_of_a_moved_study(moved: tuple[Running, Loaded], receiver: Receiver) -> None:
@@ -72,16 +76,7 @@ def test_getscu_from_an_s3_store_downloads_ahead_and_leaves_no_spool_file(tmp_pa
     running = start(tmp_path, storage_url=s3_bucket_url)
     try:
         loaded = load(running.archive)
-        out = tmp_path / "got"
-        out.mkdir()
-        r = run(["getscu", "-S", "+B", "-od", str(out), "-aec", "DICOMVAULT", "-k", "QueryRetrieveLevel=STUDY",
-                 "-k", f"StudyInstanceUID={loaded.studies['A']}", "127.0.0.1", str(running.port)])
-        assert r.returncode == 0, r.stderr
-        files = list(out.iterdir())
-        assert len(files) == 3
-        for f in files:
-            uid = str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID)
-            assert dataset_bytes(f.read_bytes()) == dataset_bytes(loaded.objects[uid])
+        _getscu_study_a(running, loaded, tmp_path / "got")
         spool = running.settings.data_dir / "spool"
         assert not list(spool.glob("prefetch-*")) if spool.exists() else True, "downloads removed once sent"
     finally:
