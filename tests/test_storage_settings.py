@@ -124,10 +124,10 @@ def test_actions() -> None:
 
 
 @pytest.mark.parametrize(("values", "message"), [
-    ({}, "an action needs exactly one of move_to, copy_to or delete"),
-    ({"move_to": "a", "copy_to": "b"}, "an action needs exactly one of move_to, copy_to or delete"),
+    ({}, "an action needs exactly one of move_to, copy_to, delete or compress"),
+    ({"move_to": "a", "copy_to": "b"}, "an action needs exactly one of move_to, copy_to, delete or compress"),
     ({"copy_to": []}, "copy_to names no store"),
-    ({"delete": True, "move_to": "a"}, "an action needs exactly one of move_to, copy_to or delete"),
+    ({"delete": True, "move_to": "a"}, "an action needs exactly one of move_to, copy_to, delete or compress"),
     ({"delete": False}, "delete = false does nothing: leave it out, or disable the rule (enabled = false)"),
     ({"copy_to": "a", "grace_days": 3}, "grace_days belongs to a delete action"),
 ])

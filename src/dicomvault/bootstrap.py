@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from dicomvault.adapters.blobs.filesystem import FilesystemBlobStore
@@ -23,6 +24,7 @@ from dicomvault.ports.blobs import BlobStore
 from dicomvault.services.archive import Archive
 from dicomvault.services.blob_copier import BlobCopier, Throttle
 from dicomvault.services.blob_tiers import TieredBlobs
+from dicomvault.services.compression import CompressionService
 from dicomvault.services.fixity import FixityService
 from dicomvault.services.inflate import Limits
 from dicomvault.services.ingest import IngestService
@@ -114,13 +116,18 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
     lifecycle = LifecycleService(index, remover)
     trash = TrashService(index, blobs, ingest, lifecycle, remover, grace_days=settings.delete_grace_days,
                          retention_min_days=settings.retention_min_days)
-    # set after both exist: the trash restores through ingest, and ingest hands rejection notes to the trash
-    ingest.after_store = RejectionNotes(index, trash, grace_days=settings.iocm_grace_days).on_stored
-    tiering = TierService(index, copier, settings.lifecycle, ingest_store=settings.ingest_store, jobs=jobs,
-                          trash=trash)
-    promote_from = frozenset(name for name, cfg in settings.resolved_stores().items() if cfg.promote_on_read)
-    reads = ReadTracker(index, tiers=tiering, promote_from=promote_from)
+    reads = ReadTracker(index, promote_from=frozenset(
+        name for name, cfg in settings.resolved_stores().items() if cfg.promote_on_read))
     retrieve = RetrieveService(index, blobs, limits, on_read=reads.note)
+    compression = CompressionService(index, blobs, copier, retrieve, remover, limits,
+                                     max_object_bytes=settings.compression_max_object_bytes)
+    tiering = TierService(index, copier, settings.lifecycle, ingest_store=settings.ingest_store, jobs=jobs,
+                          trash=trash, compression=compression, compress_on_ingest=settings.compress_on_ingest)
+    reads.tiers = tiering
+    # set after both exist: the trash restores through ingest, and ingest hands rejection notes to the trash
+    # (and, with compress_on_ingest, new studies to the tier jobs)
+    notes = RejectionNotes(index, trash, grace_days=settings.iocm_grace_days).on_stored
+    ingest.after_store = notes if not settings.compress_on_ingest else _also_note_study(notes, tiering)
     prefetch = Prefetcher(retrieve)
     return Archive(
         settings=settings,
@@ -140,12 +147,26 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
         tiering=tiering,
         copier=copier,
         reads=reads,
+        compression=compression,
         prefetch=prefetch,
         recall=build_recall(index, blobs, blobs, settings.resolved_stores(), jobs),
         closers=[prefetch.close, reads.close, index.close, engine.dispose],
         tokens=TokenService(SqlTokenStore(engine)),
         jobs=jobs,
     )
+
+
+def _also_note_study(notes: Callable[[str, str, dict[str, Any], str], None],
+                     tiering: TierService) -> Callable[[str, str, dict[str, Any], str], None]:
+    """The after-store hook with ``compress_on_ingest``: rejection notes, then the study noted for compression."""
+
+    def after_store(sop_class: str, sop_uid: str, data: dict[str, Any], source: str) -> None:
+        notes(sop_class, sop_uid, data, source)
+        study = (data.get("0020000D") or {}).get("Value") or []
+        if study:
+            tiering.note_ingested(str(study[0]))
+
+    return after_store
 
 
 def build_storage_migration(

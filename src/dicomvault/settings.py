@@ -341,6 +341,13 @@ class Settings(BaseSettings):
         "repair from intact copies; report in data_dir/fixity/); 0: only `dicomvault verify`.")
     fixity_max_bytes_per_second: int = Field(
         32 * 1024 * 1024, ge=0, description="Read throttle of the scheduled fixity scan per node, bytes/s; 0: none.")
+    compress_on_ingest: str = Field(
+        "", description="Compress native pixel data losslessly at rest shortly after it is stored: jpeg-ls or "
+        "jpeg2000 (a tier job per study, ~30 s after its first instance; docs/storage-tiers.md); empty: only by "
+        "lifecycle rules with action = { compress = … }.")
+    compression_max_object_bytes: int = Field(
+        1 << 30, ge=0, description="Objects larger than this are left uncompressed (compression holds the object, "
+        "its frames and the compressed form in memory).")
     tier_max_concurrent_jobs: int = Field(
         1, ge=1, le=64, description="Tier move / copy / recall jobs one node runs at once.")
     log_level: str = Field("INFO", description="Log level; patient data is logged only at DEBUG.")
@@ -398,6 +405,16 @@ class Settings(BaseSettings):
         known = _store_names(info.data.get("stores"))
         if known is not None and value not in known:
             raise ValueError(f"ingest_store {value!r} is not a declared store (declared: {', '.join(known)})")
+        return value
+
+    @field_validator("compress_on_ingest")
+    @classmethod
+    def _check_compress_on_ingest(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value:
+            from dicomvault.dicom.lossless import codec_syntax  # numpy and the codecs: only when configured
+
+            codec_syntax(value)
         return value
 
     @field_validator("lifecycle")

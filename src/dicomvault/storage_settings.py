@@ -105,7 +105,7 @@ class RuleWhen(BaseModel):
 
 
 class RuleAction(BaseModel):
-    """What a lifecycle rule does: exactly one of ``move_to``, ``copy_to`` or ``delete``."""
+    """What a lifecycle rule does: exactly one of ``move_to``, ``copy_to``, ``delete`` or ``compress``."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -116,14 +116,22 @@ class RuleAction(BaseModel):
         None, description="true: delete the study (into the trash for grace_days, then purged; services/trash.py).")
     grace_days: float | None = Field(
         None, ge=0, description="With delete: days in the trash before the purge (default: delete_grace_days).")
+    compress: str | None = Field(
+        None, description="Re-encode native pixel data losslessly at rest: jpeg-ls or jpeg2000 "
+        "(services/compression.py; the original is given back bit for bit).")
 
     @model_validator(mode="after")
     def _check(self) -> RuleAction:
         if self.delete is False:
             raise ValueError("delete = false does nothing: leave it out, or disable the rule (enabled = false)")
-        given = [n for n in ("move_to", "copy_to", "delete") if getattr(self, n) is not None]
+        given = [n for n in ("move_to", "copy_to", "delete", "compress") if getattr(self, n) is not None]
         if len(given) != 1:
-            raise ValueError("an action needs exactly one of move_to, copy_to or delete")
+            raise ValueError("an action needs exactly one of move_to, copy_to, delete or compress")
+        if self.compress is not None:
+            from dicomvault.dicom.lossless import codec_syntax  # numpy and the codecs: only when a rule compresses
+
+            self.compress = self.compress.strip().lower()
+            codec_syntax(self.compress)
         if self.copy_to is not None and not _as_tuple(self.copy_to):
             raise ValueError("copy_to names no store")
         if self.grace_days is not None and not self.delete:

@@ -58,6 +58,26 @@ _MONO = frozenset({"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR"})
 _COLOUR = frozenset({"RGB", "YBR_FULL"})
 
 
+#: Codec names of the configuration (``compress_on_ingest``, a rule's ``compress``) → transfer syntax UID.
+#: ``htj2k`` is known so that configuring it gets a clear refusal (no encoder) rather than "unknown codec".
+CODECS: dict[str, str] = {
+    "jpeg-ls": str(JPEGLSLossless),
+    "jpeg2000": str(JPEG2000Lossless),
+    "htj2k": str(HTJ2KLossless),
+}
+
+
+def codec_syntax(name: str) -> str:
+    """The transfer syntax UID of a configured codec name; ``ValueError`` saying why not."""
+    syntax = CODECS.get(name.strip().lower())
+    if syntax is None:
+        raise ValueError(f"unknown codec {name!r}: one of {', '.join(c for c in CODECS if c != 'htj2k')}")
+    if syntax == str(HTJ2KLossless):
+        raise ValueError("htj2k: no HTJ2K encoder on this installation (OpenJPEG only decodes HTJ2K and the ojph "
+                         "bindings need Python >= 3.12); use jpeg-ls")
+    return syntax
+
+
 class LosslessError(ValueError):
     """Pixel data that cannot be (or was not) compressed losslessly; the message is the reason to record."""
 

@@ -330,6 +330,8 @@ def retrieve_bulk(request: Request, study: str, series: str, sop: str, tag: str,
     problem = svc.pixel_problem(record)
     if problem is not None:  # before the response starts: a clear error, not a body cut short
         raise DamagedPixelData(problem)
+    if record.original is not None:  # compressed at rest: the native value the metadata describes
+        return _single_bulk(request, pixels.original_pixel_value(svc, record))
     span = index.pixel_span() if index is not None else None
     if span is not None:
         return _single_bulk(request, pixels.blob_value(svc, record, *span))

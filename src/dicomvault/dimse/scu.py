@@ -97,6 +97,8 @@ def proposed_contexts(records: Iterable[InstanceRecord]) -> list[PresentationCon
     pairs: dict[str, set[str]] = {}
     for r in records:
         pairs.setdefault(r.sop_class_uid, set()).add(r.transfer_syntax_uid)
+        if r.original is not None:  # compressed at rest: the syntax it was received in, sent as received
+            pairs[r.sop_class_uid].add(r.original.syntax)
     contexts: list[PresentationContext] = []
     for sop_class, syntaxes in pairs.items():
         for ts in sorted(syntaxes):
@@ -111,8 +113,11 @@ def proposed_contexts(records: Iterable[InstanceRecord]) -> list[PresentationCon
     return contexts
 
 
-def _target_syntax(archive: Archive, stored: str, accepted: set[str]) -> str | None:
-    preferred = [stored, *(str(ts) for ts in UNCOMPRESSED), *sorted(accepted)]
+def _target_syntax(archive: Archive, record: InstanceRecord, accepted: set[str]) -> str | None:
+    """The syntax to send in: as stored, else (compressed at rest) as received, else uncompressed, else any."""
+    stored = record.transfer_syntax_uid
+    original = [record.original.syntax] if record.original is not None else []
+    preferred = [stored, *original, *(str(ts) for ts in UNCOMPRESSED), *sorted(accepted)]
     for ts in preferred:
         if ts in accepted and archive.retrieve.can_transcode(stored, ts):
             return ts
@@ -154,7 +159,7 @@ def outgoing(archive: Archive, record: InstanceRecord, accepted: dict[str, set[s
             log.warning("cannot read a stored instance for sending: %s", exc.message)
             yield Outgoing(record, failure=exc.message, error=exc)
         return
-    target = _target_syntax(archive, stored, syntaxes)
+    target = _target_syntax(archive, record, syntaxes)
     if target is None:
         reason = f"peer accepted no transfer syntax for {UID(record.sop_class_uid).name or record.sop_class_uid}"
         log.info("sub-operation fails: %s (stored as %s)", reason, UID(stored).name or stored)

@@ -132,7 +132,7 @@ class Conflict(DicomVaultError):
     conflict."""
 
     def __init__(self, message: str, sop_instance_uid: str = "", *, sop_class_uid: str = "", stored_key: str = "",
-                 stored_size: int = 0, stored_sha256: str = "") -> None:
+                 stored_size: int = 0, stored_sha256: str = "", stored_original_sha256: str = "") -> None:
         super().__init__(message)
         self.sop_instance_uid = sop_instance_uid
         #: set by ingest (the index knows only the instance): names the refused object in a STOW-RS response
@@ -140,6 +140,8 @@ class Conflict(DicomVaultError):
         self.stored_key = stored_key
         self.stored_size = stored_size
         self.stored_sha256 = stored_sha256
+        #: the stored blob holds a compressed form of an object received with this SHA-256 (``services.compression``)
+        self.stored_original_sha256 = stored_original_sha256
 
 
 class Unsupported(DicomVaultError):

@@ -86,6 +86,30 @@ class BlobClaim:
 
 
 @dataclass(frozen=True)
+class OriginalForm:
+    """The object as received, for an instance whose blob holds a losslessly compressed form of it (issue #11
+    item 4, ``services.compression``): its transfer syntax, size and SHA-256, and the layout of its native frames
+    (``dicom.lossless.FrameLayout.as_dict()``), enough to give back any frame bit for bit."""
+
+    syntax: str
+    size: int
+    sha256: str
+    layout: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class OriginalRecipe:
+    """Everything that rebuilds the received object from its compressed blob, besides the frames: the original's
+    bytes before the Pixel Data value (``head``) and after it (``tail``), and that value's length (odd: a zero pad
+    byte follows the frames)."""
+
+    form: OriginalForm
+    head: bytes
+    tail: bytes
+    pixel_length: int
+
+
+@dataclass(frozen=True)
 class InstanceRecord:
     """What retrieval needs to know about a stored instance."""
 
@@ -104,6 +128,8 @@ class InstanceRecord:
     frame_index: FrameIndex | None = None
     #: why the pixel data cannot be decoded, for an object stored by the ``accept-and-flag`` policy
     pixel_problem: str | None = None
+    #: the object as received, when the blob holds a losslessly compressed form of it (None: the blob is it)
+    original: OriginalForm | None = None
 
 
 @dataclass(frozen=True)

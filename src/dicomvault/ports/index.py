@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from dicomvault.domain.compression import CompressedSwitch, CompressionSavings
 from dicomvault.domain.query import QuerySpec
 from dicomvault.domain.records import (
     ArchiveStats,
@@ -18,6 +19,7 @@ from dicomvault.domain.records import (
     DuplicatePolicy,
     InstanceEntry,
     InstanceRecord,
+    OriginalRecipe,
     RemovalRound,
     StoreResult,
 )
@@ -286,6 +288,43 @@ class IndexRepository(Protocol):
     def iter_uncopied_blobs(self) -> Iterator[tuple[str, BlobInfo]]:
         """Referenced blobs with no recorded copy at all (an index row without verified bytes: data loss, or an
         index written before copies were recorded)."""
+        ...
+
+    # -- lossless compression at rest (``services.compression``) ------------------------------------------
+
+    def switch_to_compressed(self, sop_uid: str, old: BlobInfo, new: BlobInfo, *, syntax: str,
+                             frame_index: str | None, recipe: OriginalRecipe,
+                             stores: Sequence[str]) -> CompressedSwitch:
+        """In one transaction: point the instance at its compressed blob ``new`` (in ``syntax``, with the frame
+        index text of the compressed object) if it still points at ``old``, keep ``recipe`` for ``new``, record
+        ``new``'s verified copies on ``stores``, and record ``old`` as a pending removal unless still referenced.
+        Raises ``BlobRemovalRace`` when ``new`` is being removed (retry later)."""
+        ...
+
+    def original_recipe(self, key: str) -> OriginalRecipe | None:
+        """What rebuilds the original of the compressed blob ``key`` (None: ``key`` is not a compressed form)."""
+        ...
+
+    def record_compression_skip(self, key: str, reason: str) -> None:
+        """Remember that blob ``key`` is left uncompressed, and why."""
+        ...
+
+    def compression_skips(self, keys: Sequence[str]) -> dict[str, str]:
+        """The recorded reasons of those ``keys`` that were left uncompressed."""
+        ...
+
+    def compression_skip_reasons(self, limit: int = 20) -> list[tuple[str, int]]:
+        """The most frequent reasons objects were left uncompressed, with how many stored blobs each."""
+        ...
+
+    def studies_to_compress(self, condition: StudyCondition, *, now: datetime, after: str = "",
+                            limit: int = 1000) -> list[StudyCandidate]:
+        """Studies matching ``condition`` that hold an instance still in a native syntax, not known to be left as
+        it is (Study Instance UID order from ``after``)."""
+        ...
+
+    def compression_savings(self) -> list[CompressionSavings]:
+        """Per modality: instances stored compressed, their original and their stored bytes."""
         ...
 
     def ping(self) -> None:

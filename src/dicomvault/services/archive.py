@@ -16,6 +16,7 @@ from dicomvault.ports.index import IndexRepository
 from dicomvault.ports.jobs import JobQueue
 from dicomvault.services.blob_copier import BlobCopier
 from dicomvault.services.blob_tiers import TieredBlobs
+from dicomvault.services.compression import CompressionService
 from dicomvault.services.fixity import FixityService
 from dicomvault.services.ingest import IngestService
 from dicomvault.services.lifecycle import BlobRemover, LifecycleService
@@ -66,6 +67,8 @@ class Archive:
     prefetch: Prefetcher | None = None
     #: last-read times of studies, written in batches (and promotion requests)
     reads: ReadTracker | None = None
+    #: lossless compression at rest (compress rules, ``compress_on_ingest``, the deep proof of ``verify``)
+    compression: CompressionService | None = None
     #: soft delete with a grace period, restore, purge, the deletion log, the retention minimum (DICOMweb DELETE,
     #: delete rules, ``dicomvault trash`` and ``dicomvault deletions``); None only in archives built without it
     trash: TrashService | None = None

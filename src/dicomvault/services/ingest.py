@@ -290,15 +290,19 @@ class IngestService:
         try:
             return self.index.store_instance(entry, DuplicatePolicy.REJECT, accept_removal=accept), None
         except Conflict as conflict:
-            stored = self._same_as_stored(stream, conflict)
+            stored = self._same_as_stored(stream, conflict, entry.blob.sha256)
             if stored is not None:
                 return StoreResult(StoreOutcome.DUPLICATE), stored
         return self.index.store_instance(entry, self.policy, accept_removal=accept), None
 
-    def _same_as_stored(self, stream: BinaryIO, conflict: Conflict) -> BlobInfo | None:
+    def _same_as_stored(self, stream: BinaryIO, conflict: Conflict, received_sha256: str) -> BlobInfo | None:
         """The stored blob when it holds the received data set; None when it holds another one (under the
-        ``reject`` policy: raises ``conflict``, or a ``Conflict`` saying the stored copy cannot be compared)."""
+        ``reject`` policy: raises ``conflict``, or a ``Conflict`` saying the stored copy cannot be compared).
+        A stored blob that is the compressed form of exactly these bytes (``services.compression``) is the
+        received object: a re-send after compression is a duplicate."""
         stored = BlobInfo(conflict.stored_key, conflict.stored_size, conflict.stored_sha256)
+        if conflict.stored_original_sha256 and conflict.stored_original_sha256 == received_sha256:
+            return stored
         try:
             received = content_identity.content_digest(stream, self.limits)
         except DicomVaultError:

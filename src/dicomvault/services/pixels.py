@@ -20,7 +20,7 @@ from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from dicomvault.dicom import tables
+from dicomvault.dicom import lossless, tables
 from dicomvault.domain.errors import DamagedPixelData, NotFound, Unavailable, Unsupported
 from dicomvault.domain.records import InstanceRecord
 from dicomvault.services.frames import PIXEL_TAGS, decoded_frame_bytes, pixel_element
@@ -119,7 +119,13 @@ def decode_frame(
 
 def native_frame_bytes(retrieve: RetrieveService, record: InstanceRecord, number: int) -> bytes:
     """Frame ``number`` decoded to native little-endian bytes (the octet-stream form of PS3.18 Table 8.7.3-4),
-    interleaved samples, RGB when the codestream was YBR."""
+    interleaved samples, RGB when the codestream was YBR. For an instance compressed at rest: the frame exactly as
+    the original held it (``dicom.lossless.decode_frame``), as it was served before the object was compressed."""
+    if record.original is not None:
+        if record.pixel_problem:
+            raise DamagedPixelData(record.pixel_problem)
+        layout = lossless.FrameLayout.from_dict(record.original.layout)
+        return lossless.decode_frame(retrieve.frame(record, number), record.transfer_syntax_uid, layout)
     arr, _ = decode_frame(retrieve, record, number)
     return np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("<"), copy=False)).tobytes()
 
@@ -214,6 +220,29 @@ def _inflated_value(retrieve: RetrieveService, record: InstanceRecord, tag: int)
             found.close()
 
     return BulkValue(size, chunks, found.close)
+
+
+def original_pixel_value(retrieve: RetrieveService, record: InstanceRecord) -> BulkValue:
+    """The native Pixel Data value of an instance compressed at rest, as the original held it (the metadata
+    describes the original): frames decoded one at a time as the requested range needs them."""
+    assert record.original is not None
+    layout = lossless.FrameLayout.from_dict(record.original.layout)
+    size = layout.frame_length * layout.number_of_frames
+    total = size + (size & 1)
+
+    def chunks(start: int, length: int) -> Iterator[bytes]:
+        end = min(start + length, total)
+        first = start // layout.frame_length
+        for i in range(first, layout.number_of_frames):
+            lo = i * layout.frame_length
+            if lo >= end:
+                return
+            frame = lossless.decode_frame(retrieve.frame(record, i + 1), record.transfer_syntax_uid, layout)
+            yield frame[max(start - lo, 0):end - lo]
+        if end > size:
+            yield b"\0"
+
+    return BulkValue(total, chunks)
 
 
 def nested_value(retrieve: RetrieveService, record: InstanceRecord, path: list[tuple[int, int]], tag: int) -> bytes:

@@ -33,7 +33,8 @@ class ReadTracker:
                  promote_from: frozenset[str] = frozenset(),
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._index = index
-        self._tiers = tiers
+        #: asked for promotions (set by bootstrap once the tier service exists: it needs retrieval, which needs this)
+        self.tiers = tiers
         self._promote_from = promote_from
         self._now = clock
         self._lock = threading.Lock()
@@ -54,17 +55,17 @@ class ReadTracker:
         if not uids:
             return 0
         self._index.note_study_reads(uids, self._now())
-        if self._tiers is not None and self._promote_from:
+        if self.tiers is not None and self._promote_from:
             self._promote(uids)
         return len(uids)
 
     def _promote(self, uids: list[str]) -> None:
-        assert self._tiers is not None
-        ingest = self._tiers.ingest_store
+        assert self.tiers is not None
+        ingest = self.tiers.ingest_store
         for uid in uids:
             blobs = self._index.study_blobs(uid)
             if any(ingest not in b.stores and b.stores and set(b.stores) <= self._promote_from for b in blobs):
-                self._tiers.request_promotion(uid)
+                self.tiers.request_promotion(uid)
 
     def close(self) -> None:
         """Flush what is pending before the archive closes; a failure costs only these read times (logged)."""

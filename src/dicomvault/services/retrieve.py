@@ -35,7 +35,7 @@ from dicomvault.domain.errors import (
 from dicomvault.domain.records import InstanceRecord
 from dicomvault.ports.blobs import BlobStore
 from dicomvault.ports.index import IndexRepository
-from dicomvault.services import inflate, transcode
+from dicomvault.services import inflate, originals, transcode
 from dicomvault.services.frames import (
     decoded_frame_bytes,
     expected_pixel_bytes,
@@ -254,7 +254,8 @@ class RetrieveService:
         """Whether ``iter_transcoded`` streams (bounded memory, errors may only show mid-stream) rather than
         building the object in memory first."""
         return target_ts == record.transfer_syntax_uid or (
-            self.is_deflated(record) and target_ts == ExplicitVRLittleEndian)
+            self.is_deflated(record) and target_ts == ExplicitVRLittleEndian) or (
+            record.original is not None and target_ts == record.original.syntax)
 
     def fits(self, record: InstanceRecord, target_ts: str) -> bool:
         """Whether the object can be provided in ``target_ts`` within ``max_decoded_bytes`` (reads the header
@@ -271,10 +272,23 @@ class RetrieveService:
         ``DamagedPixelData``."""
         if target_ts == record.transfer_syntax_uid:
             yield from self.iter_bytes(record)
+        elif record.original is not None and target_ts == record.original.syntax:
+            yield from self.iter_original(record)
         elif self.streams(record, target_ts):
             yield from self._iter_inflated(record)
         else:
             yield self.transcoded(record, target_ts)
+
+    def iter_original(self, record: InstanceRecord) -> Iterator[bytes]:
+        """The object exactly as received, for an instance compressed at rest (``services.originals``): its
+        recipe, then the compressed blob read once from the start, decoded frame by frame."""
+        recipe = self.index.original_recipe(record.blob.key) if record.original is not None else None
+        index = record.frame_index
+        if recipe is None or index is None:
+            raise IntegrityFailure(f"the original of blob {record.blob.key} cannot be rebuilt: no recipe or frame "
+                                   "index")
+        with self.open(record) as f:
+            yield from originals.iter_original(f, record.transfer_syntax_uid, index.first, recipe)
 
     def _iter_inflated(self, record: InstanceRecord) -> Iterator[bytes]:
         """A deflated object as Explicit VR Little Endian: new File Meta Information, then the inflated data set
@@ -292,6 +306,17 @@ class RetrieveService:
         ``TooLarge`` (above ``max_decoded_bytes``), ``DamagedPixelData``."""
         if target_ts == record.transfer_syntax_uid:
             return b"".join(self.iter_bytes(record))
+        if record.original is not None:
+            # Compressed at rest: every other syntax is made from the rebuilt original, exactly as it was made
+            # before the object was compressed (the same data set, the same pixel bit patterns).
+            self.check_memory(2 * record.original.size, "converting this instance")
+            original = b"".join(self.iter_original(record))
+            if target_ts == record.original.syntax:
+                return original
+            received = pydicom.dcmread(io.BytesIO(original), force=True)
+            buf = io.BytesIO()
+            pydicom.dcmwrite(buf, transcode.to_syntax(received, target_ts), enforce_file_format=True)
+            return buf.getvalue()
         if self.streams(record, target_ts):
             return b"".join(self._iter_inflated(record))
         problem = self.pixel_problem(record)

@@ -12,6 +12,9 @@ never undo each other in turns:
   any ``copy_to`` rule — a move never removes a replica;
 * a study promoted back to the ingest store by a read (``promote_on_read``) keeps that copy until a move rule
   matches it again — pair promotion with a ``not_read_days`` condition;
+* of the matching ``compress`` rules the last wins (``compress_on_ingest`` counts as a first rule matching every
+  study); compression runs before copies and drops, so a move carries the compressed objects
+  (``services.compression``);
 * a study a ``delete`` rule matches is deleted (the first such rule in the file names the deletion) and neither
   moved nor copied. A delete rule selects every matching study that still exists (``studies_matching``), older
   than ``retention_min_days`` too; the job checks again (``TrashService.check_retention``) and skips a study the
@@ -28,11 +31,14 @@ of every blob; the job runs again after its lease and finishes the work.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from dicomvault.dicom.lossless import codec_syntax
 from dicomvault.domain.errors import NotFound
 from dicomvault.domain.tiers import CopyTarget, StudyBlob, StudyFacts, matches
 from dicomvault.domain.trash import Deletion, RetentionHeld
@@ -40,6 +46,7 @@ from dicomvault.ports.index import IndexRepository
 from dicomvault.ports.jobs import JobQueue
 from dicomvault.services import metrics
 from dicomvault.services.blob_copier import BlobCopier
+from dicomvault.services.compression import CompressionService, CompressionWork
 from dicomvault.services.trash import TrashService
 from dicomvault.storage_settings import LifecycleRule
 
@@ -50,6 +57,9 @@ TIER_STUDY = "tier-study"
 
 #: Studies fetched per index page while planning or scheduling.
 PAGE = 500
+#: The name of the implicit rule ``compress_on_ingest`` adds, and the delay of its jobs after a study's first store.
+COMPRESS_ON_INGEST = "compress on ingest"
+INGEST_DELAY = 30.0
 
 
 def dedupe_key(study_uid: str) -> str:
@@ -97,11 +107,14 @@ class StudyWork:
     deleted: int = 0
     #: a delete rule matched but the study was not deleted: why (the retention minimum)
     skipped: str = ""
+    #: what a compress rule did
+    compression: CompressionWork | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"study_uid": self.study_uid, "copied": self.copied, "copied_bytes": self.copied_bytes,
                 "dropped": self.dropped, "kept_last": self.kept_last, "deleted": self.deleted,
-                "skipped": self.skipped}
+                "skipped": self.skipped,
+                "compression": self.compression.as_dict() if self.compression is not None else None}
 
 
 class TierService:
@@ -114,13 +127,24 @@ class TierService:
         ingest_store: str,
         jobs: JobQueue | None = None,
         trash: TrashService | None = None,
+        compression: CompressionService | None = None,
+        compress_on_ingest: str = "",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.index = index
+        #: compress rules (None: they are ignored, e.g. an archive built without it)
+        self.compression = compression
         #: soft deletes of ``delete`` rules (None: delete rules are ignored, e.g. an archive built without it)
         self.trash = trash
         self.copier = copier
         self.rules = [r for r in rules if r.enabled]
+        if compress_on_ingest:  # a rule matching every study, first so that the file's rules override it
+            self.rules.insert(0, LifecycleRule.model_validate({
+                "name": COMPRESS_ON_INGEST, "when": {"min_study_bytes": 0},
+                "action": {"compress": compress_on_ingest}}))
+        self.compress_on_ingest = compress_on_ingest
+        self._ingest_noted: dict[str, float] = {}
+        self._ingest_lock = threading.Lock()
         self.ingest_store = ingest_store
         self.jobs = jobs
         self._now = clock
@@ -141,7 +165,7 @@ class TierService:
         move: str | None = None
         names: list[str] = []
         for rule in self.rules:
-            if rule.action.delete or not matches(rule.when.condition(), facts, now):
+            if rule.action.delete or rule.action.compress or not matches(rule.when.condition(), facts, now):
                 continue
             names.append(rule.name)
             if rule.action.move_to is not None:
@@ -160,11 +184,21 @@ class TierService:
         return Placement(required=tuple(dict.fromkeys((*required, *keep))), exclusive=move is not None,
                          rules=tuple(names))
 
+    def compression_syntax(self, facts: StudyFacts, now: datetime) -> str | None:
+        """The lossless syntax the last matching compress rule asks for (None: no compress rule matches)."""
+        syntax: str | None = None
+        for rule in self.rules:
+            if rule.action.compress and matches(rule.when.condition(), facts, now):
+                syntax = codec_syntax(rule.action.compress)
+        return syntax
+
     # -- planning and scheduling ----------------------------------------------------------------------------
 
     def _candidates(self, rule: LifecycleRule, now: datetime) -> Iterator[tuple[str, int, int]]:
         after = ""
         condition = rule.when.condition()
+        if rule.action.compress and self.compression is None:
+            return
         if rule.action.delete:
             if self.trash is None:
                 return
@@ -174,6 +208,8 @@ class TierService:
         while True:
             if rule.action.delete:
                 page = self.index.studies_matching(condition, now=now, after=after, limit=PAGE)
+            elif rule.action.compress:
+                page = self.index.studies_to_compress(condition, now=now, after=after, limit=PAGE)
             else:
                 page = self.index.studies_needing(condition, self.target_of(rule), now=now, after=after,
                                                   limit=PAGE)
@@ -189,6 +225,7 @@ class TierService:
         plans: list[RulePlan] = []
         for rule in self.rules:
             action = f"move to {rule.action.move_to}" if rule.action.move_to else \
+                f"compress ({rule.action.compress})" if rule.action.compress else \
                 f"copy to {', '.join(rule.action.stores)}" if not rule.action.delete else \
                 f"delete (grace {self._grace(rule):g} days)"
             plan = RulePlan(rule=rule.name, action=action)
@@ -218,6 +255,24 @@ class TierService:
             log.info("lifecycle: %d studies scheduled for tier work", len(seen))
         return len(seen)
 
+    def note_ingested(self, study_uid: str) -> None:
+        """With ``compress_on_ingest``: queue the study's tier job ``INGEST_DELAY`` seconds ahead, at most once per
+        study and ``INGEST_DELAY`` per process (the job is deduplicated per study anyway), so that a study being
+        received is compressed in a few passes, not one per instance. Whatever arrives while its job runs is
+        found by the next lifecycle evaluation (``compress_on_ingest`` is a rule matching every study)."""
+        if not self.compress_on_ingest or self.jobs is None:
+            return
+        now = time.monotonic()
+        with self._ingest_lock:
+            last = self._ingest_noted.get(study_uid)
+            if last is not None and now - last < INGEST_DELAY:
+                return
+            if len(self._ingest_noted) > 10_000:
+                self._ingest_noted = {k: t for k, t in self._ingest_noted.items() if now - t < INGEST_DELAY}
+            self._ingest_noted[study_uid] = now
+        self.jobs.enqueue(TIER_STUDY, {"study_uid": study_uid, "rule": COMPRESS_ON_INGEST},
+                          run_at=self._now() + timedelta(seconds=INGEST_DELAY), dedupe_key=dedupe_key(study_uid))
+
     def request_promotion(self, study_uid: str) -> None:
         """Ask for a copy of the study on the ingest store (a read found it only on a ``promote_on_read`` store)."""
         if self.jobs is not None:
@@ -234,6 +289,9 @@ class TierService:
         deleting = self._delete_rule(facts, self._now())
         if deleting is not None and self._delete(deleting, work):
             return work
+        syntax = self.compression_syntax(facts, self._now()) if self.compression is not None else None
+        if syntax is not None and self.compression is not None:
+            work.compression = self.compression.compress_study(study_uid, syntax)
         placement = self.placement(facts, self._now(), promote=promote)
         if placement is None:
             return work

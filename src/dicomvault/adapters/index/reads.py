@@ -8,6 +8,7 @@ error-translated like a write (``_reading``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 from dicomvault.adapters.index import postgres, querying, study_answers
 from dicomvault.adapters.index.tables import (
     INSTANCE_SERIES_STUDY,
+    blob_originals,
     instance_versions,
     instances,
     patients,
@@ -29,7 +31,7 @@ from dicomvault.adapters.index.tables import (
 from dicomvault.domain.errors import Unavailable
 from dicomvault.domain.frame_index import HEAD_CHARS
 from dicomvault.domain.query import QuerySpec
-from dicomvault.domain.records import ArchiveStats, BlobInfo, FrameIndex, InstanceRecord
+from dicomvault.domain.records import ArchiveStats, BlobInfo, FrameIndex, InstanceRecord, OriginalForm
 from dicomvault.domain.tags import Level
 
 T = TypeVar("T")
@@ -139,7 +141,10 @@ class SqlIndexReads:
             # Only the head of the frame index: enough for native data and small objects, a header to find a
             # frame's entries with (``frame_index_text``) otherwise; never a multi-MB text per record.
             func.substr(instances.c.frame_index, 1, HEAD_CHARS).label("frame_head"),
-        )
+            # A compressed-at-rest blob's original form (``services.compression``): one primary-key probe per row.
+            blob_originals.c.original_syntax, blob_originals.c.original_size, blob_originals.c.original_sha256,
+            blob_originals.c.layout,
+        ).outerjoin(blob_originals, blob_originals.c.key == instances.c.blob_key)
         if patient_id is not None:
             stmt = stmt.where(patients.c.patient_id == patient_id)
         if study_uid is not None:
@@ -159,6 +164,8 @@ class SqlIndexReads:
                 frame_index=FrameIndex.decode(r.frame_head, complete=len(r.frame_head) < HEAD_CHARS,
                                               frames=r.number_of_frames or 1) if r.frame_head else None,
                 pixel_problem=r.pixel_problem,
+                original=OriginalForm(r.original_syntax, r.original_size, r.original_sha256, json.loads(r.layout))
+                if r.original_syntax is not None else None,
             )
             for r in rows
         ]

@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, delete, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from dicomvault.adapters.index import tiers
+from dicomvault.adapters.index import compression, tiers
 from dicomvault.adapters.index.tables import blob_removals, instance_versions, instances, trash
 from dicomvault.adapters.index.transactions import Transactions
 from dicomvault.domain.errors import BlobRemovalRace
@@ -190,6 +190,7 @@ class RemovalStatements:
                          .where(blob_removals.c.key.in_(part), blob_removals.c.claim_id == claim_id, _in_progress)
                          .values(removed_at=stamp))
         tiers.forget_copies_of_finished(conn, claim_id, keys)
+        compression.forget_recipes_of_finished(conn, claim_id, keys)
 
     # -- reads and housekeeping --------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 
 from dicomvault.adapters.index import study_answers, tiers
 from dicomvault.adapters.index import trash as trash_sql
+from dicomvault.adapters.index.compression import CompressionIndex
 from dicomvault.adapters.index.group_commit import GroupCommit
 from dicomvault.adapters.index.hot_store import HotStore
 from dicomvault.adapters.index.reads import SqlIndexReads
@@ -26,6 +27,7 @@ from dicomvault.adapters.index.rejections import RejectionIndex
 from dicomvault.adapters.index.removals import RemovalClaims, RemovalStatements
 from dicomvault.adapters.index.tables import (
     INSTANCE_SERIES_STUDY,
+    blob_originals,
     instance_versions,
     instances,
     patients,
@@ -34,12 +36,14 @@ from dicomvault.adapters.index.tables import (
     trash,
 )
 from dicomvault.adapters.index.writer_lock import WriterLock
+from dicomvault.domain.compression import CompressedSwitch, CompressionSavings
 from dicomvault.domain.errors import Conflict
 from dicomvault.domain.records import (
     BlobClaim,
     BlobInfo,
     DuplicatePolicy,
     InstanceEntry,
+    OriginalRecipe,
     RemovalRound,
     StoreOutcome,
     StoreResult,
@@ -94,6 +98,8 @@ class SqlIndexRepository(SqlIndexReads):
         self._tiers = tiers.TierIndex(self._dialect, self._write, self._read, self._retrying)
         self._trash = trash_sql.TrashIndex(engine, self._removals, self._write, self._read, self._retrying)
         self._rejections = RejectionIndex(engine, self._write, self._read, self._retrying)
+        self._compression = CompressionIndex(engine, self._removals, self._write, self._read, self._retrying,
+                                             lambda conn, key: self._referenced(conn, key, exclude_sop=None))
         self._prepare()
 
     # -- transactions -------------------------------------------------------------------------------------
@@ -148,8 +154,9 @@ class SqlIndexRepository(SqlIndexReads):
         # both remove the row they read; the second waits, sees the new row on its retry, and applies the policy.
         self._q_existing = select(
             instances.c.id, instances.c.blob_sha256, instances.c.blob_key, instances.c.blob_size,
-            instances.c.transfer_syntax_uid,
-        ).where(instances.c.sop_uid == bindparam("b_sop")).with_for_update()
+            instances.c.transfer_syntax_uid, blob_originals.c.original_sha256,
+        ).outerjoin(blob_originals, blob_originals.c.key == instances.c.blob_key).where(
+            instances.c.sop_uid == bindparam("b_sop")).with_for_update(of=instances)
         self._q_checksum = select(instances.c.blob_sha256).where(instances.c.sop_uid == bindparam("b_sop"))
         self._q_series_ids = (
             select(series.c.id, series.c.study_fk, studies.c.patient_fk)
@@ -207,6 +214,7 @@ class SqlIndexRepository(SqlIndexReads):
                     "a different object with this SOP Instance UID is already stored",
                     entry.instance["sop_uid"], stored_key=existing.blob_key,
                     stored_size=existing.blob_size, stored_sha256=existing.blob_sha256,
+                    stored_original_sha256=existing.original_sha256 or "",
                 )
             old = BlobInfo(existing.blob_key, existing.blob_size, existing.blob_sha256)
             old_study = self._remove_instance(conn, existing.id)
@@ -527,3 +535,30 @@ class SqlIndexRepository(SqlIndexReads):
 
     def iter_uncopied_blobs(self) -> Iterator[tuple[str, BlobInfo]]:
         return self._tiers.iter_uncopied_blobs()
+
+    # -- compression at rest (SQL in ``adapters.index.compression``) -------------------------------------------
+
+    def switch_to_compressed(self, sop_uid: str, old: BlobInfo, new: BlobInfo, *, syntax: str,
+                             frame_index: str | None, recipe: OriginalRecipe,
+                             stores: Sequence[str]) -> CompressedSwitch:
+        return self._compression.switch_to_compressed(sop_uid, old, new, syntax=syntax, frame_index=frame_index,
+                                                      recipe=recipe, stores=stores)
+
+    def original_recipe(self, key: str) -> OriginalRecipe | None:
+        return self._compression.original_recipe(key)
+
+    def record_compression_skip(self, key: str, reason: str) -> None:
+        self._compression.record_compression_skip(key, reason)
+
+    def compression_skips(self, keys: Sequence[str]) -> dict[str, str]:
+        return self._compression.compression_skips(keys)
+
+    def compression_skip_reasons(self, limit: int = 20) -> list[tuple[str, int]]:
+        return self._compression.skip_reasons(limit)
+
+    def studies_to_compress(self, condition: StudyCondition, *, now: datetime, after: str = "",
+                            limit: int = 1000) -> list[StudyCandidate]:
+        return self._compression.studies_to_compress(condition, now=now, after=after, limit=limit)
+
+    def compression_savings(self) -> list[CompressionSavings]:
+        return self._compression.compression_savings()

@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -246,6 +247,37 @@ rejected_instances = Table(
     Column("code", String(16), nullable=False),
     Column("note_uid", String(64), nullable=False),
     Column("rejected_at", DateTime(timezone=True), nullable=False),
+)
+
+#: Blobs that hold a losslessly compressed form of an object received in a native syntax (issue #11 item 4,
+#: ``services.compression``): keyed by the compressed blob's key, so the recipe follows the bytes wherever an
+#: instance row points at them (a trash restore re-ingests the compressed object and finds its recipe again). The
+#: original is rebuilt byte for byte as ``head`` (the original's bytes up to its Pixel Data value, zlib), every
+#: frame decoded to the original's bit patterns (``layout``: ``dicom.lossless.FrameLayout`` as JSON), a zero pad
+#: byte when ``pixel_length`` is odd, and ``tail`` (the bytes after the Pixel Data value, zlib); its SHA-256 must be
+#: ``original_sha256``. Deleted when the compressed blob's removal finishes.
+blob_originals = Table(
+    "blob_originals",
+    metadata,
+    Column("key", String(128), primary_key=True),
+    Column("original_sha256", String(64), nullable=False),
+    Column("original_size", BigInteger, nullable=False),
+    Column("original_syntax", String(64), nullable=False),
+    Column("pixel_length", BigInteger, nullable=False),
+    Column("layout", Text, nullable=False),
+    Column("head", LargeBinary, nullable=False),
+    Column("tail", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+#: Blobs the compression policy looked at and left as they are, with the reason (already compressed, float pixel
+#: data, an odd layout …), so that planning does not select them again; keyed by blob key like the copies.
+compression_skips = Table(
+    "compression_skips",
+    metadata,
+    Column("key", String(128), primary_key=True),
+    Column("reason", String(256), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
 )
 
 LEVEL_TABLES = {"PATIENT": patients, "STUDY": studies, "SERIES": series, "IMAGE": instances}
