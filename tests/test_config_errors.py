@@ -122,6 +122,16 @@ def test_rule_with_no_condition(tmp_path: Path) -> None:
         in only(tmp_path, missing)
 
 
+def test_unknown_or_unavailable_codec(tmp_path: Path) -> None:
+    text = STORES + RULE_1.replace('move_to = "cold"', 'compress = "webp"')
+    assert "config.toml line 13: [[lifecycle]] rule 1 ('CT to the cloud'), action: unknown codec 'webp': one of " \
+        "jpeg-ls, jpeg2000" in only(tmp_path, text)
+    text = STORES + RULE_1.replace('move_to = "cold"', 'compress = "htj2k"')
+    assert "no HTJ2K encoder on this installation" in only(tmp_path, text)
+    text = 'compress_on_ingest = "jpeg-xl"\n' + STORES
+    assert "config.toml line 1: compress_on_ingest: unknown codec 'jpeg-xl'" in only(tmp_path, text)
+
+
 def test_bad_store_url(tmp_path: Path) -> None:
     text = STORES.replace("s3://archive", "ftp://archive")
     assert only(tmp_path, text) == (

@@ -26,6 +26,7 @@ from dicomvault.cli.common import (
 from dicomvault.domain.errors import DicomVaultError
 from dicomvault.logging_setup import configure_logging
 from dicomvault.services.blob_copier import Throttle
+from dicomvault.services.compression import OriginalsReport
 from dicomvault.services.fixity import FixityReport, FixityService, RepairResult
 from dicomvault.services.fixity_report import report_document, write_report
 
@@ -77,6 +78,9 @@ def verify_command(
     max_rate: Annotated[int, typer.Option(
         "--max-bytes-per-second", min=0, help="Pace the reads (e.g. 33554432 for 32 MiB/s) so that a running "
         "archive keeps its disks for clinical traffic; 0: as fast as the stores allow.")] = 0,
+    prove_originals: Annotated[bool, typer.Option(
+        "--originals", help="Also rebuild the original of every object compressed at rest and compare its SHA-256 "
+        "with the one received (decodes every frame: CPU-bound, about the speed of a retrieval).")] = False,
     report_file: Annotated[Path | None, typer.Option(
         "--report", help="Also write what was checked, found and repaired to this JSON file (and a readable "
         "summary beside it, FILE.txt).")] = None,
@@ -96,6 +100,7 @@ def verify_command(
     archive = open_archive(settings)
     fixity = archive.fixity
     result: RepairResult | None = None
+    originals: OriginalsReport | None = None
     started = datetime.now(UTC)
     try:
         report = _check(fixity, grace, max_rate)
@@ -112,19 +117,26 @@ def verify_command(
             if not as_json:
                 _print_repair(result, drop_missing)
                 console.print(_report_table(report, examples))
+        if prove_originals and archive.compression is not None:
+            originals = archive.compression.prove_all()
     except DicomVaultError as exc:
         fail(f"verify failed: {exc.message}", 1)
     finally:
         archive.close()
     document = report_document(report, result, started=started)
+    if originals is not None:
+        document["originals"] = originals.as_dict()
+        if not as_json:
+            _print_originals(originals, examples)
     if report_file is not None:
         write_report(report_file, document)
+    proved = originals is None or not originals.failed
     if as_json:
         typer.echo(json.dumps(document, indent=2))
-        if not report.clean:
+        if not report.clean or not proved:
             raise typer.Exit(1)
         return
-    if report.clean:
+    if report.clean and proved:
         console.print("[green]archive is clean[/green]")
         return
     if report.data_loss and not drop_missing:
@@ -132,6 +144,8 @@ def verify_command(
                   "rows with --drop-missing[/red]")
     if report.damaged and not repair:
         err.print("[yellow]run with --repair to rewrite damaged copies from intact ones on other stores[/yellow]")
+    if not proved:
+        err.print("[red]compressed objects whose original cannot be rebuilt remain: see the list above[/red]")
     if (report.orphans or report.temporary or report.untracked) and not repair:
         err.print("[yellow]run with --repair to remove orphans and temporary files and record untracked "
                   "copies[/yellow]")
@@ -205,3 +219,13 @@ def stats_command(
         for modality, (count, nbytes) in sorted(stats.by_modality.items(), key=lambda kv: -kv[1][0]):
             mods.add_row(modality, str(count), human_bytes(nbytes))
         console.print(mods)
+
+
+def _print_originals(report: OriginalsReport, examples: int) -> None:
+    if not report.failed:
+        console.print(f"[green]{report.checked} originals of compressed objects rebuilt bit for bit[/green]")
+        return
+    err.print(f"[red]{len(report.failed)} of {report.checked} compressed objects do not rebuild their original:"
+              "[/red]")
+    for sop, key, problem in report.failed[:examples]:
+        err.print(f"  {sop} (blob {key[:16]}…): {problem}")

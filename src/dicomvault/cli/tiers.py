@@ -3,7 +3,8 @@
     dicomvault lifecycle plan            # dry run: per rule, how many studies, instances and bytes would change
     dicomvault lifecycle run             # queue the work and do it now, in this process (progress shown)
     dicomvault lifecycle run --queue     # only queue it: the running servers' tier workers do it
-    dicomvault tier status               # per store: studies, copies, bytes (and per modality); pending work
+    dicomvault tier status               # per store: studies, copies, bytes (and per modality); pending work;
+                                         # space saved by compression at rest per modality
 
 Safe while ``serve`` runs: the work goes through the durable job queue, one job per study across every process,
 so this command and the servers never work on the same study at once.
@@ -125,6 +126,8 @@ def status_command(
         pending, running, failed = counts[JobState.QUEUED], counts[JobState.RUNNING], counts[JobState.FAILED]
         stores = archive.tiers.names if archive.tiers is not None else []
         described = {name: archive.tiers.store(name).describe() for name in stores} if archive.tiers else {}
+        savings = archive.index.compression_savings()
+        skipped = archive.index.compression_skip_reasons()
     except DicomVaultError as exc:
         fail(f"error: {exc.message}", 1)
     finally:
@@ -141,6 +144,13 @@ def status_command(
                                                           else {}).items()}}
                        for name in [*stores, *(s for s in by_store if s not in stores)]],
             "jobs": {"queued": pending, "running": running, "failed": failed},
+            "compression": {
+                "by_modality": [{"modality": c.modality, "instances": c.instances,
+                                 "original_bytes": c.original_bytes, "stored_bytes": c.stored_bytes,
+                                 "saved_bytes": c.original_bytes - c.stored_bytes, "ratio": round(c.ratio, 3)}
+                                for c in savings],
+                "left_uncompressed": [{"reason": r, "objects": n} for r, n in skipped],
+            },
         }, indent=2))
         return
     table = Table(title="Stores (read in this order)")
@@ -158,4 +168,20 @@ def status_command(
         for m, (copies, size) in sorted(u.by_modality.items()):
             modality.add_row(u.store, m or "(none)", str(copies), human_bytes(size))
     console.print(modality)
+    if savings:
+        saved = Table(title="Compressed at rest (lossless; originals given back bit for bit)")
+        for column in ("modality", "instances", "received", "stored", "saved", "ratio"):
+            saved.add_column(column, justify="left" if column == "modality" else "right")
+        for c in savings:
+            saved.add_row(c.modality or "(none)", str(c.instances), human_bytes(c.original_bytes),
+                          human_bytes(c.stored_bytes), human_bytes(c.original_bytes - c.stored_bytes),
+                          f"{c.ratio:.2f}x")
+        console.print(saved)
+    if skipped:
+        left = Table(title="Left uncompressed (most frequent reasons)")
+        left.add_column("reason")
+        left.add_column("objects", justify="right")
+        for reason, n in skipped:
+            left.add_row(reason, str(n))
+        console.print(left)
     console.print(f"tier jobs: {pending} queued, {running} running, {failed} failed")

@@ -12,7 +12,8 @@ Kinds:
   failed``; repair is ``dicomvault verify --repair``'s business.
 * ``tier-study`` — payload ``{"study_uid": …[, "promote": true]}``: bring one study's blobs to the placement its
   lifecycle rules ask for now (``services.tiering``): copies with read-back proof first, then drops, never the
-  last copy. Queued by the lifecycle schedule and by promotion, deduplicated per study.
+  last copy; compress rules first (``services.compression``). Queued by the lifecycle schedule, by promotion and
+  (``compress_on_ingest``) shortly after a study's first store, deduplicated per study.
 * ``fixity-scan`` — no payload: every copy on every store re-read (throttled, ``fixity_max_bytes_per_second``),
   damaged copies rewritten from intact ones, untracked copies recorded, orphans older than a day removed; data
   loss logged at ERROR; the report goes to ``data_dir/fixity/last-report.json``. Queued every

@@ -323,6 +323,10 @@ class IndexRepository(Protocol):
         it is (Study Instance UID order from ``after``)."""
         ...
 
+    def compressed_instances(self, *, after_id: int = 0, limit: int = 500) -> list[tuple[int, str]]:
+        """(row id, SOP Instance UID) of current instances compressed at rest, in row id order after ``after_id``."""
+        ...
+
     def compression_savings(self) -> list[CompressionSavings]:
         """Per modality: instances stored compressed, their original and their stored bytes."""
         ...

@@ -23,3 +23,8 @@ FIXITY_REPAIRED = Counter(
     "dicomvault_fixity_repaired_copies", "Copies rewritten from an intact copy on another store.")
 TIER_COPIED_BYTES = Counter("dicomvault_tier_copied_bytes", "Bytes copied between stores by tier work, verified.")
 TIER_DROPPED_COPIES = Counter("dicomvault_tier_dropped_copies", "Copies removed by tier moves (never a last copy).")
+COMPRESSED_INPUT_BYTES = Counter("dicomvault_compression_input_bytes",
+                                 "Bytes of native objects compressed losslessly at rest (as received).")
+COMPRESSED_OUTPUT_BYTES = Counter("dicomvault_compression_output_bytes",
+                                  "Bytes those objects take compressed (their blobs now).")
+COMPRESSION_SKIPPED = Counter("dicomvault_compression_skipped", "Objects a compress rule left as they are.")

@@ -156,6 +156,13 @@ class CompressionIndex(Transactions):
                 .order_by(studies.c.study_uid).limit(limit))
         return self._in_read(lambda conn: [StudyCandidate(uid, int(n), int(b)) for uid, n, b in conn.execute(stmt)])
 
+    def compressed_instances(self, *, after_id: int = 0, limit: int = 500) -> list[tuple[int, str]]:
+        """(row id, SOP Instance UID) of current instances whose blob is compressed at rest, in row id order."""
+        stmt = (select(instances.c.id, instances.c.sop_uid)
+                .select_from(instances.join(blob_originals, blob_originals.c.key == instances.c.blob_key))
+                .where(instances.c.id > after_id).order_by(instances.c.id).limit(limit))
+        return self._in_read(lambda conn: [(int(i), str(u)) for i, u in conn.execute(stmt)])
+
     def compression_savings(self) -> list[CompressionSavings]:
         """Per modality, over current instances whose blob is compressed at rest."""
         stmt = (select(series.c.modality, func.count(), func.coalesce(func.sum(blob_originals.c.original_size), 0),

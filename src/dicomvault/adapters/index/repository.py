@@ -562,3 +562,6 @@ class SqlIndexRepository(SqlIndexReads):
 
     def compression_savings(self) -> list[CompressionSavings]:
         return self._compression.compression_savings()
+
+    def compressed_instances(self, *, after_id: int = 0, limit: int = 500) -> list[tuple[int, str]]:
+        return self._compression.compressed_instances(after_id=after_id, limit=limit)
