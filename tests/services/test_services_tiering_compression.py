@@ -83,7 +83,7 @@ def test_ineligible_instances_are_recorded_once_and_not_selected_again(
     archive = _archive(tmp_path, request, lifecycle=[COMPRESS_CT])
     try:
         assert archive.tiering is not None
-        study, objects = _study(archive, n=2)
+        study, _ = _study(archive, n=2)
         tiny = make_ct(study=study, rows=4, columns=4, seed=9)  # a 32-byte frame: left as it is
         archive.ingest.ingest(io.BytesIO(tiny), source="CTSCANNER")
         archive.tiering.schedule()
