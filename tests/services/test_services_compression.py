@@ -152,3 +152,23 @@ def test_space_saved_per_modality(archive: Archive) -> None:
     assert saved.modality == "CT" and saved.instances == 3
     assert saved.original_bytes == sum(r.blob.size for r in records)
     assert saved.stored_bytes < saved.original_bytes and saved.ratio > 1
+
+
+def test_trash_restore_keeps_the_original_and_a_delete_forgets_the_recipe(archive: Archive) -> None:
+    from dicomvault.domain.trash import Deletion
+
+    assert archive.trash is not None
+    data = _noise_ct("1.2.3.10")
+    record = _store(archive, data)
+    _compress(archive, record)
+    compressed = _reread(archive, record)
+    archive.trash.delete("1.2.3.10", deletion=Deletion("test", "soft"), grace_days=1)
+    assert archive.retrieve.locate(study_uid="1.2.3.10") == []
+    archive.trash.restore("1.2.3.10", deletion=Deletion("test", "restore"))
+    back = _reread(archive, record)
+    assert back.blob == compressed.blob and back.original == compressed.original, "the recipe follows the blob"
+    assert back.original is not None
+    assert b"".join(archive.retrieve.iter_transcoded(back, back.original.syntax)) == data
+    archive.lifecycle.delete("1.2.3.10")
+    assert archive.index.original_recipe(compressed.blob.key) is None
+    assert not archive.blobs.exists(compressed.blob.key)
