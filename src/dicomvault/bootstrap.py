@@ -15,9 +15,12 @@ from dicomvault.adapters.blobs.memory import MemoryBlobStore
 from dicomvault.adapters.blobs.s3 import S3BlobStore
 from dicomvault.adapters.index.engine import create_index_engine, migrate
 from dicomvault.adapters.index.job_queue import SqlJobQueue
+from dicomvault.adapters.index.peers import SqlPeerRegistry
 from dicomvault.adapters.index.repository import SqlIndexRepository
 from dicomvault.adapters.index.tokens import SqlTokenStore
 from dicomvault.adapters.index.transfer import copy_index as _copy_index
+from dicomvault.adapters.remote.dicomweb import HttpxDicomweb
+from dicomvault.adapters.remote.dimse import PynetdicomRemote
 from dicomvault.domain.query import QueryLimits
 from dicomvault.domain.tiers import DEFAULT_STORE
 from dicomvault.ports.blobs import BlobStore
@@ -31,6 +34,7 @@ from dicomvault.services.ingest import IngestService
 from dicomvault.services.iocm import RejectionNotes
 from dicomvault.services.lifecycle import BlobRemover, LifecycleService
 from dicomvault.services.metadata import MetadataService
+from dicomvault.services.peers import PeerService
 from dicomvault.services.prefetch import Prefetcher
 from dicomvault.services.query import QueryService
 from dicomvault.services.read_tracker import ReadTracker
@@ -148,6 +152,8 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
         copier=copier,
         reads=reads,
         compression=compression,
+        peers=PeerService(SqlPeerRegistry(engine), settings, dimse=PynetdicomRemote(settings.aet),
+                          dicomweb=HttpxDicomweb()),
         prefetch=prefetch,
         recall=build_recall(index, blobs, blobs, settings.resolved_stores(), jobs),
         closers=[prefetch.close, reads.close, index.close, engine.dispose],

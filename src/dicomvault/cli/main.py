@@ -16,6 +16,7 @@ from dicomvault.cli.find import find_command
 from dicomvault.cli.importer import import_command
 from dicomvault.cli.index_migrate import app as index_app
 from dicomvault.cli.jobs import app as jobs_app
+from dicomvault.cli.peers import app as peers_app
 from dicomvault.cli.recall import recall_command
 from dicomvault.cli.serve import serve_command
 from dicomvault.cli.storage import app as storage_app
@@ -61,6 +62,7 @@ app.add_typer(index_app, name="index")
 app.add_typer(lifecycle_app, name="lifecycle")
 app.add_typer(tier_app, name="tier")
 app.add_typer(trash_app, name="trash")
+app.add_typer(peers_app, name="peers")
 
 
 def main() -> None:

@@ -110,8 +110,12 @@ class DimseAccess:
     @classmethod
     def from_archive(cls, archive: Archive) -> DimseAccess:
         """Raises ``ConfigurationError`` for unsafe or inconsistent settings (before any port is opened)."""
-        return cls(PeerAccessPolicy.from_settings(archive.settings), archive.tokens,
-                   OidcVerifier.from_settings(archive.settings))
+        if archive.peers is None:
+            policy = PeerAccessPolicy.from_settings(archive.settings)
+        else:  # the configuration file's peers and the index registry's (``services.peers``)
+            policy = PeerAccessPolicy(archive.peers, archive.settings)
+            policy.check_startup()
+        return cls(policy, archive.tokens, OidcVerifier.from_settings(archive.settings))
 
     # -- admission ------------------------------------------------------------------------------------------------
 

@@ -157,11 +157,12 @@ def handle_get(event: Event, archive: Archive) -> Iterator[Any]:
 
 
 def handle_move(event: Event, archive: Archive) -> Iterator[Any]:
-    """C-MOVE: the destination AE title must be configured (``move_destinations``), else 0xA801; pynetdicom opens
+    """C-MOVE: the destination AE title must be known (``move_destinations``, or a registered peer marked as a move
+    destination: ``services.peers``), else 0xA801; pynetdicom opens
     the sub-association with the contexts we propose (``move.ArchiveAE``) and counts the sub-operations. A
     configured destination that cannot be reached: 0xA702, every sub-operation failed, the reason in the comment."""
     aet = str(event.move_destination or "").strip()
-    destination = archive.settings.destination(aet)
+    destination = archive.peers.destination(aet) if archive.peers is not None else archive.settings.destination(aet)
     if destination is None:
         log.info("C-MOVE to an unknown destination refused")
         yield None, None  # pynetdicom answers 0xA801 Move Destination Unknown

@@ -95,3 +95,72 @@ class PeerRule:
     def certificate_names(self) -> frozenset[str]:
         """Names that identify this peer in a certificate, lower-cased (DNS names are case-insensitive)."""
         return frozenset(n.lower() for n in (self.tls_names or (self.aet,)))
+
+
+#: Where a peer's definition comes from: the index registry (``dicomvault peers add``, the admin API; every node
+#: sees it) or the configuration file (``dimse_peers``, ``move_destinations``; read-only at run time).
+REGISTRY = "index"
+CONFIG = "config"
+
+
+@dataclass(frozen=True)
+class RemotePeer:
+    """A remote system the archive knows (issue #12): where to reach it over DIMSE (and DICOMweb), what it may ask
+    of the archive when it associates (``permissions``, from ``hosts``), whether C-MOVE may send to it, and the
+    transfer syntaxes it prefers to receive (first accepted wins; empty: what is stored)."""
+
+    aet: str
+    host: str = ""
+    port: int = 0
+    permissions: frozenset[Permission] = frozenset()
+    move_destination: bool = False
+    hosts: tuple[str, ...] = ()
+    tls: bool = False
+    dicomweb_url: str | None = None
+    #: a bearer token the archive presents to the peer's DICOMweb service (never shown by ``peers list``)
+    dicomweb_token: str | None = None
+    transfer_syntaxes: tuple[str, ...] = ()
+    description: str = ""
+    source: str = REGISTRY
+
+    @property
+    def reachable(self) -> bool:
+        """Whether the archive can open an association to it (a host and a port are known)."""
+        return bool(self.host) and 0 < self.port < 65536
+
+    def rule(self) -> PeerRule:
+        """What it may do when it associates (``services.peer_access``)."""
+        return PeerRule(aet=self.aet, permissions=self.permissions,
+                        networks=tuple(parse_network(h) for h in self.hosts), tls_only=self.tls)
+
+    def public(self) -> dict[str, object]:
+        """Everything but the secret, for listings and the admin API."""
+        return {"aet": self.aet, "host": self.host, "port": self.port,
+                "permissions": sorted(p.value for p in self.permissions), "move_destination": self.move_destination,
+                "hosts": list(self.hosts), "tls": self.tls, "dicomweb_url": self.dicomweb_url,
+                "dicomweb_token": "***" if self.dicomweb_token else None,
+                "transfer_syntaxes": list(self.transfer_syntaxes), "description": self.description,
+                "source": self.source}
+
+
+def check_peer(peer: RemotePeer) -> RemotePeer:
+    """``peer`` with its AE title stripped, or ``ValueError`` saying what is wrong (bad AE title, port, network,
+    URL, or a DIMSE host without a port)."""
+    aet = check_ae_title(peer.aet)
+    if peer.port and not 0 < peer.port < 65536:
+        raise ValueError(f"port {peer.port} is not between 1 and 65535")
+    if bool(peer.host) != bool(peer.port):
+        raise ValueError("give both --host and --port (or neither, for a peer that only connects to us)")
+    if peer.host and any(c.isspace() for c in peer.host):
+        raise ValueError(f"host {peer.host!r} contains spaces")
+    for h in peer.hosts:
+        parse_network(h)
+    if peer.dicomweb_url is not None and not peer.dicomweb_url.startswith(("http://", "https://")):
+        raise ValueError(f"DICOMweb URL {peer.dicomweb_url!r} must start with http:// or https://")
+    for ts in peer.transfer_syntaxes:
+        if not ts or any(c not in "0123456789." for c in ts):
+            raise ValueError(f"transfer syntax {ts!r} is not a UID")
+    if peer.move_destination and not peer.reachable:
+        raise ValueError("a move destination needs --host and --port")
+    return RemotePeer(**{**peer.__dict__, "aet": aet,
+                         "dicomweb_url": peer.dicomweb_url.rstrip("/") if peer.dicomweb_url else None})

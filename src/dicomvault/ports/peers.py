@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from dicomvault.domain.peers import PeerRule
+from dicomvault.domain.peers import PeerRule, RemotePeer
 
 
 class PeerDirectory(Protocol):
@@ -21,4 +21,22 @@ class PeerDirectory(Protocol):
     def has_peers(self) -> bool:
         """Whether any peer is known: then calling AE titles are restricted (unknown ones are not admitted unless
         anonymous DIMSE is explicitly allowed)."""
+        ...
+
+
+class PeerRegistry(Protocol):
+    """Remote systems kept in the index (``dicomvault peers``, ``/admin/peers``): every node sees the same list."""
+
+    def list(self) -> list[RemotePeer]:
+        """Every registered peer, by AE title."""
+        ...
+
+    def get(self, aet: str) -> RemotePeer | None: ...
+
+    def put(self, peer: RemotePeer) -> bool:
+        """Add or replace the peer; True when it was new."""
+        ...
+
+    def remove(self, aet: str) -> bool:
+        """True when a peer was removed."""
         ...

@@ -21,6 +21,7 @@ from dicomvault.services.fixity import FixityService
 from dicomvault.services.ingest import IngestService
 from dicomvault.services.lifecycle import BlobRemover, LifecycleService
 from dicomvault.services.metadata import MetadataService
+from dicomvault.services.peers import PeerService
 from dicomvault.services.prefetch import Prefetcher
 from dicomvault.services.query import QueryService
 from dicomvault.services.read_tracker import ReadTracker
@@ -67,6 +68,8 @@ class Archive:
     prefetch: Prefetcher | None = None
     #: last-read times of studies, written in batches (and promotion requests)
     reads: ReadTracker | None = None
+    #: the remote systems the archive knows: configuration file and index registry (``dicomvault peers``)
+    peers: PeerService | None = None
     #: lossless compression at rest (compress rules, ``compress_on_ingest``, the deep proof of ``verify``)
     compression: CompressionService | None = None
     #: soft delete with a grace period, restore, purge, the deletion log, the retention minimum (DICOMweb DELETE,

@@ -280,6 +280,26 @@ compression_skips = Table(
     Column("recorded_at", DateTime(timezone=True), nullable=False),
 )
 
+#: Remote systems registered in the index (issue #12, ``adapters.index.peers``): every node of a cluster sees the
+#: same list. Lists are JSON text (permissions, allowed source networks, preferred transfer syntaxes).
+peers = Table(
+    "peers",
+    metadata,
+    Column("aet", String(16), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("port", Integer, nullable=False),
+    Column("permissions", String(128), nullable=False),
+    Column("move_destination", Boolean, nullable=False),
+    Column("hosts", Text, nullable=False),
+    Column("tls", Boolean, nullable=False),
+    Column("dicomweb_url", String(1024)),
+    Column("dicomweb_token", String(4096)),
+    Column("transfer_syntaxes", Text, nullable=False),
+    Column("description", String(256)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
 LEVEL_TABLES = {"PATIENT": patients, "STUDY": studies, "SERIES": series, "IMAGE": instances}
 
 #: Instances joined to their series and study along the foreign keys: the FROM clause of every read and write that

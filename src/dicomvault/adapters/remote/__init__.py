@@ -1,0 +1,1 @@
+"""Clients of remote systems: DIMSE (pynetdicom) and DICOMweb (httpx) implementations of ``ports.remote``."""
