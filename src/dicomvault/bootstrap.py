@@ -21,12 +21,14 @@ from dicomvault.adapters.index.tokens import SqlTokenStore
 from dicomvault.adapters.index.transfer import copy_index as _copy_index
 from dicomvault.adapters.remote.dicomweb import HttpxDicomweb
 from dicomvault.adapters.remote.dimse import PynetdicomRemote
+from dicomvault.domain.errors import ConfigurationError
 from dicomvault.domain.query import QueryLimits
 from dicomvault.domain.tiers import DEFAULT_STORE
 from dicomvault.ports.blobs import BlobStore
 from dicomvault.services.archive import Archive
 from dicomvault.services.blob_copier import BlobCopier, Throttle
 from dicomvault.services.blob_tiers import TieredBlobs
+from dicomvault.services.coercion import Coercion
 from dicomvault.services.compression import CompressionService
 from dicomvault.services.fixity import FixityService
 from dicomvault.services.inflate import Limits
@@ -132,6 +134,11 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
     # (and, with compress_on_ingest, new studies to the tier jobs)
     notes = RejectionNotes(index, trash, grace_days=settings.iocm_grace_days).on_stored
     ingest.after_store = notes if not settings.compress_on_ingest else _also_note_study(notes, tiering)
+    peers = PeerService(SqlPeerRegistry(engine), settings, dimse=PynetdicomRemote(settings.aet),
+                        dicomweb=HttpxDicomweb())
+    if settings.coercion:
+        _check_rule_peers(settings, peers)
+        ingest.coercion = Coercion(settings.coercion, spool_dir=limits.spool_dir)
     prefetch = Prefetcher(retrieve)
     return Archive(
         settings=settings,
@@ -152,14 +159,24 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
         copier=copier,
         reads=reads,
         compression=compression,
-        peers=PeerService(SqlPeerRegistry(engine), settings, dimse=PynetdicomRemote(settings.aet),
-                          dicomweb=HttpxDicomweb()),
+        peers=peers,
         prefetch=prefetch,
         recall=build_recall(index, blobs, blobs, settings.resolved_stores(), jobs),
         closers=[prefetch.close, reads.close, index.close, engine.dispose],
         tokens=TokenService(SqlTokenStore(engine)),
         jobs=jobs,
     )
+
+
+def _check_rule_peers(settings: Settings, peers: PeerService) -> None:
+    """A coercion rule naming a peer the archive does not know (configuration file or registry) is refused at
+    start-up: it would silently never apply."""
+    known = {p.aet for p in peers.all()}
+    for n, rule in enumerate(settings.coercion, start=1):
+        if rule.when.peer is not None and rule.when.peer.strip() not in known:
+            raise ConfigurationError(
+                f"[[coercion]] rule {n} ({rule.name!r}), when.peer: {rule.when.peer!r} is not a known peer "
+                "(dicomvault peers list; dimse_peers or move_destinations in the configuration file)")
 
 
 def _also_note_study(notes: Callable[[str, str, dict[str, Any], str], None],

@@ -236,7 +236,7 @@ def _label(path: Path_, data: Mapping[str, Any]) -> str:
     head, rest = path[0], path[1:]
     value = data.get(head) if isinstance(head, str) else None
     if isinstance(head, str) and rest and isinstance(rest[0], int):
-        noun = "rule" if head == "lifecycle" else "entry"
+        noun = "rule" if head in ("lifecycle", "coercion", "route") else "entry"
         label = f"[[{head}]] {noun} {rest[0] + 1}"
         item = value[rest[0]] if isinstance(value, list) and rest[0] < len(value) else None
         if isinstance(item, dict) and isinstance(item.get("name"), str):

@@ -19,6 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from dicomvault.coercion_settings import CoercionRule
 from dicomvault.domain.peers import Permission, check_ae_title, parse_network
 from dicomvault.domain.records import DuplicatePolicy, PixelLengthPolicy
 from dicomvault.domain.tiers import DEFAULT_STORE
@@ -350,6 +351,10 @@ class Settings(BaseSettings):
         "its frames and the compressed form in memory).")
     tier_max_concurrent_jobs: int = Field(
         1, ge=1, le=64, description="Tier move / copy / recall jobs one node runs at once.")
+    # -- VNA interoperability (issue #12; coercion_settings.py, services/coercion.py, docs/vna.md) ----------------
+    coercion: list[CoercionRule] = Field(
+        default_factory=list, description="Attribute coercion rules on ingest ([[coercion]] name, when = {…}, set, "
+        "replace, remove, prefix, suffix, map, issuer_of_patient_id, character_set).")
     log_level: str = Field("INFO", description="Log level; patient data is logged only at DEBUG.")
     import_workers: int = Field(4, description="Parallel workers for `dicomvault import`.")
 

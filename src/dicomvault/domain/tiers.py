@@ -123,3 +123,20 @@ def matches(condition: StudyCondition, facts: StudyFacts, now: datetime) -> bool
     if c.min_bytes is not None and facts.bytes < c.min_bytes:
         return False
     return c.max_bytes is None or facts.bytes <= c.max_bytes
+
+
+#: How the front ends record who sent an instance: ``dimse:<calling AE title>`` (``dimse.handlers``) and
+#: ``stow:<client>`` (``dicomweb.stow``: the token name or OIDC subject, ``anonymous``); ``cli-import`` alone.
+DIMSE = "dimse:"
+STOW = "stow:"
+PREFIXES = (DIMSE, STOW)
+
+
+def source_names(stored: str) -> tuple[str, ...]:
+    """The names a rule's ``source`` may give for an instance received from ``stored``: the stored source
+    ("cli-import", "dimse:<AE>", "stow:<client>"), the bare sender ("<AE>", "<client>") and the protocol alone
+    ("dimse", "stow": every sender of that protocol)."""
+    for prefix in PREFIXES:
+        if stored.startswith(prefix) and len(stored) > len(prefix):
+            return stored, stored[len(prefix):], prefix[:-1]
+    return (stored,)

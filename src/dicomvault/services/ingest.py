@@ -52,6 +52,7 @@ from dicomvault.ports.blobs import BlobStore, PutResult
 from dicomvault.ports.index import IndexRepository
 from dicomvault.services import content_identity
 from dicomvault.services import header as hdr
+from dicomvault.services.coercion import Coercion
 from dicomvault.services.frames import build_frame_index
 from dicomvault.services.inflate import Limits
 from dicomvault.services.lifecycle import MAX_PUT_AGE, BlobRemover
@@ -159,9 +160,11 @@ class IngestService:
         #: after the index write and before the answer (``services.iocm``: rejection notes hide what they reject);
         #: an error it raises is the store's answer, so the sender retries and the re-sent object applies it again
         self.after_store: Callable[[str, str, dict[str, Any], str], None] | None = None
+        #: attribute coercion rules (``services.coercion``; set by bootstrap when ``[[coercion]]`` rules exist)
+        self.coercion: Coercion | None = None
 
     def ingest(self, stream: BinaryIO, *, source: str = "", expect: tuple[str, str] | None = None,
-               target_study: str | None = None) -> IngestResult:
+               target_study: str | None = None, _coerced: bool = False) -> IngestResult:
         """Store one Part 10 object read from a seekable ``stream``. Raises ``InvalidDicom``: ``NotDicom`` (empty, or
         no DICOM object at all), ``MalformedDicom`` (truncated, unreadable), ``InvalidIdentity`` (a required UID
         missing or invalid), ``DamagedPixelData`` (native pixel data shorter than the header describes, under the
@@ -180,6 +183,14 @@ class IngestService:
             hdr.validate(data)
             cols = hdr.index_columns(data, parsed.transfer_syntax_uid)
             _check_request(cols, expect, target_study)
+            if self.coercion and not _coerced:
+                rewritten = self.coercion.rewrite(
+                    parsed, stream, source=source, modality=cols[Level.SERIES].get("modality"),
+                    sop_class=cols[Level.IMAGE]["sop_class_uid"])
+                if rewritten is not None:  # what the rules made of the object is stored (its UIDs are unchanged)
+                    with rewritten[0] as coerced:
+                        return self.ingest(coerced, source=source, target_study=target_study,  # type: ignore[arg-type]
+                                           _coerced=True)
             meta_json = hdr.dumps(data)
             problem = parsed.pixel_problem
             if problem is not None:

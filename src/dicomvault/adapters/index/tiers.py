@@ -49,6 +49,7 @@ from dicomvault.adapters.index.tables import (
 from dicomvault.adapters.index.transactions import Transactions
 from dicomvault.domain.records import BlobInfo, InstanceEntry
 from dicomvault.domain.tiers import (
+    PREFIXES,
     BlobCopy,
     CopyTarget,
     StoreUsage,
@@ -56,6 +57,7 @@ from dicomvault.domain.tiers import (
     StudyCandidate,
     StudyCondition,
     StudyFacts,
+    source_names,
     study_date_cutoff,
 )
 
@@ -67,11 +69,6 @@ BATCH = 500
 PAGE = 1000
 #: Modality of instances whose series has none (as ``stats`` reports them).
 NO_MODALITY = "??"
-#: How the front ends record who sent an instance: ``dimse:<calling AE title>`` (``dimse.handlers``) and
-#: ``stow:<client>`` (``dicomweb.stow``: the token name or OIDC subject, ``anonymous``).
-DIMSE = "dimse:"
-STOW = "stow:"
-PREFIXES = (DIMSE, STOW)
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -182,13 +179,8 @@ def _instance_exists(column: str, values: Sequence[str], prefixes: Sequence[str]
 
 
 def _sources_of(stored: str) -> tuple[str, ...]:
-    """The names a rule's ``source`` may give for an instance received from ``stored``: the stored source
-    ("cli-import", "dimse:<AE>", "stow:<client>"), the bare sender ("<AE>", "<client>") and the protocol alone
-    ("dimse", "stow": every sender of that protocol). ``source_values`` is the same relation seen from the rule."""
-    for prefix in PREFIXES:
-        if stored.startswith(prefix) and len(stored) > len(prefix):
-            return stored, stored[len(prefix):], prefix[:-1]
-    return (stored,)
+    """``domain.tiers.source_names``; ``source_values`` is the same relation seen from the rule."""
+    return source_names(stored)
 
 
 def source_values(sources: Sequence[str]) -> list[str]:
