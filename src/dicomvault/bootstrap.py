@@ -126,7 +126,8 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
         name for name, cfg in settings.resolved_stores().items() if cfg.promote_on_read))
     retrieve = RetrieveService(index, blobs, limits, on_read=reads.note)
     compression = CompressionService(index, blobs, copier, retrieve, remover, limits,
-                                     max_object_bytes=settings.compression_max_object_bytes)
+                                     max_object_bytes=settings.compression_max_object_bytes,
+                                     processes=settings.compression_processes)
     tiering = TierService(index, copier, settings.lifecycle, ingest_store=settings.ingest_store, jobs=jobs,
                           trash=trash, compression=compression, compress_on_ingest=settings.compress_on_ingest)
     reads.tiers = tiering
@@ -162,7 +163,7 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
         peers=peers,
         prefetch=prefetch,
         recall=build_recall(index, blobs, blobs, settings.resolved_stores(), jobs),
-        closers=[prefetch.close, reads.close, index.close, engine.dispose],
+        closers=[prefetch.close, reads.close, compression.close, index.close, engine.dispose],
         tokens=TokenService(SqlTokenStore(engine)),
         jobs=jobs,
     )

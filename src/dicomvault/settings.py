@@ -349,6 +349,9 @@ class Settings(BaseSettings):
     compression_max_object_bytes: int = Field(
         1 << 30, ge=0, description="Objects larger than this are left uncompressed (compression holds the object, "
         "its frames and the compressed form in memory).")
+    compression_processes: int = Field(
+        1, ge=1, le=64, description="Processes that encode for compression at rest on each node (the codecs hold "
+        "Python's GIL); 1: in the tier job's own thread. More: faster, and that many cores less for the rest.")
     tier_max_concurrent_jobs: int = Field(
         1, ge=1, le=64, description="Tier move / copy / recall jobs one node runs at once.")
     # -- VNA interoperability (issue #12; coercion_settings.py, services/coercion.py, docs/vna.md) ----------------

@@ -98,10 +98,11 @@ def test_ineligible_instances_are_recorded_once_and_not_selected_again(
 
 def test_compress_then_move_carries_the_compressed_objects_to_the_cold_store(
         tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    archive = _archive(tmp_path, request, lifecycle=[COMPRESS_CT, OLD_TO_COLD])
+    # two encoding processes: the pooled path (spawned workers, a window of objects ahead of the writes)
+    archive = _archive(tmp_path, request, lifecycle=[COMPRESS_CT, OLD_TO_COLD], compression_processes=2)
     try:
         assert archive.tiering is not None and archive.tiers is not None
-        study, objects = _study(archive, StudyDate="20200101")
+        study, objects = _study(archive, n=6, StudyDate="20200101")
         received_keys = {r.blob.key for r in archive.retrieve.locate(study_uid=study)}
         archive.tiering.schedule()
         _work(archive)
@@ -112,7 +113,7 @@ def test_compress_then_move_carries_the_compressed_objects_to_the_cold_store(
         assert _originals(archive, study) == objects
         assert archive.compression is not None
         report = archive.compression.prove_all()
-        assert report.checked == 3 and not report.failed
+        assert report.checked == 6 and not report.failed
     finally:
         archive.close()
 

@@ -7,17 +7,18 @@ What compressing one instance does, in this order (``compress_instance``):
    ``max_object_bytes`` (the object, its frames and the compressed form are held in memory);
 2. ``dicom.lossless``: is it eligible (native little endian, 8/16-bit integer samples, a layout the codec's DICOM
    profile takes …)? If not, the reason is recorded (``compression_skips``) and the object stays as it is;
-3. encode every frame (one fragment per frame, so a frame stays one read) and decode each codestream again to
-   compare it with the original frame (inside ``encode_frames``);
+3. encode every frame (one fragment per frame, so a frame stays one read), in ``processes`` worker processes
+   when configured (the codecs hold the GIL: threads would share one core);
 4. build the compressed Part 10 object: the same data set with the new Transfer Syntax UID, encapsulated Pixel
    Data and PlanarConfiguration 0 (PS3.5 8.2 requires it for these syntaxes), and the *recipe*: the original's
    bytes before and after its Pixel Data value and the frames' layout;
-5. rebuild the original from exactly that compressed object and recipe (``services.originals``) and compare its
-   SHA-256 with the one received: nothing unproven is ever switched;
+5. rebuild the original from exactly that compressed object and recipe (``services.originals``: every frame
+   decoded) and compare its SHA-256 with the one received: nothing unproven is ever switched;
 6. put the compressed object on every store that holds a verified copy of the original and read it back there
    (``BlobCopier.check``);
 7. switch the instance to it in one index transaction (``adapters.index.compression``: copies and recipe recorded,
-   the original released as a pending removal), then remove the original's bytes through the claim protocol.
+   the original released as a pending removal), and once the study is done remove the originals' bytes through
+   the claim protocol (one claim for the study's keys).
 
 A crash (kill -9) before step 7 leaves the original referenced and intact and the compressed bytes unreferenced
 (the orphan sweep removes them); after it, the original's pending removal is finished by the removal sweep. The
@@ -35,7 +36,11 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import multiprocessing
+import threading
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,7 +133,8 @@ def build_compressed(raw: bytes, syntax: str, limits: Limits) -> Compressed:
         parsed.close()
     if pixel is None or pixel.encapsulated:
         raise lossless.LosslessError("the pixel data element could not be located")
-    frames = lossless.encode_frames(ds, syntax)
+    # Not verified frame by frame here: the proof below decodes every frame anyway, as part of the whole original.
+    frames = lossless.encode_frames(ds, syntax, verify=False)
     # The same data set, re-encoded: explicit VR little endian (every compressed syntax is), encapsulated pixel
     # data with one fragment per frame (and a Basic Offset Table below 4 GiB), planar configuration 0.
     ds.PixelData = encapsulate(frames, has_bot=sum(len(f) + 8 for f in frames) < 0xFFFFFFFF)
@@ -151,6 +157,17 @@ def build_compressed(raw: bytes, syntax: str, limits: Limits) -> Compressed:
     return Compressed(data, syntax, recipe, index.encode())
 
 
+def _build(raw: bytes, syntax: str, limits: Limits) -> Compressed | str:
+    """``build_compressed``, with the reason (a string) instead of an exception when the object is left as it is:
+    what a worker process sends back (domain errors do not all survive pickling)."""
+    try:
+        return build_compressed(raw, syntax, limits)
+    except lossless.LosslessError as exc:
+        return str(exc)
+    except DicomVaultError as exc:  # the stored object does not parse as it did at ingest
+        return f"not compressible: {exc.message}"
+
+
 def _frame_index(data: bytes, limits: Limits) -> Any:
     stream = io.BytesIO(data)
     parsed = parse_header(stream, limits)
@@ -165,7 +182,8 @@ def _frame_index(data: bytes, limits: Limits) -> Any:
 
 class CompressionService:
     def __init__(self, index: IndexRepository, tiers: TieredBlobs, copier: BlobCopier, retrieve: RetrieveService,
-                 remover: BlobRemover, limits: Limits, *, max_object_bytes: int = MAX_OBJECT_BYTES) -> None:
+                 remover: BlobRemover, limits: Limits, *, max_object_bytes: int = MAX_OBJECT_BYTES,
+                 processes: int = 1) -> None:
         self.index = index
         self.tiers = tiers
         self.copier = copier
@@ -173,65 +191,118 @@ class CompressionService:
         self.remover = remover
         self.limits = limits
         self.max_object_bytes = max_object_bytes
+        #: encoding processes (1: in the calling thread; the codecs hold the GIL, so threads would not help)
+        self.processes = processes
+        self._pool: ProcessPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     # -- one study, one instance -----------------------------------------------------------------------------
 
+    def _executor(self) -> ProcessPoolExecutor | None:
+        if self.processes <= 1:
+            return None
+        with self._pool_lock:
+            if self._pool is None:
+                # spawn: the job worker has threads (and maybe open database connections) that a fork would copy
+                self._pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
+            return self._pool
+
+    def close(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(cancel_futures=True)
+                self._pool = None
+
     def compress_study(self, study_uid: str, syntax: str, *,
                        should_stop: Callable[[], bool] = lambda: False) -> CompressionWork:
-        """Compress every instance of the study still in a native syntax and not left as it is before."""
+        """Compress every instance of the study still in a native syntax and not left as it is before. With
+        ``processes`` > 1 the encoding runs in that many processes (the codecs hold the GIL), a few objects
+        ahead of the writes; the originals are removed once per study (one claim for all their keys)."""
         work = CompressionWork()
         records = [r for r in self.retrieve.locate(study_uid=study_uid)
                    if r.transfer_syntax_uid in NATIVE and r.original is None and r.rows is not None]
         known = self.index.compression_skips([r.blob.key for r in records])
-        for record in records:
-            if should_stop():
-                break
-            if record.blob.key in known:
-                continue
-            self.compress_instance(record, syntax, work)
+        todo = [r for r in records if r.blob.key not in known]
+        released: list[str] = []
+        pool = self._executor()
+        window: deque[tuple[InstanceRecord, Future[Compressed | str]]] = deque()
+        try:
+            for record in todo:
+                if should_stop():
+                    break
+                raw = self._read(record, work)
+                if raw is None:
+                    continue
+                if pool is None:
+                    self._finish(record, _build(raw, syntax, self.limits), work, released)
+                    continue
+                window.append((record, pool.submit(_build, raw, syntax, self.limits)))
+                del raw
+                while len(window) > 2 * self.processes:
+                    done, future = window.popleft()
+                    self._finish(done, future.result(), work, released)
+            while window:
+                done, future = window.popleft()
+                self._finish(done, future.result(), work, released)
+        finally:
+            for _, future in window:
+                future.cancel()
+            if released:
+                self.remover.remove(released)
         if work.compressed or work.skipped:
             log.info("compression: study done (%d compressed, %d -> %d bytes, %d left as they are)",
                      work.compressed, work.original_bytes, work.stored_bytes, work.skipped)
         return work
 
     def compress_instance(self, record: InstanceRecord, syntax: str, work: CompressionWork | None = None) -> None:
+        """Compress one instance now, in this thread (``compress_study`` is the batch form)."""
         work = work if work is not None else CompressionWork()
+        raw = self._read(record, work)
+        if raw is None:
+            return
+        released: list[str] = []
+        self._finish(record, _build(raw, syntax, self.limits), work, released)
+        if released:
+            self.remover.remove(released)
+
+    def _read(self, record: InstanceRecord, work: CompressionWork) -> bytes | None:
+        """The original's bytes, checked against its SHA-256 (None: left as it is, or not readable now)."""
         if record.blob.size > self.max_object_bytes:
             self._skip(record, f"larger than compression_max_object_bytes ({self.max_object_bytes})", work)
-            return
+            return None
         try:
             raw = b"".join(self.retrieve.iter_bytes(record, verify=True))
         except (NotRestored, NotFound, IntegrityFailure) as exc:
             # Not the object's fault: fixity repairs or reports it, a recall makes it readable; tried again later.
             log.warning("compression: blob %s not readable now (%s)", record.blob.key, type(exc).__name__)
             work.unreadable += 1
-            return
+            return None
         self.copier.throttle.take(len(raw))
-        try:
-            compressed = build_compressed(raw, syntax, self.limits)
-        except lossless.LosslessError as exc:
-            self._skip(record, str(exc), work)
+        return raw
+
+    def _finish(self, record: InstanceRecord, built: Compressed | str, work: CompressionWork,
+                released: list[str]) -> None:
+        """Store the compressed form on every store holding the original and switch the instance to it (or record
+        why it is left as it is); the original's key joins ``released`` for the caller's removal."""
+        if isinstance(built, str):
+            self._skip(record, built, work)
             return
-        except DicomVaultError as exc:  # the stored object does not parse as it did at ingest
-            self._skip(record, f"not compressible: {exc.message}", work)
-            return
-        del raw
-        if len(compressed.data) >= record.blob.size:
+        if len(built.data) >= record.blob.size:
             self._skip(record, "the compressed form is not smaller", work)
             return
         stores = [c.store for c in self.index.blob_copies([record.blob.key]).get(record.blob.key, [])]
-        new = self._put(compressed.data, stores or [self.tiers.ingest_name])
+        stores = stores or [self.tiers.ingest_name]
+        new = self._put(built.data, stores)
         if new is None:
             work.unreadable += 1
             return
         outcome = self.index.switch_to_compressed(
-            record.sop_uid, record.blob, new, syntax=compressed.syntax, frame_index=compressed.frame_index,
-            recipe=compressed.recipe, stores=stores or [self.tiers.ingest_name])
+            record.sop_uid, record.blob, new, syntax=built.syntax, frame_index=built.frame_index,
+            recipe=built.recipe, stores=stores)
         if not outcome.done:
             log.info("compression: instance changed meanwhile; compressed bytes left to the orphan sweep")
             return
-        if outcome.released:
-            self.remover.remove(b.key for b in outcome.released)
+        released.extend(b.key for b in outcome.released)
         work.compressed += 1
         work.original_bytes += record.blob.size
         work.stored_bytes += new.size

@@ -16,6 +16,8 @@ import hashlib
 import io
 import shutil
 import tempfile
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -32,7 +34,7 @@ from dicomvault.domain.errors import (
     Unavailable,
     Unsupported,
 )
-from dicomvault.domain.records import InstanceRecord
+from dicomvault.domain.records import InstanceRecord, OriginalRecipe
 from dicomvault.ports.blobs import BlobStore
 from dicomvault.ports.index import IndexRepository
 from dicomvault.services import inflate, originals, transcode
@@ -47,6 +49,9 @@ from dicomvault.services.inflate import Inflated, Limits
 from dicomvault.services.part10 import file_meta_bytes
 
 CHUNK = 1 << 20
+#: Recipes of compressed blobs kept per process (``iter_original``), and the largest one kept (head + tail bytes).
+RECIPE_CACHE = 4096
+RECIPE_CACHE_ITEM = 64 << 10
 #: Values larger than this stay unread in a header dataset (LUT data and icons are far smaller).
 HEADER_DEFER = 1 << 20
 
@@ -60,6 +65,8 @@ class RetrieveService:
         #: told the Study Instance UID of every read of stored bytes (``services.read_tracker``: last-read times
         #: for lifecycle rules); fixity's reads (``iter_bytes(verify=True)``) are not reads of a user
         self.on_read = on_read
+        self._recipes: OrderedDict[str, OriginalRecipe] = OrderedDict()
+        self._recipes_lock = threading.Lock()
 
     def locate(
         self,
@@ -279,10 +286,26 @@ class RetrieveService:
         else:
             yield self.transcoded(record, target_ts)
 
+    def _recipe(self, key: str) -> OriginalRecipe | None:
+        """The recipe of a compressed blob, from a small per-process cache: a content-addressed key's recipe never
+        changes, and a study retrieval would otherwise ask the index once per instance."""
+        with self._recipes_lock:
+            found = self._recipes.get(key)
+            if found is not None:
+                self._recipes.move_to_end(key)
+                return found
+        recipe = self.index.original_recipe(key)
+        if recipe is not None and len(recipe.head) + len(recipe.tail) <= RECIPE_CACHE_ITEM:
+            with self._recipes_lock:
+                self._recipes[key] = recipe
+                while len(self._recipes) > RECIPE_CACHE:
+                    self._recipes.popitem(last=False)
+        return recipe
+
     def iter_original(self, record: InstanceRecord) -> Iterator[bytes]:
         """The object exactly as received, for an instance compressed at rest (``services.originals``): its
         recipe, then the compressed blob read once from the start, decoded frame by frame."""
-        recipe = self.index.original_recipe(record.blob.key) if record.original is not None else None
+        recipe = self._recipe(record.blob.key) if record.original is not None else None
         index = record.frame_index
         if recipe is None or index is None:
             raise IntegrityFailure(f"the original of blob {record.blob.key} cannot be rebuilt: no recipe or frame "
