@@ -11,6 +11,7 @@ import typer
 
 from dicomvault import __version__
 from dicomvault.cli.admin import stats_command, verify_command
+from dicomvault.cli.coerce import app as coerce_app
 from dicomvault.cli.dimse_workers import dimse_worker_command
 from dicomvault.cli.find import find_command
 from dicomvault.cli.importer import import_command
@@ -63,6 +64,7 @@ app.add_typer(lifecycle_app, name="lifecycle")
 app.add_typer(tier_app, name="tier")
 app.add_typer(trash_app, name="trash")
 app.add_typer(peers_app, name="peers")
+app.add_typer(coerce_app, name="coerce")
 
 
 def main() -> None:
