@@ -77,7 +77,9 @@ def frozen(server: ServeProcess) -> Iterator[None]:
 
 def echo(port: int) -> int:
     ae = AE(ae_title="ECHOSCU")
-    ae.acse_timeout = 20  # a worker that is still starting takes the association from the backlog when ready
+    # a worker that is still starting takes the association from the backlog when ready (on a loaded 2-core CI
+    # machine a restarted worker took over 20 s to import and build its archive)
+    ae.acse_timeout = 60
     ae.add_requested_context(Verification)
     assoc = ae.associate("127.0.0.1", port, ae_title="DVTEST")
     assert assoc.is_established
