@@ -127,22 +127,18 @@ class PynetdicomPull:
     # -- queries ------------------------------------------------------------------------------------------
 
     def find_studies(self, peer: RemotePeer, flt: StudyFilter) -> list[RemoteStudy]:
-        base = Dataset()
-        base.QueryRetrieveLevel = "STUDY"
-        base.StudyInstanceUID = ""
-        base.StudyDate = flt.date_range() or ""
-        base.PatientID = ""
-        base.ModalitiesInStudy = flt.modality or ""
-        base.NumberOfStudyRelatedInstances = ""
-        queries = []
-        if flt.study_uids:  # one query per study: list matching on UIDs is optional for an SCP
-            for uid in flt.study_uids:
-                q = Dataset()
-                q.update(base)
-                q.StudyInstanceUID = uid
-                queries.append(q)
-        else:
-            queries.append(base)
+        def query(uid: str) -> Dataset:
+            q = Dataset()
+            q.QueryRetrieveLevel = "STUDY"
+            q.StudyInstanceUID = uid
+            q.StudyDate = flt.date_range() or ""
+            q.PatientID = ""
+            q.ModalitiesInStudy = flt.modality or ""
+            q.NumberOfStudyRelatedInstances = ""
+            return q
+
+        # one query per listed study: list matching on UIDs is optional for an SCP
+        queries = [query(uid) for uid in flt.study_uids] or [query("")]
         found: dict[str, RemoteStudy] = {}
         for q in queries:
             for ident in self._find(peer, q):
@@ -252,5 +248,9 @@ def _outcome(assoc: Association, responses: Iterator[tuple[Dataset, Dataset | No
         out.error = f"peer {peer.aet}: {out.failed} sub-operation(s) failed (status 0xB000)"
     elif final != 0x0000:
         text = MOVE_STATUS.get(final, "").format(dest=destination)
+        if destination and final != 0xA801 and not out.received:
+            # several PACS (Orthanc among them) answer an unknown destination with a general failure
+            text += f"; does the peer know the move destination AE title {destination!r} (this host, the port " \
+                    "it should send to)?"
         out.error = f"peer {peer.aet}: status 0x{final:04X}" + (f": {text}" if text else "")
     return out
