@@ -87,7 +87,7 @@ def legacy_pacs(move_destinations: dict[str, int] | None = None) -> Iterator[Leg
     cfg = {
         "Name": "legacy", "StorageDirectory": str(work / "db"), "IndexDirectory": str(work / "db"),
         "DicomAet": "ORTHANC", "DicomPort": dimse, "HttpPort": http, "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False, "DicomCheckCalledAet": False, "StableAge": 3600,
+        "AuthenticationEnabled": False, "DicomCheckCalledAet": False, "StableAge": 3600, "SyncStorageArea": False,
         "DicomAlwaysAllowFind": True, "DicomAlwaysAllowMove": True, "DicomAlwaysAllowGet": True,
         "DicomModalities": {aet: [aet, "127.0.0.1", port] for aet, port in (move_destinations or {}).items()},
         "Plugins": PLUGINS, "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True},

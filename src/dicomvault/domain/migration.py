@@ -45,7 +45,10 @@ def check_date(text: str | None) -> str | None:
     value = text.strip().replace("-", "")
     if not _DATE.match(value):
         raise ValueError(f"date {text!r}: expected YYYYMMDD or YYYY-MM-DD")
-    datetime.strptime(value, "%Y%m%d")  # a real calendar date
+    try:
+        datetime.strptime(value, "%Y%m%d")  # a real calendar date
+    except ValueError:
+        raise ValueError(f"date {text!r} is not a calendar date") from None
     return value
 
 
