@@ -46,7 +46,7 @@ class HttpxPull:
 
     def _base(self, peer: RemotePeer) -> str:
         if not peer.dicomweb_url:
-            raise PeerUnreachable(f"peer {peer.aet} has no DICOMweb URL (dicomweb peers add {peer.aet} "
+            raise PeerUnreachable(f"peer {peer.aet} has no DICOMweb URL (dicomvault peers add {peer.aet} "
                                   "--dicomweb-url URL)")
         return peer.dicomweb_url
 
