@@ -15,13 +15,18 @@ from dicomvault.adapters.blobs.memory import MemoryBlobStore
 from dicomvault.adapters.blobs.s3 import S3BlobStore
 from dicomvault.adapters.index.engine import create_index_engine, migrate
 from dicomvault.adapters.index.job_queue import SqlJobQueue
+from dicomvault.adapters.index.migration_state import SqlMigrationState
 from dicomvault.adapters.index.peers import SqlPeerRegistry
 from dicomvault.adapters.index.repository import SqlIndexRepository
 from dicomvault.adapters.index.tokens import SqlTokenStore
 from dicomvault.adapters.index.transfer import copy_index as _copy_index
 from dicomvault.adapters.remote.dicomweb import HttpxDicomweb
+from dicomvault.adapters.remote.dicomweb_pull import HttpxPull
 from dicomvault.adapters.remote.dimse import PynetdicomRemote
+from dicomvault.adapters.remote.dimse_pull import PynetdicomPull
+from dicomvault.adapters.remote.store_scp import PynetdicomStoreScp
 from dicomvault.domain.errors import ConfigurationError
+from dicomvault.domain.migration import Via
 from dicomvault.domain.query import QueryLimits
 from dicomvault.domain.tiers import DEFAULT_STORE
 from dicomvault.ports.blobs import BlobStore
@@ -36,6 +41,7 @@ from dicomvault.services.ingest import IngestService
 from dicomvault.services.iocm import RejectionNotes
 from dicomvault.services.lifecycle import BlobRemover, LifecycleService
 from dicomvault.services.metadata import MetadataService
+from dicomvault.services.migration import MigrationService
 from dicomvault.services.peers import PeerService
 from dicomvault.services.prefetch import Prefetcher
 from dicomvault.services.query import QueryService
@@ -166,6 +172,7 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
         closers=[prefetch.close, reads.close, compression.close, index.close, engine.dispose],
         tokens=TokenService(SqlTokenStore(engine)),
         jobs=jobs,
+        migration_state=SqlMigrationState(engine),
     )
 
 
@@ -191,6 +198,29 @@ def _also_note_study(notes: Callable[[str, str, dict[str, Any], str], None],
             tiering.note_ingested(str(study[0]))
 
     return after_store
+
+
+def build_migration(
+    archive: Archive, *, via: Via, listen_port: int | None = None, listen_host: str = "0.0.0.0",
+    move_aet: str | None = None, bytes_per_second: int = 0, timeout: float = 30.0,
+) -> MigrationService:
+    """A migration from a legacy PACS (``dicomvault migrate``). ``via`` move: the peer sends to ``move_aet``
+    (default: the archive's AE title); with ``listen_port`` a storage SCP in this process receives on that port
+    (and is throttled), without it the running archive (``dicomvault serve``) must receive."""
+    if archive.peers is None or archive.migration_state is None:
+        raise ValueError("this archive has no peer registry or migration state")
+    s = archive.settings
+    receiver = None
+    if via == Via.DICOMWEB:
+        source: HttpxPull | PynetdicomPull = HttpxPull(timeout=max(timeout, 60.0))
+    else:
+        destination = (move_aet or s.aet).strip()
+        source = PynetdicomPull(s.aet, via=via.value, move_destination=destination, timeout=timeout,
+                                max_pdu=s.max_pdu)
+        if via == Via.MOVE and listen_port is not None:
+            receiver = PynetdicomStoreScp(destination, listen_host, listen_port, timeout=timeout, max_pdu=s.max_pdu)
+    return MigrationService(archive.peers, archive.ingest, archive.index, archive.migration_state, source, via=via,
+                            receiver=receiver, bytes_per_second=bytes_per_second)
 
 
 def build_storage_migration(

@@ -17,6 +17,7 @@ from dicomvault.cli.find import find_command
 from dicomvault.cli.importer import import_command
 from dicomvault.cli.index_migrate import app as index_app
 from dicomvault.cli.jobs import app as jobs_app
+from dicomvault.cli.migrate import migrate_command
 from dicomvault.cli.peers import app as peers_app
 from dicomvault.cli.recall import recall_command
 from dicomvault.cli.serve import serve_command
@@ -55,6 +56,7 @@ app.command("verify")(verify_command)
 app.command("stats")(stats_command)
 app.command("recall")(recall_command)
 app.command("deletions")(deletions_command)
+app.command("migrate")(migrate_command)
 app.command("dimse-worker", hidden=True)(dimse_worker_command)
 app.add_typer(token_app, name="token")
 app.add_typer(storage_app, name="storage")

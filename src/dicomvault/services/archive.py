@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from dicomvault.ports.blobs import BlobStore
 from dicomvault.ports.index import IndexRepository
 from dicomvault.ports.jobs import JobQueue
+from dicomvault.ports.migration import MigrationState
 from dicomvault.services.blob_copier import BlobCopier
 from dicomvault.services.blob_tiers import TieredBlobs
 from dicomvault.services.compression import CompressionService
@@ -82,6 +83,8 @@ class Archive:
     #: recall of studies on archive storage classes (``dicomvault recall``, the admin API, the ``recall`` job);
     #: None when the archive was built without it (the command and the route then say so)
     recall: RecallService | None = None
+    #: where each study of a legacy-PACS migration stands (``dicomvault migrate``; ``bootstrap.build_migration``)
+    migration_state: MigrationState | None = None
     extras: dict[str, object] = field(default_factory=dict)
     #: called by ``close`` (the composition root registers engine disposal here)
     closers: list[Callable[[], None]] = field(default_factory=list)

@@ -300,6 +300,26 @@ peers = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
+#: Migration from a legacy PACS (issue #12 item 5, ``adapters.index.migration_state``): where each study of a peer
+#: stands (queued, done, skipped, failed), with the peer's expected instance count, what was received and the last
+#: error, so that a migration killed midway continues where it stopped and never fetches a verified study again.
+migration_studies = Table(
+    "migration_studies",
+    metadata,
+    Column("peer", String(16), primary_key=True),
+    Column("study_uid", String(64), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("study_date", String(8), nullable=False),
+    Column("expected", Integer),
+    Column("received", Integer, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("last_error", String(1024)),
+    Column("queued_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_migration_studies_peer_state", "peer", "state"),
+)
+
 LEVEL_TABLES = {"PATIENT": patients, "STUDY": studies, "SERIES": series, "IMAGE": instances}
 
 #: Instances joined to their series and study along the foreign keys: the FROM clause of every read and write that
