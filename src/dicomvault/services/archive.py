@@ -28,6 +28,7 @@ from dicomvault.services.read_tracker import ReadTracker
 from dicomvault.services.recall import RecallService
 from dicomvault.services.render import RenderService
 from dicomvault.services.retrieve import RetrieveService
+from dicomvault.services.routing import RoutingService
 from dicomvault.services.status import StatusService
 from dicomvault.services.tiering import TierService
 from dicomvault.services.tokens import TokenService
@@ -82,6 +83,9 @@ class Archive:
     #: recall of studies on archive storage classes (``dicomvault recall``, the admin API, the ``recall`` job);
     #: None when the archive was built without it (the command and the route then say so)
     recall: RecallService | None = None
+    #: routing rules, their durable deliveries and storage commitment (``dicomvault routes``, the ``route-deliver``
+    #: job, the DIMSE storage commitment SCP); None when the archive was built without it
+    routing: RoutingService | None = None
     extras: dict[str, object] = field(default_factory=dict)
     #: called by ``close`` (the composition root registers engine disposal here)
     closers: list[Callable[[], None]] = field(default_factory=list)
