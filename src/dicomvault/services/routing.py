@@ -78,8 +78,9 @@ STALE_QUEUED = 60.0
 STALE_SENDING = 900.0
 #: Seconds between two sweeps of stale rows (the stable-study release runs on every scan).
 SWEEP_INTERVAL = 60.0
-#: Seconds a commitment request waits for the N-EVENT-REPORT on its own association.
-COMMITMENT_WAIT = 10.0
+#: Seconds a commitment request waits for the N-EVENT-REPORT on its own association before releasing it (Orthanc
+#: reports on an association of its own, received by the DIMSE server, so a long wait only holds the job).
+COMMITMENT_WAIT = 3.0
 #: Selected instances kept in memory before ``on_stored`` drains them itself (back-pressure on a stalled index).
 MAX_PENDING = 50_000
 STUDY_UID = "0020000D"
