@@ -12,7 +12,9 @@ peer cannot hold a delivery job beyond its lease.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -33,6 +35,9 @@ UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
 MAX_CONTEXTS = 128
 #: PS3.4 B.2.3 warning statuses of C-STORE (the instance was stored).
 _WARNINGS = (0x0107, 0x0116)
+
+#: pynetdicom's reactor sleep between polls (its default, 1 ms, is added to every exchange); as the DIMSE server.
+REACTOR_IDLE_DELAY = 0.0002
 
 TlsArgs = Callable[[str, str], dict[str, Any]]
 
@@ -83,6 +88,12 @@ class PynetdicomStore:
         if not assoc.is_established:
             what = "rejected" if assoc.is_rejected else "not established (refused, timed out or aborted)"
             raise Unavailable(f"association to {peer.aet} at {peer.host}:{peer.port} {what}")
+        # Nagle's algorithm against the peer's delayed ACK costs ~40 ms per C-STORE (measured: 30 instead of
+        # 300 objects/s to storescp); pynetdicom's reactor polls every millisecond unless told otherwise
+        with contextlib.suppress(AttributeError, OSError):
+            assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with contextlib.suppress(AttributeError):
+            assoc.dul._run_loop_delay = REACTOR_IDLE_DELAY
         return assoc
 
     def send(self, peer: RemotePeer, items: Sequence[Outbound], files: OutboundFiles, *,
