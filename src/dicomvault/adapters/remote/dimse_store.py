@@ -90,8 +90,10 @@ class PynetdicomStore:
             raise Unavailable(f"association to {peer.aet} at {peer.host}:{peer.port} {what}")
         # Nagle's algorithm against the peer's delayed ACK costs ~40 ms per C-STORE (measured: 30 instead of
         # 300 objects/s to storescp); pynetdicom's reactor polls every millisecond unless told otherwise
-        with contextlib.suppress(AttributeError, OSError):
-            assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        raw = getattr(assoc.dul.socket, "socket", None)
+        if raw is not None:
+            with contextlib.suppress(OSError):
+                raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with contextlib.suppress(AttributeError):
             assoc.dul._run_loop_delay = REACTOR_IDLE_DELAY
         return assoc
