@@ -18,13 +18,16 @@ from dicomvault.adapters.index.job_queue import SqlJobQueue
 from dicomvault.adapters.index.migration_state import SqlMigrationState
 from dicomvault.adapters.index.peers import SqlPeerRegistry
 from dicomvault.adapters.index.repository import SqlIndexRepository
+from dicomvault.adapters.index.route_deliveries import SqlDeliveryLedger
 from dicomvault.adapters.index.tokens import SqlTokenStore
 from dicomvault.adapters.index.transfer import copy_index as _copy_index
 from dicomvault.adapters.remote.dicomweb import HttpxDicomweb
 from dicomvault.adapters.remote.dicomweb_pull import HttpxPull
 from dicomvault.adapters.remote.dimse import PynetdicomRemote
 from dicomvault.adapters.remote.dimse_pull import PynetdicomPull
+from dicomvault.adapters.remote.dimse_store import PynetdicomStore
 from dicomvault.adapters.remote.store_scp import PynetdicomStoreScp
+from dicomvault.adapters.remote.stow import HttpxStow
 from dicomvault.domain.errors import ConfigurationError
 from dicomvault.domain.migration import Via
 from dicomvault.domain.query import QueryLimits
@@ -49,6 +52,7 @@ from dicomvault.services.read_tracker import ReadTracker
 from dicomvault.services.recall import build_recall
 from dicomvault.services.render import RenderService
 from dicomvault.services.retrieve import RetrieveService
+from dicomvault.services.routing import ConfiguredRoute, RoutingService
 from dicomvault.services.status import StatusService
 from dicomvault.services.storage_migration import StorageMigration
 from dicomvault.services.tiering import TierService
@@ -147,6 +151,9 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
         _check_rule_peers(settings, peers)
         ingest.coercion = Coercion(settings.coercion, spool_dir=limits.spool_dir)
     prefetch = Prefetcher(retrieve)
+    routing = build_routing(settings, SqlDeliveryLedger(engine), jobs, peers, retrieve)
+    if routing.active:
+        ingest.after_store = _also_route(ingest.after_store, routing)
     return Archive(
         settings=settings,
         index=index,
@@ -169,7 +176,8 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
         peers=peers,
         prefetch=prefetch,
         recall=build_recall(index, blobs, blobs, settings.resolved_stores(), jobs),
-        closers=[prefetch.close, reads.close, compression.close, index.close, engine.dispose],
+        routing=routing,
+        closers=[routing.close, prefetch.close, reads.close, compression.close, index.close, engine.dispose],
         tokens=TokenService(SqlTokenStore(engine)),
         jobs=jobs,
         migration_state=SqlMigrationState(engine),
@@ -221,6 +229,52 @@ def build_migration(
             receiver = PynetdicomStoreScp(destination, listen_host, listen_port, timeout=timeout, max_pdu=s.max_pdu)
     return MigrationService(archive.peers, archive.ingest, archive.index, archive.migration_state, source, via=via,
                             receiver=receiver, bytes_per_second=bytes_per_second)
+def build_routing(settings: Settings, ledger: SqlDeliveryLedger, jobs: SqlJobQueue, peers: PeerService,
+                  retrieve: RetrieveService) -> RoutingService:
+    """The ``[[route]]`` rules as a ``RoutingService`` sending by pynetdicom (DICOM TLS to peers whose rule says
+    so) and httpx; its start-up check names the configuration file's line of a route at fault."""
+    from dicomvault.dimse.tls import outbound_tls  # the DIMSE stack only when a route sends by DIMSE
+
+    routes = [ConfiguredRoute(n, rule.route()) for n, rule in enumerate(settings.route) if rule.enabled]
+    return RoutingService(
+        routes, ledger, jobs, peers, retrieve,
+        dimse=PynetdicomStore(settings.aet, timeout=settings.dimse_timeout, max_pdu=settings.max_pdu,
+                              tls=lambda aet, host: outbound_tls(settings, aet, host)),
+        dicomweb=HttpxStow(), where=_route_location(settings))
+
+
+def _route_location(settings: Settings) -> Callable[[int, str], str]:
+    """``config.toml line 12: [[route]] entry 2 ('CT to PACS'), to`` for a route's key (no line when the routes
+    did not come from a file)."""
+    from dicomvault.config_errors import key_lines
+
+    lines: dict[tuple[str | int, ...], int] = {}
+    if settings.config_file is not None:
+        try:
+            lines = key_lines(settings.config_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            lines = {}
+
+    def where(position: int, key: str) -> str:
+        name = settings.route[position].name if position < len(settings.route) else "?"
+        line = lines.get(("route", position, key)) or lines.get(("route", position))
+        prefix = f"{settings.config_file} line {line}: " if line else ""
+        return f"{prefix}[[route]] entry {position + 1} ({name!r}), {key}"
+
+    return where
+
+
+def _also_route(previous: Callable[[str, str, dict[str, Any], str], None] | None,
+                routing: RoutingService) -> Callable[[str, str, dict[str, Any], str], None]:
+    """The after-store hook with routes: what was there (rejection notes, compression), then routing's selection
+    (in memory: ``RoutingService.on_stored`` never raises and writes nothing on the store's path)."""
+
+    def after_store(sop_class: str, sop_uid: str, data: dict[str, Any], source: str) -> None:
+        if previous is not None:
+            previous(sop_class, sop_uid, data, source)
+        routing.on_stored(sop_class, sop_uid, data, source)
+
+    return after_store
 
 
 def build_storage_migration(

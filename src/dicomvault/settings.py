@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
@@ -23,6 +23,7 @@ from dicomvault.coercion_settings import CoercionRule
 from dicomvault.domain.peers import Permission, check_ae_title, parse_network
 from dicomvault.domain.records import DuplicatePolicy, PixelLengthPolicy
 from dicomvault.domain.tiers import DEFAULT_STORE
+from dicomvault.routing_settings import RouteRule
 from dicomvault.storage_settings import STORE_NAME, LifecycleRule, StoreConfig
 
 #: Most DIMSE worker processes (``dimse_workers``): beyond a few per core they only add memory (each holds its own
@@ -79,6 +80,7 @@ class DimsePeer(BaseModel):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DICOMVAULT_", extra="ignore", env_nested_delimiter="__")
     _toml_file: ClassVar[Path | None] = None
+    _config_file: Path | None = PrivateAttr(default=None)
 
     data_dir: Path = Field(Path("vault-data"), description="Folder for the embedded index and blob store.")
     index_url: str | None = Field(
@@ -358,6 +360,10 @@ class Settings(BaseSettings):
     coercion: list[CoercionRule] = Field(
         default_factory=list, description="Attribute coercion rules on ingest ([[coercion]] name, when = {…}, set, "
         "replace, remove, prefix, suffix, map, issuer_of_patient_id, character_set).")
+    # -- Routing (issue #12 item 3; routing_settings.py, services/routing.py) --
+    route: list[RouteRule] = Field(
+        default_factory=list, description="Routing rules ([[route]] name, on, when = {…}, to, via, commitment): "
+        "forward stored instances or stable studies to known peers.")
     log_level: str = Field("INFO", description="Log level; patient data is logged only at DEBUG.")
     import_workers: int = Field(4, description="Parallel workers for `dicomvault import`.")
 
@@ -448,6 +454,22 @@ class Settings(BaseSettings):
                     raise located_error(f"{where}, action.{at[0]}: {detail}", (index, "action", *at), detail)
         return value
 
+    @field_validator("route")
+    @classmethod
+    def _check_routes(cls, value: list[RouteRule]) -> list[RouteRule]:
+        first_of: dict[str, int] = {}
+        for index, rule in enumerate(value):
+            if rule.name in first_of:
+                detail = f"another route (entry {first_of[rule.name] + 1}) has the same name"
+                raise located_error(f"route {index + 1} ({rule.name!r}): {detail}", (index, "name"), detail)
+            first_of[rule.name] = index
+        return value
+
+    @property
+    def config_file(self) -> Path | None:
+        """The TOML file these settings were read from, if any (messages naming a line of it)."""
+        return self._config_file
+
     def resolved_stores(self) -> dict[str, StoreConfig]:
         """Every named store: the declared ones, and ``default`` (``storage_url`` or ``data_dir/blobs``) unless
         declared, so a single-store archive keeps its store under the name its index copies were recorded with."""
@@ -506,6 +528,9 @@ class Settings(BaseSettings):
             raise FileNotFoundError(f"config file {config_file} not found")
         cls._toml_file = Path(config_file) if config_file else None
         try:
-            return cls(**{k: v for k, v in overrides.items() if v is not None})
+            loaded = cls(**{k: v for k, v in overrides.items() if v is not None})
+            env_file = os.environ.get("DICOMVAULT_CONFIG")
+            loaded._config_file = cls._toml_file or (Path(env_file) if env_file else None)
+            return loaded
         finally:
             cls._toml_file = None

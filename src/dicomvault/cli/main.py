@@ -20,6 +20,7 @@ from dicomvault.cli.jobs import app as jobs_app
 from dicomvault.cli.migrate import migrate_command
 from dicomvault.cli.peers import app as peers_app
 from dicomvault.cli.recall import recall_command
+from dicomvault.cli.routes import app as routes_app
 from dicomvault.cli.serve import serve_command
 from dicomvault.cli.storage import app as storage_app
 from dicomvault.cli.tiers import lifecycle_app, tier_app
@@ -67,6 +68,7 @@ app.add_typer(tier_app, name="tier")
 app.add_typer(trash_app, name="trash")
 app.add_typer(peers_app, name="peers")
 app.add_typer(coerce_app, name="coerce")
+app.add_typer(routes_app, name="routes")
 
 
 def main() -> None:

@@ -34,7 +34,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from dicomvault.dimse import get_contexts, handlers, quiet, tls
+from dicomvault.dicom.commitment import PUSH_MODEL
+from dicomvault.dimse import commitment, get_contexts, handlers, quiet, tls
 from dicomvault.dimse.access import DimseAccess
 from dicomvault.dimse.connections import ConnectionGate, Limits, per_process
 from dicomvault.dimse.fast_store import StorageRoutingServer
@@ -105,6 +106,9 @@ def build_ae(archive: Archive, processes: int = 1) -> ArchiveAE:
             ae.add_supported_context(cx.abstract_syntax, TRANSFER_SYNTAXES, scp_role=True, scu_role=True)
     for model in QR_MODELS:
         ae.add_supported_context(model, uncompressed)
+    # Storage commitment: modalities ask us (we are SCP); routing destinations report to us on an association they
+    # open, proposing the SCP role for themselves (``commitment``)
+    ae.add_supported_context(PUSH_MODEL, uncompressed, scu_role=True, scp_role=True)
     # Outbound C-STORE sub-associations of C-MOVE propose their own contexts (see scu.py).
     return ae
 
@@ -128,6 +132,8 @@ class DimseServer:
         ``processes``: how many processes serve the same port (``dimse_workers``); the connection and association
         caps of this one are its share of the settings' totals."""
         self.archive = archive
+        if archive.routing is not None:
+            archive.routing.check_destinations()  # a route to an unknown peer refuses the start-up
         self.ae = build_ae(archive, processes)
         self.access = DimseAccess.from_archive(archive)
         self._tls_context = tls.server_context(archive.settings)
@@ -198,6 +204,8 @@ class DimseServer:
             (evt.EVT_C_FIND, serving(handlers.handle_find), [self.archive]),
             (evt.EVT_C_GET, serving(handlers.handle_get), [self.archive]),
             (evt.EVT_C_MOVE, serving(handlers.handle_move), [self.archive]),
+            (evt.EVT_N_ACTION, serving(commitment.handle_n_action), [self.archive]),
+            (evt.EVT_N_EVENT_REPORT, serving(commitment.handle_n_event_report), [self.archive]),
             (evt.EVT_CONN_OPEN, _tune_connection),
             (evt.EVT_DIMSE_RECV, on_message),
             (evt.EVT_REQUESTED, get_contexts.prefer_requestor_order),  # C-GET: the requestor's syntax order

@@ -24,6 +24,10 @@ Kinds:
   (``services.recall``): request what is still archived (again, if a restore expired), and while restores are in
   progress raise ``RecallPending`` so that the worker retries later; done once every blob is readable. Registered
   when the archive has a ``RecallService``.
+* ``route-deliver`` — payload ``{"destination": AET, "study_uid": …}``: send the study's queued routing deliveries
+  to the destination (``services.routing``: claimed rows, so a job run twice never sends an instance twice; a
+  failure puts them back and the job is retried with backoff; the last attempt marks them failed). Registered when
+  the archive has a ``RoutingService``.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from dicomvault.services.fixity_report import report_document, summary, write_re
 from dicomvault.services.lifecycle import BlobRemover
 from dicomvault.services.recall import RECALL_JOB, RecallService
 from dicomvault.services.retrieve import RetrieveService
+from dicomvault.services.routing import ROUTE_DELIVER, RoutingService
 from dicomvault.services.tiering import TIER_STUDY, TierService
 from dicomvault.settings import Settings
 
@@ -186,6 +191,17 @@ def recall_handler(recall: RecallService) -> Handler:
     return run
 
 
+def route_deliver_handler(routing: RoutingService) -> Handler:
+    def run(job: Job) -> dict[str, Any]:
+        destination, study_uid = _str_field(job.payload, "destination"), _str_field(job.payload, "study_uid")
+        if destination is None or study_uid is None:
+            raise PermanentJobError("route-deliver needs 'destination' and 'study_uid' in its payload")
+        return routing.deliver(destination, study_uid, job_id=job.id, attempt=job.attempts,
+                               max_attempts=job.max_attempts)
+
+    return run
+
+
 #: Orphans and staged files younger than this are left to the next scan (ingests in progress look alike).
 SCAN_GRACE = 86400.0
 
@@ -212,4 +228,7 @@ def default_handlers(services: HandlerServices) -> dict[str, Handler]:
     recall: RecallService | None = getattr(services, "recall", None)
     if recall is not None:
         handlers[RECALL_JOB] = recall_handler(recall)
+    routing: RoutingService | None = getattr(services, "routing", None)
+    if routing is not None:
+        handlers[ROUTE_DELIVER] = route_deliver_handler(routing)
     return handlers

@@ -42,6 +42,7 @@ from dicomvault.services.fixity import FixityService
 from dicomvault.services.lifecycle import BlobRemover
 from dicomvault.services.read_tracker import ReadTracker
 from dicomvault.services.retrieve import RetrieveService
+from dicomvault.services.routing import ROUTE_DELIVER, RoutingService
 from dicomvault.services.tiering import TierService
 from dicomvault.services.trash import TrashService
 from dicomvault.settings import Settings
@@ -229,6 +230,12 @@ class WorkerHost(Protocol):
 
 #: Seconds between writes of the studies' last-read times (``services.read_tracker``).
 READ_FLUSH_INTERVAL = 30.0
+#: Seconds between routing scans (stable studies released, stale deliveries enqueued again: ``services.routing``).
+ROUTING_SCAN_INTERVAL = 1.0
+#: How often the routing worker looks for delivery jobs when idle (an idle look is one read): the added latency
+#: of forwarding an instance once stored is about this plus the send.
+ROUTING_POLL_INTERVAL = 0.1
+
 #: Seconds between purges of trashed blobs whose grace period is over (``services.trash``): always on, because
 #: the trash may hold studies deleted while ``delete_grace_days`` was set; an empty trash costs one indexed read.
 TRASH_PURGE_INTERVAL = 600.0
@@ -248,6 +255,9 @@ def periodic_tasks(archive: WorkerHost) -> list[Periodic]:
         tasks.append(Periodic("last-read times", READ_FLUSH_INTERVAL, archive.reads.flush))
     if archive.trash is not None:
         tasks.append(Periodic("trash purge", TRASH_PURGE_INTERVAL, archive.trash.purge_due))
+    routing: RoutingService | None = getattr(archive, "routing", None)
+    if routing is not None and routing.active:
+        tasks.append(Periodic("routing scan", ROUTING_SCAN_INTERVAL, routing.scan))
     days = archive.settings.fixity_interval_days
     if days > 0 and archive.jobs is not None:
         jobs = archive.jobs
@@ -270,13 +280,17 @@ def start_worker(
     handlers = default_handlers(archive)
     worker = Worker(archive.jobs, handlers, poll_interval=poll_interval, lease_seconds=lease_seconds,
                     worker_id=worker_id, periodic=periodic_tasks(archive),
-                    kinds=sorted(k for k in handlers if k not in TIER_KINDS))
+                    kinds=sorted(k for k in handlers if k not in TIER_KINDS and k != ROUTE_DELIVER))
     tier_kinds = [k for k in TIER_KINDS if k in handlers]
     worker.companions = [
         Worker(archive.jobs, handlers, poll_interval=poll_interval, lease_seconds=lease_seconds,
                worker_id=f"{worker.worker_id}-tier{n}", kinds=tier_kinds)
         for n in range(archive.settings.tier_max_concurrent_jobs if tier_kinds else 0)
     ]
+    if ROUTE_DELIVER in handlers:  # forwarding on its own thread: a slow destination delays no other job
+        worker.companions.append(Worker(archive.jobs, handlers, poll_interval=ROUTING_POLL_INTERVAL,
+                                        lease_seconds=lease_seconds, worker_id=f"{worker.worker_id}-route",
+                                        kinds=[ROUTE_DELIVER]))
     for companion in worker.companions:
         companion.start()
     worker.start()

@@ -29,6 +29,7 @@ from dicomvault.services.read_tracker import ReadTracker
 from dicomvault.services.recall import RecallService
 from dicomvault.services.render import RenderService
 from dicomvault.services.retrieve import RetrieveService
+from dicomvault.services.routing import RoutingService
 from dicomvault.services.status import StatusService
 from dicomvault.services.tiering import TierService
 from dicomvault.services.tokens import TokenService
@@ -85,6 +86,9 @@ class Archive:
     recall: RecallService | None = None
     #: where each study of a legacy-PACS migration stands (``dicomvault migrate``; ``bootstrap.build_migration``)
     migration_state: MigrationState | None = None
+    #: routing rules, their durable deliveries and storage commitment (``dicomvault routes``, the ``route-deliver``
+    #: job, the DIMSE storage commitment SCP); None when the archive was built without it
+    routing: RoutingService | None = None
     extras: dict[str, object] = field(default_factory=dict)
     #: called by ``close`` (the composition root registers engine disposal here)
     closers: list[Callable[[], None]] = field(default_factory=list)

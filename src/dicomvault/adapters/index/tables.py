@@ -320,6 +320,48 @@ migration_studies = Table(
     Index("ix_migration_studies_peer_state", "peer", "state"),
 )
 
+#: What routing sent where (issue #12 item 3, ``adapters.index.route_deliveries``): one row per (destination, SOP
+#: Instance UID), so an instance a destination has (``sent``, ``confirmed``) is never sent to it again whichever
+#: route selects it. ``claimed_by`` is the delivery job sending a ``sending`` row; ``commitment_uid`` the storage
+#: commitment transaction that will confirm a ``sent`` row.
+route_deliveries = Table(
+    "route_deliveries",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("destination", String(16), nullable=False),
+    Column("sop_uid", String(64), nullable=False),
+    Column("study_uid", String(64), nullable=False),
+    Column("sop_class_uid", String(64), nullable=False),
+    Column("route", String(64), nullable=False),
+    Column("via", String(16), nullable=False),
+    Column("transfer_syntax", String(64)),
+    Column("commitment", Boolean, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", String(1024)),
+    Column("claimed_by", String(64)),
+    Column("commitment_uid", String(64)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True)),
+    Column("confirmed_at", DateTime(timezone=True)),
+    UniqueConstraint("destination", "sop_uid", name="uq_route_deliveries_destination_sop_uid"),
+    Index("ix_route_deliveries_destination_study", "destination", "study_uid", "state"),
+    Index("ix_route_deliveries_state_updated", "state", "updated_at"),
+    Index("ix_route_deliveries_commitment_uid", "commitment_uid"),
+)
+
+#: Studies a route on stable studies waits for, per destination: ``due_at`` is pushed back by every instance the
+#: route selects, and the routing scan releases the study's ``waiting`` deliveries once it has passed.
+route_stable = Table(
+    "route_stable",
+    metadata,
+    Column("destination", String(16), primary_key=True),
+    Column("study_uid", String(64), primary_key=True),
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    Index("ix_route_stable_due_at", "due_at"),
+)
+
 LEVEL_TABLES = {"PATIENT": patients, "STUDY": studies, "SERIES": series, "IMAGE": instances}
 
 #: Instances joined to their series and study along the foreign keys: the FROM clause of every read and write that

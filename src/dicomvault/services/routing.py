@@ -1,0 +1,405 @@
+"""Routing (issue #12 item 3): forward what the archive stores to peers, as durable jobs, at most once per
+destination.
+
+The path of an instance:
+
+1. **Selection, in memory** (``on_stored``, chained to ``IngestService.after_store`` by ``bootstrap``): the routes'
+   filters run on the header ingest already parsed; selected instances are appended to a list and a drain thread
+   is woken. Nothing is written on the C-STORE's path: the hot path costs a few dictionary lookups.
+2. **Drain** (``flush``, the drain thread, a batch of whatever accumulated): one transaction writes a row per
+   (destination, instance) in ``route_deliveries`` (``queued``; ``waiting`` for routes on stable studies, whose
+   study's wait in ``route_stable`` is pushed back), then one ``route-deliver`` job per (destination, study) is
+   enqueued (deduplicated per destination and study). Under load a batch holds many instances, so routing adds
+   far fewer transactions than stores.
+3. **Stable studies**: the routing scan (a periodic task of every node's job worker, ``scan``) releases studies
+   whose wait has passed (their ``waiting`` rows become ``queued``) and enqueues their jobs. The wait lives in the
+   index, so a restart or another node's scan loses nothing.
+4. **Delivery** (``deliver``, the ``route-deliver`` job): the job *claims* the study's queued rows for the
+   destination (``sending``, tagged with the job: two jobs never send the same row), sends them on one
+   association (C-STORE) or in one STOW-RS request, records each outcome, and claims again until nothing is left.
+   A failure puts the rows back to ``queued`` with the error and raises, so the worker retries the job with
+   exponential backoff (``DELIVERY_MAX_ATTEMPTS``); the last attempt marks them ``failed`` (``dicomvault routes
+   retry`` queues them again). Rows ``sent`` or ``confirmed`` are never claimed again: a re-sent object, another
+   route selecting the same instance, a job run twice after a crash — none sends it again to that destination.
+5. **Commitment** (routes with ``commitment = true``): after the C-STOREs, an N-ACTION asks the destination to
+   commit to the instances sent (rows ``sent`` under its Transaction UID); the N-EVENT-REPORT — on the same
+   association, or on one the destination opens to the archive's storage commitment SCP — makes them
+   ``confirmed`` (or ``failed`` with the reason). Without commitment a successful C-STORE confirms.
+
+Crash windows, and what closes them: instances selected in memory but not yet drained when the process dies are
+not routed (milliseconds of stores; the sender was answered, so it will not send them again) — a documented limit.
+Rows recorded but whose job was never enqueued, or whose job died mid-send (``sending`` for more than
+``STALE_SENDING``), are found by the scan's sweep (``STALE_QUEUED``) and enqueued again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pydicom.uid import generate_uid
+
+from dicomvault.domain.errors import ConfigurationError, DicomVaultError, NotFound, Unavailable
+from dicomvault.domain.records import InstanceRecord
+from dicomvault.domain.routing import (
+    CommitmentResult,
+    Delivery,
+    DeliveryState,
+    DestinationStatus,
+    Route,
+    Selected,
+    first_value,
+)
+from dicomvault.ports.forwarding import Outbound, RemoteStore, RemoteStow
+from dicomvault.ports.jobs import JobQueue, JobState
+from dicomvault.ports.route_deliveries import DeliveryLedger, Outcome
+from dicomvault.services.peers import PeerService
+from dicomvault.services.retrieve import RetrieveService
+
+log = logging.getLogger(__name__)
+
+#: The job kind that sends one study's queued instances to one destination.
+ROUTE_DELIVER = "route-deliver"
+#: Attempts of a delivery job before its instances are marked failed: with the worker's backoff (5 s doubling,
+#: capped at an hour) about 11 hours of a destination being down.
+DELIVERY_MAX_ATTEMPTS = 20
+#: Instances claimed (and sent on one association) at a time.
+BATCH = 200
+#: Seconds a queued row may wait before the scan enqueues its job again (its enqueue was lost in a crash).
+STALE_QUEUED = 60.0
+#: Seconds a row may stay ``sending`` before the scan takes it back (its job's worker died).
+STALE_SENDING = 900.0
+#: Seconds between two sweeps of stale rows (the stable-study release runs on every scan).
+SWEEP_INTERVAL = 60.0
+#: Seconds a commitment request waits for the N-EVENT-REPORT on its own association before releasing it (Orthanc
+#: reports on an association of its own, received by the DIMSE server, so a long wait only holds the job).
+COMMITMENT_WAIT = 3.0
+#: Selected instances kept in memory before ``on_stored`` drains them itself (back-pressure on a stalled index).
+MAX_PENDING = 50_000
+STUDY_UID = "0020000D"
+UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
+
+
+class RetryLater(Exception):
+    """Some instances were refused by the destination: the job is retried (with backoff) for those."""
+
+
+@dataclass(frozen=True)
+class ConfiguredRoute:
+    """A route and its position among ``[[route]]`` entries (for messages naming the line at fault)."""
+
+    position: int
+    route: Route
+
+
+class _Files:
+    """``ports.forwarding.OutboundFiles`` over stored records: as stored when the peer accepts it, else converted."""
+
+    def __init__(self, retrieve: RetrieveService, records: dict[str, InstanceRecord], preferred: Sequence[str]) -> None:
+        self.retrieve, self.records, self.preferred = retrieve, records, list(preferred)
+
+    def choose(self, item: Outbound, accepted: set[str]) -> str | None:
+        stored = item.transfer_syntax_uid
+        for ts in (*self.preferred, stored, *UNCOMPRESSED, *sorted(accepted)):
+            if ts in accepted and (ts == stored or self.retrieve.can_transcode(stored, ts)):
+                return ts
+        return None
+
+    @contextlib.contextmanager
+    def file(self, item: Outbound, transfer_syntax: str) -> Iterator[Path]:
+        record = self.records[item.sop_uid]
+        if transfer_syntax == record.transfer_syntax_uid:
+            with self.retrieve.as_file(record) as path:
+                yield path
+        else:
+            with self.retrieve.transcoded_file(record, transfer_syntax) as path:
+                yield path
+
+
+class RoutingService:
+    def __init__(self, routes: Sequence[ConfiguredRoute], ledger: DeliveryLedger, jobs: JobQueue | None,
+                 peers: PeerService, retrieve: RetrieveService, *, dimse: RemoteStore | None = None,
+                 dicomweb: RemoteStow | None = None, where: Callable[[int, str], str] | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 commitment_wait: float = COMMITMENT_WAIT) -> None:
+        self.configured = list(routes)
+        self.routes = [c.route for c in self.configured]
+        self.ledger = ledger
+        self.jobs = jobs
+        self.peers = peers
+        self.retrieve = retrieve
+        self.dimse = dimse
+        self.dicomweb = dicomweb
+        self.commitment_wait = commitment_wait
+        self._where = where or (lambda position, key: f"[[route]] entry {position + 1}, {key}")
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._pending: list[Selected] = []
+        self._wake = threading.Event()
+        self._closed = False
+        self._drainer: threading.Thread | None = None
+        self._last_sweep = 0.0
+
+    @property
+    def active(self) -> bool:
+        return bool(self.routes)
+
+    # -- start-up ------------------------------------------------------------------------------------------
+
+    def check_destinations(self) -> None:
+        """Refuse to start (``ConfigurationError``, one line per fault naming the configuration line) when a route
+        sends to an unknown peer, or by a protocol the peer has no address for."""
+        problems = []
+        for c in self.configured:
+            route, where = c.route, self._where(c.position, "to")
+            try:
+                peer = self.peers.get(route.destination)
+            except NotFound:
+                known = ", ".join(p.aet for p in self.peers.all()) or "none"
+                problems.append(f"{where}: route {route.name!r} sends to unknown peer {route.destination!r} "
+                                f"(known peers: {known}; dicomvault peers add)")
+                continue
+            if route.via == "dimse" and not peer.reachable:
+                problems.append(f"{where}: route {route.name!r}: peer {route.destination!r} has no host and port")
+            if route.via == "dicomweb" and not peer.dicomweb_url:
+                problems.append(f"{where}: route {route.name!r}: peer {route.destination!r} has no DICOMweb URL")
+        if problems:
+            raise ConfigurationError("\n".join(problems))
+
+    # -- 1. selection (the C-STORE's thread) ---------------------------------------------------------------
+
+    def on_stored(self, sop_class: str, sop_uid: str, data: dict[str, Any], source: str) -> None:
+        """``IngestService.after_store``: note the instance for every route that selects it; never raises."""
+        if not self.routes:
+            return
+        try:
+            study = first_value(data, STUDY_UID) or ""
+            selected = [Selected(r, study, sop_class, sop_uid) for r in self.routes
+                        if r.filter.matches(sop_class, data, source)]
+        except Exception:  # a filter must never fail a store
+            log.exception("routing: selection failed for a stored instance")
+            return
+        if not selected or not study:
+            return
+        with self._lock:
+            self._pending.extend(selected)
+            backlog = len(self._pending)
+            if self._drainer is None and not self._closed:
+                self._drainer = threading.Thread(target=self._drain, name="dicomvault-routing", daemon=True)
+                self._drainer.start()
+        if backlog >= MAX_PENDING:
+            with contextlib.suppress(Exception):
+                self.flush()  # the index is slow: the stores that caused the backlog wait for it
+        self._wake.set()
+
+    # -- 2. drain ------------------------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception as exc:
+                log.warning("routing: cannot record selected instances (%s); trying again in 1 s", type(exc).__name__)
+                log.debug("routing drain failure", exc_info=True)
+                time.sleep(1.0)
+                self._wake.set()
+            with self._lock:
+                if self._closed and not self._pending:
+                    return
+
+    def flush(self) -> int:
+        """Record what was selected since the last flush and enqueue the delivery jobs; returns how many
+        (destination, instance) pairs were recorded."""
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if not batch:
+            return 0
+        now = self._clock()
+        deliveries: list[Delivery] = []
+        stable: list[tuple[str, str, datetime]] = []
+        due: dict[tuple[str, str], None] = {}
+        for s in batch:
+            r = s.route
+            state = DeliveryState.QUEUED if r.on == "stored" else DeliveryState.WAITING
+            deliveries.append(Delivery(destination=r.destination, sop_uid=s.sop_uid, study_uid=s.study_uid,
+                                       sop_class_uid=s.sop_class_uid, route=r.name, via=r.via,
+                                       transfer_syntax=r.transfer_syntax, commitment=r.commitment, state=state))
+            if r.on == "stable":
+                stable.append((r.destination, s.study_uid, now + timedelta(seconds=r.stable_seconds)))
+            else:
+                due[(r.destination, s.study_uid)] = None
+        try:
+            self.ledger.record(deliveries, stable)
+        except BaseException:
+            with self._lock:
+                self._pending[:0] = batch  # kept for the next attempt, in order
+            raise
+        self._enqueue(list(due))
+        return len(deliveries)
+
+    def _enqueue(self, pairs: Sequence[tuple[str, str]]) -> None:
+        if self.jobs is None or not pairs:
+            return
+        for destination, study in pairs:
+            key = f"route:{destination}:{study}"[:200]
+            payload = {"destination": destination, "study_uid": study}
+            job_id = self.jobs.enqueue(ROUTE_DELIVER, payload, dedupe_key=key, max_attempts=DELIVERY_MAX_ATTEMPTS)
+            # The same key's job may be running and past its last claim: a follow-up job claims what it would
+            # miss (claims are exclusive, so both running at once is safe).
+            with contextlib.suppress(NotFound):
+                if self.jobs.get(job_id).state == JobState.RUNNING:
+                    self.jobs.enqueue(ROUTE_DELIVER, payload, dedupe_key=f"{key}:after:{job_id}"[:200],
+                                      max_attempts=DELIVERY_MAX_ATTEMPTS)
+
+    # -- 3. the routing scan (job worker, periodic) --------------------------------------------------------
+
+    def scan(self) -> dict[str, int]:
+        """Release stable studies and (every ``SWEEP_INTERVAL``) re-enqueue stale rows; idempotent, safe on every
+        node at once."""
+        self.flush()
+        now = self._clock()
+        released = self.ledger.release_stable(now)
+        self._enqueue(released)
+        swept: list[tuple[str, str]] = []
+        if time.monotonic() - self._last_sweep >= SWEEP_INTERVAL:
+            self._last_sweep = time.monotonic()
+            swept = self.ledger.stale(now - timedelta(seconds=STALE_QUEUED), now - timedelta(seconds=STALE_SENDING))
+            self._enqueue(swept)
+        if released or swept:
+            log.info("routing scan: %d stable studies released, %d stale queued studies enqueued again",
+                     len(released), len(swept))
+        return {"released": len(released), "swept": len(swept)}
+
+    # -- 4. delivery (the route-deliver job) ---------------------------------------------------------------
+
+    def deliver(self, destination: str, study_uid: str, *, job_id: int, attempt: int = 1,
+                max_attempts: int = DELIVERY_MAX_ATTEMPTS) -> dict[str, int]:
+        """Send the study's queued instances to ``destination`` until none is left. Raises (after putting the
+        rows back) when the destination cannot be reached or refused some: the job is retried with backoff."""
+        claimer = f"job:{job_id}"
+        last = attempt >= max_attempts
+        totals = {"sent": 0, "confirmed": 0, "failed": 0, "retry": 0}
+        try:
+            peer = self.peers.get(destination)
+        except NotFound:
+            peer = None
+        while rows := self.ledger.claim(destination, study_uid, claimer, BATCH):
+            if peer is None:
+                self._settle(destination, rows, DeliveryState.FAILED, f"no peer {destination!r} is known any more")
+                totals["failed"] += len(rows)
+                continue
+            try:
+                outcomes = self._send(peer, rows, last=last)
+            except Exception as exc:
+                reason = exc.message if isinstance(exc, DicomVaultError) else f"{type(exc).__name__}: {exc}"
+                self._settle(destination, rows, DeliveryState.FAILED if last else DeliveryState.QUEUED, reason)
+                log.warning("routing: delivery to %s failed (%s)%s", destination, reason,
+                            "; instances marked failed" if last else "; retried later")
+                raise
+            self.ledger.settle(destination, outcomes, self._clock())
+            for o in outcomes:
+                key = {DeliveryState.SENT: "sent", DeliveryState.CONFIRMED: "confirmed",
+                       DeliveryState.FAILED: "failed"}.get(o.state, "retry")
+                totals[key] += 1
+            if totals["retry"]:
+                break  # refused ones wait for the job's next attempt (backoff), not for this loop
+            self._commit(peer, rows, outcomes)
+        if totals["retry"]:
+            raise RetryLater(f"{totals['retry']} instances refused by {destination}; retried later")
+        return totals
+
+    def _settle(self, destination: str, rows: Sequence[Delivery], state: DeliveryState, reason: str) -> None:
+        self.ledger.settle(destination, [Outcome(d.sop_uid, state, reason) for d in rows], self._clock())
+
+    def _send(self, peer: Any, rows: Sequence[Delivery], *, last: bool) -> list[Outcome]:
+        records = {r.sop_uid: r for r in self.retrieve.locate(sop_uids=[d.sop_uid for d in rows])}
+        outcomes = [Outcome(d.sop_uid, DeliveryState.FAILED, "no longer stored") for d in rows
+                    if d.sop_uid not in records]
+        present = [d for d in rows if d.sop_uid in records]
+        if not present:
+            return outcomes
+        first = present[0]
+        preferred = [*([first.transfer_syntax] if first.transfer_syntax else []), *peer.transfer_syntaxes]
+        files = _Files(self.retrieve, records, preferred)
+        items = [Outbound(records[d.sop_uid].sop_class_uid, d.sop_uid, records[d.sop_uid].transfer_syntax_uid)
+                 for d in present]
+        by_uid = {d.sop_uid: d for d in present}
+        if first.via == "dicomweb":
+            if self.dicomweb is None or not peer.dicomweb_url:
+                raise Unavailable(f"peer {peer.aet} has no DICOMweb URL")
+            report = self.dicomweb.stow(peer, items, files)
+        else:
+            if self.dimse is None or not peer.reachable:
+                raise Unavailable(f"peer {peer.aet} has no host and port")
+            report = self.dimse.send(peer, items, files, preferred=preferred)
+        transaction = generate_uid() if any(d.commitment for d in present) else None
+        for uid in report.sent:
+            committed = by_uid[uid].commitment
+            outcomes.append(Outcome(uid, DeliveryState.SENT if committed else DeliveryState.CONFIRMED,
+                                    commitment_uid=transaction if committed else None))
+        for uid, reason in report.failed.items():
+            outcomes.append(Outcome(uid, DeliveryState.FAILED if last else DeliveryState.QUEUED, reason))
+        for d in present:  # neither sent nor failed: the association ended before its turn
+            if d.sop_uid not in report.sent and d.sop_uid not in report.failed:
+                outcomes.append(Outcome(d.sop_uid, DeliveryState.FAILED if last else DeliveryState.QUEUED,
+                                        "not sent: the association ended early"))
+        return outcomes
+
+    # -- 5. storage commitment (SCU side) ------------------------------------------------------------------
+
+    def _commit(self, peer: Any, rows: Sequence[Delivery], outcomes: Sequence[Outcome]) -> None:
+        sent = [o for o in outcomes if o.state == DeliveryState.SENT and o.commitment_uid]
+        if not sent or self.dimse is None:
+            return
+        classes = {d.sop_uid: d.sop_class_uid for d in rows}
+        transaction = sent[0].commitment_uid or ""
+        try:
+            result = self.dimse.request_commitment(peer, [(classes[o.sop_uid], o.sop_uid) for o in sent],
+                                                   transaction, wait=self.commitment_wait)
+        except DicomVaultError as exc:  # the instances were sent: they stay "sent", unconfirmed
+            log.warning("routing: storage commitment request to %s failed: %s", peer.aet, exc.message)
+            return
+        if result is not None:
+            self.commitment_report(result)
+
+    def commitment_report(self, result: CommitmentResult) -> int:
+        """An N-EVENT-REPORT from a destination (on the request's association, or received by the archive's
+        storage commitment SCP): confirms or fails the rows sent under its Transaction UID."""
+        failed = {uid: f"storage commitment refused (failure reason 0x{code:04X})"
+                  for uid, code in result.failed.items()}
+        changed = self.ledger.commitment_report(result.transaction_uid, result.committed, failed, self._clock())
+        log.info("routing: storage commitment %s: %d committed, %d failed (%d deliveries updated)",
+                 result.transaction_uid, len(result.committed), len(result.failed), changed)
+        return changed
+
+    # -- operators -----------------------------------------------------------------------------------------
+
+    def status(self) -> list[DestinationStatus]:
+        return self.ledger.status()
+
+    def retry(self, destination: str | None = None) -> int:
+        """Queue failed deliveries again (of one destination, or all); returns how many studies were enqueued."""
+        pairs = self.ledger.retry(destination.strip() if destination else None, self._clock())
+        self._enqueue(pairs)
+        return len(pairs)
+
+    def close(self) -> None:
+        """Stop the drain thread after a last flush (bounded: a dead index does not hold the shutdown)."""
+        with self._lock:
+            self._closed = True
+            drainer = self._drainer
+        self._wake.set()
+        if drainer is not None:
+            drainer.join(5.0)
+
+
+__all__ = ["DELIVERY_MAX_ATTEMPTS", "ROUTE_DELIVER", "ConfiguredRoute", "RetryLater", "RoutingService"]
