@@ -244,7 +244,7 @@ def build_routing(settings: Settings, ledger: SqlDeliveryLedger, jobs: SqlJobQue
 
 
 def _route_location(settings: Settings) -> Callable[[int, str], str]:
-    """``config.toml line 12: [[route]] entry 2 ('CT to PACS'), to`` for a route's key (no line when the routes
+    """``config.toml line 12: [[route]] rule 2 ('CT to PACS'), to`` for a route's key (no line when the routes
     did not come from a file)."""
     from dicomvault.config_errors import key_lines
 
@@ -259,7 +259,7 @@ def _route_location(settings: Settings) -> Callable[[int, str], str]:
         name = settings.route[position].name if position < len(settings.route) else "?"
         line = lines.get(("route", position, key)) or lines.get(("route", position))
         prefix = f"{settings.config_file} line {line}: " if line else ""
-        return f"{prefix}[[route]] entry {position + 1} ({name!r}), {key}"
+        return f"{prefix}[[route]] rule {position + 1} ({name!r}), {key}"
 
     return where
 

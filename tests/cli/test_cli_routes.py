@@ -53,7 +53,7 @@ def test_serve_refuses_a_route_to_an_unknown_peer(invoke: Invoke, tmp_path: Path
     result = invoke("serve", "--config", str(config), "--dimse-port", str(cli_free_port()),
                     "--http-port", str(cli_free_port()))
     assert result.exit_code == 2
-    assert f"refusing to start: {config} line 4: [[route]] entry 1 ('lost'), to: route 'lost' sends to unknown " \
+    assert f"refusing to start: {config} line 4: [[route]] rule 1 ('lost'), to: route 'lost' sends to unknown " \
            "peer 'NOBODY'" in result.output.replace("\n", "")
 
 
@@ -62,5 +62,5 @@ def test_a_misspelt_route_key_is_refused_with_its_line(invoke: Invoke, tmp_path:
     config.write_text('[[route]]\nname = "x"\nto = "PACS"\nwhen = { modalty = "CT" }\n')
     result = invoke("routes", "status", "--config", str(config))
     assert result.exit_code == 2
-    assert f"{config} line 4: [[route]] entry 1 ('x'), when.modalty: unknown key 'modalty'" in \
+    assert f"{config} line 4: [[route]] rule 1 ('x'), when.modalty: unknown key 'modalty'" in \
         result.output.replace("\n", "")

@@ -195,7 +195,7 @@ def test_an_unknown_destination_is_refused_at_start_up_with_its_line(tmp_path: P
     try:
         with pytest.raises(ConfigurationError) as refused:
             _routing(archive).check_destinations()
-        assert f"{config} line 5: [[route]] entry 1 ('to nowhere'), to: route 'to nowhere' sends to unknown " \
+        assert f"{config} line 5: [[route]] rule 1 ('to nowhere'), to: route 'to nowhere' sends to unknown " \
                "peer 'NOWHERE'" in refused.value.message
     finally:
         archive.close()

@@ -138,7 +138,7 @@ class RoutingService:
         self.dimse = dimse
         self.dicomweb = dicomweb
         self.commitment_wait = commitment_wait
-        self._where = where or (lambda position, key: f"[[route]] entry {position + 1}, {key}")
+        self._where = where or (lambda position, key: f"[[route]] rule {position + 1}, {key}")
         self._clock = clock
         self._lock = threading.Lock()
         self._pending: list[Selected] = []
