@@ -4,7 +4,10 @@ An instance compressed at rest (``services.compression``) has a blob holding a P
 syntax (one fragment per frame) and, in ``blob_originals``, its recipe: the original's bytes before and after the
 Pixel Data value and the layout of its native frames. The original is, byte for byte::
 
-    head  +  decode(fragment 1) + … + decode(fragment N)  [+ b"\\0" when the value's length is odd]  +  tail
+    head  +  decode(fragment 1) + … + decode(fragment N)  [+ b"\\0" up to the value's recorded length]  +  tail
+
+(the zero is the pad byte of a conformant odd-length value: its frames are one byte shorter than the value; a
+non-conformant odd-length value without a pad byte gets none, as it came).
 
 streamed here in that order, frame by frame (one frame decoded in memory at a time, whatever the object's size),
 from one sequential read of the compressed blob. ``dicom.lossless.decode_frame`` gives each frame the original's
@@ -64,10 +67,15 @@ def iter_original(compressed: BinaryIO, syntax: str, first_item: int, recipe: Or
     """The original object's bytes, from the stream of its compressed form (in ``syntax``, its first fragment's
     item at ``first_item``) and ``recipe``."""
     layout = lossless.FrameLayout.from_dict(recipe.form.layout)
+    # ``pixel_length`` is the Pixel Data value's length in the original, pad byte included: the frames fill it but
+    # for that byte (``lossless.eligibility`` requires it to be zero).
+    pad = recipe.pixel_length - layout.frame_length * layout.number_of_frames
+    if pad not in (0, 1):
+        raise IntegrityFailure(f"the recipe's pixel data length {recipe.pixel_length} does not fit its frames")
     yield recipe.head
     for fragment in iter_fragments(compressed, first_item, layout.number_of_frames):
         yield lossless.decode_frame(fragment, syntax, layout)
-    if recipe.pixel_length & 1:
+    if pad:
         yield b"\0"
     yield recipe.tail
 
