@@ -1,9 +1,10 @@
 """Lossless compression at rest through the services (issue #11 item 4), on the index and store the environment
 selects (SQLite or PostgreSQL, a folder or moto S3): compress, then every read gives back what was received.
 
-The codec layer's own proof (every eligible layout, bit for bit) is ``tests/dicom/test_dicom_lossless.py``; the
-protocols (C-GET, WADO-RS with dcmtk and dicomweb-client) are ``tests/dimse/test_dimse_compression.py`` and
-``tests/dicomweb/test_dw_compression.py``.
+The codec layer's own proof is ``tests/dicom/test_dicom_lossless.py``; every eligible file of pydicom's corpus and
+generated layouts through the archive: ``test_services_compression_corpus.py``; crash points:
+``test_services_compression_crashpoints.py``; the protocols (dcmtk, pynetdicom, dicomweb-client):
+``tests/dimse/test_dimse_compression.py`` and ``tests/dicomweb/test_dw_compression.py``.
 """
 
 from __future__ import annotations

@@ -312,8 +312,6 @@ def test_odd_length_pixel_data_without_its_pad_byte(archive: Archive) -> None:
     assert _check_compressed(archive, data, before, now, JLS) == []
 
 
-@pytest.mark.xfail(strict=True, reason="services.pixels.original_pixel_value pads every odd length: it has the "
-                   "layout, not the recipe's pixel_length")
 def test_odd_length_pixel_data_without_its_pad_byte_as_bulk_data(archive: Archive) -> None:
     """Its native Pixel Data value (WADO-RS bulk data) is what it was before compression: no pad byte added."""
     data, value = _odd_without_pad()

@@ -95,13 +95,15 @@ class OriginalForm:
     size: int
     sha256: str
     layout: dict[str, Any]
+    #: the original Pixel Data value's length, its pad byte included (the frames, then zero bytes up to it)
+    pixel_length: int = 0
 
 
 @dataclass(frozen=True)
 class OriginalRecipe:
     """Everything that rebuilds the received object from its compressed blob, besides the frames: the original's
-    bytes before the Pixel Data value (``head``) and after it (``tail``), and that value's length (odd: a zero pad
-    byte follows the frames)."""
+    bytes before the Pixel Data value (``head``) and after it (``tail``), and that value's length, pad byte included
+    (the frames, then zero bytes up to it)."""
 
     form: OriginalForm
     head: bytes

@@ -146,7 +146,7 @@ def build_compressed(raw: bytes, syntax: str, limits: Limits) -> Compressed:
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True, implicit_vr=False, little_endian=True)
     data = out.getvalue()
-    form = OriginalForm(original_syntax, len(raw), hashlib.sha256(raw).hexdigest(), layout.as_dict())
+    form = OriginalForm(original_syntax, len(raw), hashlib.sha256(raw).hexdigest(), layout.as_dict(), pixel.length)
     recipe = OriginalRecipe(form, raw[:pixel.value_offset], raw[pixel.value_offset + pixel.length:], pixel.length)
     index = _frame_index(data, limits)
     if index is None or not index.encapsulated or index.count != layout.number_of_frames:

@@ -228,7 +228,8 @@ def original_pixel_value(retrieve: RetrieveService, record: InstanceRecord) -> B
     assert record.original is not None
     layout = lossless.FrameLayout.from_dict(record.original.layout)
     size = layout.frame_length * layout.number_of_frames
-    total = size + (size & 1)
+    # the value's length as received, pad byte included (a record from before the length was kept: even-padded)
+    total = record.original.pixel_length or size + (size & 1)
 
     def chunks(start: int, length: int) -> Iterator[bytes]:
         end = min(start + length, total)
@@ -240,7 +241,7 @@ def original_pixel_value(retrieve: RetrieveService, record: InstanceRecord) -> B
             frame = lossless.decode_frame(retrieve.frame(record, i + 1), record.transfer_syntax_uid, layout)
             yield frame[max(start - lo, 0):end - lo]
         if end > size:
-            yield b"\0"
+            yield bytes(end - max(start, size))
 
     return BulkValue(total, chunks)
 

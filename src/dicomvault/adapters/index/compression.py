@@ -109,7 +109,8 @@ class CompressionIndex(Transactions):
         row = self._in_read(lambda conn: conn.execute(stmt).first())
         if row is None:
             return None
-        form = OriginalForm(row.original_syntax, int(row.original_size), row.original_sha256, json.loads(row.layout))
+        form = OriginalForm(row.original_syntax, int(row.original_size), row.original_sha256, json.loads(row.layout),
+                            int(row.pixel_length))
         return OriginalRecipe(form, zlib.decompress(row.head), zlib.decompress(row.tail), int(row.pixel_length))
 
     def record_compression_skip(self, key: str, reason: str) -> None:

@@ -143,7 +143,7 @@ class SqlIndexReads:
             func.substr(instances.c.frame_index, 1, HEAD_CHARS).label("frame_head"),
             # A compressed-at-rest blob's original form (``services.compression``): one primary-key probe per row.
             blob_originals.c.original_syntax, blob_originals.c.original_size, blob_originals.c.original_sha256,
-            blob_originals.c.layout,
+            blob_originals.c.layout, blob_originals.c.pixel_length,
         ).outerjoin(blob_originals, blob_originals.c.key == instances.c.blob_key)
         if patient_id is not None:
             stmt = stmt.where(patients.c.patient_id == patient_id)
@@ -164,7 +164,8 @@ class SqlIndexReads:
                 frame_index=FrameIndex.decode(r.frame_head, complete=len(r.frame_head) < HEAD_CHARS,
                                               frames=r.number_of_frames or 1) if r.frame_head else None,
                 pixel_problem=r.pixel_problem,
-                original=OriginalForm(r.original_syntax, r.original_size, r.original_sha256, json.loads(r.layout))
+                original=OriginalForm(r.original_syntax, r.original_size, r.original_sha256, json.loads(r.layout),
+                                      int(r.pixel_length))
                 if r.original_syntax is not None else None,
             )
             for r in rows

@@ -253,9 +253,9 @@ rejected_instances = Table(
 #: ``services.compression``): keyed by the compressed blob's key, so the recipe follows the bytes wherever an
 #: instance row points at them (a trash restore re-ingests the compressed object and finds its recipe again). The
 #: original is rebuilt byte for byte as ``head`` (the original's bytes up to its Pixel Data value, zlib), every
-#: frame decoded to the original's bit patterns (``layout``: ``dicom.lossless.FrameLayout`` as JSON), a zero pad
-#: byte when ``pixel_length`` is odd, and ``tail`` (the bytes after the Pixel Data value, zlib); its SHA-256 must be
-#: ``original_sha256``. Deleted when the compressed blob's removal finishes.
+#: frame decoded to the original's bit patterns (``layout``: ``dicom.lossless.FrameLayout`` as JSON), zero bytes up
+#: to ``pixel_length`` (the value's length, its pad byte included), and ``tail`` (the bytes after the Pixel Data
+#: value, zlib); its SHA-256 must be ``original_sha256``. Deleted when the compressed blob's removal finishes.
 blob_originals = Table(
     "blob_originals",
     metadata,
