@@ -26,7 +26,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from dicomvault.adapters.remote.received import store_event
+from dicomvault.adapters.remote.received import store_event, tune_association
 from dicomvault.domain.migration import PullOutcome, RemoteInstance, RemoteStudy, StudyFilter
 from dicomvault.domain.peers import RemotePeer
 from dicomvault.ports.migration import PeerUnreachable, Sink
@@ -104,6 +104,7 @@ class PynetdicomPull:
                    f"{self.aet!r}?)" if assoc.is_rejected else "did not answer (connection refused, timed out or " \
                    "aborted)"
             raise PeerUnreachable(f"peer {peer.aet} at {peer.host}:{peer.port} {what}")
+        tune_association(assoc)
         return assoc
 
     def _find(self, peer: RemotePeer, query: Dataset) -> Iterator[Dataset]:
