@@ -5,15 +5,19 @@ completes them. On SQLite or PostgreSQL, folder or S3 (``DV_TEST_INDEX_URL`` / `
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import io
+from collections.abc import Iterator, Sequence
 
+import pydicom
 import pytest
 
 from dicomvault.bootstrap import Archive, build_migration
-from dicomvault.domain.migration import StudyFilter, StudyState, Via
+from dicomvault.domain.migration import PullOutcome, RemoteInstance, RemoteStudy, StudyFilter, StudyState, Via
 from dicomvault.domain.peers import RemotePeer
+from dicomvault.ports.migration import Received, Sink
 from dicomvault.services.migration import MigrationService
 from tests.conftest import free_port
+from tests.helpers import make_ct
 from tests.orthanc_peer import CorpusStudy, LegacyPacs, legacy_pacs, small_corpus
 
 MOVE_AET = "DVMIGRATE"
@@ -132,3 +136,57 @@ def test_a_failing_peer_leaves_failed_studies_with_the_reason_and_the_next_run_c
     assert len(fixed.migrated) == 2
     rows = archive.migration_state.list("ORTHANC")
     assert all(r.state == StudyState.DONE and r.last_error is None and r.attempts == 2 for r in rows)
+
+
+@pytest.mark.parametrize("via", [Via.MOVE, Via.GET])
+def test_a_study_partly_present_gets_only_its_missing_instances(
+        archive: Archive, pacs: tuple[LegacyPacs, list[CorpusStudy]], via: Via) -> None:
+    orthanc, studies = pacs
+    study = studies[4]
+    files = orthanc.files(study.uid)
+    kept = sorted(files)[:30]  # as if a run had been killed after 30 of the 40 instances
+    for uid in kept:
+        archive.ingest.ingest(io.BytesIO(files[uid]), source="test")
+    moves_before = orthanc.moves_per_study()
+    report = _migration(archive, orthanc, via).run("ORTHANC", StudyFilter(study_uids=(study.uid,)))
+    assert report.ok, report.text()
+    [result] = report.migrated
+    assert result.received == 10, "only the 10 missing instances were sent"
+    assert set(_stored(archive, study.uid)) == set(files)
+    assert orthanc.moves_per_study().get(study.uid, 0) == moves_before.get(study.uid, 0), "no study-level move"
+
+
+def test_a_peer_ignoring_the_instance_list_gets_asked_for_the_whole_study(archive: Archive) -> None:
+    objects = [make_ct(study="1.2.826.0.1.3680043.9.7.1", series="1.2.826.0.1.3680043.9.7.2", rows=8, columns=8,
+                       seed=i, InstanceNumber=i + 1) for i in range(4)]
+    instances = []
+    for data in objects:
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        instances.append(RemoteInstance(str(ds.SOPInstanceUID), str(ds.SOPClassUID), str(ds.SeriesInstanceUID)))
+    archive.ingest.ingest(io.BytesIO(objects[0]), source="test")
+    calls: list[tuple[bool, int]] = []
+
+    class Ignoring:
+        def find_studies(self, peer: RemotePeer, flt: StudyFilter) -> list[RemoteStudy]:
+            return [RemoteStudy("1.2.826.0.1.3680043.9.7.1", "20200101", "P", ("CT",), 4)]
+
+        def find_instances(self, peer: RemotePeer, study_uid: str) -> list[RemoteInstance]:
+            return instances
+
+        def pull(self, peer: RemotePeer, study_uid: str, asked: Sequence[RemoteInstance], sink: Sink, *,
+                 only: bool = False) -> PullOutcome:
+            calls.append((only, len(asked)))
+            if only:  # answers success and sends nothing
+                return PullOutcome()
+            for data in objects:
+                assert sink(Received(stream=io.BytesIO(data), size=len(data), part10=True)) is None
+            return PullOutcome(received=len(objects))
+
+    assert archive.peers is not None and archive.migration_state is not None
+    archive.peers.add(RemotePeer(aet="OLD", host="127.0.0.1", port=104))
+    service = MigrationService(archive.peers, archive.ingest, archive.index, archive.migration_state, Ignoring(),
+                               via=Via.GET)
+    report = service.run("OLD", StudyFilter())
+    assert report.ok, report.text()
+    assert calls == [(True, 3), (False, 4)]
+    assert len(archive.index.instances(study_uid="1.2.826.0.1.3680043.9.7.1")) == 4

@@ -98,10 +98,11 @@ class RemoteStudy:
 @dataclass(frozen=True)
 class RemoteInstance:
     """One instance as the peer's IMAGE-level answer lists it (the SOP Class lets C-GET propose the right
-    presentation contexts)."""
+    presentation contexts; the series lets a study that is partly migrated be completed at IMAGE level)."""
 
     sop_uid: str
     sop_class_uid: str = ""
+    series_uid: str = ""
 
 
 @dataclass

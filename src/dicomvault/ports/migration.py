@@ -59,9 +59,13 @@ class LegacySource(Protocol):
         """IMAGE-level query of one study: every instance the peer holds for it (raises ``PeerUnreachable``)."""
         ...
 
-    def pull(self, peer: RemotePeer, study_uid: str, instances: Sequence[RemoteInstance], sink: Sink) -> PullOutcome:
+    def pull(self, peer: RemotePeer, study_uid: str, instances: Sequence[RemoteInstance], sink: Sink, *,
+             only: bool = False) -> PullOutcome:
         """Ask the peer for the study; what arrives is handed to ``sink`` (for C-MOVE: by the storage SCP the
-        peer sends to, ``StoreReceiver``). Never raises for a peer failure: the outcome carries the error."""
+        peer sends to, ``StoreReceiver``). Never raises for a peer failure: the outcome carries the error.
+        ``only``: the study is partly in the archive already and ``instances`` are the missing ones: a source that
+        can ask for instances asks for these only (DIMSE: IMAGE level, per series, with a list of SOP Instance
+        UIDs); one that cannot asks for the whole study."""
         ...
 
 

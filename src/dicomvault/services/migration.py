@@ -6,7 +6,8 @@ arrives through ``IngestService.ingest`` exactly as the peer sent it (the syntax
 the study is ``done`` only when every SOP Instance UID the peer listed is in the index. The state of each
 (peer, study) is kept in the index (``ports.migration.MigrationState``), written after each study, so a migration
 that is killed continues where it stopped when run again: ``done`` and ``skipped`` studies are not asked for again,
-a study interrupted midway is completed (what it already received counts: nothing is stored twice).
+a study interrupted midway is completed: only its missing instances are asked for when the source can (DIMSE: at
+IMAGE level with a list of SOP Instance UIDs), else the whole study (what is already stored is a duplicate).
 
 Throttling, so that the legacy PACS stays usable: at most ``max_in_flight`` studies at once (threads), and at most
 ``bytes_per_second`` received on average; the wait happens before an object's C-STORE is answered (or before the
@@ -229,7 +230,16 @@ class MigrationService:
                 return finish(StudyState.DONE, None, expected, False, expected)
             return finish(StudyState.SKIPPED, "every instance the peer lists is already in the archive", expected,
                           False, expected)
-        outcome = self.source.pull(peer, uid, _order(instances, missing), self._sink)
+        if len(missing) < expected:  # interrupted midway: ask for the missing instances only
+            outcome = self.source.pull(peer, uid, [i for i in instances if i.sop_uid in missing], self._sink,
+                                       only=True)
+            still = wanted - self._present(uid)
+            if still:  # the peer refused or ignored the list: the whole study, as on a first attempt
+                log.info("study %s: %d of %d missing instances did not come by IMAGE-level retrieval (%s); asking "
+                         "for the whole study", uid, len(still), len(missing), outcome.error or "no error")
+                outcome = self.source.pull(peer, uid, _order(instances, still), self._sink)
+        else:
+            outcome = self.source.pull(peer, uid, _order(instances, missing), self._sink)
         missing = wanted - self._present(uid)
         if missing:
             reason = outcome.error or (f"{outcome.failed} instance(s) refused: {outcome.refused[0]}"

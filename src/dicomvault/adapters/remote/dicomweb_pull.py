@@ -101,10 +101,13 @@ class HttpxPull:
         for item in self._qido(peer, f"/studies/{study_uid}/instances", [("includefield", "00080016")]):
             uid = str(_value(item, "00080018") or "").strip()
             if uid:
-                out[uid] = RemoteInstance(uid, str(_value(item, "00080016") or ""))
+                out[uid] = RemoteInstance(uid, str(_value(item, "00080016") or ""),
+                                          str(_value(item, "0020000E") or ""))
         return list(out.values())
 
-    def pull(self, peer: RemotePeer, study_uid: str, instances: Sequence[RemoteInstance], sink: Sink) -> PullOutcome:
+    def pull(self, peer: RemotePeer, study_uid: str, instances: Sequence[RemoteInstance], sink: Sink, *,
+             only: bool = False) -> PullOutcome:
+        # ``only`` is not used: the whole study is asked for again; what is already stored is a duplicate
         out = PullOutcome()
         try:
             url = f"{self._base(peer)}/studies/{study_uid}"

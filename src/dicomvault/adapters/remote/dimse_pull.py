@@ -26,7 +26,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from dicomvault.adapters.remote.received import store_event
+from dicomvault.adapters.remote.received import store_event, tune_association
 from dicomvault.domain.migration import PullOutcome, RemoteInstance, RemoteStudy, StudyFilter
 from dicomvault.domain.peers import RemotePeer
 from dicomvault.ports.migration import PeerUnreachable, Sink
@@ -61,6 +61,8 @@ FALLBACK_CLASSES = (
     "1.2.840.10008.5.1.4.1.1.11.1",  # Grayscale Softcopy Presentation State
 )
 MAX_CONTEXTS = 128
+#: SOP Instance UIDs in one IMAGE-level C-MOVE / C-GET identifier (a UI element of at most 64 KiB in explicit VR)
+UIDS_PER_REQUEST = 500
 
 #: C-MOVE / C-GET final statuses worth a sentence of their own.
 MOVE_STATUS = {
@@ -104,6 +106,7 @@ class PynetdicomPull:
                    f"{self.aet!r}?)" if assoc.is_rejected else "did not answer (connection refused, timed out or " \
                    "aborted)"
             raise PeerUnreachable(f"peer {peer.aet} at {peer.host}:{peer.port} {what}")
+        tune_association(assoc)
         return assoc
 
     def _find(self, peer: RemotePeer, query: Dataset) -> Iterator[Dataset]:
@@ -166,7 +169,7 @@ class PynetdicomPull:
             for ident in self._find(peer, q):
                 uid = str(ident.get("SOPInstanceUID", "") or "").strip()
                 if uid:
-                    out[uid] = RemoteInstance(uid, str(ident.get("SOPClassUID", "") or "").strip())
+                    out[uid] = _instance(ident, uid)
             return list(out.values())
         except PeerUnreachable as exc:
             if "status" not in str(exc):
@@ -186,15 +189,19 @@ class PynetdicomPull:
             for ident in self._find(peer, q):
                 sop = str(ident.get("SOPInstanceUID", "") or "").strip()
                 if sop:
-                    out[sop] = RemoteInstance(sop, str(ident.get("SOPClassUID", "") or "").strip())
+                    out[sop] = _instance(ident, sop, uid)
         return list(out.values())
 
     # -- retrieval ----------------------------------------------------------------------------------------
 
-    def pull(self, peer: RemotePeer, study_uid: str, instances: Sequence[RemoteInstance], sink: Sink) -> PullOutcome:
-        q = Dataset()
-        q.QueryRetrieveLevel = "STUDY"
-        q.StudyInstanceUID = study_uid
+    def pull(self, peer: RemotePeer, study_uid: str, instances: Sequence[RemoteInstance], sink: Sink, *,
+             only: bool = False) -> PullOutcome:
+        queries = _image_queries(study_uid, instances) if only else None
+        if not queries:
+            q = Dataset()
+            q.QueryRetrieveLevel = "STUDY"
+            q.StudyInstanceUID = study_uid
+            queries = [q]
         if self.via == "move":
             ae = self._ae()
             ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
@@ -202,8 +209,9 @@ class PynetdicomPull:
                 assoc = self._associate(ae, peer)
             except PeerUnreachable as exc:
                 return PullOutcome(error=str(exc))
-            responses = assoc.send_c_move(q, self.move_destination, StudyRootQueryRetrieveInformationModelMove)
-            return _outcome(assoc, responses, peer, self.move_destination)
+            return _outcome(assoc, (assoc.send_c_move(q, self.move_destination,
+                                                      StudyRootQueryRetrieveInformationModelMove) for q in queries),
+                            peer, self.move_destination)
         ae = self._ae()
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
         classes = sorted({i.sop_class_uid for i in instances if i.sop_class_uid}) or list(FALLBACK_CLASSES)
@@ -219,26 +227,57 @@ class PynetdicomPull:
             assoc = self._associate(ae, peer, ext_neg=roles, evt_handlers=handlers)
         except PeerUnreachable as exc:
             return PullOutcome(error=str(exc))
-        return _outcome(assoc, assoc.send_c_get(q, StudyRootQueryRetrieveInformationModelGet), peer, "")
+        return _outcome(assoc, (assoc.send_c_get(q, StudyRootQueryRetrieveInformationModelGet) for q in queries),
+                        peer, "")
 
 
-def _outcome(assoc: Association, responses: Iterator[tuple[Dataset, Dataset | None]], peer: RemotePeer,
+def _instance(ident: Dataset, sop_uid: str, series_uid: str = "") -> RemoteInstance:
+    return RemoteInstance(sop_uid, str(ident.get("SOPClassUID", "") or "").strip(),
+                          str(ident.get("SeriesInstanceUID", "") or "").strip() or series_uid)
+
+
+def _image_queries(study_uid: str, instances: Sequence[RemoteInstance]) -> list[Dataset]:
+    """IMAGE-level identifiers asking for exactly ``instances``: one per series (Study Root retrieval is
+    hierarchical below the study), at most ``UIDS_PER_REQUEST`` SOP Instance UIDs each (a UID list: PS3.4
+    C.4.2.2.1); none when an instance's series is unknown (then the whole study is asked for)."""
+    by_series: dict[str, list[str]] = {}
+    for i in instances:
+        if not i.series_uid:
+            return []
+        by_series.setdefault(i.series_uid, []).append(i.sop_uid)
+    out = []
+    for series, uids in by_series.items():
+        for start in range(0, len(uids), UIDS_PER_REQUEST):
+            q = Dataset()
+            q.QueryRetrieveLevel = "IMAGE"
+            q.StudyInstanceUID, q.SeriesInstanceUID = study_uid, series
+            q.SOPInstanceUID = uids[start:start + UIDS_PER_REQUEST]
+            out.append(q)
+    return out
+
+
+def _outcome(assoc: Association, requests: Iterator[Iterator[tuple[Dataset, Dataset | None]]], peer: RemotePeer,
              destination: str) -> PullOutcome:
-    """Walk a C-MOVE / C-GET response stream to its final status."""
+    """Walk the response streams of the C-MOVE / C-GET requests, one after the other on ``assoc``, to their final
+    statuses: sub-operation counts add up; the first failure stops the walk and is the outcome's error."""
     out = PullOutcome()
     final: int | None = None
     try:
-        for status, _ in responses:
-            code = getattr(status, "Status", None)
-            if code is None:
-                out.error = f"peer {peer.aet}: no response (timed out or aborted)"
-                return out
-            if code in (0xFF00, 0xFF01):
-                continue
-            final = int(code)
-            out.failed = int(getattr(status, "NumberOfFailedSuboperations", 0) or 0)
-            out.received = int(getattr(status, "NumberOfCompletedSuboperations", 0) or 0) + int(
-                getattr(status, "NumberOfWarningSuboperations", 0) or 0)
+        for responses in requests:
+            final = None
+            for status, _ in responses:
+                code = getattr(status, "Status", None)
+                if code is None:
+                    out.error = f"peer {peer.aet}: no response (timed out or aborted)"
+                    return out
+                if code in (0xFF00, 0xFF01):
+                    continue
+                final = int(code)
+                out.failed += int(getattr(status, "NumberOfFailedSuboperations", 0) or 0)
+                out.received += int(getattr(status, "NumberOfCompletedSuboperations", 0) or 0) + int(
+                    getattr(status, "NumberOfWarningSuboperations", 0) or 0)
+            if final != 0x0000:
+                break
     finally:
         if assoc.is_established:
             assoc.release()

@@ -4,12 +4,20 @@ C-MOVE storage SCP of ``store_scp``), handed to a ``ports.migration.Sink`` exact
 pynetdicom keeps the data set bytes in memory, or, when ``_config.STORE_RECV_CHUNKED_DATASET`` is on (the DIMSE
 server turns it on in its process), in a temporary file that starts with pynetdicom's own File Meta Information;
 either way the sink receives the bare data set in the negotiated transfer syntax, never decoded or re-encoded.
+
+Every association of a pull (C-FIND, C-MOVE, C-GET, and those the peer opens to the C-MOVE storage SCP) is tuned
+by ``tune_association``: Nagle's algorithm off, because a DIMSE request with an identifier is two small writes
+(command, then identifier) and the second waited for the peer's delayed ACK, ~40 ms per C-FIND and per C-MOVE
+(measured against Orthanc: an IMAGE-level C-FIND took 60 ms, 15 ms without Nagle); and pynetdicom's reactor
+polls every 0.2 ms instead of every 1 ms, as the DIMSE server and the routing SCU do.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import socket
 import struct
 from typing import Any, BinaryIO, cast
 
@@ -24,6 +32,25 @@ SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 #: Error: Cannot Understand (the object itself was refused, e.g. invalid)
 CANNOT_UNDERSTAND = 0xC000
+
+
+#: pynetdicom's reactor sleep between polls (its default, 1 ms, is added to every exchange); as the DIMSE server.
+REACTOR_IDLE_DELAY = 0.0002
+
+
+def tune_association(assoc: Any) -> None:
+    """TCP_NODELAY on the association's socket and a shorter reactor poll (see the module's docstring)."""
+    raw = getattr(getattr(getattr(assoc, "dul", None), "socket", None), "socket", None)
+    if raw is not None:
+        with contextlib.suppress(OSError):
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with contextlib.suppress(AttributeError):
+        assoc.dul._run_loop_delay = REACTOR_IDLE_DELAY
+
+
+def tune_connection(event: Any) -> None:
+    """``EVT_CONN_OPEN`` handler: ``tune_association`` on each connection the storage SCP accepts."""
+    tune_association(event.assoc)
 
 
 def meta_length(head: bytes) -> int:
