@@ -334,7 +334,7 @@ def retrieve_bulk(request: Request, study: str, series: str, sop: str, tag: str,
         return _single_bulk(request, pixels.original_pixel_value(svc, record))
     span = index.pixel_span() if index is not None else None
     if span is not None:
-        return _single_bulk(request, pixels.blob_value(svc, record, *span))
+        return _single_bulk(request, pixels.native_pixel_value(svc, record, *span))
     plan = plan_frames([neg.Acceptable("multipart/related", OCTET, "*", 1.0)], record.transfer_syntax_uid, 2)
     read = _frame_reader(request, record, plan)
     boundary = mw.new_boundary()
