@@ -182,7 +182,7 @@ def outgoing(archive: Archive, record: InstanceRecord, accepted: dict[str, set[s
     # within max_decoded_bytes) that pynetdicom streams like a stored file.
     files = contextlib.ExitStack()
     try:
-        path = files.enter_context(archive.retrieve.transcoded_file(record, target))
+        path = files.enter_context(archive.retrieve.transcoded_file(record, target, staged))
     except DicomVaultError as exc:  # too large, damaged pixel data, no decoder: this sub-operation fails
         log.info("sub-operation fails: %s", exc.message)
         yield Outgoing(record, failure=exc.message, error=exc)

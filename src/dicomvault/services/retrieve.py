@@ -279,14 +279,18 @@ class RetrieveService:
         else:
             yield self.transcoded(record, target_ts)
 
-    def iter_original(self, record: InstanceRecord) -> Iterator[bytes]:
+    def iter_original(self, record: InstanceRecord, source: BinaryIO | None = None) -> Iterator[bytes]:
         """The object exactly as received, for an instance compressed at rest (``services.originals``): its
-        recipe, then the compressed blob read once from the start, decoded frame by frame."""
+        recipe, then the compressed blob read once from the start, decoded frame by frame. ``source``: the stored
+        object already at hand (a download-ahead spool file, ``services.prefetch``), read instead of the store."""
         recipe = self.index.original_recipe(record.blob.key) if record.original is not None else None
         index = record.frame_index
         if recipe is None or index is None:
             raise IntegrityFailure(f"the original of blob {record.blob.key} cannot be rebuilt: no recipe or frame "
                                    "index")
+        if source is not None:
+            yield from originals.iter_original(source, record.transfer_syntax_uid, index.first, recipe)
+            return
         with self.open(record) as f:
             yield from originals.iter_original(f, record.transfer_syntax_uid, index.first, recipe)
 
@@ -337,12 +341,19 @@ class RetrieveService:
         return buf.getvalue()
 
     @contextlib.contextmanager
-    def transcoded_file(self, record: InstanceRecord, target_ts: str) -> Iterator[Path]:
+    def transcoded_file(self, record: InstanceRecord, target_ts: str, staged: Path | None = None) -> Iterator[Path]:
         """A spool file (in the data folder) holding the object in ``target_ts``, for a sender that streams from
-        a path; raises like ``iter_transcoded`` before yielding."""
+        a path; raises like ``iter_transcoded`` before yielding. ``staged``: the stored object already downloaded
+        (``services.prefetch``), from which the original of an instance compressed at rest is rebuilt rather than
+        read from the store a second time."""
         with inflate.named_spool_file(self.limits) as f:
-            for chunk in self.iter_transcoded(record, target_ts):
-                f.write(chunk)
+            if staged is not None and record.original is not None and target_ts == record.original.syntax:
+                with staged.open("rb") as source:
+                    for chunk in self.iter_original(record, source):
+                        f.write(chunk)
+            else:
+                for chunk in self.iter_transcoded(record, target_ts):
+                    f.write(chunk)
             f.flush()
             yield Path(f.name)
 
