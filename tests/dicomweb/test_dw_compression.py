@@ -162,6 +162,7 @@ def _probes(study: Study) -> dict[str, Any]:
         out[f"{name}-frames"] = _parts(_get(f"{url}/frames/{everything}"))
         out[f"{name}-frames-octet"] = _parts(_get(f"{url}/frames/{n},1", OCTET))
         out[f"{name}-frame-single"] = _get(f"{url}/frames/1", "application/octet-stream").content
+        out[f"{name}-frames-explicit"] = _parts(_get(f"{url}/frames/1", f"{OCTET}; transfer-syntax={EXPLICIT}"))
         out[f"{name}-bulk"] = _parts(_get(f"{url}/bulk/7FE00010"))
         out[f"{name}-bulk-octet"] = _get(f"{url}/bulk/7FE00010", "application/octet-stream").content
         size = len(out[f"{name}-bulk-octet"])
@@ -351,6 +352,7 @@ def test_default_frames_are_the_original_frames(study: Study, after: dict[str, A
         assert after[f"{name}-frames"] == [(octet, f) for f in frames], name
         assert after[f"{name}-frames-octet"] == [(octet, frames[-1]), (octet, frames[0])], name
         assert after[f"{name}-frame-single"] == frames[0], name
+        assert after[f"{name}-frames-explicit"] == [(octet, frames[0])], name
         r = item.record
         numbers = list(range(item.frames, 0, -1))  # several frames in one request, last first
         assert client.retrieve_instance_frames(r.study_uid, r.series_uid, r.sop_uid, numbers) == \
@@ -477,3 +479,43 @@ def test_odd_length_pixel_data_is_compressed_and_given_back(study: Study) -> Non
     assert work.compressed == 1, work
     assert before["instance"] == [(f"application/dicom; transfer-syntax={EXPLICIT}", data)]
     assert _odd_answers(study, record) == before
+
+
+# -- compressed while being read ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("accept", [DICOM_ANY, f"{DICOM_ANY}; transfer-syntax=*", "application/dicom"])
+def test_instances_compressed_while_a_retrieve_runs(study: Study, monkeypatch: pytest.MonkeyPatch,
+                                                    accept: str) -> None:
+    """``compress_on_ingest`` compresses a study about 30 s after it arrived, when it is likely being read: a
+    retrieval that selected the instances just before they were switched to their compressed blobs (and the
+    originals' blobs removed) still answers every one as it promised (the syntax of each part, as the
+    originals)."""
+    archive = study.server.archive
+    assert archive.compression is not None
+    compression = archive.compression
+    uid, series = generate_uid(), generate_uid()
+    single = accept == "application/dicom"
+    objects = {}
+    for i in range(1 if single else 3):
+        data = make_ct(study=uid, series=series, rows=64, columns=64, frames=1 + i, seed=20 + i, InstanceNumber=i)
+        objects[archive.ingest.ingest(io.BytesIO(data), source="STOW").sop_instance_uid] = data
+    locate = archive.retrieve.locate
+
+    def locate_then_compress(**keys: Any) -> list[InstanceRecord]:
+        records = locate(**keys)
+        for record in records:  # the compress job switches them right after the request selected them
+            if record.original is None:
+                work = CompressionWork()
+                compression.compress_instance(record, JLS, work)
+                assert work.compressed == 1, work
+        return records
+
+    with monkeypatch.context() as patched:
+        patched.setattr(archive.retrieve, "locate", locate_then_compress)
+        resp = httpx.get(f"{study.base}/studies/{uid}", headers={"Accept": accept}, timeout=60)
+    assert resp.status_code == 200, resp.text
+    parts = [(resp.headers["content-type"], resp.content)] if single else _parts(resp)
+    assert sorted(body for _, body in parts) == sorted(objects.values())
+    assert {ct for ct, _ in parts} == {f"application/dicom; transfer-syntax={EXPLICIT}"}
+    assert {r.transfer_syntax_uid for r in locate(study_uid=uid)} == {JLS}

@@ -470,3 +470,47 @@ def test_originals_are_rebuilt_from_the_downloaded_copy(tmp_path: Path, s3_bucke
     finally:
         server.stop()
         archive.close()
+
+
+@pytest.mark.parametrize("syntaxes", [[[EXPLICIT], [IMPLICIT]], [[JLS], [EXPLICIT]]], ids=["uncompressed", "jpeg-ls"])
+def test_instances_compressed_while_a_retrieve_runs(settings: Settings, monkeypatch: pytest.MonkeyPatch,
+                                                    syntaxes: list[list[str]]) -> None:
+    """``compress_on_ingest`` compresses a study about 30 s after it arrived, when it is likely being read: a
+    C-GET that selected its instances just before they were switched to their compressed blobs (and the originals'
+    blobs removed) still sends every one, as it now is."""
+    s = Settings.load(data_dir=settings.data_dir, index_url=settings.index_url, storage_url=settings.storage_url,
+                      dimse_port=free_port(), http_port=free_port())
+    archive = build_archive(s)
+    server = DimseServer(archive)
+    server.start()
+    try:
+        study = Study(generate_uid())
+        series = generate_uid()
+        for n, data in enumerate([make_ct(study=study.uid, series=series, rows=64, columns=64, seed=1),
+                                  _reencoded(make_ct(study=study.uid, series=series, rows=64, columns=64, seed=2),
+                                             IMPLICIT),
+                                  make_ct(study=study.uid, series=series, rows=32, columns=48, frames=4, seed=3)]):
+            uid = archive.ingest.ingest(io.BytesIO(data)).sop_instance_uid
+            syntax = str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).file_meta.TransferSyntaxUID)
+            study.items[f"item{n}"] = Item(f"item{n}", uid, data, syntax, True)
+        locate = archive.retrieve.locate
+        assert archive.compression is not None
+        compression = archive.compression
+
+        def locate_then_compress(**keys: Any) -> list[Any]:
+            records = locate(**keys)
+            for record in records:  # the compress job switches them right after the retrieve selected them
+                if record.original is None:
+                    work = CompressionWork()
+                    compression.compress_instance(record, JLS, work)
+                    assert work.compressed == 1, work
+            return records
+
+        with monkeypatch.context() as patched:
+            patched.setattr(archive.retrieve, "locate", locate_then_compress)
+            final, received = _pynetdicom_get(Vault(archive, server, study, {}), syntaxes)
+        _all_completed(final, len(study.items))
+        _check(study, archive, received, {ts for cx in syntaxes for ts in cx})
+    finally:
+        server.stop()
+        archive.close()

@@ -79,6 +79,16 @@ class RetrieveService:
             raise NotFound("instance not found")
         return found[0]
 
+    def refreshed(self, record: InstanceRecord) -> InstanceRecord | None:
+        """The instance's record as the index has it now when it points at another blob than ``record`` (read
+        before the instance was compressed at rest or replaced, whose previous blob is then removed), else None
+        (unchanged, or the instance is gone). For a reader that found ``record``'s blob missing."""
+        found = self.index.instances(study_uid=record.study_uid, series_uid=record.series_uid,
+                                     sop_uids=[record.sop_uid])
+        if not found or found[0].blob.key == record.blob.key:
+            return None
+        return found[0]
+
     def open(self, record: InstanceRecord) -> BinaryIO:
         """The stored Part 10 object as a readable stream (exactly the bytes received)."""
         if self.on_read is not None:
