@@ -10,7 +10,8 @@ received for an explicit VR original, its frames and its Pixel Data value byte f
 One module-scoped server (on the backends the environment selects: a database and a bucket of its own on
 PostgreSQL + S3) holds one study: an explicit VR CT, a 5-frame explicit VR CT, an implicit VR CT, a 2-frame RGB
 secondary capture stored colour-by-plane, all compressed at rest, and an 8×8 CT left as it is (too small to be worth
-it). An 8-bit object whose Pixel Data has an odd length (and so a pad byte) is tested on its own.
+it). An 8-bit object whose Pixel Data has an odd length (and so a pad byte) is tested on its own, and so are
+instances compressed while a retrieval that selected them runs (``compress_on_ingest`` works on studies minutes old).
 """
 
 from __future__ import annotations

@@ -9,9 +9,11 @@ lossless.
   it (pydicom, dcmtk's dcmdjpls) gives the original pixels.
 - Multi-frame objects, and a study mixing instances compressed at rest, one left uncompressed (too small to be
   worth it) and one received compressed (JPEG 2000), the same way.
+- Instances compressed while a retrieve that selected them runs (``compress_on_ingest`` works on studies minutes
+  old) are still sent; from S3 each compressed object is read from the bucket once.
 
 The archive runs on the backends the environment selects (``DV_TEST_INDEX_URL`` / ``DV_TEST_STORAGE_URL``: on S3,
-C-GET and C-MOVE read through the download-ahead spool files and the original is rebuilt from a streamed GET).
+C-GET and C-MOVE read through the download-ahead spool files and the original is rebuilt from them).
 """
 
 from __future__ import annotations
@@ -224,29 +226,36 @@ class Vault:
         return self.server.port
 
 
-@pytest.fixture
-def vault(settings: Settings) -> Iterator[Vault]:
-    """A DIMSE server on the test's backends holding ``_load``'s study, with three C-MOVE destinations (ports
-    reserved here, served by the tests that use them)."""
-    destinations = {"STORESCP": free_port(), "PYSCP": free_port(), "MOVESCU": free_port()}
-    s = Settings.load(data_dir=settings.data_dir, index_url=settings.index_url, storage_url=settings.storage_url,
-                      dimse_port=free_port(), http_port=free_port(),
-                      move_destinations={aet: f"127.0.0.1:{port}" for aet, port in destinations.items()})
-    archive = build_archive(s)
+@contextlib.contextmanager
+def _serving(settings: Settings, **overrides: Any) -> Iterator[tuple[Archive, DimseServer]]:
+    """An archive on ``settings``' data folder and backends (``overrides`` on top) and its running DIMSE server."""
+    values: dict[str, Any] = {"data_dir": settings.data_dir, "index_url": settings.index_url,
+                              "storage_url": settings.storage_url, **overrides}
+    archive = build_archive(Settings.load(dimse_port=free_port(), http_port=free_port(), **values))
     server = DimseServer(archive)
     server.start()
     try:
-        yield Vault(archive, server, _load(archive), destinations)
+        yield archive, server
     finally:
         server.stop()
         archive.close()
 
 
-def _wait_for_echo(port: int, aet: str, proc: subprocess.Popen[str]) -> None:
+@pytest.fixture
+def vault(settings: Settings) -> Iterator[Vault]:
+    """A DIMSE server on the test's backends holding ``_load``'s study, with two C-MOVE destinations (ports
+    reserved here, served by the tests that use them)."""
+    destinations = {"STORESCP": free_port(), "PYSCP": free_port()}
+    with _serving(settings, move_destinations={aet: f"127.0.0.1:{port}" for aet, port in destinations.items()}
+                  ) as (archive, server):
+        yield Vault(archive, server, _load(archive), destinations)
+
+
+def _wait_for_echo(port: int, aet: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     """Until the storage SCP on ``port`` (just started) answers dcmtk echoscu's C-ECHO."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        assert proc.poll() is None, "storescp exited: " + (proc.stderr.read() if proc.stderr else "")
+        assert proc.poll() is None, "storescp exited: " + log.read_text(errors="replace")
         if run(["echoscu", "-to", "5", "-aec", aet, "127.0.0.1", str(port)], timeout=30).returncode == 0:
             return
         time.sleep(0.1)
@@ -257,17 +266,19 @@ def _wait_for_echo(port: int, aet: str, proc: subprocess.Popen[str]) -> None:
 def storescp(vault: Vault, tmp_path: Path) -> Iterator[Any]:
     """A factory: ``storescp(*options)`` starts dcmtk's storescp on the STORESCP port, bit-preserving (+B), and
     returns its output folder. Stopped (its own process) at the end of the test."""
-    procs: list[subprocess.Popen[str]] = []
+    procs: list[subprocess.Popen[bytes]] = []
 
     def start(*options: str) -> Path:
         assert not procs, "one storescp per test"
         out = tmp_path / "storescp"
         out.mkdir()
+        log = tmp_path / "storescp.log"
         port = vault.destinations["STORESCP"]
-        proc = subprocess.Popen(["storescp", "-aet", "STORESCP", "+B", "-od", str(out), *options, str(port)],
-                                env=ENV, cwd=out, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        with log.open("wb") as sink:
+            proc = subprocess.Popen(["storescp", "-aet", "STORESCP", "+B", "-od", str(out), *options, str(port)],
+                                    env=ENV, cwd=out, stdout=sink, stderr=subprocess.STDOUT)
         procs.append(proc)
-        _wait_for_echo(port, "STORESCP", proc)
+        _wait_for_echo(port, "STORESCP", proc, log)
         return out
 
     yield start
@@ -278,8 +289,6 @@ def storescp(vault: Vault, tmp_path: Path) -> Iterator[Any]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
 
 
 @contextlib.contextmanager
@@ -442,14 +451,8 @@ def test_originals_are_rebuilt_from_the_downloaded_copy(tmp_path: Path, s3_bucke
     """From an S3 store, a C-GET downloads the next objects ahead into spool files (``services.prefetch``); an
     uncompressed peer's originals are rebuilt from those downloads, so each compressed object is read from the
     bucket once, not once ahead and once more to rebuild it."""
-    s = Settings.load(data_dir=tmp_path / "vault", storage_url=s3_bucket_url, dimse_port=free_port(),
-                      http_port=free_port())
-    archive = build_archive(s)
-    server = DimseServer(archive)
-    server.start()
-    try:
+    with _serving(Settings.load(data_dir=tmp_path / "vault"), storage_url=s3_bucket_url) as (archive, server):
         study = _load(archive)
-        vault = Vault(archive, server, study, {})
         reads: list[str] = []
         blobs = archive.retrieve.blobs
         opened = blobs.open
@@ -460,16 +463,13 @@ def test_originals_are_rebuilt_from_the_downloaded_copy(tmp_path: Path, s3_bucke
 
         with monkeypatch.context() as patched:
             patched.setattr(blobs, "open", counting_open)
-            final, received = _pynetdicom_get(vault, [[EXPLICIT], [IMPLICIT]])
+            final, received = _pynetdicom_get(Vault(archive, server, study, {}), [[EXPLICIT], [IMPLICIT]])
         _all_completed(final, len(study.items))
         _check(study, archive, received, {EXPLICIT, IMPLICIT})
         names = {r.blob.key: study.by_uid(r.sop_uid).name for r in archive.retrieve.locate(study_uid=study.uid)}
         read = [names[k] for k in reads]
         compressed = [name for name, item in study.items.items() if item.compressed]
         assert sorted(n for n in read if n in compressed) == sorted(compressed), read
-    finally:
-        server.stop()
-        archive.close()
 
 
 @pytest.mark.parametrize("syntaxes", [[[EXPLICIT], [IMPLICIT]], [[JLS], [EXPLICIT]]], ids=["uncompressed", "jpeg-ls"])
@@ -478,12 +478,7 @@ def test_instances_compressed_while_a_retrieve_runs(settings: Settings, monkeypa
     """``compress_on_ingest`` compresses a study about 30 s after it arrived, when it is likely being read: a
     C-GET that selected its instances just before they were switched to their compressed blobs (and the originals'
     blobs removed) still sends every one, as it now is."""
-    s = Settings.load(data_dir=settings.data_dir, index_url=settings.index_url, storage_url=settings.storage_url,
-                      dimse_port=free_port(), http_port=free_port())
-    archive = build_archive(s)
-    server = DimseServer(archive)
-    server.start()
-    try:
+    with _serving(settings) as (archive, server):
         study = Study(generate_uid())
         series = generate_uid()
         for n, data in enumerate([make_ct(study=study.uid, series=series, rows=64, columns=64, seed=1),
@@ -511,6 +506,3 @@ def test_instances_compressed_while_a_retrieve_runs(settings: Settings, monkeypa
             final, received = _pynetdicom_get(Vault(archive, server, study, {}), syntaxes)
         _all_completed(final, len(study.items))
         _check(study, archive, received, {ts for cx in syntaxes for ts in cx})
-    finally:
-        server.stop()
-        archive.close()
