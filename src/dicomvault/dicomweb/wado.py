@@ -95,11 +95,29 @@ def _target_syntax(record: InstanceRecord, requested: str | None, retrieve: Retr
     raise Unsupported(f"instances cannot be provided in transfer syntax {requested}")
 
 
-def _instance_body(retrieve: RetrieveService, record: InstanceRecord, ts: str) -> Iterator[bytes]:
+def _instance_chunks(retrieve: RetrieveService, record: InstanceRecord, ts: str) -> Iterator[bytes]:
     if ts == record.transfer_syntax_uid:
         yield from retrieve.iter_bytes(record, chunk=mw.BATCH)
     else:
         yield from retrieve.iter_transcoded(record, ts)
+
+
+def _instance_body(retrieve: RetrieveService, record: InstanceRecord, ts: str) -> Iterator[bytes]:
+    """The object of ``record`` in ``ts``. An instance compressed at rest after the request selected it (its blob
+    then removed: ``compress_on_ingest`` works on studies minutes old, likely being read) is answered from its
+    compressed blob: its original is byte for byte the object selected, so the part's syntax and length hold."""
+    chunks = _instance_chunks(retrieve, record, ts)
+    try:
+        first = next(chunks, None)
+    except NotFound:
+        current = retrieve.refreshed(record)
+        if current is None or current.original is None or current.original.sha256 != record.blob.sha256:
+            raise
+        chunks = _instance_chunks(retrieve, current, ts)
+        first = next(chunks, None)
+    if first is not None:
+        yield first
+        yield from chunks
 
 
 def _primed(chunks: Iterator[bytes]) -> Iterator[bytes]:
@@ -334,7 +352,7 @@ def retrieve_bulk(request: Request, study: str, series: str, sop: str, tag: str,
         return _single_bulk(request, pixels.original_pixel_value(svc, record))
     span = index.pixel_span() if index is not None else None
     if span is not None:
-        return _single_bulk(request, pixels.blob_value(svc, record, *span))
+        return _single_bulk(request, pixels.native_pixel_value(svc, record, *span))
     plan = plan_frames([neg.Acceptable("multipart/related", OCTET, "*", 1.0)], record.transfer_syntax_uid, 2)
     read = _frame_reader(request, record, plan)
     boundary = mw.new_boundary()

@@ -28,7 +28,7 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext, build_context
 
 from dicomvault.dimse.tls import outbound_tls
-from dicomvault.domain.errors import DicomVaultError, Unavailable, Unsupported
+from dicomvault.domain.errors import DicomVaultError, NotFound, Unavailable, Unsupported
 from dicomvault.domain.records import InstanceRecord
 from dicomvault.services.archive import Archive
 
@@ -145,26 +145,43 @@ def _file_is_part10(path: Path) -> bool:
 def outgoing(archive: Archive, record: InstanceRecord, accepted: dict[str, set[str]],
              staged: Path | None = None) -> Iterator[Dataset]:
     """The object to send for ``record`` to a peer that accepted ``accepted``; valid inside the ``with``.
-    ``staged``: the object already downloaded to a spool file (``services.prefetch``: a remote store)."""
+    ``staged``: the object already downloaded to a spool file (``services.prefetch``: a remote store).
+
+    An instance switched to another blob after ``record`` was read (compressed at rest while the retrieve runs:
+    ``compress_on_ingest`` works on studies minutes old, likely being read; or replaced), whose previous blob is
+    then removed, is sent as it is now rather than failed."""
+    with contextlib.ExitStack() as files:
+        ds = _prepare(archive, record, accepted, staged, files)
+        if isinstance(ds, Outgoing) and isinstance(ds._dv_error, NotFound):
+            current = archive.retrieve.refreshed(record)
+            if current is not None:
+                log.info("an instance changed blob while being retrieved (compressed or replaced): sent as it is now")
+                ds = _prepare(archive, current, accepted, None, files)
+            if isinstance(ds, Outgoing) and isinstance(ds._dv_error, NotFound):
+                log.warning("cannot read a stored instance for sending: %s", ds._dv_error.message)
+        yield ds
+
+
+def _prepare(archive: Archive, record: InstanceRecord, accepted: dict[str, set[str]], staged: Path | None,
+             files: contextlib.ExitStack) -> Dataset:
+    """``outgoing``'s object for ``record``; the files it needs stay open until ``files`` closes."""
     syntaxes = accepted.get(record.sop_class_uid, set())
     stored = record.transfer_syntax_uid
     if staged is not None and stored in syntaxes and _file_is_part10(staged):
-        yield Outgoing(record, path=staged)
-        return
+        return Outgoing(record, path=staged)
     if stored in syntaxes and _is_part10(archive, record):
         try:
-            with archive.retrieve.as_file(record) as path:
-                yield Outgoing(record, path=path)
+            path = files.enter_context(archive.retrieve.as_file(record))
         except DicomVaultError as exc:
-            log.warning("cannot read a stored instance for sending: %s", exc.message)
-            yield Outgoing(record, failure=exc.message, error=exc)
-        return
+            if not isinstance(exc, NotFound):  # a missing blob: ``outgoing`` looks again first
+                log.warning("cannot read a stored instance for sending: %s", exc.message)
+            return Outgoing(record, failure=exc.message, error=exc)
+        return Outgoing(record, path=path)
     target = _target_syntax(archive, record, syntaxes)
     if target is None:
         reason = f"peer accepted no transfer syntax for {UID(record.sop_class_uid).name or record.sop_class_uid}"
         log.info("sub-operation fails: %s (stored as %s)", reason, UID(stored).name or stored)
-        yield Outgoing(record, failure=reason)
-        return
+        return Outgoing(record, failure=reason)
     if target == stored:  # stored without a file meta header: decode, pynetdicom re-encodes as stored
         try:
             with archive.retrieve.open(record) as f:
@@ -173,27 +190,21 @@ def outgoing(archive: Archive, record: InstanceRecord, accepted: dict[str, set[s
             ds.file_meta.TransferSyntaxUID = UID(stored)
         except Exception as exc:
             log.warning("cannot read a stored instance for sending: %s", type(exc).__name__)
-            yield Outgoing(record, failure="the stored object cannot be read",
-                           error=exc if isinstance(exc, DicomVaultError) else None)
-            return
-        yield ds
-        return
+            return Outgoing(record, failure="the stored object cannot be read",
+                            error=exc if isinstance(exc, DicomVaultError) else None)
+        return ds
     # Another syntax: written to a spool file (a deflated object inflated chunk by chunk, anything else converted
     # within max_decoded_bytes) that pynetdicom streams like a stored file.
-    files = contextlib.ExitStack()
     try:
-        path = files.enter_context(archive.retrieve.transcoded_file(record, target))
+        path = files.enter_context(archive.retrieve.transcoded_file(record, target, staged))
     except DicomVaultError as exc:  # too large, damaged pixel data, no decoder: this sub-operation fails
         log.info("sub-operation fails: %s", exc.message)
-        yield Outgoing(record, failure=exc.message, error=exc)
-        return
+        return Outgoing(record, failure=exc.message, error=exc)
     except Exception as exc:  # any decoder error: this sub-operation fails, the others go on
         log.warning("cannot transcode an instance for sending: %s", type(exc).__name__)
         log.debug("transcoding failure detail", exc_info=True)
-        yield Outgoing(record, failure=f"cannot transcode to {UID(target).name or target}")
-        return
-    with files:
-        yield Outgoing(record, path=path)
+        return Outgoing(record, failure=f"cannot transcode to {UID(target).name or target}")
+    return Outgoing(record, path=path)
 
 
 @dataclass

@@ -159,6 +159,19 @@ def blob_value(retrieve: RetrieveService, record: InstanceRecord, offset: int, s
     return BulkValue(size, lambda start, length: iter_range(retrieve, record, offset + start, length))
 
 
+def native_pixel_value(retrieve: RetrieveService, record: InstanceRecord, offset: int, length: int) -> BulkValue:
+    """The native Pixel Data value whose frames the frame index places at ``offset`` (``length`` bytes): with its
+    pad byte when the frames' length is odd and the element says so (PS3.5 7.1.1: a value's length is even, so an
+    odd length of frames is followed by a pad byte that belongs to the value), as a deflated object's value and the
+    original of an instance compressed at rest (``original_pixel_value``) are given; one read of the 4-byte value
+    length before the value (explicit and implicit VR alike), only then."""
+    if length & 1 and offset >= 4:
+        declared = b"".join(iter_range(retrieve, record, offset - 4, 4))
+        if int.from_bytes(declared, "little") == length + 1:
+            length += 1
+    return blob_value(retrieve, record, offset, length)
+
+
 def bulk_value(retrieve: RetrieveService, record: InstanceRecord, tag: int) -> BulkValue:
     """A top-level element's value (pixel data only for a deflated object: others' are served by frame): read by
     range from the stored object when it is large, else held. Raises ``NotFound``."""

@@ -86,6 +86,16 @@ class RetrieveService:
             raise NotFound("instance not found")
         return found[0]
 
+    def refreshed(self, record: InstanceRecord) -> InstanceRecord | None:
+        """The instance's record as the index has it now when it points at another blob than ``record`` (read
+        before the instance was compressed at rest or replaced, whose previous blob is then removed), else None
+        (unchanged, or the instance is gone). For a reader that found ``record``'s blob missing."""
+        found = self.index.instances(study_uid=record.study_uid, series_uid=record.series_uid,
+                                     sop_uids=[record.sop_uid])
+        if not found or found[0].blob.key == record.blob.key:
+            return None
+        return found[0]
+
     def open(self, record: InstanceRecord) -> BinaryIO:
         """The stored Part 10 object as a readable stream (exactly the bytes received)."""
         if self.on_read is not None:
@@ -302,14 +312,18 @@ class RetrieveService:
                     self._recipes.popitem(last=False)
         return recipe
 
-    def iter_original(self, record: InstanceRecord) -> Iterator[bytes]:
+    def iter_original(self, record: InstanceRecord, source: BinaryIO | None = None) -> Iterator[bytes]:
         """The object exactly as received, for an instance compressed at rest (``services.originals``): its
-        recipe, then the compressed blob read once from the start, decoded frame by frame."""
+        recipe, then the compressed blob read once from the start, decoded frame by frame. ``source``: the stored
+        object already at hand (a download-ahead spool file, ``services.prefetch``), read instead of the store."""
         recipe = self._recipe(record.blob.key) if record.original is not None else None
         index = record.frame_index
         if recipe is None or index is None:
             raise IntegrityFailure(f"the original of blob {record.blob.key} cannot be rebuilt: no recipe or frame "
                                    "index")
+        if source is not None:
+            yield from originals.iter_original(source, record.transfer_syntax_uid, index.first, recipe)
+            return
         with self.open(record) as f:
             yield from originals.iter_original(f, record.transfer_syntax_uid, index.first, recipe)
 
@@ -360,12 +374,19 @@ class RetrieveService:
         return buf.getvalue()
 
     @contextlib.contextmanager
-    def transcoded_file(self, record: InstanceRecord, target_ts: str) -> Iterator[Path]:
+    def transcoded_file(self, record: InstanceRecord, target_ts: str, staged: Path | None = None) -> Iterator[Path]:
         """A spool file (in the data folder) holding the object in ``target_ts``, for a sender that streams from
-        a path; raises like ``iter_transcoded`` before yielding."""
+        a path; raises like ``iter_transcoded`` before yielding. ``staged``: the stored object already downloaded
+        (``services.prefetch``), from which the original of an instance compressed at rest is rebuilt rather than
+        read from the store a second time."""
         with inflate.named_spool_file(self.limits) as f:
-            for chunk in self.iter_transcoded(record, target_ts):
-                f.write(chunk)
+            if staged is not None and record.original is not None and target_ts == record.original.syntax:
+                with staged.open("rb") as source:
+                    for chunk in self.iter_original(record, source):
+                        f.write(chunk)
+            else:
+                for chunk in self.iter_transcoded(record, target_ts):
+                    f.write(chunk)
             f.flush()
             yield Path(f.name)
 
