@@ -89,9 +89,12 @@ def enqueue_on(conn: Connection, dialect: str, kind: str, payload: dict[str, Any
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
     if dedupe_key is not None:
-        found = conn.execute(
-            select(jobs.c.id, jobs.c.state).where(jobs.c.dedupe_key == dedupe_key, jobs.c.state.in_(_ACTIVE))
-        ).first()
+        q = select(jobs.c.id, jobs.c.state).where(jobs.c.dedupe_key == dedupe_key, jobs.c.state.in_(_ACTIVE))
+        if dialect == "postgresql":
+            # wait for a claim in progress: its state is then running, not a queued job that may already have
+            # looked for the caller's rows before they commit
+            q = q.with_for_update()
+        found = conn.execute(q).first()
         if found is not None:
             return int(found.id), JobState(found.state)
     if dialect == "postgresql":
