@@ -69,7 +69,7 @@ from dicomvault.domain.routing import (
     first_value,
 )
 from dicomvault.ports.forwarding import Outbound, RemoteStore, RemoteStow
-from dicomvault.ports.jobs import JobQueue, JobState
+from dicomvault.ports.jobs import JobQueue
 from dicomvault.ports.route_deliveries import DeliveryJob, DeliveryLedger, Outcome, StoredInstance
 from dicomvault.services.peers import PeerService
 from dicomvault.services.retrieve import RetrieveService
@@ -291,17 +291,12 @@ class RoutingService:
                            dedupe_key=f"route:{destination}:{study}"[:200], max_attempts=DELIVERY_MAX_ATTEMPTS)
 
     def _enqueue(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Jobs for rows already recorded (released, swept, retried), through the ledger: the dedupe rule and its
+        follow-up for a running job are decided in one transaction (a job seen running, then found done by a
+        second look, used to leave the rows to the sweep)."""
         if self.jobs is None or not pairs:
             return
-        for destination, study in pairs:
-            job = self._job(destination, study)
-            job_id = self.jobs.enqueue(job.kind, job.payload, dedupe_key=job.dedupe_key, max_attempts=job.max_attempts)
-            # The same key's job may be running and past its last claim: a follow-up job claims what it would
-            # miss (claims are exclusive, so both running at once is safe).
-            with contextlib.suppress(NotFound):
-                if self.jobs.get(job_id).state == JobState.RUNNING:
-                    self.jobs.enqueue(job.kind, job.payload, dedupe_key=f"{job.dedupe_key}:after:{job_id}"[:200],
-                                      max_attempts=job.max_attempts)
+        self.ledger.record((), (), [self._job(destination, study) for destination, study in pairs])
 
     # -- 3. the routing scan (job worker, periodic) --------------------------------------------------------
 

@@ -215,12 +215,14 @@ class SqlDeliveryLedger:
     def claim(self, destination: str, study_uid: str, claimer: str, limit: int) -> list[Delivery]:
         now = self._db(datetime.now(UTC))
 
+        claimable = and_(rd.c.destination == destination, rd.c.study_uid == study_uid,
+                         or_(rd.c.state == DeliveryState.QUEUED.value,
+                             and_(rd.c.state == DeliveryState.SENDING.value, rd.c.claimed_by == claimer)))
+        if self._read(lambda c: c.execute(select(rd.c.id).where(claimable).limit(1)).first()) is None:
+            return []  # a job's last look finds nothing: a read, not SQLite's write lock the stores wait for
+
         def run(conn: Connection) -> list[Delivery]:
-            q = (select(rd.c.id).where(
-                rd.c.destination == destination, rd.c.study_uid == study_uid,
-                or_(rd.c.state == DeliveryState.QUEUED.value,
-                    and_(rd.c.state == DeliveryState.SENDING.value, rd.c.claimed_by == claimer)))
-                 .order_by(rd.c.id).limit(limit))
+            q = select(rd.c.id).where(claimable).order_by(rd.c.id).limit(limit)
             if self._dialect == "postgresql":
                 q = q.with_for_update(skip_locked=True)
             ids = [r.id for r in conn.execute(q)]
