@@ -240,7 +240,7 @@ def build_routing(settings: Settings, ledger: SqlDeliveryLedger, jobs: SqlJobQue
         routes, ledger, jobs, peers, retrieve,
         dimse=PynetdicomStore(settings.aet, timeout=settings.dimse_timeout, max_pdu=settings.max_pdu,
                               tls=lambda aet, host: outbound_tls(settings, aet, host)),
-        dicomweb=HttpxStow(), where=_route_location(settings))
+        dicomweb=HttpxStow(), where=_route_location(settings), reconcile_window=settings.route_reconcile_window)
 
 
 def _route_location(settings: Settings) -> Callable[[int, str], str]:

@@ -364,6 +364,10 @@ class Settings(BaseSettings):
     route: list[RouteRule] = Field(
         default_factory=list, description="Routing rules ([[route]] name, on, when = {…}, to, via, commitment): "
         "forward stored instances or stable studies to known peers.")
+    route_reconcile_window: float = Field(
+        3600.0, ge=0, description="Seconds of recently stored instances every node's job worker reads back (at "
+        "start-up, then as they are stored) to route those a stopped process selected but never recorded; "
+        "0 = never.")
     log_level: str = Field("INFO", description="Log level; patient data is logged only at DEBUG.")
     import_workers: int = Field(4, description="Parallel workers for `dicomvault import`.")
 

@@ -176,6 +176,7 @@ def test_commitment_confirms_only_what_the_destination_committed(settings: Setti
         try:
             study = generate_uid()
             uids = [_store(archive, make_ct(study=study, seed=i)) for i in range(2)]
+            _routing(archive).flush()  # both recorded before the job runs: one association, one commitment request
             with route_worker(archive):
                 wait_for(lambda: _states(archive, dest.aet) == dict.fromkeys(uids, DeliveryState.CONFIRMED),
                          what="both confirmed by N-EVENT-REPORT")

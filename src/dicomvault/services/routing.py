@@ -6,11 +6,13 @@ The path of an instance:
 1. **Selection, in memory** (``on_stored``, chained to ``IngestService.after_store`` by ``bootstrap``): the routes'
    filters run on the header ingest already parsed; selected instances are appended to a list and a drain thread
    is woken. Nothing is written on the C-STORE's path: the hot path costs a few dictionary lookups.
-2. **Drain** (``flush``, the drain thread, a batch of whatever accumulated): one transaction writes a row per
-   (destination, instance) in ``route_deliveries`` (``queued``; ``waiting`` for routes on stable studies, whose
-   study's wait in ``route_stable`` is pushed back), then one ``route-deliver`` job per (destination, study) is
-   enqueued (deduplicated per destination and study). Under load a batch holds many instances, so routing adds
-   far fewer transactions than stores.
+2. **Drain** (``flush``, the drain thread, a batch of what accumulated, gathered for ``GATHER`` seconds after the
+   first selection): one transaction writes a row per (destination, instance) in ``route_deliveries``
+   (``queued``; ``waiting`` for routes on stable studies, whose study's wait in ``route_stable`` is pushed back)
+   and one ``route-deliver`` job per (destination, study) (deduplicated per destination and study). One
+   transaction, so one fsync on SQLite: a sequential sender's stores and the routing's writes share the single
+   writer, and each commit the drain makes is one the stores wait behind. Under load a batch holds many
+   instances, so routing adds far fewer transactions than stores.
 3. **Stable studies**: the routing scan (a periodic task of every node's job worker, ``scan``) releases studies
    whose wait has passed (their ``waiting`` rows become ``queued``) and enqueues their jobs. The wait lives in the
    index, so a restart or another node's scan loses nothing.
@@ -26,15 +28,23 @@ The path of an instance:
    association, or on one the destination opens to the archive's storage commitment SCP — makes them
    ``confirmed`` (or ``failed`` with the reason). Without commitment a successful C-STORE confirms.
 
-Crash windows, and what closes them: instances selected in memory but not yet drained when the process dies are
-not routed (milliseconds of stores; the sender was answered, so it will not send them again) — a documented limit.
-Rows recorded but whose job was never enqueued, or whose job died mid-send (``sending`` for more than
-``STALE_SENDING``), are found by the scan's sweep (``STALE_QUEUED``) and enqueued again.
+6. **Reconciliation** (``reconcile``, from the routing scan at start-up, then about once a minute): instances
+   selected in memory but not yet drained when their process died (kill -9, node loss; the sender was answered,
+   so it will not send them again) would never be routed. The reconciliation reads back the instances stored in
+   the last ``route_reconcile_window`` seconds (keyset-paged by instance id, from a mark kept in memory: each
+   instance is read about once per node), runs the same filters on what ``on_stored`` saw (the cached DICOM JSON,
+   the SOP class and source columns), and records those that have no row for the destination. It looks only at
+   instances stored ``RECONCILE_SETTLE`` seconds ago or more, so it does not race a live node's drain (a race
+   would be harmless: recording is idempotent).
+
+Other crash windows: rows whose job died mid-send (``sending`` for more than ``STALE_SENDING``) or whose job was
+lost are found by the scan's sweep (``STALE_QUEUED``) and enqueued again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import threading
 import time
@@ -44,6 +54,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 from pydicom.uid import generate_uid
 
 from dicomvault.domain.errors import ConfigurationError, DicomVaultError, NotFound, Unavailable
@@ -58,8 +69,8 @@ from dicomvault.domain.routing import (
     first_value,
 )
 from dicomvault.ports.forwarding import Outbound, RemoteStore, RemoteStow
-from dicomvault.ports.jobs import JobQueue, JobState
-from dicomvault.ports.route_deliveries import DeliveryLedger, Outcome
+from dicomvault.ports.jobs import JobQueue
+from dicomvault.ports.route_deliveries import DeliveryJob, DeliveryLedger, Outcome, StoredInstance
 from dicomvault.services.peers import PeerService
 from dicomvault.services.retrieve import RetrieveService
 
@@ -83,6 +94,19 @@ SWEEP_INTERVAL = 60.0
 COMMITMENT_WAIT = 3.0
 #: Selected instances kept in memory before ``on_stored`` drains them itself (back-pressure on a stalled index).
 MAX_PENDING = 50_000
+#: Seconds the drain thread waits after being woken before it records, so that a sequential sender's next stores
+#: join the batch (each batch is one fsync'd transaction competing with the stores for SQLite's single writer).
+GATHER = 0.02
+#: Default seconds of stored instances the reconciliation reads back at start-up (``route_reconcile_window``).
+RECONCILE_WINDOW = 3600.0
+#: Seconds after its store before the reconciliation looks at an instance: by then the process that stored it
+#: has recorded its selection (in milliseconds), unless it died.
+RECONCILE_SETTLE = 10.0
+#: Seconds between reconciliations once caught up (sooner when instances it could not look at yet settle first).
+RECONCILE_INTERVAL = 60.0
+#: Instances read back per page, and pages per reconciliation (the rest on the next scan, a second later).
+RECONCILE_PAGE = 500
+RECONCILE_PAGES = 20
 STUDY_UID = "0020000D"
 UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
 
@@ -128,7 +152,8 @@ class RoutingService:
                  peers: PeerService, retrieve: RetrieveService, *, dimse: RemoteStore | None = None,
                  dicomweb: RemoteStow | None = None, where: Callable[[int, str], str] | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 commitment_wait: float = COMMITMENT_WAIT) -> None:
+                 commitment_wait: float = COMMITMENT_WAIT, reconcile_window: float = RECONCILE_WINDOW,
+                 reconcile_settle: float = RECONCILE_SETTLE, gather: float = GATHER) -> None:
         self.configured = list(routes)
         self.routes = [c.route for c in self.configured]
         self.ledger = ledger
@@ -141,11 +166,18 @@ class RoutingService:
         self._where = where or (lambda position, key: f"[[route]] rule {position + 1}, {key}")
         self._clock = clock
         self._lock = threading.Lock()
+        self._flushing = threading.Lock()
         self._pending: list[Selected] = []
         self._wake = threading.Event()
         self._closed = False
         self._drainer: threading.Thread | None = None
         self._last_sweep = 0.0
+        self.reconcile_window = reconcile_window
+        self.reconcile_settle = reconcile_settle
+        self.gather = gather
+        #: the highest instance id the reconciliation has looked at (None: not yet placed in the window)
+        self._mark: int | None = None
+        self._reconcile_due = 0.0  # time.monotonic() of the next reconciliation
 
     @property
     def active(self) -> bool:
@@ -204,6 +236,8 @@ class RoutingService:
     def _drain(self) -> None:
         while True:
             self._wake.wait()
+            if self.gather > 0 and not self._closed:
+                time.sleep(self.gather)  # let the sender's next stores join this batch
             self._wake.clear()
             try:
                 self.flush()
@@ -219,10 +253,20 @@ class RoutingService:
     def flush(self) -> int:
         """Record what was selected since the last flush and enqueue the delivery jobs; returns how many
         (destination, instance) pairs were recorded."""
-        with self._lock:
-            batch, self._pending = self._pending, []
-        if not batch:
-            return 0
+        with self._flushing:  # one flush at a time: on return, whatever was noted before the call is recorded
+            with self._lock:
+                batch, self._pending = self._pending, []
+            if not batch:
+                return 0
+            try:
+                return self._record(batch)
+            except BaseException:
+                with self._lock:
+                    self._pending[:0] = batch  # kept for the next attempt, in order
+                raise
+
+    def _record(self, batch: Sequence[Selected]) -> int:
+        """One transaction: the batch's rows, the stable waits they push back, and the jobs that will send them."""
         now = self._clock()
         deliveries: list[Delivery] = []
         stable: list[tuple[str, str, datetime]] = []
@@ -237,35 +281,30 @@ class RoutingService:
                 stable.append((r.destination, s.study_uid, now + timedelta(seconds=r.stable_seconds)))
             else:
                 due[(r.destination, s.study_uid)] = None
-        try:
-            self.ledger.record(deliveries, stable)
-        except BaseException:
-            with self._lock:
-                self._pending[:0] = batch  # kept for the next attempt, in order
-            raise
-        self._enqueue(list(due))
+        jobs = [self._job(destination, study) for destination, study in due] if self.jobs is not None else []
+        self.ledger.record(deliveries, stable, jobs)
         return len(deliveries)
 
+    @staticmethod
+    def _job(destination: str, study: str) -> DeliveryJob:
+        return DeliveryJob(ROUTE_DELIVER, {"destination": destination, "study_uid": study},
+                           dedupe_key=f"route:{destination}:{study}"[:200], max_attempts=DELIVERY_MAX_ATTEMPTS)
+
     def _enqueue(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Jobs for rows already recorded (released, swept, retried), through the ledger: the dedupe rule and its
+        follow-up for a running job are decided in one transaction (a job seen running, then found done by a
+        second look, used to leave the rows to the sweep)."""
         if self.jobs is None or not pairs:
             return
-        for destination, study in pairs:
-            key = f"route:{destination}:{study}"[:200]
-            payload = {"destination": destination, "study_uid": study}
-            job_id = self.jobs.enqueue(ROUTE_DELIVER, payload, dedupe_key=key, max_attempts=DELIVERY_MAX_ATTEMPTS)
-            # The same key's job may be running and past its last claim: a follow-up job claims what it would
-            # miss (claims are exclusive, so both running at once is safe).
-            with contextlib.suppress(NotFound):
-                if self.jobs.get(job_id).state == JobState.RUNNING:
-                    self.jobs.enqueue(ROUTE_DELIVER, payload, dedupe_key=f"{key}:after:{job_id}"[:200],
-                                      max_attempts=DELIVERY_MAX_ATTEMPTS)
+        self.ledger.record((), (), [self._job(destination, study) for destination, study in pairs])
 
     # -- 3. the routing scan (job worker, periodic) --------------------------------------------------------
 
     def scan(self) -> dict[str, int]:
-        """Release stable studies and (every ``SWEEP_INTERVAL``) re-enqueue stale rows; idempotent, safe on every
-        node at once."""
+        """Release stable studies, (every ``SWEEP_INTERVAL``) re-enqueue stale rows and (when due) reconcile;
+        idempotent, safe on every node at once."""
         self.flush()
+        reconciled = self.reconcile() if time.monotonic() >= self._reconcile_due else 0
         now = self._clock()
         released = self.ledger.release_stable(now)
         self._enqueue(released)
@@ -277,7 +316,59 @@ class RoutingService:
         if released or swept:
             log.info("routing scan: %d stable studies released, %d stale queued studies enqueued again",
                      len(released), len(swept))
-        return {"released": len(released), "swept": len(swept)}
+        return {"released": len(released), "swept": len(swept), "reconciled": reconciled}
+
+    # -- 6. reconciliation (the routing scan, when due) ----------------------------------------------------
+
+    def reconcile(self) -> int:
+        """Record the deliveries of instances stored (in the window) that routes select and that have no row for
+        the destination: selections a process lost when it died before recording them. Reads at most
+        ``RECONCILE_PAGES`` pages; schedules the next run (next scan when behind, when the first instance not yet
+        looked at settles, at the latest ``RECONCILE_INTERVAL``). Returns how many deliveries it recorded."""
+        if not self.routes or self.reconcile_window <= 0:
+            self._reconcile_due = float("inf")
+            return 0
+        now = self._clock()
+        if self._mark is None:
+            self._mark = self.ledger.last_stored_before(now - timedelta(seconds=self.reconcile_window))
+        settled = now - timedelta(seconds=self.reconcile_settle)
+        recorded, wait = 0, RECONCILE_INTERVAL
+        for _ in range(RECONCILE_PAGES):
+            page = self.ledger.stored_after(self._mark, RECONCILE_PAGE)
+            ready = list(itertools.takewhile(lambda i: i.stored_at <= settled, page))
+            if ready:
+                recorded += self._reconcile_page(ready)
+                self._mark = ready[-1].id
+            if len(ready) < len(page):  # the rest is too recent: look again once it settles
+                wait = min(wait, max((page[len(ready)].stored_at - settled).total_seconds(), 0.0) + 0.1)
+                break
+            if len(page) < RECONCILE_PAGE:
+                break
+        else:
+            wait = 0.0  # behind: go on at the next scan
+        self._reconcile_due = time.monotonic() + wait
+        if recorded:
+            log.warning("routing: %d deliveries of instances stored but never recorded (their process stopped "
+                        "first) are recorded now", recorded)
+        return recorded
+
+    def _reconcile_page(self, stored: Sequence[StoredInstance]) -> int:
+        selected: list[Selected] = []
+        for inst in stored:
+            try:
+                data = orjson.loads(inst.header_json)
+                study = first_value(data, STUDY_UID)
+                if study:
+                    selected.extend(Selected(r, study, inst.sop_class_uid, inst.sop_uid) for r in self.routes
+                                    if r.filter.matches(inst.sop_class_uid, data, inst.source))
+            except Exception:  # one unreadable header must not stop the reconciliation of the others
+                log.warning("routing: reconciliation skipped instance %d (unreadable cached header)", inst.id)
+                log.debug("reconciliation failure", exc_info=True)
+        if not selected:
+            return 0
+        have = self.ledger.recorded(sorted({(s.route.destination, s.sop_uid) for s in selected}))
+        missing = [s for s in selected if (s.route.destination, s.sop_uid) not in have]
+        return self._record(missing) if missing else 0
 
     # -- 4. delivery (the route-deliver job) ---------------------------------------------------------------
 

@@ -76,6 +76,46 @@ Index("ux_jobs_dedupe_key_active", jobs.c.dedupe_key, unique=True,
       postgresql_where=jobs.c.state.in_(_ACTIVE), sqlite_where=jobs.c.state.in_(_ACTIVE))
 
 
+def enqueue_on(conn: Connection, dialect: str, kind: str, payload: dict[str, Any], *,
+               run_at: datetime | None = None, max_attempts: int = 5,
+               dedupe_key: str | None = None) -> tuple[int, JobState | None]:
+    """``JobQueue.enqueue`` inside the caller's transaction (``conn``, begun IMMEDIATE on SQLite), for a producer
+    whose own rows and the job must commit together (``adapters.index.route_deliveries``: one fsync, not two).
+    Returns the job's id and, when a queued or running job of ``dedupe_key`` was found instead of inserting, its
+    state. A concurrent insert of the same key on PostgreSQL violates the partial unique index: the caller's
+    transaction is retried (``postgres.run_with_retries``) and finds that job."""
+    if not kind or len(kind) > 64:
+        raise ValueError("job kind must be 1-64 characters")
+    if max_attempts < 1:
+        raise ValueError("max_attempts must be at least 1")
+    if dedupe_key is not None:
+        q = select(jobs.c.id, jobs.c.state).where(jobs.c.dedupe_key == dedupe_key, jobs.c.state.in_(_ACTIVE))
+        if dialect == "postgresql":
+            # wait for a claim in progress: its state is then running, not a queued job that may already have
+            # looked for the caller's rows before they commit
+            q = q.with_for_update()
+        found = conn.execute(q).first()
+        if found is not None:
+            return int(found.id), JobState(found.state)
+    if dialect == "postgresql":
+        now = _aware(conn.execute(select(func.now())).scalar_one()).astimezone(UTC)
+    else:
+        now = datetime.now(UTC)
+
+    def db(value: datetime) -> datetime:
+        value = _aware(value).astimezone(UTC)
+        return value if dialect == "postgresql" else value.replace(tzinfo=None)
+
+    body = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    job_id = conn.execute(
+        jobs.insert().returning(jobs.c.id),
+        {"kind": kind, "payload": body, "state": JobState.QUEUED.value, "attempts": 0,
+         "max_attempts": max_attempts, "run_at": db(run_at or now), "dedupe_key": dedupe_key,
+         "created_at": db(now), "updated_at": db(now)},
+    ).scalar_one()
+    return int(job_id), None
+
+
 class SqlJobQueue:
     """Implements ``ports.jobs.JobQueue`` (see the module docstring for the claim protocol per dialect)."""
 
@@ -122,28 +162,9 @@ class SqlJobQueue:
         max_attempts: int = 5,
         dedupe_key: str | None = None,
     ) -> int:
-        if not kind or len(kind) > 64:
-            raise ValueError("job kind must be 1-64 characters")
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        body = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-
         def run(conn: Connection) -> int:
-            if dedupe_key is not None:
-                found = conn.execute(
-                    select(jobs.c.id).where(jobs.c.dedupe_key == dedupe_key, jobs.c.state.in_(_ACTIVE))
-                ).scalar_one_or_none()
-                if found is not None:
-                    return int(found)
-            now = self._now(conn)
-            # A concurrent enqueue of the same dedupe key violates the partial unique index: the retry (23505)
-            # finds that job above.
-            return int(conn.execute(
-                jobs.insert().returning(jobs.c.id),
-                {"kind": kind, "payload": body, "state": JobState.QUEUED.value, "attempts": 0,
-                 "max_attempts": max_attempts, "run_at": self._db(run_at or now), "dedupe_key": dedupe_key,
-                 "created_at": self._db(now), "updated_at": self._db(now)},
-            ).scalar_one())
+            return enqueue_on(conn, self._dialect, kind, payload, run_at=run_at, max_attempts=max_attempts,
+                              dedupe_key=dedupe_key)[0]
 
         if self._dialect != "postgresql" and dedupe_key is not None:
             try:

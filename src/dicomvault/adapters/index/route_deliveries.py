@@ -16,10 +16,13 @@ from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, upda
 from sqlalchemy.dialects import postgresql, sqlite
 
 from dicomvault.adapters.index import postgres
+from dicomvault.adapters.index.job_queue import enqueue_on
+from dicomvault.adapters.index.tables import instances as ins
 from dicomvault.adapters.index.tables import route_deliveries as rd
 from dicomvault.adapters.index.tables import route_stable as rs
 from dicomvault.domain.routing import Delivery, DeliveryState, DestinationStatus
-from dicomvault.ports.route_deliveries import Outcome
+from dicomvault.ports.jobs import JobState
+from dicomvault.ports.route_deliveries import DeliveryJob, Outcome, StoredInstance
 
 T = TypeVar("T")
 _ERROR_LENGTH = 1024
@@ -76,8 +79,9 @@ class SqlDeliveryLedger:
 
     # -- selection ------------------------------------------------------------------------------------------
 
-    def record(self, deliveries: Sequence[Delivery], stable: Sequence[tuple[str, str, datetime]]) -> None:
-        if not deliveries and not stable:
+    def record(self, deliveries: Sequence[Delivery], stable: Sequence[tuple[str, str, datetime]],
+               jobs: Sequence[DeliveryJob] = ()) -> None:
+        if not deliveries and not stable and not jobs:
             return
         now = self._db(datetime.now(UTC))
         rows = [{"destination": d.destination, "sop_uid": d.sop_uid, "study_uid": d.study_uid,
@@ -102,12 +106,70 @@ class SqlDeliveryLedger:
                 conn.execute(stmt)
             if waits:
                 values = [{"destination": d, "study_uid": s, "due_at": self._db(due)} for (d, s), due in waits.items()]
-                ins = self._insert(rs).values(values)
-                conn.execute(ins.on_conflict_do_update(
-                    index_elements=["destination", "study_uid"], set_={"due_at": ins.excluded.due_at},
-                    where=rs.c.due_at < ins.excluded.due_at))
+                wait = self._insert(rs).values(values)
+                conn.execute(wait.on_conflict_do_update(
+                    index_elements=["destination", "study_uid"], set_={"due_at": wait.excluded.due_at},
+                    where=rs.c.due_at < wait.excluded.due_at))
+            # the jobs commit with their rows: one transaction (one fsync on SQLite) per batch, and no window in
+            # which rows exist without a job
+            for job in jobs:
+                job_id, found = enqueue_on(conn, self._dialect, job.kind, job.payload, max_attempts=job.max_attempts,
+                                           dedupe_key=job.dedupe_key[:200])
+                if found == JobState.RUNNING:
+                    enqueue_on(conn, self._dialect, job.kind, job.payload, max_attempts=job.max_attempts,
+                               dedupe_key=f"{job.dedupe_key}:after:{job_id}"[:200])
 
         self._run(run)
+
+    def recorded(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        destinations = sorted({d for d, _ in pairs})
+        uids = sorted({u for _, u in pairs})
+        wanted = set(pairs)
+
+        def run(conn: Connection) -> set[tuple[str, str]]:
+            found: set[tuple[str, str]] = set()
+            for chunk in _chunks(uids, 500):
+                found.update((r.destination, r.sop_uid) for r in conn.execute(
+                    select(rd.c.destination, rd.c.sop_uid).where(rd.c.destination.in_(destinations),
+                                                                 rd.c.sop_uid.in_(chunk))))
+            return found & wanted
+
+        return self._read(run) if pairs else set()
+
+    # -- reconciliation (instances read back) ----------------------------------------------------------------
+
+    def last_stored_before(self, since: datetime) -> int:
+        def run(conn: Connection) -> int:
+            low, high = conn.execute(select(func.min(ins.c.id), func.max(ins.c.id))).one()
+            if low is None:
+                return 0
+
+            def recent(n: int) -> bool:  # the first instance from id n on was stored at or after `since`
+                row = conn.execute(select(ins.c.stored_at).where(ins.c.id >= n).order_by(ins.c.id).limit(1)).first()
+                return row is None or (_aware(row.stored_at) or since) >= since
+
+            # binary search for the first id from which instances are recent (ids grow with storing)
+            lo, hi = int(low), int(high) + 1
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if recent(mid):
+                    hi = mid
+                else:
+                    lo = mid + 1
+            return max(lo - 1, 0)
+
+        return self._read(run)
+
+    def stored_after(self, after_id: int, limit: int) -> list[StoredInstance]:
+        def run(conn: Connection) -> list[StoredInstance]:
+            rows = conn.execute(
+                select(ins.c.id, ins.c.sop_uid, ins.c.sop_class_uid, ins.c.source, ins.c.stored_at, ins.c.metadata)
+                .where(ins.c.id > after_id).order_by(ins.c.id).limit(limit))
+            return [StoredInstance(id=int(r.id), sop_uid=r.sop_uid, sop_class_uid=r.sop_class_uid,
+                                   source=r.source or "", stored_at=_aware(r.stored_at) or datetime.now(UTC),
+                                   header_json=r.metadata) for r in rows]
+
+        return self._read(run)
 
     def release_stable(self, now: datetime, limit: int = 100) -> list[tuple[str, str]]:
         at = self._db(now)
@@ -153,12 +215,14 @@ class SqlDeliveryLedger:
     def claim(self, destination: str, study_uid: str, claimer: str, limit: int) -> list[Delivery]:
         now = self._db(datetime.now(UTC))
 
+        claimable = and_(rd.c.destination == destination, rd.c.study_uid == study_uid,
+                         or_(rd.c.state == DeliveryState.QUEUED.value,
+                             and_(rd.c.state == DeliveryState.SENDING.value, rd.c.claimed_by == claimer)))
+        if self._read(lambda c: c.execute(select(rd.c.id).where(claimable).limit(1)).first()) is None:
+            return []  # a job's last look finds nothing: a read, not SQLite's write lock the stores wait for
+
         def run(conn: Connection) -> list[Delivery]:
-            q = (select(rd.c.id).where(
-                rd.c.destination == destination, rd.c.study_uid == study_uid,
-                or_(rd.c.state == DeliveryState.QUEUED.value,
-                    and_(rd.c.state == DeliveryState.SENDING.value, rd.c.claimed_by == claimer)))
-                 .order_by(rd.c.id).limit(limit))
+            q = select(rd.c.id).where(claimable).order_by(rd.c.id).limit(limit)
             if self._dialect == "postgresql":
                 q = q.with_for_update(skip_locked=True)
             ids = [r.id for r in conn.execute(q)]
