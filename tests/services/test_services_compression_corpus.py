@@ -38,6 +38,9 @@ from dicomvault.services.compression import CompressionWork
 from tests.conftest import corpus_dir
 from tests.dicom.test_dicom_lossless import make_image
 
+#: The proof is about codecs and data layouts; tests/services/test_services_compression.py covers PostgreSQL + S3.
+pytestmark = pytest.mark.embedded_only
+
 JLS = str(JPEGLSLossless)
 J2K = str(JPEG2000Lossless)
 CODECS = [pytest.param(JLS, id="jpeg-ls"), pytest.param(J2K, id="jpeg2000")]
