@@ -68,6 +68,7 @@ class PgServer:
     user: str = "postgres"
     data_dir: Path | None = None
     _log: Path | None = field(default=None, repr=False)
+    _template: str | None = field(default=None, repr=False)
 
     @property
     def owned(self) -> bool:
@@ -76,11 +77,29 @@ class PgServer:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
 
-    def create_database(self) -> str:
+    def create_database(self, template: str | None = None) -> str:
+        """A new database, empty or (``template``) a copy of that one."""
         name = f"dv_{uuid.uuid4().hex[:16]}"
+        copy = f' TEMPLATE "{template}"' if template else ""
         with psycopg.connect(self.url(), autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"{copy}')
         return name
+
+    def migrated_template(self) -> str:
+        """A database at the newest index schema, made once per test process: copying it (``CREATE DATABASE …
+        TEMPLATE``, ~0.3 s) is cheaper than running every Alembic migration for each test (~0.9 s, and growing with
+        each migration). Nobody stays connected to it, which ``TEMPLATE`` requires."""
+        if self._template is None:
+            from dicomvault.adapters.index.engine import create_index_engine, migrate
+
+            name = self.create_database()
+            engine = create_index_engine(self.url(name), pool_size=1)
+            try:
+                migrate(engine)
+            finally:
+                engine.dispose()
+            self._template = name
+        return self._template
 
     def drop_database(self, name: str) -> None:
         try:
@@ -148,13 +167,16 @@ def _connect_or_start() -> PgServer:
 def pg_server() -> Iterator[PgServer]:
     server = _connect_or_start()
     yield server
+    if server._template is not None:
+        server.drop_database(server._template)
     server.destroy()
 
 
 @pytest.fixture
 def pg_url(pg_server: PgServer) -> Iterator[str]:
-    """A fresh, empty database for one test: ``postgresql://…/dv_<uuid>``."""
-    name = pg_server.create_database()
+    """A fresh database for one test, already at the newest index schema (tables empty):
+    ``postgresql://…/dv_<uuid>``. Tests that need a database without tables use ``pg_server.create_database()``."""
+    name = pg_server.create_database(template=pg_server.migrated_template())
     yield pg_server.url(name)
     pg_server.drop_database(name)
 
