@@ -53,7 +53,17 @@ def alive(pid: int) -> bool:
 
 
 def workers_of(server: ServeProcess) -> list[int]:
-    return [c for c in children(server.proc.pid) if b"dimse-worker" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    """The serve process's DIMSE worker children: an argument *equal* to ``dimse-worker`` (a child forked but not yet
+    exec'd still shows serve's own command line, whose ``--dimse-workers`` option merely contains the word)."""
+    out = []
+    for c in children(server.proc.pid):
+        try:
+            args = Path(f"/proc/{c}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"dimse-worker" in args:
+            out.append(c)
+    return out
 
 
 def wait_for(condition: object, timeout: float = 15.0) -> None:
@@ -171,8 +181,14 @@ def test_a_killed_dimse_worker_is_restarted(tmp_path: Path) -> None:
         wait_for(lambda: len(workers_of(server)) == 1)
         [first] = workers_of(server)
         os.kill(first, signal.SIGKILL)
-        wait_for(lambda: len(workers_of(server)) == 1 and workers_of(server) != [first])
-        [second] = workers_of(server)
+        seen: list[int] = []
+
+        def replaced() -> bool:  # one read of /proc per check: the list may change between two reads
+            seen[:] = workers_of(server)
+            return len(seen) == 1 and seen != [first]
+
+        wait_for(replaced, timeout=60)
+        [second] = seen
         server.log.flush()
         assert f"(pid {first}) ended unexpectedly (killed by SIGKILL)" in server.log_path.read_text()
         with frozen(server):  # the replacement accepts on the same socket
