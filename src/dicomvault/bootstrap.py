@@ -6,6 +6,7 @@ Front ends receive an ``Archive`` (a plain bundle of services), never a reposito
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -19,6 +20,7 @@ from dicomvault.adapters.index.migration_state import SqlMigrationState
 from dicomvault.adapters.index.peers import SqlPeerRegistry
 from dicomvault.adapters.index.repository import SqlIndexRepository
 from dicomvault.adapters.index.route_deliveries import SqlDeliveryLedger
+from dicomvault.adapters.index.sessions import SqlSessionStore
 from dicomvault.adapters.index.tokens import SqlTokenStore
 from dicomvault.adapters.index.transfer import copy_index as _copy_index
 from dicomvault.adapters.remote.dicomweb import HttpxDicomweb
@@ -34,6 +36,7 @@ from dicomvault.domain.query import QueryLimits
 from dicomvault.domain.tiers import DEFAULT_STORE
 from dicomvault.ports.blobs import BlobStore
 from dicomvault.services.archive import Archive
+from dicomvault.services.auth import OidcVerifier
 from dicomvault.services.blob_copier import BlobCopier, Throttle
 from dicomvault.services.blob_tiers import TieredBlobs
 from dicomvault.services.coercion import Coercion
@@ -53,6 +56,7 @@ from dicomvault.services.recall import build_recall
 from dicomvault.services.render import RenderService
 from dicomvault.services.retrieve import RetrieveService
 from dicomvault.services.routing import ConfiguredRoute, RoutingService
+from dicomvault.services.sessions import SessionService
 from dicomvault.services.status import StatusService
 from dicomvault.services.storage_migration import StorageMigration
 from dicomvault.services.tiering import TierService
@@ -111,6 +115,16 @@ def pixel_limits(settings: Settings) -> Limits:
                   max_decoded_bytes=settings.max_decoded_bytes, spool_dir=settings.data_dir / "spool")
 
 
+def build_sessions(settings: Settings, store: SqlSessionStore, tokens: TokenService) -> SessionService:
+    """Browser sessions; logins with an OIDC token need a valid OIDC configuration (an invalid one is refused by
+    the HTTP app at start-up, ``services.access``: here it only means no OIDC login)."""
+    try:
+        oidc = OidcVerifier.from_settings(settings)
+    except ConfigurationError:
+        oidc = None
+    return SessionService(store, tokens, oidc, max_age=timedelta(hours=settings.web_session_hours))
+
+
 def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_index_engine(settings.resolved_index_url, pool_size=settings.index_pool_size)
@@ -151,6 +165,7 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
         _check_rule_peers(settings, peers)
         ingest.coercion = Coercion(settings.coercion, spool_dir=limits.spool_dir)
     prefetch = Prefetcher(retrieve)
+    tokens = TokenService(SqlTokenStore(engine))
     routing = build_routing(settings, SqlDeliveryLedger(engine), jobs, peers, retrieve)
     if routing.active:
         ingest.after_store = _also_route(ingest.after_store, routing)
@@ -178,7 +193,8 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
         recall=build_recall(index, blobs, blobs, settings.resolved_stores(), jobs),
         routing=routing,
         closers=[routing.close, prefetch.close, reads.close, compression.close, index.close, engine.dispose],
-        tokens=TokenService(SqlTokenStore(engine)),
+        tokens=tokens,
+        sessions=build_sessions(settings, SqlSessionStore(engine), tokens),
         jobs=jobs,
         migration_state=SqlMigrationState(engine),
     )

@@ -324,6 +324,10 @@ class Settings(BaseSettings):
         Path(".viewer/ohif"),
         description="Folder of the OHIF web viewer build served at / (install: `make viewer`); no build, no viewer.",
     )
+    web_session_hours: float = Field(
+        12.0, gt=0, le=24 * 30,
+        description="Longest life of a login to the web pages and the viewer (never past its API token's expiry).",
+    )
     # -- Storage tiers and lifecycle (issue #11; storage_settings.py, services/tiering.py, docs/storage-tiers.md) -
     stores: dict[str, StoreConfig] = Field(
         default_factory=dict,

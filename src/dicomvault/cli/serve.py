@@ -53,6 +53,7 @@ from dicomvault.domain.errors import ConfigurationError
 from dicomvault.logging_setup import configure_logging
 from dicomvault.settings import Settings
 from dicomvault.webui import mount_viewer
+from dicomvault.webui.pages import mount_pages
 
 if TYPE_CHECKING:
     from dicomvault.dimse.server import DimseServer
@@ -223,6 +224,7 @@ def http_app(archive: Archive) -> FastAPI:
     command's job, so the DICOMweb package never imports the viewer (an import-linter contract checks it).
     """
     app = create_app(archive)
+    mount_pages(app)
     mount_viewer(app, archive.settings)
     return app
 

@@ -30,7 +30,7 @@ BASE_PATH = "/dicom-web"
 def create_app(archive: Archive) -> FastAPI:
     """Build the HTTP app; raises ``ConfigurationError`` for unsafe settings (an unauthenticated archive on a public
     address, an OIDC issuer without audience, an invalid scope mapping)."""
-    auth = AuthPolicy.from_settings(archive.settings, archive.tokens)
+    auth = AuthPolicy.from_settings(archive.settings, archive.tokens, archive.sessions)
     hosts = HostPolicy.from_settings(archive.settings)
     app = FastAPI(title="DicomVault", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.archive = archive

@@ -39,6 +39,7 @@ STATUS: dict[type[e.DicomVaultError], int] = {
     e.Unavailable: 503,
     e.IntegrityFailure: 500,
     e.PermissionDenied: 403,
+    e.Unauthenticated: 401,
 }
 
 #: 503 answers that say when to come back and why, beyond ``{"error", "status"}``: ``Retry-After`` is the error's

@@ -14,6 +14,11 @@ must not be able to store or delete; ``admin`` is never anonymous). Whether it i
   (``ConfigurationError``) to serve a non-loopback address with neither authentication configured nor anonymous
   access explicitly enabled.
 
+A browser session (cookie ``dv_session``, opened by the web pages' login or a share link: ``services/sessions.py``)
+counts as a credential when no ``Authorization`` header is sent; its principal may be scoped to one study. A request
+it authenticates that is not GET/HEAD/OPTIONS must carry the session's ``X-CSRF-Token``. The policy itself (who is
+anonymous, which credentials count) is ``services/access.py``, shared with the web pages.
+
 Bearer credentials (API tokens, OIDC JWTs) are verified by ``services/auth.py`` (rules there), which DIMSE User
 Identity Negotiation uses too, so a credential grants the same scopes on both front ends.
 
@@ -25,7 +30,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fastapi import Request
@@ -34,74 +38,25 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dicomvault.dicomweb.errors import report_unexpected, route_template, unexpected_body
-from dicomvault.domain.errors import ConfigurationError
-from dicomvault.services.auth import OidcVerifier, Principal, is_loopback, looks_like_jwt, verify_credential
+from dicomvault.services.access import AccessPolicy, through_proxy
+from dicomvault.services.auth import Principal, looks_like_jwt, verify_credential
 from dicomvault.services.auth import scopes_from_claims as scopes_from_claims  # re-exported (tests, callers)
+from dicomvault.services.sessions import SESSION_COOKIE, csrf_matches, principal_of
 from dicomvault.services.tokens import SCOPES
 
 if TYPE_CHECKING:
-    from dicomvault.services.tokens import TokenService
-    from dicomvault.settings import Settings
+    pass
 
 audit_log = logging.getLogger("dicomvault.audit")
 log = logging.getLogger(__name__)
 
-#: headers by which a reverse proxy tells that it forwarded a request (any of them: the request came through one)
-PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip", "via")
-
-
 def arrived_through_proxy(request: Request) -> bool:
     """Whether the request carries a header by which a reverse proxy announces itself."""
-    headers = request.headers
-    return any(name in headers for name in PROXY_HEADERS)
+    return through_proxy(request.headers)
 
 
-@dataclass
-class AuthPolicy:
-    """The authentication configuration of one app (see the module docstring for the rules)."""
-
-    settings: Settings
-    tokens: TokenService | None
-    oidc: OidcVerifier | None = field(default=None)
-    anonymous: Principal = field(default=Principal("anonymous", frozenset({"read"}), "anonymous"))
-
-    @classmethod
-    def from_settings(cls, settings: Settings, tokens: TokenService | None) -> AuthPolicy:
-        oidc = OidcVerifier.from_settings(settings)  # raises ConfigurationError (no audience, bad scope map)
-        anonymous = Principal("anonymous", frozenset(settings.anonymous_scopes) - {"admin"}, "anonymous")
-        policy = cls(settings=settings, tokens=tokens, oidc=oidc, anonymous=anonymous)
-        policy.check_startup()
-        return policy
-
-    def check_startup(self) -> None:
-        """Refuse an open archive on a public address."""
-        if is_loopback(self.settings.host) or self.settings.allow_anonymous is True:
-            return
-        if self.oidc is not None or (self.tokens is not None and self.tokens.any_active()):
-            return
-        raise ConfigurationError(
-            f"refusing to serve DICOMweb on non-loopback address {self.settings.host!r} without authentication: "
-            "create an API token (dicomvault token create), configure oidc_issuer, or set allow_anonymous=true"
-        )
-
-    def anonymous_allowed(self) -> bool:
-        known = self.anonymous_allowed_cached()
-        if known is not None:
-            return known
-        assert self.tokens is not None  # only an unknown token count leaves the question open
-        return not self.tokens.any_active()
-
-    def anonymous_allowed_cached(self) -> bool | None:
-        """``anonymous_allowed`` when it can be answered without the index (None: ask ``anonymous_allowed``)."""
-        explicit = self.settings.allow_anonymous
-        if explicit is not None:
-            return explicit
-        if not is_loopback(self.settings.host) or self.oidc is not None:
-            return False
-        if self.tokens is None:
-            return True
-        active = self.tokens.any_active_cached()
-        return None if active is None else not active
+class AuthPolicy(AccessPolicy):
+    """The access policy of the DICOMweb app, with HTTP authentication (see the module docstring for the rules)."""
 
     async def authenticate(self, request: Request) -> Principal:
         cached = getattr(request.state, "principal", None)
@@ -114,6 +69,9 @@ class AuthPolicy:
     async def _authenticate(self, request: Request) -> Principal:
         header = request.headers.get("authorization")
         if not header:
+            from_cookie = await self._session(request)
+            if from_cookie is not None:
+                return from_cookie
             allowed = self.anonymous_allowed_cached()
             if allowed is None:
                 allowed = await run_in_threadpool(self.anonymous_allowed)
@@ -133,6 +91,28 @@ class AuthPolicy:
         jwt_checked = looks_like_jwt(credential) and self.oidc is not None
         raise _unauthorized("invalid or expired bearer token" if jwt_checked else
                             "invalid, expired or revoked bearer token", "invalid_token")
+
+
+    async def _session(self, request: Request) -> Principal | None:
+        """The principal of the request's session cookie, or None when there is no usable one (the request is then
+        treated as carrying no credential). A request that changes anything must repeat the session's anti-CSRF
+        token in ``X-CSRF-Token`` (403 otherwise): a cookie is sent by the browser whoever wrote the request."""
+        secret = request.cookies.get(SESSION_COOKIE)
+        if self.sessions is None or not secret:
+            return None
+        known, session = self.sessions.resolve_cached(secret)
+        if not known:
+            session = await run_in_threadpool(self.sessions.resolve, secret)
+        if session is None:
+            return None
+        if request.method not in SAFE_METHODS and not csrf_matches(session, request.headers.get("x-csrf-token")):
+            raise HTTPException(403, "a request authenticated by the session cookie must carry the session's "
+                                     "X-CSRF-Token header")
+        return principal_of(session)
+
+
+#: methods that change nothing: no anti-CSRF token needed with a session cookie
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def _unauthorized(message: str, error: str | None) -> HTTPException:

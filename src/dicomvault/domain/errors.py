@@ -186,5 +186,9 @@ class PermissionDenied(DicomVaultError):
     """The caller is authenticated but lacks the scope for this operation."""
 
 
+class Unauthenticated(DicomVaultError):
+    """No valid credential: none was given where one is needed, or it is invalid, expired or revoked."""
+
+
 class ConfigurationError(DicomVaultError):
     """The settings are unsafe or inconsistent (e.g. anonymous access on a public address); refuse to start."""

@@ -56,6 +56,10 @@ class TokenStore(Protocol):
         """The token whose secret hashes to ``token_hash`` (revoked or not), or None."""
         ...
 
+    def by_id(self, token_id: int) -> ApiToken | None:
+        """The token with this id (revoked or not), or None."""
+        ...
+
     def revoke(self, token_id: int, when: datetime) -> bool:
         """Mark one token revoked; False if it does not exist or was already revoked."""
         ...

@@ -30,6 +30,7 @@ from dicomvault.services.recall import RecallService
 from dicomvault.services.render import RenderService
 from dicomvault.services.retrieve import RetrieveService
 from dicomvault.services.routing import RoutingService
+from dicomvault.services.sessions import SessionService
 from dicomvault.services.status import StatusService
 from dicomvault.services.tiering import TierService
 from dicomvault.services.tokens import TokenService
@@ -79,6 +80,8 @@ class Archive:
     trash: TrashService | None = None
     #: API tokens (None when the archive is built without an index database that stores them)
     tokens: TokenService | None = None
+    #: browser sessions of the web pages and the viewer (login, share links); None: cookies are not accepted
+    sessions: SessionService | None = None
     #: durable background jobs on the index database (``jobs.worker.start_worker(archive)`` runs them)
     jobs: JobQueue | None = None
     #: recall of studies on archive storage classes (``dicomvault recall``, the admin API, the ``recall`` job);

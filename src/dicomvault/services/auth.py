@@ -46,7 +46,9 @@ class Principal:
 
     name: str
     scopes: frozenset[str]
-    kind: str  # "token" | "oidc" | "anonymous"
+    kind: str  # "token" | "oidc" | "anonymous" | "share"
+    #: the only study this principal may reach (a share link's session); None: no such restriction
+    study: str | None = None
 
     def allows(self, scope: str) -> bool:
         return "admin" in self.scopes or scope in self.scopes

@@ -133,6 +133,11 @@ class TokenService:
             return None
         return token
 
+    def usable_id(self, token_id: int) -> bool:
+        """Whether the token with this id exists and is usable now (a session opened with it lives only as long)."""
+        token = self.store.by_id(token_id)
+        return token is not None and token.usable(datetime.now(UTC))
+
     def any_active(self) -> bool:
         """Whether any token is not revoked, expired ones included (from the index, or an answer younger than
         ``active_ttl``)."""

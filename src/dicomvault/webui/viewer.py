@@ -27,7 +27,8 @@ from dicomvault.webui.app_config import DICOMWEB_ROOT, WADO_URI_ROOT, app_config
 
 log = logging.getLogger(__name__)
 
-RESERVED_PREFIXES: tuple[str, ...] = (DICOMWEB_ROOT, WADO_URI_ROOT, "/healthz", "/readyz", "/docs", "/redoc")
+RESERVED_PREFIXES: tuple[str, ...] = (
+    DICOMWEB_ROOT, WADO_URI_ROOT, "/healthz", "/readyz", "/docs", "/redoc", "/ui", "/admin", "/metrics", "/share")
 """Path prefixes that belong to the API: never answered with a viewer file, even when no route matched."""
 
 RESERVED_PATHS: frozenset[str] = frozenset({"/openapi.json"})

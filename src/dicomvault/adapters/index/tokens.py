@@ -78,6 +78,14 @@ class SqlTokenStore:
         row = run_with_retries(run, dialect=self.engine.dialect.name)
         return _record(row) if row is not None else None
 
+    def by_id(self, token_id: int) -> ApiToken | None:
+        def run() -> Any:
+            with self.engine.connect() as conn:
+                return conn.execute(select(api_tokens).where(api_tokens.c.id == token_id)).first()
+
+        row = run_with_retries(run, dialect=self.engine.dialect.name)
+        return _record(row) if row is not None else None
+
     def revoke(self, token_id: int, when: datetime) -> bool:
         with self._writer() as conn, conn.begin():
             res = conn.execute(update(api_tokens)
