@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
@@ -271,6 +271,18 @@ class Settings(BaseSettings):
     oidc_issuer: str | None = Field(None, description="OIDC issuer whose bearer JWTs are accepted.")
     oidc_audience: str | None = Field(None, description="Expected audience of OIDC JWTs.")
     oidc_jwks_url: str | None = Field(None, description="JWKS URL (default: discovered from the issuer).")
+    oidc_client_id: str | None = Field(
+        None, description="Client id of the web pages at the OIDC issuer: enables login with the organisation's "
+        "account (authorization-code flow with PKCE) beside API tokens.",
+    )
+    oidc_client_secret: SecretStr | None = Field(
+        None, description="Client secret of oidc_client_id, for an issuer that treats the pages as a confidential "
+        "client (none for a public client).",
+    )
+    oidc_redirect_url: str | None = Field(
+        None, description="Login callback URL registered at the issuer (default: <this server>/ui/login/oidc/callback "
+        "as the browser reached it).",
+    )
     # -- HTTP hardening (issue #9): request limits, anonymous access, Host check, proxies, OIDC scopes, HTTPS --
     http_max_header_bytes: int = Field(
         64 * 1024,

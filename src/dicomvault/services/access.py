@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Self
 
 from dicomvault.domain.errors import ConfigurationError
 from dicomvault.services.auth import OidcVerifier, Principal, is_loopback
+from dicomvault.services.oidc_login import OidcLogin
 
 if TYPE_CHECKING:
     from dicomvault.services.sessions import SessionService
@@ -45,13 +46,16 @@ class AccessPolicy:
     anonymous: Principal = field(default=Principal("anonymous", frozenset({"read"}), "anonymous"))
     #: browser sessions (None: cookies are not looked at)
     sessions: SessionService | None = field(default=None)
+    #: login to the pages with the organisation's account (``oidc_client_id`` set)
+    oidc_login: OidcLogin | None = field(default=None)
 
     @classmethod
     def from_settings(cls, settings: Settings, tokens: TokenService | None,
                       sessions: SessionService | None = None) -> Self:
         oidc = OidcVerifier.from_settings(settings)  # raises ConfigurationError (no audience, bad scope map)
         anonymous = Principal("anonymous", frozenset(settings.anonymous_scopes) - {"admin"}, "anonymous")
-        policy = cls(settings=settings, tokens=tokens, oidc=oidc, anonymous=anonymous, sessions=sessions)
+        policy = cls(settings=settings, tokens=tokens, oidc=oidc, anonymous=anonymous, sessions=sessions,
+                     oidc_login=OidcLogin.from_settings(settings, oidc))
         policy.check_startup()
         return policy
 

@@ -35,7 +35,7 @@ def set_session_cookie(response: Response, request: Request, opened: OpenedSessi
 @router.get("/login")
 async def login_page(request: Request, next: str | None = None) -> Response:
     policy = policy_of(request)
-    return render(request, "login.html", next=safe_next(next), error=None, oidc=policy.oidc is not None)
+    return render(request, "login.html", next=safe_next(next), error=None, oidc=policy.oidc_login is not None)
 
 
 @router.post("/login")
@@ -49,7 +49,7 @@ async def login(request: Request, token: Annotated[str, Form(max_length=MAX_CRED
         opened = await run_in_threadpool(policy.sessions.login, token)
     except Unauthenticated as exc:
         return render(request, "login.html", status_code=401, next=safe_next(next), error=exc.message,
-                      oidc=policy.oidc is not None)
+                      oidc=policy.oidc_login is not None)
     response = RedirectResponse(safe_next(next), status_code=303)
     set_session_cookie(response, request, opened)
     return response
