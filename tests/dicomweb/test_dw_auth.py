@@ -5,13 +5,10 @@ test_dw_access.py."""
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,7 +16,6 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
 from typer.testing import CliRunner
 
 from dicomvault.bootstrap import build_archive
@@ -29,6 +25,7 @@ from dicomvault.dicomweb.security import scopes_from_claims
 from dicomvault.domain.errors import ConfigurationError, IntegrityFailure
 from tests.dicomweb.dw_live import DwServer, dw_settings
 from tests.helpers import make_ct
+from tests.oidc_provider import Provider as Issuer
 
 runner = CliRunner()
 
@@ -139,56 +136,9 @@ def test_anonymous_explicitly_enabled_beside_tokens(make_dw_server: Callable[...
 # -- OIDC ------------------------------------------------------------------------------------------------------
 
 
-class Issuer:
-    """A local OIDC issuer: discovery document + JWKS over HTTP, and a signing key."""
-
-    def __init__(self) -> None:
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        jwk = json.loads(RSAAlgorithm.to_jwk(self.key.public_key()))
-        jwk.update({"kid": "k1", "use": "sig", "alg": "RS256"})
-        self.jwks = {"keys": [jwk]}
-        issuer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body: Any
-                if self.path == "/.well-known/openid-configuration":
-                    body = {"issuer": issuer.url, "jwks_uri": issuer.url + "/jwks.json"}
-                elif self.path == "/jwks.json":
-                    body = issuer.jwks
-                else:
-                    self.send_error(404)
-                    return
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def token(self, *, key: Any = None, kid: str = "k1", alg: str = "RS256", **claims: Any) -> str:
-        now = int(time.time())
-        payload = {"iss": self.url, "aud": "dicomvault", "sub": "user-1", "preferred_username": "alice",
-                   "iat": now, "exp": now + 300, **claims}
-        payload = {k: v for k, v in payload.items() if v is not None}
-        return jwt.encode(payload, key or self.key, algorithm=alg, headers={"kid": kid})
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def issuer() -> Iterator[Issuer]:
-    i = Issuer()
+    i = Issuer()  # the tests' local OIDC provider (tests/oidc_provider.py)
     yield i
     i.close()
 

@@ -10,7 +10,7 @@ import pytest
 from dicomvault.bootstrap import build_archive
 from dicomvault.domain.errors import ConfigurationError
 from dicomvault.settings import Settings
-from tests.webui.oidc_provider import Provider
+from tests.oidc_provider import Provider
 from tests.webui.pages_site import pages_client
 
 

@@ -1,6 +1,7 @@
-"""A small OIDC provider on loopback for the login tests: discovery, JWKS, and a token endpoint that checks the
-authorization code and its PKCE verifier (S256) before issuing a signed access token. The authorization step (a
-login form at the provider) is the test itself: it calls ``authorize`` with what the archive sent the browser."""
+"""A small OIDC provider on loopback for the tests: discovery, JWKS, tokens signed with its key (bearer tests), and a
+token endpoint that checks an authorization code and its PKCE verifier (S256) before issuing an access token (the
+pages' login). The authorization step (a login form at the provider) is the test itself: it calls ``authorize``
+with what the archive sent the browser."""
 
 from __future__ import annotations
 
@@ -81,13 +82,16 @@ class Provider:
             hashlib.sha256(form.get("code_verifier", "").encode()).digest()).decode().rstrip("=")
         if challenge != asked["code_challenge"] or form.get("redirect_uri") != asked["redirect_uri"]:
             return 400, {"error": "invalid_grant"}
-        return 200, {"access_token": self.token(), "token_type": "Bearer", "expires_in": 300}
+        return 200, {"access_token": self.token(scope=self.scope, preferred_username="dr.house"),
+                     "token_type": "Bearer", "expires_in": 300}
 
-    def token(self, **claims: Any) -> str:
+    def token(self, *, key: Any = None, kid: str = "k1", alg: str = "RS256", **claims: Any) -> str:
+        """A signed access token; a claim given as None is left out."""
         now = int(time.time())
-        payload = {"iss": self.url, "aud": self.audience, "sub": "user-7", "preferred_username": "dr.house",
-                   "scope": self.scope, "iat": now, "exp": now + 300, **claims}
-        return jwt.encode(payload, self.key, algorithm="RS256", headers={"kid": "k1"})
+        payload = {"iss": self.url, "aud": self.audience, "sub": "user-1", "preferred_username": "alice",
+                   "iat": now, "exp": now + 300, **claims}
+        payload = {k: v for k, v in payload.items() if v is not None}
+        return jwt.encode(payload, key or self.key, algorithm=alg, headers={"kid": kid})
 
     def close(self) -> None:
         self.httpd.shutdown()
