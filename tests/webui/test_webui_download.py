@@ -34,7 +34,7 @@ def test_the_zip_holds_every_instance_as_wado_rs_returns_it(archive: Archive) ->
             data = zf.read(name)
             assert data[128:132] == b"DICM"
             by_sop[data] = name
-        for sop, series in zip(stored.sops, [s for s in stored.series for _ in range(3)]):
+        for sop, series in zip(stored.sops, [s for s in stored.series for _ in range(3)], strict=True):
             wado = client.get(f"/dicom-web/studies/{stored.study}/series/{series}/instances/{sop}",
                               headers={"accept": "application/dicom; transfer-syntax=*"})
             assert wado.status_code == 200 and wado.content in by_sop

@@ -55,14 +55,15 @@ def test_bad_values_get_the_form_again_with_the_reason(archive: Archive) -> None
 def test_sorting_and_paging(archive: Archive) -> None:
     dates = ["20200101", "20220101", "20210101", "20230101", "20190101"]
     names = ["Echo^E", "alpha^A", "Delta^D", "Bravo^B", "charlie^C"]
-    uids = [store_study(archive, name=n, pid=f"P{i}", date=d).study for i, (n, d) in enumerate(zip(names, dates))]
+    pairs = enumerate(zip(names, dates, strict=True))
+    uids = [store_study(archive, name=n, pid=f"P{i}", date=d).study for i, (n, d) in pairs]
     with pages_client(archive) as client:
         assert shown(client.get("/ui/studies")) == uids[::-1]  # newest received first
         assert shown(client.get("/ui/studies", params={"order": "asc"})) == uids
-        by_date = [u for _, u in sorted(zip(dates, uids))]
+        by_date = [u for _, u in sorted(zip(dates, uids, strict=True))]
         assert shown(client.get("/ui/studies", params={"sort": "date", "order": "asc"})) == by_date
         assert shown(client.get("/ui/studies", params={"sort": "date"})) == by_date[::-1]
-        by_name = [u for _, u in sorted(zip([n.upper() for n in names], uids))]
+        by_name = [u for _, u in sorted(zip([n.upper() for n in names], uids, strict=True))]
         assert shown(client.get("/ui/studies", params={"sort": "name", "order": "asc"})) == by_name
 
 

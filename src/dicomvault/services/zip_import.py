@@ -75,8 +75,8 @@ def _spool(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: _Budget, spool_di
     """The member inflated into a spool file (positioned at its start); raises ``TooLarge`` past a limit."""
     limits = budget.limits
     if info.file_size > limits.member_bytes:
-        raise TooLarge(f"the member declares {info.file_size} bytes, more than the limit of {limits.member_bytes} bytes",
-                       "max_upload_bytes")
+        raise TooLarge(f"the member declares {info.file_size} bytes, more than the limit of "
+                       f"{limits.member_bytes} bytes", "max_upload_bytes")
     spool = tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY, dir=_dir(spool_dir))  # noqa: SIM115 (returned open)
     try:
         size = 0
