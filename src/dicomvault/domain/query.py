@@ -56,8 +56,15 @@ class QuerySpec:
     limit: int | None = None
     offset: int = 0
     extra_filters: list[tuple[str, str]] = field(default_factory=list)
-    #: keyset paging: only rows whose internal id is greater than this (deep pages without OFFSET scans)
+    #: keyset paging: only rows whose internal id is greater than this (deep pages without OFFSET scans); with
+    #: ``descending`` and no ``order_by``, only rows whose id is smaller
     after_id: int | None = None
+    #: sort by this indexed attribute of the level or a parent (then by id) instead of by id alone: a page of
+    #: ``search_page`` only (not with ``extra_filters``, ``after_id`` or ``stream``, which walk in id order);
+    #: the study browser sorts by StudyDate or PatientName, both indexed columns
+    order_by: str | None = None
+    #: newest (highest id, latest value) first
+    descending: bool = False
 
 
 @dataclass(frozen=True)

@@ -195,6 +195,8 @@ class QueryService:
         Raises ``ResultLimitExceeded`` once ``max_results`` matches were yielded and another exists, or when
         ``limits.max_scanned`` rows were examined for non-indexed keys before the end: the caller has then seen
         an incomplete answer and must say so."""
+        if spec.order_by is not None:
+            raise InvalidQuery("a stream of results is read in id order: not sorted")
         wanted = self._wanted(spec)
         plan = self._plan(spec, wanted)
         state = _ScanState()
@@ -275,6 +277,9 @@ class QueryService:
         Without non-indexed keys SQL applies ``offset`` and every row read is a match. With them, the offset counts
         matches, so it is skipped here, and rows are examined against ``limits.max_scanned`` (``state``)."""
         filters = CachedFilters(spec.extra_filters)
+        if spec.order_by is not None and filters:
+            # the walk continues after the last id seen, which only means something in id order
+            raise InvalidQuery(f"sorting on {spec.order_by} is possible with indexed keys only")
         need_cache = bool(filters) or spec.include_all or self._needs_cache(wanted)
         keyset = spec.after_id is not None
         skip = spec.offset if filters and not keyset else 0
@@ -302,7 +307,7 @@ class QueryService:
                     skip -= 1
                     continue
                 yield row, meta
-            if len(rows) < n:
+            if len(rows) < n or spec.order_by is not None:  # a sorted page is one statement (search_page)
                 return
             cursor, page, sql_offset = int(rows[-1]["_id"]), SCAN_PAGE, 0
 

@@ -117,6 +117,15 @@ class StudyWork:
                 "compression": self.compression.as_dict() if self.compression is not None else None}
 
 
+@dataclass(frozen=True)
+class StoreCopies:
+    """The verified copies one store holds of a study's blobs."""
+
+    store: str
+    copies: int = 0
+    bytes: int = 0
+
+
 class TierService:
     def __init__(
         self,
@@ -277,6 +286,23 @@ class TierService:
         """Ask for a copy of the study on the ingest store (a read found it only on a ``promote_on_read`` store)."""
         if self.jobs is not None:
             self.jobs.enqueue(TIER_STUDY, {"study_uid": study_uid, "promote": True}, dedupe_key=dedupe_key(study_uid))
+
+    # -- where a study is (the study page) ----------------------------------------------------------------
+
+    def locations(self, study_uid: str) -> list[StoreCopies]:
+        """Per store holding verified copies of the study's blobs (current instances and prior versions): how
+        many and their bytes, by store name; one index read (``study_blobs``), bounded by the study's size."""
+        found: dict[str, StoreCopies] = {}
+        for blob in self.index.study_blobs(study_uid):
+            for store in blob.stores:
+                was = found.get(store, StoreCopies(store))
+                found[store] = StoreCopies(store, was.copies + 1, was.bytes + blob.blob.size)
+        return [found[name] for name in sorted(found)]
+
+    def sources(self, study_uid: str) -> list[str]:
+        """Who sent the study's instances (``dimse:<calling AE>``, ``stow:<client>``, ``import``, …), sorted."""
+        facts = self.index.study_facts(study_uid)
+        return sorted(facts.sources) if facts is not None else []
 
     # -- applying -------------------------------------------------------------------------------------------
 

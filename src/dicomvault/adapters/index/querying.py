@@ -8,7 +8,7 @@ from sqlalchemy import Column, ColumnElement, Select, and_, exists, false, func,
 
 from dicomvault.adapters.index.tables import instances, patients, series, studies, study_qido
 from dicomvault.domain.query import Condition, MatchKind, QuerySpec, wildcard_to_like
-from dicomvault.domain.tags import INDEXED, Attribute, Level
+from dicomvault.domain.tags import BY_KEYWORD, INDEXED, Attribute, Level
 
 _TABLE = {Level.PATIENT: patients, Level.STUDY: studies, Level.SERIES: series, Level.IMAGE: instances}
 _SHADOWED_VRS = ("PN", "TM")
@@ -146,13 +146,27 @@ def filtered_select(spec: QuerySpec, cols: list[Any], from_: Any = None) -> Sele
     if own:
         stmt = stmt.where(and_(*own))
     if spec.after_id is not None:
-        stmt = stmt.where(table.c.id > spec.after_id)
-    stmt = stmt.order_by(table.c.id)
+        if spec.order_by is not None:
+            raise ValueError("keyset paging walks in id order: not with order_by")
+        stmt = stmt.where(table.c.id < spec.after_id if spec.descending else table.c.id > spec.after_id)
+    order: list[Any] = [table.c.id]
+    if spec.order_by is not None:
+        order.insert(0, _order_column(level, spec.order_by))
+    stmt = stmt.order_by(*(c.desc() for c in order) if spec.descending else order)
     if spec.limit is not None:
         stmt = stmt.limit(spec.limit)
     if spec.offset and spec.after_id is None:
         stmt = stmt.offset(spec.offset)
     return stmt
+
+
+def _order_column(level: Level, keyword: str) -> Any:
+    """The column a result is sorted on: an indexed attribute of ``level`` or a parent (PN by its normalised,
+    indexed shadow, so that case and accents do not split the order)."""
+    attr = BY_KEYWORD.get(keyword)
+    if attr is None or attr.computed or attr.level.depth > level.depth:
+        raise ValueError(f"cannot sort {level.value} results on {keyword}")
+    return match_column(attr)
 
 
 def representative_select(level: Level, row_ids: list[int]) -> Select[Any]:
