@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 
 from dicomvault.domain import errors
 from dicomvault.domain.errors import DicomVaultError
-from dicomvault.webui import login
+from dicomvault.webui import login, shares
 from dicomvault.webui.page_auth import LoginRequired, PageUser, login_location, require_page
 from dicomvault.webui.render import render
 
@@ -44,7 +44,7 @@ async def home_page(request: Request, user: Annotated[PageUser, Depends(require_
 
 
 #: page routers, in the order they are included (each module's ``router``)
-ROUTERS: list[APIRouter] = [login.router, home]
+ROUTERS: list[APIRouter] = [login.router, home, shares.router, shares.links]
 
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 
