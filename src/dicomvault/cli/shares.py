@@ -21,8 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dicomvault.bootstrap import build_archive
-from dicomvault.cli.common import load_settings
+from dicomvault.cli.common import load_settings, open_archive
 from dicomvault.domain.errors import DicomVaultError
 from dicomvault.services.auth import Principal
 from dicomvault.services.shares import ShareService
@@ -41,7 +40,7 @@ IndexUrl = Annotated[str | None, typer.Option("--index-url", help="Index databas
 def _shares(data_dir: Path | None, config: Path | None, index_url: str | None) -> Iterator[tuple[ShareService,
                                                                                                   Settings]]:
     settings = load_settings(config, data_dir=data_dir, index_url=index_url)
-    archive = build_archive(settings)
+    archive = open_archive(settings)
     try:
         if archive.shares is None:
             err.print("[red]this archive has no share link store[/red]")

@@ -40,16 +40,23 @@ def admit(request: Request, principal: Principal) -> None:
     """Refuse (404/403) a share visitor's request outside its study; nothing for other principals."""
     if principal.study is None:
         return
-    route = getattr(request.scope.get("route"), "path", "")
     if request.method not in _READ_METHODS:
         raise HTTPException(403, "a share link only reads")
+    path = _app_path(request)
     study = request.path_params.get("study")
-    if study is not None and route.startswith(DICOMWEB_ROOT + "/studies/{study}"):
+    if study is not None and path.startswith(f"{DICOMWEB_ROOT}/studies/"):
         require_study(principal.study, study)
         return
-    if study is None and route in CONFINED_ROUTES:
+    if study is None and path.rstrip("/") in CONFINED_ROUTES:
         return
     raise HTTPException(403, "a share link reaches its study's images and nothing else")
+
+
+def _app_path(request: Request) -> str:
+    """The request's path within the app (without a ``root_path`` a proxy mounted it under)."""
+    path = str(request.scope.get("path", ""))
+    root = str(request.scope.get("root_path", "") or "")
+    return path[len(root):] if root and path.startswith(root) else path
 
 
 def require_study(shared: str | None, study_uid: str | None) -> None:
