@@ -21,6 +21,7 @@ from dicomvault.adapters.index.peers import SqlPeerRegistry
 from dicomvault.adapters.index.repository import SqlIndexRepository
 from dicomvault.adapters.index.route_deliveries import SqlDeliveryLedger
 from dicomvault.adapters.index.sessions import SqlSessionStore
+from dicomvault.adapters.index.shares import SqlShareStore
 from dicomvault.adapters.index.tokens import SqlTokenStore
 from dicomvault.adapters.index.transfer import copy_index as _copy_index
 from dicomvault.adapters.remote.dicomweb import HttpxDicomweb
@@ -57,6 +58,7 @@ from dicomvault.services.render import RenderService
 from dicomvault.services.retrieve import RetrieveService
 from dicomvault.services.routing import ConfiguredRoute, RoutingService
 from dicomvault.services.sessions import SessionService
+from dicomvault.services.shares import ShareService
 from dicomvault.services.status import StatusService
 from dicomvault.services.storage_migration import StorageMigration
 from dicomvault.services.tiering import TierService
@@ -125,6 +127,18 @@ def build_sessions(settings: Settings, store: SqlSessionStore, tokens: TokenServ
     return SessionService(store, tokens, oidc, max_age=timedelta(hours=settings.web_session_hours))
 
 
+def build_shares(settings: Settings, store: SqlShareStore, sessions: SessionService,
+                 index: SqlIndexRepository) -> ShareService:
+    """Share links; their sessions go on only while the link is usable (the session service's ``share_check``)."""
+    shares = ShareService(store, sessions, index, scope=settings.share_links_scope,
+                          default_life=timedelta(days=settings.share_default_days),
+                          max_life=timedelta(days=settings.share_max_days),
+                          max_attempts=settings.share_password_attempts,
+                          lock_for=timedelta(minutes=settings.share_lock_minutes))
+    sessions.share_check = shares.usable
+    return shares
+
+
 def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_index_engine(settings.resolved_index_url, pool_size=settings.index_pool_size)
@@ -166,6 +180,7 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
         ingest.coercion = Coercion(settings.coercion, spool_dir=limits.spool_dir)
     prefetch = Prefetcher(retrieve)
     tokens = TokenService(SqlTokenStore(engine))
+    sessions = build_sessions(settings, SqlSessionStore(engine), tokens)
     routing = build_routing(settings, SqlDeliveryLedger(engine), jobs, peers, retrieve)
     if routing.active:
         ingest.after_store = _also_route(ingest.after_store, routing)
@@ -194,7 +209,8 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
         routing=routing,
         closers=[routing.close, prefetch.close, reads.close, compression.close, index.close, engine.dispose],
         tokens=tokens,
-        sessions=build_sessions(settings, SqlSessionStore(engine), tokens),
+        sessions=sessions,
+        shares=build_shares(settings, SqlShareStore(engine), sessions, index),
         jobs=jobs,
         migration_state=SqlMigrationState(engine),
     )

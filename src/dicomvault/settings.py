@@ -340,6 +340,21 @@ class Settings(BaseSettings):
         12.0, gt=0, le=24 * 30,
         description="Longest life of a login to the web pages and the viewer (never past its API token's expiry).",
     )
+    share_links_scope: str = Field(
+        "write",
+        description="Scope a user needs to create share links (read, write, delete, admin); share visitors and "
+        "anonymous users never may.",
+    )
+    share_default_days: float = Field(7.0, gt=0, le=3650, description="Life of a new share link unless chosen.")
+    share_max_days: float = Field(
+        30.0, gt=0, le=3650, description="Longest life a share link may be given (longer is refused)."
+    )
+    share_password_attempts: int = Field(
+        5, ge=1, le=1000, description="Wrong passwords in a row after which a share link is locked for a while."
+    )
+    share_lock_minutes: float = Field(
+        15.0, gt=0, le=7 * 24 * 60, description="How long a share link stays locked after too many wrong passwords."
+    )
     # -- Storage tiers and lifecycle (issue #11; storage_settings.py, services/tiering.py, docs/storage-tiers.md) -
     stores: dict[str, StoreConfig] = Field(
         default_factory=dict,
@@ -403,6 +418,14 @@ class Settings(BaseSettings):
         if bad:
             raise ValueError(f"anonymous_scopes: {', '.join(bad)} not allowed (only read, write, delete)")
         return scopes
+
+    @field_validator("share_links_scope")
+    @classmethod
+    def _check_share_scope(cls, value: str) -> str:
+        scope = value.strip().lower()
+        if scope not in ("read", "write", "delete", "admin"):
+            raise ValueError(f"share_links_scope: {value!r} is not one of read, write, delete, admin")
+        return scope
 
     @field_validator("dimse_peers", mode="before")
     @classmethod

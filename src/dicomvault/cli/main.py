@@ -22,6 +22,7 @@ from dicomvault.cli.peers import app as peers_app
 from dicomvault.cli.recall import recall_command
 from dicomvault.cli.routes import app as routes_app
 from dicomvault.cli.serve import serve_command
+from dicomvault.cli.shares import app as share_app
 from dicomvault.cli.storage import app as storage_app
 from dicomvault.cli.tiers import lifecycle_app, tier_app
 from dicomvault.cli.tokens import app as token_app
@@ -60,6 +61,7 @@ app.command("deletions")(deletions_command)
 app.command("migrate")(migrate_command)
 app.command("dimse-worker", hidden=True)(dimse_worker_command)
 app.add_typer(token_app, name="token")
+app.add_typer(share_app, name="share")
 app.add_typer(storage_app, name="storage")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(index_app, name="index")

@@ -42,6 +42,7 @@ from fastapi.responses import Response
 from pydicom.datadict import dictionary_VR
 from starlette.concurrency import run_in_threadpool
 
+from dicomvault.dicomweb import share_scope
 from dicomvault.dicomweb.errors import error_response
 from dicomvault.dicomweb.responses import DicomJSONResponse
 from dicomvault.dicomweb.security import Principal, require_scope
@@ -192,6 +193,8 @@ async def search(request: Request, level: Level, scope: dict[str, str]) -> Respo
         if given not in (None, "", "*") and given != uid:
             raise InvalidQuery(f"{keyword} is given by the path and differs in the query")
         keys[keyword] = uid
+    if not share_scope.narrow_query(keys, share_scope.shared_study(request)):
+        return DicomJSONResponse([], media_type=DICOM_JSON)
     # Outside a study (or series), the parent's identifying attributes are returned too (PS3.18 10.6.3.3).
     extra: list[str] = []
     if level in (Level.SERIES, Level.IMAGE) and "StudyInstanceUID" not in scope:

@@ -37,6 +37,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dicomvault.dicomweb import share_scope
 from dicomvault.dicomweb.errors import report_unexpected, route_template, unexpected_body
 from dicomvault.services.access import AccessPolicy, through_proxy
 from dicomvault.services.auth import Principal, looks_like_jwt, verify_credential
@@ -121,7 +122,8 @@ def _unauthorized(message: str, error: str | None) -> HTTPException:
 
 
 def require_scope(scope: str) -> Callable[[Request], Awaitable[Principal]]:
-    """FastAPI dependency: the caller's ``Principal`` if it holds ``scope`` (or ``admin``); 401/403 otherwise."""
+    """FastAPI dependency: the caller's ``Principal`` if it holds ``scope`` (or ``admin``); 401/403 otherwise.
+    A share link's visitor is also confined to its study (``share_scope.admit``: 404/403 elsewhere)."""
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}")
 
@@ -133,6 +135,7 @@ def require_scope(scope: str) -> Callable[[Request], Awaitable[Principal]]:
                 403, f"this operation needs the {scope!r} scope",
                 headers={"WWW-Authenticate": f'Bearer realm="dicomvault", error="insufficient_scope", scope="{scope}"'},
             )
+        share_scope.admit(request, principal)
         return principal
 
     dependency.__name__ = f"require_{scope}"

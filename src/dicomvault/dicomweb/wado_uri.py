@@ -16,6 +16,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
+from dicomvault.dicomweb import share_scope
 from dicomvault.dicomweb.security import Principal
 from dicomvault.dicomweb.wado import _target_syntax
 from dicomvault.dicomweb.wado_common import read_scope, services
@@ -77,7 +78,9 @@ def wado_uri(request: Request, _who: Principal = read_scope) -> Response:
         raise InvalidQuery("requestType must be WADO")
     study, series, sop = (_required(params, n) for n in ("studyUID", "seriesUID", "objectUID"))
     svc = services(request)
+    share_scope.require_study(share_scope.shared_study(request), study)
     record = svc.retrieve.instance(study, series, sop)
+    share_scope.require_study(share_scope.shared_study(request), record.study_uid)  # the object's own study
     image = record.rows is not None or record.frame_index is not None
     media = _content_type(params.get("contentType"), image)
     if media == DICOM:

@@ -31,6 +31,7 @@ from dicomvault.services.render import RenderService
 from dicomvault.services.retrieve import RetrieveService
 from dicomvault.services.routing import RoutingService
 from dicomvault.services.sessions import SessionService
+from dicomvault.services.shares import ShareService
 from dicomvault.services.status import StatusService
 from dicomvault.services.tiering import TierService
 from dicomvault.services.tokens import TokenService
@@ -82,6 +83,8 @@ class Archive:
     tokens: TokenService | None = None
     #: browser sessions of the web pages and the viewer (login, share links); None: cookies are not accepted
     sessions: SessionService | None = None
+    #: share links to one study (``dicomvault share``, ``/ui/shares``, ``/share/<secret>``); None: no links
+    shares: ShareService | None = None
     #: durable background jobs on the index database (``jobs.worker.start_worker(archive)`` runs them)
     jobs: JobQueue | None = None
     #: recall of studies on archive storage classes (``dicomvault recall``, the admin API, the ``recall`` job);

@@ -76,11 +76,11 @@ async def page_user(request: Request) -> PageUser | None:
     return user
 
 
-def require_page(scope: str) -> Callable[[Request], Awaitable[PageUser]]:
+def require_page(scope: str, *, allow_share: bool = False) -> Callable[[Request], Awaitable[PageUser]]:
     """Page dependency: the visitor, who holds ``scope``; otherwise a redirect to the login page or a 403.
 
-    A share link's visitor (a principal scoped to one study) reaches only the pages of that study, which check it
-    themselves; every other page answers 403 to them."""
+    A share link's visitor (a principal scoped to one study, holding ``read``) gets 403 on every page unless the
+    route opts in with ``allow_share`` (the pages of one study, which then check that it is the shared one)."""
 
     async def dependency(request: Request) -> PageUser:
         user = await page_user(request)
@@ -91,6 +91,8 @@ def require_page(scope: str) -> Callable[[Request], Awaitable[PageUser]]:
             if user.anonymous:
                 raise LoginRequired(path)
             raise HTTPException(403, f"this page needs the {scope!r} scope")
+        if user.principal.study is not None and not allow_share:
+            raise HTTPException(403, "a share link opens its study only")
         return user
 
     dependency.__name__ = f"page_{scope}"

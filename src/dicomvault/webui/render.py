@@ -32,6 +32,7 @@ _env = Environment(
 NAVIGATION: tuple[tuple[str, str, str], ...] = (
     ("/ui/studies", "Studies", "read"),
     ("/ui/upload", "Upload", "write"),
+    ("/ui/shares", "Shares", "write"),
     ("/ui/dashboard", "Dashboard", "read"),
     ("/ui/admin", "Admin", "admin"),
 )

@@ -122,14 +122,15 @@ def check_study_access(user: PageUser, uid: str) -> None:
 
 @router.get("/studies/{uid}")
 async def study_page(request: Request, uid: str,
-                     user: Annotated[PageUser, Depends(require_page("read"))]) -> Response:
+                     user: Annotated[PageUser, Depends(require_page("read", allow_share=True))]) -> Response:
     check_study_access(user, uid)
     archive = request.app.state.archive
     view = await run_in_threadpool(study_view, archive, uid)
     shared = user.principal.study is not None
     return render(request, "study.html", view=view, shown_bytes=shown_bytes,
                   can_delete=not shared and not user.anonymous and user.principal.allows("delete"),
-                  can_download=not shared, grace_days=archive.settings.delete_grace_days)
+                  can_download=not shared, grace_days=archive.settings.delete_grace_days,
+                  can_share=not shared and archive.shares is not None and archive.shares.may_create(user.principal))
 
 
 @router.post("/studies/{uid}/delete")

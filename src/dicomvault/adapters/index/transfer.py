@@ -18,6 +18,7 @@ from sqlalchemy import Engine, Table, func, select, text
 # Imported for their side effect: their tables join ``metadata``, so every table of the schema is copied.
 from dicomvault.adapters.index import job_queue as _job_queue  # noqa: F401
 from dicomvault.adapters.index import sessions as _sessions  # noqa: F401
+from dicomvault.adapters.index import shares as _shares  # noqa: F401
 from dicomvault.adapters.index import tokens as _tokens  # noqa: F401
 from dicomvault.adapters.index.tables import metadata
 from dicomvault.domain.errors import Conflict
