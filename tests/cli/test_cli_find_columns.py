@@ -66,6 +66,9 @@ def test_uids_when_asked_or_wide(seeded: list[str], data_dir: Path) -> None:
 def test_matching_keys_and_includes_get_a_column(seeded: list[str], data_dir: Path) -> None:
     result = _find(data_dir, 80, "AccessionNumber=ACC1", "--include", "StudyID")
     assert result.exit_code == 0
+    default_keys = _find(data_dir, 80, "PatientName=*", "StudyDate=20000101-")
+    header = next(line for line in default_keys.stdout.splitlines() if "Patient" in line)
+    assert header.index("Patient") < header.index("ID") < header.index("Date") < header.index("Description")
     assert "AccessionNumber" in result.stdout and "ACC1" in result.stdout and "PAT-0001" in result.stdout
     assert max(len(line) for line in result.stdout.splitlines()) <= 80
 

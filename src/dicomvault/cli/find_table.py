@@ -161,7 +161,9 @@ def choose_columns(level: Level, rows: Sequence[dict[str, Any]], width: int, *, 
             extra = min(kept[c.keyword] - widths[c.keyword], spare)
             widths[c.keyword] += extra
             spare -= extra
-    display = {c.keyword: n for n, c in enumerate([*base, *wanted])}
+    display: dict[str, int] = {}
+    for n, c in enumerate([*base, *wanted]):
+        display.setdefault(c.keyword, n)  # a key asked for that is also a default column keeps its place
     return [(c, widths[c.keyword]) for c in sorted(chosen, key=lambda c: display.get(c.keyword, len(display)))]
 
 
