@@ -127,3 +127,11 @@ def test_serve_leaves_a_record_that_other_commands_follow(
     server.stop()
     record = discovery.read_record()
     assert record is not None and record.stopped_at is not None and not record.running
+
+
+def test_serve_reads_the_local_configuration_but_never_the_record(tmp_path: Path, elsewhere: Path) -> None:
+    discovery.write_record(_record(tmp_path / "served"))
+    assert discovery.resolve(None, {"host": "127.0.0.1"}, use_record=False) == \
+        discovery.Location(None, {"host": "127.0.0.1"})
+    (elsewhere / "dicomvault.toml").write_text('aet = "LOCAL"\n')
+    assert discovery.resolve(None, {}, use_record=False).config == discovery.LOCAL_CONFIG
