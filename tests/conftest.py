@@ -8,8 +8,11 @@ that server) and ``DV_TEST_STORAGE_URL`` (default: a folder;
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +25,12 @@ from dicomvault.settings import Settings
 # Moto S3 fixtures (``s3_bucket_url``, ``moto_server``, ``fresh_moto``).
 # PostgreSQL fixtures (``pg_server``, ``pg_url``, ``own_pg_server``).
 pytest_plugins = ["tests.s3_fixture", "tests.pg_fixture"]
+
+# ``dicomvault serve`` leaves a record of where its archive is for the other commands (cli/discovery.py): the
+# servers the tests start write it here, never into the user's ~/.local/state (tests of it set their own folder).
+if not os.environ.get("DICOMVAULT_STATE_DIR"):
+    os.environ["DICOMVAULT_STATE_DIR"] = _STATE_DIR = tempfile.mkdtemp(prefix="dv-test-state-")
+    atexit.register(shutil.rmtree, _STATE_DIR, True)
 
 
 def free_port() -> int:

@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from sqlalchemy import inspect
+from sqlalchemy.engine import make_url
+
 from dicomvault.adapters.blobs.filesystem import FilesystemBlobStore
 from dicomvault.adapters.blobs.memory import MemoryBlobStore
 from dicomvault.adapters.blobs.s3 import S3BlobStore
@@ -31,7 +34,7 @@ from dicomvault.adapters.remote.dimse_pull import PynetdicomPull
 from dicomvault.adapters.remote.dimse_store import PynetdicomStore
 from dicomvault.adapters.remote.store_scp import PynetdicomStoreScp
 from dicomvault.adapters.remote.stow import HttpxStow
-from dicomvault.domain.errors import ConfigurationError
+from dicomvault.domain.errors import ConfigurationError, DicomVaultError
 from dicomvault.domain.migration import Via
 from dicomvault.domain.query import QueryLimits
 from dicomvault.domain.tiers import DEFAULT_STORE
@@ -139,8 +142,44 @@ def build_shares(settings: Settings, store: SqlShareStore, sessions: SessionServ
     return shares
 
 
-def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+class ArchiveNotFound(DicomVaultError):
+    """``build_archive(create=False)`` found no archive where ``settings`` point (``where`` says which place)."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(f"no archive at {where}")
+        self.where = where
+
+
+def check_archive_exists(settings: Settings) -> None:
+    """Raise ``ArchiveNotFound`` unless an archive exists where ``settings`` point, creating nothing: the SQLite
+    index file exists (or, for a server database, its schema does), and the data folder exists when the default
+    store lives in it. Read-only commands call this so that a wrong folder is an error, not a new empty archive."""
+    url = settings.resolved_index_url
+    if url.startswith("sqlite"):
+        database = make_url(url).database or ""
+        if database in ("", ":memory:"):
+            return
+        if not Path(database).is_file():
+            where = settings.data_dir if settings.index_url is None else Path(database)
+            raise ArchiveNotFound(str(where))
+    else:
+        engine = create_index_engine(url, pool_size=1)
+        try:
+            if not inspect(engine).has_table("alembic_version"):
+                raise ArchiveNotFound(f"{make_url(url).render_as_string(hide_password=True)} (an empty database)")
+        finally:
+            engine.dispose()
+    if settings.storage_url is None and DEFAULT_STORE not in settings.stores and not settings.data_dir.is_dir():
+        raise ArchiveNotFound(str(settings.data_dir))
+
+
+def build_archive(settings: Settings, *, run_migrations: bool = True, create: bool = True) -> Archive:
+    """Every service over the adapters ``settings`` name. ``create=False``: an archive must already exist there
+    (``check_archive_exists``); no folder or database is created."""
+    if create:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        check_archive_exists(settings)
     engine = create_index_engine(settings.resolved_index_url, pool_size=settings.index_pool_size)
     if run_migrations:
         migrate(engine)

@@ -19,9 +19,11 @@ def test_cli_routes_status_and_retry(invoke: Invoke, data_dir: Path, tmp_path: P
     down = cli_free_port()  # nothing listens there
     config.write_text(f'[move_destinations]\nDEST = "127.0.0.1:{down}"\n\n'
                       '[[route]]\nname = "all to DEST"\nto = "DEST"\n')
-    assert json.loads(invoke("routes", "status", "--json", "--config", str(config)).stdout)["destinations"] == []
+    missing = invoke("routes", "status", "--json", "--config", str(config))  # read-only: creates no archive
+    assert missing.exit_code == 2 and "no archive at" in missing.stderr and not data_dir.exists()
     archive = build_archive(Settings.load(config, data_dir=data_dir))
     try:
+        assert json.loads(invoke("routes", "status", "--json", "--config", str(config)).stdout)["destinations"] == []
         assert archive.routing is not None
         study = generate_uid()
         archive.ingest.ingest(io.BytesIO(make_ct(study=study)), source="dimse:CT1")

@@ -95,9 +95,9 @@ def verify_command(
     errors. Repair may run while `serve` runs (see --grace), also while the same objects are being stored again:
     orphans are deleted through the same claim protocol as DELETE, which an ingest of identical bytes respects.
     """
-    settings = load_settings(config, data_dir=data_dir, index_url=index_url, storage_url=storage_url)
+    settings = load_settings(config, quiet=as_json, data_dir=data_dir, index_url=index_url, storage_url=storage_url)
     configure_logging("WARNING" if settings.log_level.upper() == "INFO" else settings.log_level)
-    archive = open_archive(settings)
+    archive = open_archive(settings, create=False)
     fixity = archive.fixity
     result: RepairResult | None = None
     originals: OriginalsReport | None = None
@@ -186,8 +186,8 @@ def stats_command(
     storage_url: StorageUrl = None,
 ) -> None:
     """Counts of patients, studies, series and instances, stored bytes, and a breakdown by modality."""
-    settings = load_settings(config, data_dir=data_dir, index_url=index_url, storage_url=storage_url)
-    archive = open_archive(settings)
+    settings = load_settings(config, quiet=as_json, data_dir=data_dir, index_url=index_url, storage_url=storage_url)
+    archive = open_archive(settings, create=False)
     try:
         stats = archive.status.stats()
         storage = archive.status.storage()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
@@ -11,8 +12,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from dicomvault import config_errors
-from dicomvault.bootstrap import Archive, build_archive
+from dicomvault.bootstrap import Archive, ArchiveNotFound, build_archive
+from dicomvault.cli import discovery
 from dicomvault.domain.errors import DicomVaultError
+from dicomvault.domain.trash import Deletion
 from dicomvault.settings import Settings
 
 console = Console()
@@ -33,23 +36,54 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def load_settings(config: Path | None, **overrides: Any) -> Settings:
-    """``Settings.load`` with readable errors: a missing file, bad TOML or a refused value exits 2 with one line per
-    fault, naming the file and line where it lies (``config_errors``), instead of a traceback."""
+def load_settings(config: Path | None, *, use_record: bool = True, quiet: bool = False,
+                  **overrides: Any) -> Settings:
+    """The settings of the archive the command means (``discovery``: options, environment, ``./dicomvault.toml``,
+    then, with ``use_record``, the last server's record), with readable errors: a missing file, bad TOML or a
+    refused value exits 2 with one line per fault, naming the file and line where it lies (``config_errors``),
+    instead of a traceback. When the server record chose the archive, one dim line on stderr says so (unless
+    ``quiet``: ``--json`` output)."""
+    found = discovery.resolve(config, overrides, use_record=use_record)
+    record = found.record
     try:
-        return config_errors.load_settings(config, **overrides)
+        settings = config_errors.load_settings(found.config, **found.overrides)
     except config_errors.ConfigurationError as exc:
-        fail("\n".join(f"configuration error: {problem}" for problem in exc.problems))
+        origin = f" (from the record of the last `dicomvault serve`, {discovery.record_path()})" if record else ""
+        fail("\n".join(f"configuration error{origin}: {problem}" for problem in exc.problems))
+    if record is not None:
+        if redact_url(settings.resolved_index_url) != record.index_url:
+            fail(f"the last `dicomvault serve` ({discovery.record_path()}) used the index {record.index_url}, whose "
+                 "password is in neither its configuration file nor the environment: pass --index-url or --config")
+        if not quiet:
+            err.print(f"[dim]{escape(record.describe())}[/dim]", highlight=False, soft_wrap=True)
+    return settings
 
 
-def open_archive(settings: Settings, *, run_migrations: bool = True) -> Archive:
-    """Build the archive (runs migrations unless told not to); an unreachable backend exits 2 with the reason."""
+#: How to start an archive, for the messages of commands that found none.
+NO_ARCHIVE_HINT = "start one with `dicomvault serve`, or pass --data-dir/--config"
+
+
+def open_archive(settings: Settings, *, run_migrations: bool = True, create: bool = True) -> Archive:
+    """Build the archive (runs migrations unless told not to); an unreachable backend exits 2 with the reason.
+    ``create=False`` (read-only commands, and those that act on what is stored): no archive where the settings
+    point exits 2 — "no archive at …" — instead of creating an empty one."""
     try:
-        return build_archive(settings, run_migrations=run_migrations)
+        return build_archive(settings, run_migrations=run_migrations, create=create)
+    except ArchiveNotFound as exc:
+        fail(f"{exc.message} ({NO_ARCHIVE_HINT})")
     except DicomVaultError as exc:
         fail(f"cannot open the archive: {exc.message}")
     except Exception as exc:  # database driver / object store errors at start-up
         fail(f"cannot open the archive: {type(exc).__name__}: {exc}")
+
+
+def operator(reason: str = "command line") -> Deletion:
+    """Who acts, for the deletion log: ``cli:<user name>`` (``unknown`` where the system has no name for it)."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no user name to be had (a container without passwd entry)
+        user = "unknown"
+    return Deletion(f"cli:{user}", reason)
 
 
 def redact_url(url: str) -> str:

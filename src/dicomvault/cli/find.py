@@ -3,7 +3,8 @@
 Matching keys are given as ``Keyword=Value`` (or ``0010,0020=Value`` / ``00100020=Value``) with DICOM matching
 rules: ``*`` and ``?`` wildcards, ``20200101-20201231`` ranges, ``uid1\\uid2`` lists, empty value = return only.
 
-Bounded like the network services: the same key limits (``query_max_*``), at most ``query_max_results`` results
+At a terminal the table shows the columns that fit its width (``find_table``); ``--json`` prints DICOM JSON for
+scripts. Bounded like the network services: the same key limits (``query_max_*``), at most ``query_max_results`` results
 (a larger ``--limit`` is reduced, with a note), and the same budget of records examined for attributes the index
 does not hold; a note on stderr says when more results exist or when that budget stopped the search.
 """
@@ -11,11 +12,11 @@ does not hold; a note on stderr says when more results exist or when that budget
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+import os
+from typing import Annotated
 
 import typer
-from pydicom.datadict import keyword_for_tag
-from rich.table import Table
+from rich.console import Console
 
 from dicomvault.cli.common import (
     ConfigFile,
@@ -28,8 +29,9 @@ from dicomvault.cli.common import (
     load_settings,
     open_archive,
 )
+from dicomvault.cli.find_table import build_table
 from dicomvault.domain.errors import DicomVaultError
-from dicomvault.domain.tags import DEFAULT_RETURN, Level, resolve_keyword
+from dicomvault.domain.tags import Level
 
 LEVELS = {"patient": Level.PATIENT, "study": Level.STUDY, "series": Level.SERIES, "instance": Level.IMAGE,
           "image": Level.IMAGE}
@@ -46,35 +48,10 @@ def parse_keys(pairs: list[str]) -> dict[str, str]:
     return keys
 
 
-def _text(element: dict[str, Any] | None) -> str:
-    """A DICOM JSON element as one display string (PN alphabetic group, multi-values joined with backslash)."""
-    if not element:
-        return ""
-    values = element.get("Value")
-    if not values:
-        return ""
-    out = []
-    for v in values:
-        if isinstance(v, dict):
-            out.append(str(v.get("Alphabetic", "")) if "Alphabetic" in v else json.dumps(v))
-        else:
-            out.append(str(v))
-    return "\\".join(out)
-
-
-def columns_for(level: Level, keys: dict[str, str], include: list[str]) -> list[tuple[str, str]]:
-    """(keyword, tag hex) of the columns to show: the level's defaults, then matching keys, then --include."""
-    cols: list[tuple[str, str]] = []
-    names = [*DEFAULT_RETURN[level], *keys, *include]
-    for name in names:
-        try:
-            tag, keyword = resolve_keyword(name)
-        except KeyError:
-            continue
-        item = (keyword or keyword_for_tag(tag) or f"{tag:08X}", f"{tag:08X}")
-        if item not in cols:
-            cols.append(item)
-    return cols
+def terminal_width() -> int:
+    """The width to fit: ``COLUMNS`` when set (also when output is piped), else what the console found."""
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else console.width
 
 
 def find_command(
@@ -82,7 +59,11 @@ def find_command(
     level: Annotated[str, typer.Option("--level", "-l", help="patient | study | series | instance")] = "study",
     include: Annotated[list[str] | None, typer.Option("--include", "-i", help="Extra attribute to return.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Maximum results.")] = 100,
-    as_json: Annotated[bool, typer.Option("--json", help="Print DICOM JSON (one array) instead of a table.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the results as one JSON array of DICOM JSON objects (as QIDO-RS answers; stable, "
+        "for scripts) instead of a table.")] = False,
+    uids: Annotated[bool, typer.Option(
+        "--uids", help="Show the UID columns even when the terminal is narrow (other columns give way).")] = False,
     fuzzy: Annotated[bool, typer.Option("--fuzzy", help="Fuzzy person-name matching (as QIDO fuzzymatching).")] = False,
     data_dir: DataDir = None,
     config: ConfigFile = None,
@@ -95,11 +76,11 @@ def find_command(
         fail(f"unknown level {level!r} (patient, study, series, instance)")
     matching = parse_keys(keys or [])
     extra = include or []
-    settings = load_settings(config, data_dir=data_dir, index_url=index_url, storage_url=storage_url)
+    settings = load_settings(config, quiet=as_json, data_dir=data_dir, index_url=index_url, storage_url=storage_url)
     if limit > settings.query_max_results:
         err.print(f"--limit reduced to the maximum of {settings.query_max_results} (query_max_results)")
         limit = settings.query_max_results
-    archive = open_archive(settings)
+    archive = open_archive(settings, create=False)
     try:
         spec = archive.query.build_spec(lvl, matching, return_keys=extra, fuzzy=fuzzy, limit=limit)
         results, end = archive.query.search_page(spec)
@@ -115,10 +96,9 @@ def find_command(
     if as_json:
         typer.echo(json.dumps(results, indent=2))
         return
-    table = Table(title=f"{len(results)} {level.lower()} result(s)" + (" (limit reached)" if end.more else ""))
-    cols = columns_for(lvl, matching, extra)
-    for keyword, _ in cols:
-        table.add_column(keyword, overflow="fold")
-    for row in results:
-        table.add_row(*(_text(row.get(tag_hex)) for _, tag_hex in cols))
-    console.print(table)
+    title = f"{len(results)} {level.lower()} result(s)" + (" (limit reached)" if end.more else "")
+    width = terminal_width()
+    out = Console(width=width)  # the width chosen for, also when wider than the shared console's
+    out.print(title, highlight=False, soft_wrap=True)
+    if results:
+        out.print(build_table(lvl, results, width, asked=[*matching, *extra], uids=uids))

@@ -18,8 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dicomvault.bootstrap import build_archive
-from dicomvault.cli.common import load_settings
+from dicomvault.cli.common import load_settings, open_archive
 from dicomvault.domain.errors import DicomVaultError
 from dicomvault.jobs.handlers import default_handlers
 from dicomvault.jobs.worker import Worker, periodic_tasks
@@ -41,7 +40,7 @@ def _archive(
     data_dir: Path | None, config: Path | None, index_url: str | None, storage_url: str | None = None
 ) -> Iterator[tuple[Archive, JobQueue]]:
     settings = load_settings(config, data_dir=data_dir, index_url=index_url, storage_url=storage_url)
-    archive = build_archive(settings)
+    archive = open_archive(settings, create=False)  # jobs act on an archive that exists
     try:
         if archive.jobs is None:
             err.print("[red]this archive has no job queue[/red]")

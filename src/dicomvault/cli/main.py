@@ -1,7 +1,8 @@
 """The ``dicomvault`` command: one typer app whose subcommands live in their own modules.
 
-``serve`` runs the archive; ``import``, ``find``, ``verify`` and ``stats`` work directly on the same index and
-storage (safe while ``serve`` runs). Sub-apps of other areas (``token``, ``storage``, ``jobs``) are registered
+``serve`` runs the archive; ``import``, ``find``, ``verify``, ``stats``, ``delete``, ``send`` and the others work
+directly on the same index and storage (safe while ``serve`` runs), found as ``cli.discovery`` says.
+Sub-apps of other areas (``token``, ``storage``, ``jobs``) are registered
 by the composition below, next to the commands of this package.
 """
 
@@ -12,6 +13,7 @@ import typer
 from dicomvault import __version__
 from dicomvault.cli.admin import stats_command, verify_command
 from dicomvault.cli.coerce import app as coerce_app
+from dicomvault.cli.delete import delete_command
 from dicomvault.cli.dimse_workers import dimse_worker_command
 from dicomvault.cli.find import find_command
 from dicomvault.cli.importer import import_command
@@ -21,6 +23,7 @@ from dicomvault.cli.migrate import migrate_command
 from dicomvault.cli.peers import app as peers_app
 from dicomvault.cli.recall import recall_command
 from dicomvault.cli.routes import app as routes_app
+from dicomvault.cli.send import send_command
 from dicomvault.cli.serve import serve_command
 from dicomvault.cli.shares import app as share_app
 from dicomvault.cli.storage import app as storage_app
@@ -57,6 +60,8 @@ app.command("find")(find_command)
 app.command("verify")(verify_command)
 app.command("stats")(stats_command)
 app.command("recall")(recall_command)
+app.command("delete")(delete_command)
+app.command("send")(send_command)
 app.command("deletions")(deletions_command)
 app.command("migrate")(migrate_command)
 app.command("dimse-worker", hidden=True)(dimse_worker_command)

@@ -30,8 +30,10 @@ app = typer.Typer(help="Remote systems: PACS, modalities, viewers (add, list, ec
 
 
 @contextmanager
-def _peers(config: ConfigFile, data_dir: DataDir, index_url: IndexUrl) -> Iterator[PeerService]:
-    archive = open_archive(load_settings(config, data_dir=data_dir, index_url=index_url))
+def _peers(config: ConfigFile, data_dir: DataDir, index_url: IndexUrl, *,
+           create: bool = False) -> Iterator[PeerService]:
+    """The peer service of the archive; ``create``: the archive may be created (``peers add`` only)."""
+    archive = open_archive(load_settings(config, data_dir=data_dir, index_url=index_url), create=create)
     try:
         if archive.peers is None:
             fail("this archive has no peer registry")
@@ -73,7 +75,7 @@ def add_command(
                       move_destination=move_destination, hosts=tuple(allow_from or ()), tls=tls,
                       dicomweb_url=dicomweb_url, dicomweb_token=dicomweb_token,
                       transfer_syntaxes=tuple(transfer_syntax or ()), description=description)
-    with _peers(config, data_dir, index_url) as peers:
+    with _peers(config, data_dir, index_url, create=True) as peers:
         created = peers.add(peer)
     console.print(f"peer {aet.strip()} {'added' if created else 'updated'}")
 

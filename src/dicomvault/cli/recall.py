@@ -38,7 +38,7 @@ def recall_command(
 ) -> None:
     """Recall a study from archive storage (S3 GLACIER / DEEP_ARCHIVE): request its restores."""
     settings = load_settings(config, data_dir=data_dir, index_url=index_url, storage_url=storage_url)
-    archive = open_archive(settings)
+    archive = open_archive(settings, create=False)
     try:
         recall = archive.recall
         if recall is None:

@@ -28,7 +28,8 @@ app = typer.Typer(help="Routing: delivery status per destination, manual retry."
 @contextmanager
 def _routing(config: ConfigFile, data_dir: DataDir, index_url: IndexUrl,
              storage_url: StorageUrl) -> Iterator[RoutingService]:
-    archive = open_archive(load_settings(config, data_dir=data_dir, index_url=index_url, storage_url=storage_url))
+    archive = open_archive(load_settings(config, data_dir=data_dir, index_url=index_url, storage_url=storage_url),
+                           create=False)
     try:
         if archive.routing is None:
             fail("this archive has no routing")

@@ -34,6 +34,7 @@ from fastapi import FastAPI
 from rich.panel import Panel
 
 from dicomvault.bootstrap import Archive
+from dicomvault.cli import discovery
 from dicomvault.cli.allocator import tune_allocator
 from dicomvault.cli.common import (
     ConfigFile,
@@ -197,7 +198,7 @@ def serve_command(
     any calling AE title on a public address).
     """
     settings = load_settings(
-        config, data_dir=data_dir, host=host, dimse_port=dimse_port, http_port=http_port, aet=aet,
+        config, use_record=False, data_dir=data_dir, host=host, dimse_port=dimse_port, http_port=http_port, aet=aet,
         move_destinations=parse_destinations(move_destination), index_url=index_url, storage_url=storage_url,
         allow_anonymous=allow_anonymous, log_level=log_level, tls_cert=tls_cert, tls_key=tls_key,
         tls_client_ca=tls_client_ca,
@@ -254,6 +255,7 @@ def _run(archive: Archive, settings: Settings) -> None:
     from dicomvault.jobs.worker import start_worker
 
     worker = None
+    recorded = False
     server = _Uvicorn(config)
     shutdown = Shutdown(server, dimse)
     server.shutdown_handler = shutdown
@@ -268,6 +270,8 @@ def _run(archive: Archive, settings: Settings) -> None:
         gc.collect()
         gc.freeze()
         console.print(banner(settings, archive.status.storage(), processes))
+        # where this archive is, for the other commands run by this user (cli.discovery)
+        recorded = discovery.write_record(discovery.ServerRecord.of(settings, redact_url)) is not None
         server.run()
         if not server.started and not server.should_exit:
             fail(f"cannot start the HTTP server on {settings.host}:{settings.http_port}")
@@ -279,4 +283,6 @@ def _run(archive: Archive, settings: Settings) -> None:
             worker.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if recorded:
+            discovery.mark_stopped(os.getpid())
         log.info("DicomVault stopped")

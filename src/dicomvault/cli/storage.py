@@ -28,8 +28,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from dicomvault.bootstrap import Archive, build_archive, build_blob_store, build_storage_migration
-from dicomvault.cli.common import load_settings
+from dicomvault.bootstrap import Archive, ArchiveNotFound, build_archive, build_blob_store, build_storage_migration
+from dicomvault.cli.common import NO_ARCHIVE_HINT, fail, load_settings
 from dicomvault.domain.errors import DicomVaultError
 from dicomvault.services.storage_migration import (
     MigrationEvent,
@@ -59,7 +59,9 @@ def _settings(ctx: typer.Context, config: Path | None, data_dir: Path | None, in
 
 def _archive(settings: Settings) -> Archive:
     try:
-        return build_archive(settings)
+        return build_archive(settings, create=False)  # inspect or move what an existing archive holds
+    except ArchiveNotFound as exc:
+        fail(f"error: {exc.message} ({NO_ARCHIVE_HINT})")
     except DicomVaultError as exc:
         err.print(f"[red]error:[/red] {exc.message}")
         raise typer.Exit(2) from exc

@@ -47,7 +47,7 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a ta
 def _open(config: Path | None, data_dir: Path | None, index_url: str | None,
           storage_url: str | None) -> tuple[Archive, TierService]:
     settings = load_settings(config, data_dir=data_dir, index_url=index_url, storage_url=storage_url)
-    archive = open_archive(settings)
+    archive = open_archive(settings, create=False)
     if archive.tiering is None:
         archive.close()
         fail("this archive has no tier service")

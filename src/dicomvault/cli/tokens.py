@@ -17,8 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dicomvault.bootstrap import build_archive
-from dicomvault.cli.common import load_settings
+from dicomvault.cli.common import load_settings, open_archive
 from dicomvault.domain.errors import DicomVaultError
 from dicomvault.services.tokens import SCOPES, TokenService, parse_expiry
 
@@ -31,9 +30,11 @@ IndexUrl = Annotated[str | None, typer.Option("--index-url", help="Index databas
 
 
 @contextmanager
-def _tokens(data_dir: Path | None, config: Path | None, index_url: str | None) -> Iterator[TokenService]:
+def _tokens(data_dir: Path | None, config: Path | None, index_url: str | None, *,
+            create: bool = False) -> Iterator[TokenService]:
+    """The token service of the archive; ``create``: the archive may be created (``token create`` only)."""
     settings = load_settings(config, data_dir=data_dir, index_url=index_url)
-    archive = build_archive(settings)
+    archive = open_archive(settings, create=create)
     try:
         if archive.tokens is None:
             err.print("[red]this archive has no token store[/red]")
@@ -59,7 +60,7 @@ def create(
     index_url: IndexUrl = None,
 ) -> None:
     """Create a token and print its secret once."""
-    with _tokens(data_dir, config, index_url) as tokens:
+    with _tokens(data_dir, config, index_url, create=True) as tokens:
         expiry = parse_expiry(expires_in, expires_at, datetime.now(UTC))
         record, secret = tokens.create(name, scope, expires_at=expiry)
     until = f", expires {_when(record.expires_at)}" if record.expires_at else ", no expiry"

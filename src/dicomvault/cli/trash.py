@@ -12,7 +12,6 @@ Safe while ``serve`` runs: a restore is an ingest of the trashed bytes, a purge 
 
 from __future__ import annotations
 
-import getpass
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ from dicomvault.cli.common import (
     human_bytes,
     load_settings,
     open_archive,
+    operator,
 )
 from dicomvault.domain.errors import DicomVaultError
 from dicomvault.domain.trash import Deletion
@@ -43,18 +43,14 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a ta
 
 
 def _operator() -> Deletion:
-    try:
-        user = getpass.getuser()
-    except (OSError, KeyError):  # no user name to be had (a container without passwd entry)
-        user = "unknown"
-    return Deletion(f"cli:{user}", "command line")
+    return operator("command line")
 
 
 @contextmanager
 def _trash(config: Path | None, data_dir: Path | None, index_url: str | None,
            storage_url: str | None) -> Iterator[TrashService]:
     settings = load_settings(config, data_dir=data_dir, index_url=index_url, storage_url=storage_url)
-    archive = open_archive(settings)
+    archive = open_archive(settings, create=False)
     try:
         if archive.trash is None:
             fail("this archive has no trash service")

@@ -58,6 +58,7 @@ import orjson
 from pydicom.uid import generate_uid
 
 from dicomvault.domain.errors import ConfigurationError, DicomVaultError, NotFound, Unavailable
+from dicomvault.domain.peers import RemotePeer
 from dicomvault.domain.records import InstanceRecord
 from dicomvault.domain.routing import (
     CommitmentResult,
@@ -68,7 +69,7 @@ from dicomvault.domain.routing import (
     Selected,
     first_value,
 )
-from dicomvault.ports.forwarding import Outbound, RemoteStore, RemoteStow
+from dicomvault.ports.forwarding import Outbound, RemoteStore, RemoteStow, SendReport
 from dicomvault.ports.jobs import JobQueue
 from dicomvault.ports.route_deliveries import DeliveryJob, DeliveryLedger, Outcome, StoredInstance
 from dicomvault.services.peers import PeerService
@@ -473,6 +474,22 @@ class RoutingService:
         return changed
 
     # -- operators -----------------------------------------------------------------------------------------
+
+    def send_now(self, peer: RemotePeer, sop_uids: Sequence[str], *, via: str) -> SendReport:
+        """Send these stored instances to ``peer`` now, outside the routes and their ledger (``dicomvault send``),
+        by the path a delivery takes (``_send``: the peer's preferred syntaxes first, converted when it accepts
+        none the archive holds) on one association (``via`` dimse) or one STOW-RS request (dicomweb). Instances no
+        longer stored are failed. Raises ``Unavailable`` when the peer cannot be reached at all."""
+        rows = [Delivery(destination=peer.aet, sop_uid=uid, study_uid="", sop_class_uid="", route="", via=via,
+                         transfer_syntax=None, commitment=False, state=DeliveryState.QUEUED) for uid in sop_uids]
+        report = SendReport()
+        for outcome in self._send(peer, rows, last=True):
+            if outcome.state in (DeliveryState.SENT, DeliveryState.CONFIRMED):
+                report.sent[outcome.sop_uid] = 0
+            else:
+                report.failed[outcome.sop_uid] = outcome.error or "not sent"
+        return report
+
 
     def status(self) -> list[DestinationStatus]:
         return self.ledger.status()
