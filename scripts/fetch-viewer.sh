@@ -4,7 +4,8 @@
 # Why a prebuilt tarball: the npm package @ohif/app ships a complete production build in package/dist, so no
 # Node build (and no dependency install, which fails offline) is needed. The version and the tarball's digests
 # are pinned here; a tarball that does not match is refused. Idempotent: a folder already holding this exact
-# build is left alone.
+# build is left alone. After the check, scripts/viewer-postinstall.js patches known OHIF defects and pre-compresses
+# the assets (.gz and .br).
 #
 # Usage: scripts/fetch-viewer.sh [DEST]
 #   DEST defaults to $DICOMVAULT_VIEWER_DIR, else <repo>/.viewer/ohif (the `viewer_dir` setting's default).
@@ -14,7 +15,10 @@ OHIF_VERSION="3.13.2"
 OHIF_INTEGRITY="sha512-WZdxmpmG7rqFgW9ZJLcbgr3XCtLi1KDNPoMaeY5PPe6j4G4fjEjjkycZM6C6Zk2F87BKxFfpq+jd5xXZB9E8EA=="
 OHIF_SHASUM="26a51ffcc1704c30fff403258a1d7392e9a991f3"
 STAMP_NAME=".dicomvault-viewer"
-STAMP_TEXT="@ohif/app@${OHIF_VERSION} ${OHIF_INTEGRITY}"
+# Bump POSTINSTALL_REVISION when scripts/viewer-postinstall.js changes what it does: installs made by an older
+# revision are then redone (the stamp no longer matches).
+POSTINSTALL_REVISION="2"
+STAMP_TEXT="@ohif/app@${OHIF_VERSION} ${OHIF_INTEGRITY} postinstall-${POSTINSTALL_REVISION}"
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dest="${1:-${DICOMVAULT_VIEWER_DIR:-${repo_root}/.viewer/ohif}}"
@@ -77,9 +81,8 @@ staged="$work/package/dist"
 rm -rf "$staged/ort" "$staged/dicom-microscopy-viewer"
 find "$staged" -name '*.map' -type f -delete
 rm -f "$staged/app-config.js"
-# Pre-compress text and wasm assets once, so the server can send them gzip-encoded without per-request CPU.
-find "$staged" -type f \( -name '*.js' -o -name '*.css' -o -name '*.wasm' -o -name '*.json' -o -name '*.svg' \) \
-  -size +1k -exec gzip -9 -k -n {} +
+# Patch known OHIF defects (each patch must match exactly) and pre-compress assets as .gz and .br.
+node "${repo_root}/scripts/viewer-postinstall.js" "$staged"
 printf '%s\n' "$STAMP_TEXT" > "$staged/$STAMP_NAME"
 
 # Swap into place: the old build (if any) stays complete until the new one is ready.
