@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-## Run the archive on its embedded defaults (SQLite index + ./vault-data folder; DIMSE :11112, HTTP :8080).
+## Run the archive on its embedded defaults (SQLite index + ./vault-data folder; DIMSE :11112, HTTP :8080), with
+## the OHIF viewer at / (installed first, as `make viewer` does). The server starts even if the viewer cannot be
+## fetched (no npm, no network): it then says so in its log and at /.
 serve: $(STAMP)
+	@bash scripts/fetch-viewer.sh || echo "make serve: the web viewer could not be installed (see above); starting without it. Run \`make viewer\` later." >&2
 	$(BIN)/dicomvault serve
 
 ## Install what the tests need, run every test (2 workers) on the embedded backends, then the backend-agnostic

@@ -56,7 +56,11 @@ work="$(mktemp -d "${parent}/.fetch-viewer.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 
 echo "Downloading @ohif/app@${OHIF_VERSION} with npm pack"
-(cd "$work" && npm pack "@ohif/app@${OHIF_VERSION}" --silent --fetch-retries=2 --fetch-timeout=120000 >/dev/null)
+# --prefer-offline: a tarball already in npm's cache is used without the network. Short retries: without a network
+# (or a registry) this fails in seconds, and `make serve` goes on without the viewer instead of waiting minutes.
+(cd "$work" && npm pack "@ohif/app@${OHIF_VERSION}" --silent --prefer-offline --fetch-retries=1 \
+  --fetch-retry-mintimeout=2000 --fetch-retry-maxtimeout=5000 --fetch-timeout=120000 >/dev/null) \
+  || { echo "fetch-viewer: npm could not download @ohif/app@${OHIF_VERSION} (no network or no registry access?)" >&2; exit 1; }
 tarball="$work/ohif-app-${OHIF_VERSION}.tgz"
 [ -f "$tarball" ] || { echo "fetch-viewer: npm pack did not produce $tarball" >&2; exit 1; }
 

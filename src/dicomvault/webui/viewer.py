@@ -7,6 +7,10 @@ Starlette calls only when no route matched at all; paths under the API prefixes 
 
 Client-side routes (``/viewer``, ``/segmentation``, …) fall back to ``index.html``; a missing asset (``/x.js``)
 is a real 404 so that a stale bundle fails loudly instead of being parsed as HTML.
+
+Fast first image: assets are sent as the Brotli or gzip files scripts/fetch-viewer.sh wrote next to them (no
+compression per request), content-hashed files are cached for a year, and ``index.html`` carries preload hints
+(``index_page``). Without a build, ``/`` explains how to install one (``not_installed``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dicomvault.settings import Settings
 from dicomvault.webui.app_config import DICOMWEB_ROOT, WADO_URI_ROOT, app_config_js
+from dicomvault.webui.index_page import INDEX_NAME, IndexPage, build_index_page
+from dicomvault.webui.not_installed import NotInstalledApp
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +69,10 @@ _HASHED = re.compile(r"(^|\.)[0-9a-f]{16}\.")
 _IMMUTABLE = "public, max-age=31536000, immutable"
 _REVALIDATE = "no-cache"
 _CONFIG_NAME = "app-config.js"
-_INDEX_NAME = "index.html"
+_INDEX_NAME = INDEX_NAME
+
+ENCODINGS: tuple[tuple[str, str], ...] = (("br", ".br"), ("gzip", ".gz"))
+"""Stored encodings in order of preference (Brotli is ~25 % smaller than gzip on OHIF's bundles)."""
 
 
 def is_reserved(path: str) -> bool:
@@ -71,6 +80,24 @@ def is_reserved(path: str) -> bool:
     if path in RESERVED_PATHS:
         return True
     return any(path == p or path.startswith(p + "/") for p in RESERVED_PREFIXES)
+
+
+def accepted_encodings(header: str) -> frozenset[str]:
+    """The content codings an ``Accept-Encoding`` header allows (``q=0`` excludes one)."""
+    out = set()
+    for item in header.split(","):
+        token, _, params = item.partition(";")
+        token = token.strip().lower()
+        q = params.strip().lower()
+        if q.startswith("q="):
+            try:
+                if float(q[2:]) <= 0:
+                    continue
+            except ValueError:
+                continue
+        if token:
+            out.add(token)
+    return frozenset(out)
 
 
 def installed(viewer_dir: Path) -> bool:
@@ -92,6 +119,7 @@ class ViewerApp:
         self.config_js = config_js
         self.config_etag = '"' + hashlib.sha256(config_js).hexdigest()[:32] + '"'
         self.fallback = fallback
+        self.index: IndexPage = build_index_page(self.root)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -112,7 +140,22 @@ class ViewerApp:
         target = self._locate(path)
         if target is None:
             return None
+        if target.path == self.root / _INDEX_NAME:
+            return self._index(request)
         return self._file(request, target)
+
+    def _index(self, request: Request) -> Response:
+        page = self.index
+        body, etag = page.body, page.etag
+        headers = {"cache-control": _REVALIDATE, "vary": "accept-encoding"}
+        if "gzip" in accepted_encodings(request.headers.get("accept-encoding", "")):
+            body, etag = page.gzipped, page.etag[:-1] + '-gzip"'  # one strong ETag per representation
+            headers["content-encoding"] = "gzip"
+        headers["etag"] = etag
+        if request.headers.get("if-none-match") == etag:
+            headers.pop("content-encoding", None)
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type=MEDIA_TYPES[".html"], headers=headers)
 
     def _config(self, request: Request) -> Response:
         headers = {"cache-control": _REVALIDATE, "etag": self.config_etag}
@@ -126,7 +169,7 @@ class ViewerApp:
             return None
         if parts:
             last = parts[-1].lower()
-            if last.endswith(".gz"):  # a stored encoding of another file, sent only via Accept-Encoding
+            if last.endswith((".gz", ".br")):  # a stored encoding of another file, sent only via Accept-Encoding
                 return None
             candidate = self.root.joinpath(*parts)
             if candidate.is_file() and candidate.resolve().is_relative_to(self.root):
@@ -141,10 +184,13 @@ class ViewerApp:
         cache = _IMMUTABLE if _HASHED.search(target.path.name) else _REVALIDATE
         headers = {"cache-control": cache, "vary": "accept-encoding"}
         sent = target.path
-        gz = target.path.with_name(target.path.name + ".gz")
-        if "gzip" in request.headers.get("accept-encoding", "") and gz.is_file():
-            sent = gz
-            headers["content-encoding"] = "gzip"
+        accepted = accepted_encodings(request.headers.get("accept-encoding", ""))
+        for coding, suffix in ENCODINGS:
+            encoded = target.path.with_name(target.path.name + suffix)
+            if coding in accepted and encoded.is_file():
+                sent = encoded
+                headers["content-encoding"] = coding
+                break
         stat = sent.stat()
         response = FileResponse(sent, media_type=target.media_type, headers=headers, stat_result=stat)
         etag = response.headers.get("etag")
@@ -156,15 +202,19 @@ class ViewerApp:
 def mount_viewer(app: FastAPI, settings: Settings) -> bool:
     """Serve the OHIF build from ``settings.viewer_dir`` at ``/`` if it is installed; return whether it is.
 
+    Without a build, ``/`` answers a page saying how to install it (every other path is the API's, as before).
+
     Call once the API routes exist (the viewer only answers what no route matched, so order does not change
     precedence, but calling it twice replaces the earlier viewer instead of stacking them).
     """
     viewer_dir = settings.viewer_dir
-    if not installed(viewer_dir):
-        log.info("web viewer not installed in %s (run `make viewer`); serving the API only", viewer_dir)
-        return False
     current = app.router.default
-    fallback = current.fallback if isinstance(current, ViewerApp) else current
+    fallback = current.fallback if isinstance(current, (ViewerApp, NotInstalledApp)) else current
+    if not installed(viewer_dir):
+        log.warning("web viewer not installed in %s: run `make viewer` (needs npm and the npm registry); "
+                    "/ shows how, the API is served as usual", viewer_dir.resolve())
+        app.router.default = NotInstalledApp(viewer_dir.resolve(), fallback)
+        return False
     app.router.default = ViewerApp(viewer_dir, app_config_js(settings), fallback)
     app.state.viewer_dir = viewer_dir.resolve()
     log.info("web viewer served at / from %s", viewer_dir.resolve())
