@@ -25,7 +25,6 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -175,8 +174,9 @@ def main() -> None:
                             for row in loaded:
                                 print("   ", *row)
                 browser.close()
-    report: Callable[[str], str] = lambda name: f"{median(times[name]):.2f} s (runs: " + \
-        ", ".join(f"{v:.2f}" for v in times[name]) + ")"
+    def report(name: str) -> str:
+        return f"{median(times[name]):.2f} s (runs: " + ", ".join(f"{v:.2f}" for v in times[name]) + ")"
+
     print(f"\nfirst image, {args.slices}-slice CT {args.size}x{args.size}, cold cache, median of {args.runs}:")
     for name in sides:
         print(f"  {name:28s} {report(name)}")

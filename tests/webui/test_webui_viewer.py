@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ INDEX_HTML = (
 BUNDLE_JS = "console.log('ohif bundle');\n" * 200
 SHIPPED_CONFIG = "window.config = {dataSources: [{configuration: {qidoRoot: 'https://d14fa38qiwhyfd.cloudfront.net'}}]};"
 WASM = b"\x00asm\x01\x00\x00\x00"
+BR_BYTES = b"stands for the Brotli encoding of the bundle"
 
 
 def _fake_build(root: Path) -> Path:
@@ -38,6 +40,7 @@ def _fake_build(root: Path) -> Path:
     (root / "app-config.js").write_text(SHIPPED_CONFIG)
     (root / "app.bundle.0f6159c501addfe9.js").write_text(BUNDLE_JS)
     (root / "app.bundle.0f6159c501addfe9.js.gz").write_bytes(gzip.compress(BUNDLE_JS.encode()))
+    (root / "app.bundle.0f6159c501addfe9.js.br").write_bytes(BR_BYTES)
     (root / "34b1e6b1deb5828e.wasm").write_bytes(WASM)
     (root / "manifest.json").write_text('{"name": "OHIF Viewer"}')
     (root / "assets" / "favicon.ico").write_bytes(b"\x00\x00\x01\x00")
@@ -68,15 +71,30 @@ def _config_of(js: str) -> dict[str, object]:
     return parsed
 
 
+PRELOAD_BUNDLE = '<link rel="preload" href="/app.bundle.0f6159c501addfe9.js" as="script" fetchpriority="high">'
+
+
 def test_viewer_routes_serve_index_html(servers: tuple[httpx.Client, httpx.Client]) -> None:
     client, _ = servers
     for path in ("/", "/viewer?StudyInstanceUIDs=1.2.840.113619.2.1", "/viewer/dicomvault", "/segmentation",
-                 "/viewer/1.2.840.113619.2.55"):
+                 "/viewer/1.2.840.113619.2.55", "/index.html"):
         r = client.get(path)
         assert r.status_code == 200, path
         assert r.headers["content-type"] == "text/html; charset=utf-8", path
-        assert r.text == INDEX_HTML, path
+        # The shipped page, with a preload of the application bundle at the start of its head.
+        assert r.text == INDEX_HTML.replace("<head>", "<head>" + PRELOAD_BUNDLE), path
         assert r.headers["cache-control"] == "no-cache"
+
+
+def test_index_html_is_compressed_and_revalidated(servers: tuple[httpx.Client, httpx.Client]) -> None:
+    client, _ = servers
+    zipped = client.get("/viewer", headers={"accept-encoding": "gzip"})
+    plain = client.get("/viewer", headers={"accept-encoding": "identity"})
+    assert zipped.headers["content-encoding"] == "gzip" and "content-encoding" not in plain.headers
+    assert zipped.text == plain.text  # httpx decodes
+    assert zipped.headers["etag"] != plain.headers["etag"]  # one strong ETag per representation
+    again = client.get("/", headers={"accept-encoding": "gzip", "if-none-match": zipped.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
 
 
 def test_app_config_is_generated_for_this_archive(servers: tuple[httpx.Client, httpx.Client],
@@ -116,7 +134,12 @@ def test_static_files_have_the_right_types_and_caching(servers: tuple[httpx.Clie
     assert "content-encoding" not in plain.headers
     assert plain.text == BUNDLE_JS
 
-    zipped = client.get("/app.bundle.0f6159c501addfe9.js", headers={"accept-encoding": "gzip, br"})
+    brotli = client.get("/app.bundle.0f6159c501addfe9.js", headers={"accept-encoding": "gzip, deflate, br"})
+    assert brotli.headers["content-encoding"] == "br"
+    assert brotli.content == BR_BYTES  # sent as stored (httpx cannot decode Brotli without the brotli package)
+    assert brotli.headers["vary"] == "accept-encoding"
+
+    zipped = client.get("/app.bundle.0f6159c501addfe9.js", headers={"accept-encoding": "gzip, br;q=0"})
     assert zipped.headers["content-encoding"] == "gzip"
     assert int(zipped.headers["content-length"]) < len(BUNDLE_JS)
     assert zipped.text == BUNDLE_JS  # httpx decodes
@@ -126,6 +149,9 @@ def test_static_files_have_the_right_types_and_caching(servers: tuple[httpx.Clie
         "accept-encoding": "gzip", "if-none-match": zipped.headers["etag"]})
     assert revalidated.status_code == 304
 
+    refused = client.get("/app.bundle.0f6159c501addfe9.js", headers={"accept-encoding": "gzip;q=0, br;q=0"})
+    assert "content-encoding" not in refused.headers and refused.text == BUNDLE_JS
+
     assert client.get("/assets/favicon.ico").headers["content-type"] == "image/x-icon"
     assert client.get("/manifest.json").json() == {"name": "OHIF Viewer"}
     assert client.head("/34b1e6b1deb5828e.wasm").status_code == 200
@@ -134,6 +160,7 @@ def test_static_files_have_the_right_types_and_caching(servers: tuple[httpx.Clie
 def test_missing_assets_and_hidden_or_outside_files_are_404(servers: tuple[httpx.Client, httpx.Client]) -> None:
     client, _ = servers
     for path in ("/missing.bundle.js", "/assets/nope.png", "/.dicomvault-viewer", "/app.bundle.0f6159c501addfe9.js.gz",
+                 "/app.bundle.0f6159c501addfe9.js.br",
                  "/%2e%2e/ohif/index.html", "/assets/%2e%2e/%2e%2e/vault/index.sqlite"):
         r = client.get(path)
         assert r.status_code == 404, path
@@ -158,14 +185,31 @@ def test_api_paths_are_not_shadowed(servers: tuple[httpx.Client, httpx.Client]) 
     assert docs.status_code == 404 and docs.headers["content-type"].startswith("application/json")
 
 
-def test_mount_without_build_serves_the_api_only(archive: Archive, settings: Settings, tmp_path: Path) -> None:
+def test_mount_without_build_explains_at_root_and_serves_the_api(archive: Archive, settings: Settings,
+                                                                  tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
     missing = settings.model_copy(update={"viewer_dir": tmp_path / "not-installed"})
     app = create_app(archive)
-    assert mount_viewer(app, missing) is False
+    with caplog.at_level(logging.WARNING, logger="dicomvault.webui.viewer"):
+        assert mount_viewer(app, missing) is False
+    assert any("make viewer" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
     with LiveServer(app) as server, httpx.Client(base_url=server.url) as client:
-        r = client.get("/viewer")
-        assert r.status_code == 404
-        assert r.headers["content-type"].startswith("application/json")
+        root = client.get("/")
+        assert root.status_code == 404
+        assert root.headers["content-type"] == "text/html; charset=utf-8"
+        assert "viewer not installed: run <code>make viewer</code>" in root.text.lower()
+        assert 'href="/ui/"' in root.text and 'href="/dicom-web/studies"' in root.text
+        assert str(tmp_path / "not-installed") in root.text
+        assert client.head("/").status_code == 404
+        for method, path in (("GET", "/viewer"), ("GET", "/dicom-web/x"), ("POST", "/")):
+            r = client.request(method, path)
+            assert r.status_code in (404, 405), (method, path)
+            assert r.headers["content-type"].startswith("application/json"), (method, path)
+        assert client.get("/healthz").json() == {"status": "ok"}
+    # Installing the viewer later and mounting again replaces the page with the viewer.
+    assert mount_viewer(app, settings.model_copy(update={"viewer_dir": _fake_build(tmp_path / "ohif-later")}))
+    with LiveServer(app) as server, httpx.Client(base_url=server.url) as client:
+        assert "app.bundle" in client.get("/").text
 
 
 def test_mounting_twice_replaces_the_viewer(archive: Archive, viewer_settings: Settings, tmp_path: Path) -> None:
@@ -184,6 +228,6 @@ def test_serve_mounts_the_viewer_next_to_the_api(archive: Archive, viewer_settin
     viewing = dataclasses.replace(archive, settings=viewer_settings)  # shares the archive's services; not closed
     with LiveServer(http_app(viewing)) as served, LiveServer(create_app(viewing)) as api_only, \
             httpx.Client(base_url=served.url, timeout=10) as a, httpx.Client(base_url=api_only.url, timeout=10) as b:
-        assert a.get("/").text == INDEX_HTML
+        assert a.get("/").text == INDEX_HTML.replace("<head>", "<head>" + PRELOAD_BUNDLE)
         assert a.get("/dicom-web/studies").status_code in (200, 204)
         assert b.get("/").status_code == 404
