@@ -14,7 +14,8 @@ The two sides differ only in where the DICOMweb answers come from:
     .venv/bin/python benchmarks/viewer_first_image.py [--slices 500] [--size 512] [--runs 5] [--assets]
 
 ``--assets`` also prints what the page loaded before its first image on DicomVault, with start and end times (the
-viewer files among them are what ``webui/index_page.py`` preloads). The machine is shared: ``--slices 100 --runs 2`` for a quick look; measure on an idle machine.
+viewer files among them are what ``webui/index_page.py`` preloads). The machine is shared: ``--slices 100
+--runs 2`` for a quick look; measure on an idle machine.
 """
 
 from __future__ import annotations
