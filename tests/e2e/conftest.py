@@ -43,10 +43,11 @@ def settings(settings: Settings, tmp_path: Path) -> Settings:
 
 @pytest.fixture(scope="session")
 def ohif_build() -> Path:
-    """The installed OHIF build; runs scripts/fetch-viewer.sh first when it is missing and npm is available."""
+    """The installed OHIF build; runs scripts/fetch-viewer.sh first when npm is available (it returns at once when
+    the build is current, and replaces one installed by an older version of the script, e.g. unpatched)."""
     target = Path(os.environ.get("DICOMVAULT_VIEWER_DIR") or REPO_ROOT / ".viewer" / "ohif")
     detail = "npm is not available to fetch it"
-    if not installed(target) and shutil.which("npm"):
+    if shutil.which("npm"):
         try:
             done = subprocess.run(
                 ["bash", str(REPO_ROOT / "scripts" / "fetch-viewer.sh"), str(target)],
