@@ -8,7 +8,6 @@ the page: every other path keeps the API's answers, so scripts and the API's own
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 from starlette.responses import HTMLResponse
@@ -22,8 +21,8 @@ WEB_PAGES_ROOT = "/ui/"
 _PATHS = frozenset({"/", "/index.html"})
 
 
-def not_installed_html(viewer_dir: Path) -> str:
-    where = html.escape(str(viewer_dir))
+def not_installed_html() -> str:
+    """The page; it names no server path (it is shown to anyone who can reach the server; the log names it)."""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>DicomVault: viewer not installed</title>
@@ -32,7 +31,7 @@ code{{background:#f2f2f2;padding:.1rem .3rem;border-radius:3px}}</style></head>
 <body>
 <h1>DicomVault is running; the web viewer is not installed</h1>
 <p>Viewer not installed: run <code>make viewer</code> (it needs <code>npm</code> and access to the npm registry),
-then restart the server. The viewer is looked for in <code>{where}</code> (setting <code>viewer_dir</code>).</p>
+then restart the server. The server's log says in which folder it looked (setting <code>viewer_dir</code>).</p>
 <ul>
 <li><a href="{WEB_PAGES_ROOT}">The archive's web pages</a> (<code>{WEB_PAGES_ROOT}</code>)</li>
 <li><a href="{DICOMWEB_ROOT}/studies">The DICOMweb API</a> (<code>{DICOMWEB_ROOT}</code>: QIDO-RS, WADO-RS,
@@ -48,7 +47,7 @@ class NotInstalledApp:
 
     def __init__(self, viewer_dir: Path, fallback: ASGIApp) -> None:
         self.viewer_dir = viewer_dir
-        self.page = not_installed_html(viewer_dir)
+        self.page = not_installed_html()
         self.fallback = fallback
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
