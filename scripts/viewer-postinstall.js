@@ -6,7 +6,8 @@
 //    content-hashed name (and index.html / sw.js are rewritten to it), so no browser keeps the unpatched file from
 //    its year-long cache.
 // 2. Pre-compress text and wasm assets (gzip and Brotli, both from Node's zlib) once, so the server sends them
-//    encoded without per-request CPU. Brotli at quality 11 is ~20 % smaller than gzip -9 on OHIF's bundles.
+//    encoded without per-request CPU. Brotli is ~25 % smaller than gzip -9 on OHIF's bundles. Files over 1 MB get
+//    quality 10 (on the 17 MB application bundle: 2.51 MB in 14 s, where quality 11 gives 2.45 MB in 27 s).
 "use strict";
 const crypto = require("crypto");
 const fs = require("fs");
@@ -76,7 +77,7 @@ function compress(dist) {
     const gz = zlib.gzipSync(data, { level: 9 });
     const brotli = zlib.brotliCompressSync(data, {
       params: {
-        [zlib.constants.BROTLI_PARAM_QUALITY]: 11,
+        [zlib.constants.BROTLI_PARAM_QUALITY]: data.length > 1e6 ? 10 : 11,
         [zlib.constants.BROTLI_PARAM_SIZE_HINT]: data.length,
         [zlib.constants.BROTLI_PARAM_MODE]: file.endsWith(".wasm") ? zlib.constants.BROTLI_MODE_GENERIC : zlib.constants.BROTLI_MODE_TEXT,
       },
