@@ -28,6 +28,9 @@ def app_config(settings: Settings) -> dict[str, Any]:
         "extensions": [],
         "modes": [],
         "showStudyList": True,
+        # Start-up cost (docs/viewer.md, "Fast first image"): OHIF uses min(cores - 1, this) decoding workers; its
+        # study prefetcher stays off (its default), and thumbnails are drawn from frames the viewer fetches anyway
+        # (server-rendered ones measured slower: the archive renders JPEGs while the viewer waits for frames).
         "maxNumberOfWebWorkers": 3,
         "showWarningMessageForCrossOrigin": False,
         "showCPUFallbackMessage": True,
