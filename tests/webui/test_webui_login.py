@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import httpx
 import pytest
 
 from dicomvault.bootstrap import Archive
+from dicomvault.dicomweb.app import create_app
 from dicomvault.services.sessions import SESSION_COOKIE
 from dicomvault.webui.page_auth import safe_next
+from dicomvault.webui.pages import mount_pages
+from dicomvault.webui.viewer import mount_viewer
+from tests.webui.live_server import LiveServer
 from tests.webui.pages_site import csrf_of, login, new_client, pages_client
 
 
@@ -87,3 +94,21 @@ def test_anonymous_visitors_cannot_submit_changing_forms(archive: Archive) -> No
 def test_login_never_sends_the_browser_to_another_site(value: str | None) -> None:
     assert safe_next(value) == "/ui/"
     assert safe_next("/ui/studies?x=1") == "/ui/studies?x=1"
+
+
+def test_the_viewer_sends_a_visitor_to_the_login_page_and_works_after_it(archive: Archive, tmp_path: Path) -> None:
+    build = tmp_path / "ohif"
+    build.mkdir()
+    (build / "index.html").write_text("<!doctype html><title>OHIF</title>")
+    (build / "app.0123456789abcdef.js").write_text("console.log(1)")
+    secret = token(archive, "read")
+    app = create_app(archive)
+    mount_pages(app)
+    assert mount_viewer(app, archive.settings.model_copy(update={"viewer_dir": build}))
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        shell = client.get("/viewer", params={"StudyInstanceUIDs": "1.2.3"})
+        assert shell.status_code == 303
+        assert shell.headers["location"] == "/ui/login?next=%2Fviewer%3FStudyInstanceUIDs%3D1.2.3"
+        assert client.get("/app.0123456789abcdef.js").status_code == 200  # files hold no data
+        assert login(client, secret, "/viewer?StudyInstanceUIDs=1.2.3") == "/viewer?StudyInstanceUIDs=1.2.3"
+        assert client.get("/viewer", params={"StudyInstanceUIDs": "1.2.3"}).status_code == 200

@@ -8,6 +8,10 @@ Starlette calls only when no route matched at all; paths under the API prefixes 
 Client-side routes (``/viewer``, ``/segmentation``, …) fall back to ``index.html``; a missing asset (``/x.js``)
 is a real 404 so that a stale bundle fails loudly instead of being parsed as HTML.
 
+With authentication on, a visitor who is not logged in (no session cookie, anonymous access off) asking for the
+viewer's page is sent to ``/ui/login`` and comes back after it: the viewer's DICOMweb requests then carry the
+session cookie (``services/sessions.py``). The viewer's own files (scripts, styles) stay public: they hold no data.
+
 Fast first image: assets are sent as the Brotli or gzip files scripts/fetch-viewer.sh wrote next to them (no
 compression per request), content-hashed files are cached for a year, and ``index.html`` carries preload hints
 (``index_page``). Without a build, ``/`` explains how to install one (``not_installed``).
@@ -23,13 +27,15 @@ from pathlib import Path, PurePosixPath
 
 from fastapi import FastAPI
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from dicomvault.services.access import AccessPolicy
 from dicomvault.settings import Settings
 from dicomvault.webui.app_config import DICOMWEB_ROOT, WADO_URI_ROOT, app_config_js
 from dicomvault.webui.index_page import INDEX_NAME, IndexPage, build_index_page
 from dicomvault.webui.not_installed import NotInstalledApp
+from dicomvault.webui.page_auth import login_location, page_user
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +132,30 @@ class ViewerApp:
         if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD") or is_reserved(path):
             await self.fallback(scope, receive, send)
             return
-        response = self.respond(Request(scope), path)
+        request = Request(scope)
+        if self._shows_shell(path) and not await self._may_view(request):
+            # With authentication on, the viewer would only meet 401s: log in first, then come back here.
+            query = scope.get("query_string", b"").decode("latin-1")
+            await RedirectResponse(login_location(path + (f"?{query}" if query else "")), status_code=303)(
+                scope, receive, send)
+            return
+        response = self.respond(request, path)
         if response is None:
             await self.fallback(scope, receive, send)
             return
         response.headers.setdefault("x-content-type-options", "nosniff")
         await response(scope, receive, send)
+
+    def _shows_shell(self, path: str) -> bool:
+        target = self._locate(path)
+        return target is not None and target.path == self.root / _INDEX_NAME
+
+    @staticmethod
+    async def _may_view(request: Request) -> bool:
+        """Whether the visitor is logged in (or anonymous access is on) on an app with an access policy."""
+        if not isinstance(getattr(request.app.state, "auth", None), AccessPolicy):
+            return True
+        return await page_user(request) is not None
 
     def respond(self, request: Request, path: str) -> Response | None:
         """The response for ``path``, or None when it is neither a viewer file nor a client-side route."""
