@@ -68,7 +68,7 @@ def _svg(width: int, height: int, label: str, body: list[str], css_class: str) -
     return Markup(head + "".join(body) + "</svg>")
 
 
-def bar_chart(items: Sequence[tuple[str, float]], *, label: str, fmt: Format = plain, width: int = 480,
+def bar_chart(items: Sequence[tuple[str, float]], *, label: str, fmt: Format = plain, width: int = 380,
               bar_height: int = 22) -> Markup:
     """Horizontal bars, one per (category, value), largest scale first as given; the category on the left, the
     value at the bar's end."""
@@ -76,8 +76,9 @@ def bar_chart(items: Sequence[tuple[str, float]], *, label: str, fmt: Format = p
         return _svg(width, 40, f"{label}: nothing stored", [
             f'<text x="{width // 2}" y="24" text-anchor="middle" fill="{TEXT}" font-size="13">nothing yet</text>'],
             "chart bars")
-    label_w = min(160, max(48, 8 * max(len(name) for name, _ in items)))
-    value_w = 80
+    label_w = min(150, max(40, 8 * max(len(name) for name, _ in items) + 10))
+    fits = max(4, (label_w - 10) // 8)  # characters of a label that fit left of the bars (about 7 px each)
+    value_w = 64
     span = width - label_w - value_w - 8
     top = max(value for _, value in items)
     gap = 6
@@ -86,7 +87,7 @@ def bar_chart(items: Sequence[tuple[str, float]], *, label: str, fmt: Format = p
     for n, (name, value) in enumerate(items):
         y = gap + n * (bar_height + gap)
         w = 0.0 if top <= 0 else max(1.0 if value > 0 else 0.0, span * value / top)
-        short = name if len(name) <= 22 else name[:21] + "…"
+        short = name if len(name) <= fits else name[:fits - 1] + "…"
         body.append(
             f'<g><title>{_e(name)}: {_e(fmt(value))}</title>'
             f'<text x="{label_w - 6}" y="{y + bar_height * 0.7:.1f}" text-anchor="end" fill="{TEXT}" '
@@ -97,8 +98,8 @@ def bar_chart(items: Sequence[tuple[str, float]], *, label: str, fmt: Format = p
     return _svg(width, height, label, body, "chart bars")
 
 
-def time_series(points: Sequence[tuple[str, float]], *, label: str, fmt: Format = plain, width: int = 720,
-                height: int = 220, ticks: int = 6) -> Markup:
+def time_series(points: Sequence[tuple[str, float]], *, label: str, fmt: Format = plain, width: int = 560,
+                height: int = 200, ticks: int = 5) -> Markup:
     """Vertical bars over time (one per point, oldest first), with a value axis (0, the middle, a round top: in
     binary units when ``fmt`` is ``human_bytes``) and about ``ticks`` labels along the time axis."""
     left, right, top_pad, bottom = 64, 8, 10, 28
