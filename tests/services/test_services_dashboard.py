@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -129,3 +130,20 @@ def test_figures_are_cached_for_the_ttl(archive: Archive) -> None:
     assert again is not first and again.totals.instances == 5
     with pytest.raises(ValueError):
         cached.figures(8)
+
+
+def test_copies_per_store_are_refreshed_in_the_background_after_their_ttl(archive: Archive) -> None:
+    service = dashboard(archive)
+    clock = [0.0]
+    cached = DashboardService(service._figures, archive.jobs, Path("/nonexistent/report.json"), ttl=30.0,
+                              store_ttl=300.0, clock=lambda: clock[0])
+    assert cached.figures(7).by_store == []
+    known_ingest(archive)
+    clock[0] = 301.0
+    assert cached.figures(7).by_store == []  # the previous figure, while a thread computes the new one
+    for _ in range(200):
+        if not cached._refreshing.is_set():
+            break
+        threading.Event().wait(0.05)
+    clock[0] = 400.0
+    assert [t.instances for t in cached.figures(7).by_store] == [5]

@@ -3,8 +3,9 @@
 Why one service with a cache: what is stored, where, how it grows and what is failing are aggregates over the whole
 index; on a large index they cost tenths of a second to seconds (``adapters.index.dashboard``), and a page left open
 with auto-refresh, several people and a Prometheus scraping every 15 s must not each run them. Figures are computed
-at most once per ``ttl`` (30 s) per process, and the per-store figure (the one that reads instance rows) at most once
-per ``store_ttl`` (5 min); while one thread recomputes, the others answer the previous figures instead of waiting.
+at most once per ``ttl`` (30 s) per process, and the per-store figure (the one that reads instance rows: seconds on
+a million instances) at most once per ``store_ttl`` (5 min), in a background thread after the first time; while one
+thread recomputes, the others answer the previous figures instead of waiting.
 
 Nothing here names a patient: job errors are shown truncated, and the fixity figure is counts from the last
 scheduled scan's report (``data_dir/fixity/last-report.json``, ``jobs.handlers.fixity_scan_handler``).
@@ -107,6 +108,7 @@ class DashboardService:
         self._lock = threading.Lock()
         self._cached: dict[int, tuple[float, Figures]] = {}
         self._stores: tuple[float, list[Tally]] | None = None
+        self._refreshing = threading.Event()
 
     def figures(self, days: int = DEFAULT_DAYS) -> Figures:
         """The figures with ``days`` days of receipt (one of ``DAY_CHOICES``), at most ``ttl`` seconds old — or
@@ -151,12 +153,25 @@ class DashboardService:
         )
 
     def _store_figures(self) -> list[Tally]:
+        """Copies per store: computed here the first time, then refreshed by a background thread once older than
+        ``store_ttl`` while the previous figures are shown (on a large index this join takes seconds)."""
         known = self._stores
-        if known is not None and self._clock() - known[0] < self._store_ttl:
-            return known[1]
-        fresh = self._figures.by_store()
-        self._stores = (self._clock(), fresh)
-        return fresh
+        if known is None:
+            fresh = self._figures.by_store()
+            self._stores = (self._clock(), fresh)
+            return fresh
+        if self._clock() - known[0] >= self._store_ttl and not self._refreshing.is_set():
+            self._refreshing.set()
+            threading.Thread(target=self._refresh_stores, name="dashboard-stores", daemon=True).start()
+        return known[1]
+
+    def _refresh_stores(self) -> None:
+        try:
+            self._stores = (self._clock(), self._figures.by_store())
+        except Exception as exc:  # a background refresh must not die silently, nor take anything down
+            log.warning("dashboard: copies per store not refreshed: %s", type(exc).__name__)
+        finally:
+            self._refreshing.clear()
 
     def _job_counts(self) -> list[JobCount]:
         if self._jobs is None:

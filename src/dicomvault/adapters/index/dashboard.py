@@ -1,17 +1,18 @@
 """SqlStorageFigures: ``ports.dashboard.StorageFigures`` as a few aggregate statements on the index.
 
-Chosen to stay cheap on a 1,000,000-instance index (measured with SQLite, warm cache; ``docs/dashboard.md``):
+Chosen to stay cheap on a 1,000,000-instance index (``benchmarks/dashboard_scale.py``: SQLite, warm cache, figures
+in ``docs/dashboard.md``):
 
 * totals come from the study rows' counters (``num_instances``, ``size_bytes``, kept by ingest), not from
-  counting instances: one row per study is read;
+  counting instances: one row per study is read (2 ms);
 * instances by time of receipt are range scans of the covering index ``(stored_at, blob_size)`` (migration 0016),
-  one per day or minute: each range is read in index order and summed, with no sort (SQLite would otherwise sort
-  every row of the period to group it); about 0.07 s for 1,000,000 instances over 400 days, and the same
-  statements on PostgreSQL;
+  one per day or minute: each range is read in index order and summed, with no sort (a GROUP BY on the day would
+  make SQLite sort every row of the period first): 25 ms for 90 days, 0.1 s for 365; the same statements on
+  PostgreSQL;
 * per modality and per source: one scan of the covering index ``(source, series_fk, blob_size)`` grouped in
-  index order, joined to the series (for their modality) after grouping: about 0.1 s;
+  index order, joined to the series (for their modality) after grouping: 0.2 s;
 * per store: the copy rows joined to their instances by blob key, the one figure that reads instance rows (about
-  1.4 s): ``services.dashboard`` refreshes it less often than the others.
+  3 s): ``services.dashboard`` computes it once, then refreshes it in the background every 5 minutes.
 """
 
 from __future__ import annotations
