@@ -5,7 +5,7 @@ in ``docs/dashboard.md``):
 
 * totals come from the study rows' counters (``num_instances``, ``size_bytes``, kept by ingest), not from
   counting instances: one row per study is read (2 ms);
-* instances by time of receipt are range scans of the covering index ``(stored_at, blob_size)`` (migration 0016),
+* instances by time of receipt are range scans of the covering index ``(stored_at, blob_size)`` (migration 0017),
   one per day or minute: each range is read in index order and summed, with no sort (a GROUP BY on the day would
   make SQLite sort every row of the period first): 25 ms for 90 days, 0.1 s for 365; the same statements on
   PostgreSQL;

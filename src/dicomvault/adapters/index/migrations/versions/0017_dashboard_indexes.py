@@ -1,7 +1,7 @@
 """Covering indexes for the storage dashboard (instances by time of receipt, by source and series)
 
-Revision ID: 0016
-Revises: 0015
+Revision ID: 0017
+Revises: 0016
 Create Date: 2026-12-07 03:00:00.000000
 
 Why: the storage dashboard and ``/metrics`` (issue #13) count instances and bytes per day and minute of receipt,
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = '0016'
-down_revision = '0015'
+revision = '0017'
+down_revision = '0016'
 branch_labels = None
 depends_on = None
 
