@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 from dicomvault.adapters.blobs.filesystem import FilesystemBlobStore
 from dicomvault.adapters.blobs.memory import MemoryBlobStore
 from dicomvault.adapters.blobs.s3 import S3BlobStore
+from dicomvault.adapters.index.dashboard import SqlStorageFigures
 from dicomvault.adapters.index.engine import create_index_engine, migrate
 from dicomvault.adapters.index.job_queue import SqlJobQueue
 from dicomvault.adapters.index.migration_state import SqlMigrationState
@@ -45,6 +46,7 @@ from dicomvault.services.blob_copier import BlobCopier, Throttle
 from dicomvault.services.blob_tiers import TieredBlobs
 from dicomvault.services.coercion import Coercion
 from dicomvault.services.compression import CompressionService
+from dicomvault.services.dashboard import DashboardService
 from dicomvault.services.fixity import FixityService
 from dicomvault.services.inflate import Limits
 from dicomvault.services.ingest import IngestService
@@ -252,6 +254,9 @@ def build_archive(settings: Settings, *, run_migrations: bool = True, create: bo
         shares=build_shares(settings, SqlShareStore(engine), sessions, index),
         jobs=jobs,
         migration_state=SqlMigrationState(engine),
+        # the scheduled fixity scan's report (``jobs.handlers``: data_dir/fixity/last-report.json)
+        dashboard=DashboardService(SqlStorageFigures(engine), jobs,
+                                   settings.data_dir / "fixity" / "last-report.json"),
     )
 
 

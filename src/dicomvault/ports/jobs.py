@@ -20,6 +20,7 @@ class JobState(str, Enum):
     RUNNING = "running"  # claimed; lease_until says until when the claim holds
     DONE = "done"
     FAILED = "failed"  # dead: attempts exhausted or a permanent error; only an operator's retry revives it
+    CANCELLED = "cancelled"  # an operator cancelled it before it ran; a retry revives it too
 
 
 @dataclass(frozen=True)
@@ -79,8 +80,18 @@ class JobQueue(Protocol):
         ...
 
     def retry(self, job_id: int) -> None:
-        """Operator action: queue a failed (or done) job again now with a fresh attempt budget; raises
-        ``NotFound``, or ``Conflict`` if it is queued or running."""
+        """Operator action: queue a failed (or done, or cancelled) job again now with a fresh attempt budget;
+        raises ``NotFound``, or ``Conflict`` if it is queued or running."""
+        ...
+
+    def cancel(self, job_id: int) -> None:
+        """Operator action: a queued job will not run (it becomes ``cancelled``; ``retry`` queues it again);
+        raises ``NotFound``, or ``Conflict`` if it is not queued (a running job is not interrupted)."""
+        ...
+
+    def counts(self) -> dict[tuple[JobState, str], int]:
+        """How many jobs are queued, running or failed, per (state, kind); done and cancelled jobs are history and
+        not counted."""
         ...
 
     def get(self, job_id: int) -> Job:

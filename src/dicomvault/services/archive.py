@@ -18,6 +18,7 @@ from dicomvault.ports.migration import MigrationState
 from dicomvault.services.blob_copier import BlobCopier
 from dicomvault.services.blob_tiers import TieredBlobs
 from dicomvault.services.compression import CompressionService
+from dicomvault.services.dashboard import DashboardService
 from dicomvault.services.fixity import FixityService
 from dicomvault.services.ingest import IngestService
 from dicomvault.services.lifecycle import BlobRemover, LifecycleService
@@ -95,6 +96,8 @@ class Archive:
     #: routing rules, their durable deliveries and storage commitment (``dicomvault routes``, the ``route-deliver``
     #: job, the DIMSE storage commitment SCP); None when the archive was built without it
     routing: RoutingService | None = None
+    #: the storage dashboard's figures (``/ui/dashboard``, ``/metrics``), cached per process
+    dashboard: DashboardService | None = None
     extras: dict[str, object] = field(default_factory=dict)
     #: called by ``close`` (the composition root registers engine disposal here)
     closers: list[Callable[[], None]] = field(default_factory=list)

@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 
 from dicomvault.domain import errors
 from dicomvault.domain.errors import DicomVaultError
-from dicomvault.webui import download, login, oidc_login, shares, studies, study_page, upload
+from dicomvault.webui import admin, dashboard, download, login, oidc_login, shares, studies, study_page, upload
 from dicomvault.webui.page_auth import LoginRequired, PageUser, login_location, require_page
 from dicomvault.webui.render import render
 
@@ -45,7 +45,8 @@ async def home_page(request: Request, user: Annotated[PageUser, Depends(require_
 
 #: page routers, in the order they are included (each module's ``router``)
 ROUTERS: list[APIRouter] = [login.router, oidc_login.router, home, studies.router, study_page.router,
-                            download.router, upload.router, shares.router, shares.links]
+                            download.router, upload.router, shares.router, shares.links, dashboard.router,
+                            admin.router]
 
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 

@@ -306,6 +306,36 @@ class SqlJobQueue:
 
         self._run(run)
 
+    def cancel(self, job_id: int) -> None:
+        def run(conn: Connection) -> None:
+            now = self._db(self._now(conn))
+            # one conditional UPDATE: a claim racing the cancel either took the job first (then nothing changes
+            # here and the job runs) or finds it cancelled
+            n = conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.state == JobState.QUEUED.value).values(
+                state=JobState.CANCELLED.value, last_error="cancelled by an operator", updated_at=now,
+                finished_at=now, lease_until=None, worker_id=None,
+            )).rowcount
+            if n == 1:
+                return
+            row = conn.execute(select(jobs.c.state).where(jobs.c.id == job_id)).first()
+            if row is None:
+                raise NotFound(f"job {job_id} does not exist")
+            raise Conflict(f"job {job_id} is {row.state}; only queued jobs can be cancelled")
+
+        self._run(run)
+
+    def counts(self) -> dict[tuple[JobState, str], int]:
+        # the (state, run_at) index finds the few live rows among the done ones
+        q = (select(jobs.c.state, jobs.c.kind, func.count())
+             .where(jobs.c.state.in_((*_ACTIVE, JobState.FAILED.value)))
+             .group_by(jobs.c.state, jobs.c.kind))
+
+        def run() -> dict[tuple[JobState, str], int]:
+            with self.engine.connect() as conn:
+                return {(JobState(state), kind): int(n) for state, kind, n in conn.execute(q)}
+
+        return postgres.run_with_retries(run, dialect=self._dialect, retries=self._retries)
+
     def get(self, job_id: int) -> Job:
         def run(conn: Connection) -> Job:
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()

@@ -143,6 +143,9 @@ instances = Table(
     Column("stored_at", DateTime(timezone=True), nullable=False),
     Index("ix_instances_series_fk_number", "series_fk", "instance_number"),
     Index("ix_instances_blob_key", "blob_key"),
+    #: the storage dashboard's figures by time of receipt, source and series from the index alone (migration 0017)
+    Index("ix_instances_stored_at_size", "stored_at", "blob_size"),
+    Index("ix_instances_source_series_size", "source", "series_fk", "blob_size"),
 )
 
 #: Prior content of an instance kept by the ``keep-both`` duplicate policy.
