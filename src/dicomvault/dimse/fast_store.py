@@ -12,7 +12,7 @@ Orthanc's. ``StorageRoutingServer`` is pynetdicom's ``ThreadedAssociationServer`
    negotiation we would have to answer differently from pynetdicom, this module negotiates the association itself
    with pynetdicom's building blocks (``presentation.negotiate_as_acceptor`` against the AE's own supported
    contexts, so accepted contexts and transfer syntax preference are identical) and hands the socket to
-   ``store_link.StoreLink`` in the same thread. Anything else (Q/R contexts, user identity, TLS) is served by
+   ``dicom/store_link.StoreLink`` in the same thread. Anything else (Q/R contexts, user identity, TLS) is served by
    pynetdicom through ``pynetdicom_guard``, which gives it the request's bytes and keeps its deadlines.
 
 Unchanged behaviour on the lean path: the access policy (``access.DimseAccess``: same A-ASSOCIATE-RJ, same 0x0124
@@ -46,11 +46,12 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import negotiate_as_acceptor
 from pynetdicom.transport import ThreadedAssociationServer
 
+from dicomvault.dicom.pdu import set_socket_timeout
+from dicomvault.dicom.store_link import StoreLink
 from dicomvault.dimse import admission, handlers
 from dicomvault.dimse.access import DimseAccess, rejection
 from dicomvault.dimse.connections import Connection, ConnectionGate
 from dicomvault.dimse.pynetdicom_guard import GuardedRequestHandler
-from dicomvault.dimse.store_link import StoreLink, set_socket_timeout
 from dicomvault.services.archive import Archive
 from dicomvault.services.peer_access import Rejected
 
