@@ -35,7 +35,6 @@ from tests.dimse.conftest import ENV
 from tests.helpers import make_ct
 from tests.orthanc_peer import ORTHANC, legacy_pacs
 
-
 UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
 
 
