@@ -149,7 +149,7 @@ def build_archive(settings: Settings, *, run_migrations: bool = True) -> Archive
                         dicomweb=HttpxDicomweb())
     if settings.coercion:
         _check_rule_peers(settings, peers)
-        ingest.coercion = Coercion(settings.coercion, spool_dir=limits.spool_dir)
+        ingest.coercion = Coercion([r for r in settings.coercion if r.ingest], spool_dir=limits.spool_dir)
     prefetch = Prefetcher(retrieve)
     routing = build_routing(settings, SqlDeliveryLedger(engine), jobs, peers, retrieve)
     if routing.active:
@@ -240,7 +240,9 @@ def build_routing(settings: Settings, ledger: SqlDeliveryLedger, jobs: SqlJobQue
         routes, ledger, jobs, peers, retrieve,
         dimse=PynetdicomStore(settings.aet, timeout=settings.dimse_timeout, max_pdu=settings.max_pdu,
                               tls=lambda aet, host: outbound_tls(settings, aet, host)),
-        dicomweb=HttpxStow(), where=_route_location(settings), reconcile_window=settings.route_reconcile_window)
+        dicomweb=HttpxStow(), where=_route_location(settings), reconcile_window=settings.route_reconcile_window,
+        coercion=Coercion(settings.coercion, spool_dir=retrieve.limits.spool_dir) if settings.coercion else None,
+        holder=settings.aet)
 
 
 def _route_location(settings: Settings) -> Callable[[int, str], str]:
