@@ -26,6 +26,7 @@ from dicomvault.adapters.remote.dicomweb_pull import HttpxPull
 from dicomvault.adapters.remote.dimse import PynetdicomRemote
 from dicomvault.adapters.remote.dimse_pull import PynetdicomPull
 from dicomvault.adapters.remote.dimse_store import PynetdicomStore
+from dicomvault.adapters.remote.store_listener import LeanStoreScp
 from dicomvault.adapters.remote.store_scp import PynetdicomStoreScp
 from dicomvault.adapters.remote.stow import HttpxStow
 from dicomvault.domain.errors import ConfigurationError
@@ -226,7 +227,8 @@ def build_migration(
         source = PynetdicomPull(s.aet, via=via.value, move_destination=destination, timeout=timeout,
                                 max_pdu=s.max_pdu)
         if via == Via.MOVE and listen_port is not None:
-            receiver = PynetdicomStoreScp(destination, listen_host, listen_port, timeout=timeout, max_pdu=s.max_pdu)
+            scp = LeanStoreScp if s.dimse_fast_store else PynetdicomStoreScp  # the lean path, as the DIMSE server
+            receiver = scp(destination, listen_host, listen_port, timeout=timeout, max_pdu=s.max_pdu)
     return MigrationService(archive.peers, archive.ingest, archive.index, archive.migration_state, source, via=via,
                             receiver=receiver, bytes_per_second=bytes_per_second)
 def build_routing(settings: Settings, ledger: SqlDeliveryLedger, jobs: SqlJobQueue, peers: PeerService,
