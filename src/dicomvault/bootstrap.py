@@ -241,7 +241,7 @@ def build_routing(settings: Settings, ledger: SqlDeliveryLedger, jobs: SqlJobQue
     return RoutingService(
         routes, ledger, jobs, peers, retrieve,
         dimse=PynetdicomStore(settings.aet, timeout=settings.dimse_timeout, max_pdu=settings.max_pdu,
-                              tls=lambda aet, host: outbound_tls(settings, aet, host)),
+                              tls=lambda aet, host: outbound_tls(settings, aet, host), lean=settings.dimse_fast_store),
         dicomweb=HttpxStow(), where=_route_location(settings), reconcile_window=settings.route_reconcile_window,
         coercion=Coercion(settings.coercion, spool_dir=retrieve.limits.spool_dir) if settings.coercion else None,
         holder=settings.aet)

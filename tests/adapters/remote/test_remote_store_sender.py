@@ -299,3 +299,16 @@ def test_byte_identical_to_orthanc(tmp_path: Path) -> None:
                 uid = str(pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True).SOPInstanceUID)
                 stored[uid] = raw[_dataset_start(raw):]
     assert stored == datasets
+
+
+def test_pynetdicoms_sender_is_kept_for_dimse_fast_store_false(tmp_path: Path) -> None:
+    items, files, datasets = _corpus(tmp_path / "src")
+
+    def refuse_last(event: evt.Event, done: int) -> int | None:
+        return 0xA700 if str(event.request.AffectedSOPInstanceUID) == items[-1].sop_uid else None
+
+    with pynetdicom_scp(on_store=refuse_last) as (peer, received):
+        report = PynetdicomStore("DICOMVAULT", timeout=10, lean=False).send(peer, items, files)
+    assert set(report.sent) == {i.sop_uid for i in items[:-1]}
+    assert report.failed[items[-1].sop_uid].startswith("C-STORE status 0xA700")
+    assert received == {uid: datasets[uid] for uid in report.sent}
