@@ -33,6 +33,7 @@ from dicomvault.adapters.remote.dicomweb_pull import HttpxPull
 from dicomvault.adapters.remote.dimse import PynetdicomRemote
 from dicomvault.adapters.remote.dimse_pull import PynetdicomPull
 from dicomvault.adapters.remote.dimse_store import PynetdicomStore
+from dicomvault.adapters.remote.store_listener import LeanStoreScp
 from dicomvault.adapters.remote.store_scp import PynetdicomStoreScp
 from dicomvault.adapters.remote.stow import HttpxStow
 from dicomvault.domain.errors import ConfigurationError, DicomVaultError
@@ -218,7 +219,7 @@ def build_archive(settings: Settings, *, run_migrations: bool = True, create: bo
                         dicomweb=HttpxDicomweb())
     if settings.coercion:
         _check_rule_peers(settings, peers)
-        ingest.coercion = Coercion(settings.coercion, spool_dir=limits.spool_dir)
+        ingest.coercion = Coercion([r for r in settings.coercion if r.ingest], spool_dir=limits.spool_dir)
     prefetch = Prefetcher(retrieve)
     tokens = TokenService(SqlTokenStore(engine))
     sessions = build_sessions(settings, SqlSessionStore(engine), tokens)
@@ -302,7 +303,8 @@ def build_migration(
         source = PynetdicomPull(s.aet, via=via.value, move_destination=destination, timeout=timeout,
                                 max_pdu=s.max_pdu)
         if via == Via.MOVE and listen_port is not None:
-            receiver = PynetdicomStoreScp(destination, listen_host, listen_port, timeout=timeout, max_pdu=s.max_pdu)
+            scp = LeanStoreScp if s.dimse_fast_store else PynetdicomStoreScp  # the lean path, as the DIMSE server
+            receiver = scp(destination, listen_host, listen_port, timeout=timeout, max_pdu=s.max_pdu)
     return MigrationService(archive.peers, archive.ingest, archive.index, archive.migration_state, source, via=via,
                             receiver=receiver, bytes_per_second=bytes_per_second)
 def build_routing(settings: Settings, ledger: SqlDeliveryLedger, jobs: SqlJobQueue, peers: PeerService,
@@ -315,8 +317,10 @@ def build_routing(settings: Settings, ledger: SqlDeliveryLedger, jobs: SqlJobQue
     return RoutingService(
         routes, ledger, jobs, peers, retrieve,
         dimse=PynetdicomStore(settings.aet, timeout=settings.dimse_timeout, max_pdu=settings.max_pdu,
-                              tls=lambda aet, host: outbound_tls(settings, aet, host)),
-        dicomweb=HttpxStow(), where=_route_location(settings), reconcile_window=settings.route_reconcile_window)
+                              tls=lambda aet, host: outbound_tls(settings, aet, host), lean=settings.dimse_fast_store),
+        dicomweb=HttpxStow(), where=_route_location(settings), reconcile_window=settings.route_reconcile_window,
+        coercion=Coercion(settings.coercion, spool_dir=retrieve.limits.spool_dir) if settings.coercion else None,
+        holder=settings.aet)
 
 
 def _route_location(settings: Settings) -> Callable[[int, str], str]:

@@ -13,6 +13,11 @@ expected, an identity attribute, or an impossible combination is refused with th
     replace = { ReferringPhysicianName = "UNKNOWN" }   # only where the attribute is present
     remove = ["OtherPatientIDsSequence"]
     character_set = "ISO_IR 192"                       # re-encode text as UTF-8
+
+    [[coercion]]
+    name = "PACS B"
+    ingest = false                                     # only on copies a route forwards (route: coerce = ["PACS B"])
+    prefix = { AccessionNumber = "B-" }
 """
 
 from __future__ import annotations
@@ -101,6 +106,8 @@ class CoercionRule(BaseModel):
         "IdentifierTypeCode … of the Issuer of Patient ID Qualifiers Sequence (0010,0024).")
     character_set: str | None = Field(
         None, description="Re-encode the object's text in this Specific Character Set (ISO_IR 192 = UTF-8).")
+    ingest: bool = Field(True, description="Apply on ingest; false: only to the copies forwarded by routes that "
+                         "name the rule (a route's coerce = [...]).")
     enabled: bool = Field(True, description="false: kept in the file, not applied.")
 
     @field_validator("set", "replace", "prefix", "suffix", "map")

@@ -11,6 +11,7 @@ A few lines of TOML forward every CT from the scanners to the reading PACS once 
     via = "dimse"               # or "dicomweb" (STOW-RS to the peer's DICOMweb URL)
     transfer_syntax = "1.2.840.10008.1.2.4.80"   # preferred when the peer accepts it (default: as stored)
     commitment = true           # ask the peer for storage commitment; "confirmed" only once it commits
+    coerce = ["PACS issuer"]    # [[coercion]] rules applied to the forwarded copy (ingest = false: only there)
 
 Every model forbids unknown keys: a misspelt condition must stop the start-up, never widen a route to every
 instance. That ``to`` names a known peer is checked when the DIMSE server starts (``services.routing``), because
@@ -96,6 +97,9 @@ class RouteRule(BaseModel):
         "syntaxes, else as stored).")
     commitment: bool = Field(False, description="Ask the peer for storage commitment (DIMSE only); an instance "
                              "counts as confirmed only once committed.")
+    coerce: str | list[str] | None = Field(
+        None, description="Names of [[coercion]] rules applied to the copy this route forwards (the stored object "
+        "is unchanged); rules with ingest = false apply only there.")
     enabled: bool = Field(True, description="false: the rule is kept in the file but not applied.")
 
     @field_validator("to")
@@ -110,6 +114,14 @@ class RouteRule(BaseModel):
             raise ValueError(f"transfer syntax {value!r} is not a UID")
         return value
 
+    @field_validator("coerce")
+    @classmethod
+    def _check_coerce(cls, value: str | list[str] | None) -> str | list[str] | None:
+        names = _as_tuple(value)
+        if value is not None and (not names or any(not n.strip() for n in names)):
+            raise ValueError("coerce must name [[coercion]] rules")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> RouteRule:
         if self.commitment and self.via != "dimse":
@@ -119,4 +131,4 @@ class RouteRule(BaseModel):
     def route(self) -> Route:
         return Route(name=self.name, on=self.on, stable_seconds=self.stable_seconds, filter=self.when.filter(),
                      destination=self.to, via=self.via, transfer_syntax=self.transfer_syntax,
-                     commitment=self.commitment)
+                     commitment=self.commitment, coerce=tuple(n.strip() for n in _as_tuple(self.coerce)))

@@ -176,7 +176,8 @@ class Settings(BaseSettings):
     )
     dimse_fast_store: bool = Field(
         True,
-        description="Serve storage-only associations with the lean receiver; false: everything through pynetdicom.",
+        description="Serve storage-only associations (and migrate's C-MOVE storage SCP) with the lean receiver and "
+        "send routing's C-STOREs with the lean sender; false: everything through pynetdicom.",
     )
     # -- DIMSE connection limits, timers and shutdown (issue #9: connection exhaustion, graceful stop) --
     dimse_max_connections: int | None = Field(

@@ -24,7 +24,8 @@ from pynetdicom.dimse_messages import C_ECHO_RQ, C_STORE_RQ, DIMSEMessage
 from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.pdu import A_RELEASE_RQ, P_DATA_TF
 
-from dicomvault.dimse import status, store_link
+from dicomvault.dicom import store_link
+from dicomvault.dimse import status
 from dicomvault.dimse.connections import Connection, Limits
 from tests.fuzzing import fuzz_settings
 
@@ -296,7 +297,7 @@ def test_lean_receiver_aborts_a_command_whose_echoed_fields_cannot_be_encoded(
                                (0x0110, struct.pack("<H", 7)), (0x0700, struct.pack("<H", 2)),
                                (0x0800, struct.pack("<H", 0x0000)), (0x1000, b"1.2.3.\xa1")], 1) \
             + struct.pack(">BxI", 0x04, len(item)) + item
-    with caplog.at_level(logging.INFO, logger="dicomvault.dimse.store_link"):
+    with caplog.at_level(logging.INFO, logger="dicomvault.dicom.store_link"):
         run = _run_link(stream, 65536, False, tmp_path)
     assert run.finished and not run.errors and run.socket_closed
     assert _reply_pdu_types(run.replies) == [0x07] and run.stored == []

@@ -5,6 +5,7 @@ BCP 195 profile (no TLS 1.1), a bounded handshake, and outbound TLS to a C-MOVE 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import socket
 import ssl
@@ -13,8 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pydicom
 import pytest
-from pydicom.uid import generate_uid
+from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
@@ -23,7 +25,13 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
+from dicomvault.adapters.remote.dimse_store import PynetdicomStore
 from dicomvault.dimse import scu
+from dicomvault.dimse.tls import outbound_tls
+from dicomvault.domain.errors import Unavailable
+from dicomvault.domain.peers import RemotePeer
+from dicomvault.ports.forwarding import Outbound
+from dicomvault.settings import Settings
 from tests.conftest import free_port
 from tests.dimse.conftest import (
     Receiver,
@@ -296,3 +304,39 @@ def test_outbound_tls_verifies_the_destination(tmp_path: Path, pki: Pki, tls_rec
         assert tls_receiver.received == {}, r.stdout + r.stderr
     finally:
         _stop(running)
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_routing_sends_over_tls_to_a_verified_destination_only(tmp_path: Path, pki: Pki, tls_receiver: Receiver,
+                                                               trusted: bool) -> None:
+    """Routing's lean C-STORE sender (``adapters/remote/store_sender``) wraps its socket like pynetdicom's
+    ``tls_args``: the stored bytes arrive unchanged; a destination whose certificate does not verify is
+    unavailable (the delivery job retries)."""
+    settings = Settings.load(data_dir=tmp_path / "vault", dimse_tls_cert=pki.server.cert,
+                             dimse_tls_key=pki.server.key,
+                             dimse_peers={"RECEIVER": {"tls": True,
+                                                       "tls_ca": str(pki.ca if trusted else pki.rogue_ca)}})
+    path = tmp_path / "ct.dcm"
+    ds = pydicom.dcmread(io.BytesIO(make_ct()))
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian  # what the receiver prefers: sent as stored
+    ds.save_as(path, enforce_file_format=True)
+    item = Outbound(str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(ds.file_meta.TransferSyntaxUID))
+
+    class Files:
+        def choose(self, item: Outbound, accepted: set[str]) -> str | None:
+            return item.transfer_syntax_uid if item.transfer_syntax_uid in accepted else None
+
+        @contextlib.contextmanager
+        def file(self, item: Outbound, transfer_syntax: str) -> Iterator[Path]:
+            yield path
+
+    store = PynetdicomStore("DICOMVAULT", timeout=10, tls=lambda aet, host: outbound_tls(settings, aet, host))
+    peer = RemotePeer(aet="RECEIVER", host="127.0.0.1", port=tls_receiver.port)
+    if not trusted:
+        with pytest.raises(Unavailable):
+            store.send(peer, [item], Files())
+        assert tls_receiver.received == {}
+        return
+    report = store.send(peer, [item], Files())
+    assert list(report.sent) == [item.sop_uid], report.failed
+    assert tls_receiver.received[item.sop_uid][1] == dataset_bytes(path.read_bytes())

@@ -32,7 +32,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from dicomvault.dimse import store_link
+from dicomvault.dicom import store_link
 from tests.dimse.conftest import Running, dataset_bytes, identifier, load, run, start, stored_bytes
 from tests.dimse.raw_peer import CT, Raw
 from tests.helpers import make_ct

@@ -11,6 +11,8 @@ from collections.abc import Iterator, Sequence
 import pydicom
 import pytest
 
+from dicomvault.adapters.remote.store_listener import LeanStoreScp
+from dicomvault.adapters.remote.store_scp import PynetdicomStoreScp
 from dicomvault.bootstrap import Archive, build_migration
 from dicomvault.domain.migration import PullOutcome, RemoteInstance, RemoteStudy, StudyFilter, StudyState, Via
 from dicomvault.domain.peers import RemotePeer
@@ -190,3 +192,12 @@ def test_a_peer_ignoring_the_instance_list_gets_asked_for_the_whole_study(archiv
     assert report.ok, report.text()
     assert calls == [(True, 3), (False, 4)]
     assert len(archive.index.instances(study_uid="1.2.826.0.1.3680043.9.7.1")) == 4
+
+
+@pytest.mark.parametrize("lean", [True, False])
+def test_the_move_receiver_follows_dimse_fast_store(archive: Archive, lean: bool) -> None:
+    """The C-MOVE storage SCP receives on the lean path like the DIMSE server, pynetdicom's with
+    ``dimse_fast_store = false``."""
+    archive.settings = archive.settings.model_copy(update={"dimse_fast_store": lean})
+    service = build_migration(archive, via=Via.MOVE, listen_port=free_port(), listen_host="127.0.0.1")
+    assert isinstance(service.receiver, LeanStoreScp if lean else PynetdicomStoreScp)

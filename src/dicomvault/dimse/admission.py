@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 
+from dicomvault.dicom.pdu import REASON_INVALID_PARAMETER, abort_connection
 from dicomvault.dimse.connections import Connection
-from dicomvault.dimse.store_link import REASON_INVALID_PARAMETER, abort_connection
 
 log = logging.getLogger(__name__)
 

@@ -135,6 +135,10 @@ class Connection:
         return f"{self.calling or '?'}@{self.peer}"
 
     @property
+    def is_closing(self) -> bool:
+        return self.phase == Phase.CLOSING
+
+    @property
     def artim_deadline(self) -> float:
         return self.accepted + self.limits.artim
 

@@ -12,7 +12,7 @@ Orthanc's. ``StorageRoutingServer`` is pynetdicom's ``ThreadedAssociationServer`
    negotiation we would have to answer differently from pynetdicom, this module negotiates the association itself
    with pynetdicom's building blocks (``presentation.negotiate_as_acceptor`` against the AE's own supported
    contexts, so accepted contexts and transfer syntax preference are identical) and hands the socket to
-   ``store_link.StoreLink`` in the same thread. Anything else (Q/R contexts, user identity, TLS) is served by
+   ``dicom/store_link.StoreLink`` in the same thread. Anything else (Q/R contexts, user identity, TLS) is served by
    pynetdicom through ``pynetdicom_guard``, which gives it the request's bytes and keeps its deadlines.
 
 Unchanged behaviour on the lean path: the access policy (``access.DimseAccess``: same A-ASSOCIATE-RJ, same 0x0124
@@ -34,7 +34,6 @@ from typing import Any, BinaryIO
 
 from pydicom.dataset import Dataset
 from pynetdicom import AllStoragePresentationContexts
-from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
     AsynchronousOperationsWindowNegotiation,
@@ -43,14 +42,15 @@ from pynetdicom.pdu_primitives import (
     MaximumLengthNotification,
     SCP_SCU_RoleSelectionNegotiation,
 )
-from pynetdicom.presentation import negotiate_as_acceptor
 from pynetdicom.transport import ThreadedAssociationServer
 
+from dicomvault.dicom import acceptor
+from dicomvault.dicom.pdu import set_socket_timeout
+from dicomvault.dicom.store_link import StoreLink
 from dicomvault.dimse import admission, handlers
 from dicomvault.dimse.access import DimseAccess, rejection
 from dicomvault.dimse.connections import Connection, ConnectionGate
 from dicomvault.dimse.pynetdicom_guard import GuardedRequestHandler
-from dicomvault.dimse.store_link import StoreLink, set_socket_timeout
 from dicomvault.services.archive import Archive
 from dicomvault.services.peer_access import Rejected
 
@@ -67,8 +67,7 @@ STORAGE_ONLY: frozenset[str] = frozenset(
 #: Anything else (user identity, SOP class (common) extended negotiation) is left to pynetdicom.
 _PLAIN_ITEMS = (MaximumLengthNotification, ImplementationClassUIDNotification, ImplementationVersionNameNotification,
                 SCP_SCU_RoleSelectionNegotiation, AsynchronousOperationsWindowNegotiation)
-# A-ASSOCIATE-RJ (result, source, diagnostic), PS3.8 9.3.4, as pynetdicom's acse sends them
-REJECT_LOCAL_LIMIT = (0x02, 0x03, 0x02)
+REJECT_LOCAL_LIMIT = acceptor.REJECT_LOCAL_LIMIT
 
 
 def is_storage_only(request: A_ASSOCIATE) -> bool:
@@ -129,15 +128,11 @@ class FastStore:
                 self._links.discard(link)
 
     def _reject(self, conn: Connection, rsd: tuple[int, int, int]) -> None:
-        primitive = A_ASSOCIATE()
-        primitive.result, primitive.result_source, primitive.diagnostic = rsd
-        pdu = A_ASSOCIATE_RJ()
-        pdu.from_primitive(primitive)
         sock = conn.sock
         conn.closing()
         try:
             set_socket_timeout(sock, conn.limits.pdu)
-            sock.sendall(pdu.encode())
+            sock.sendall(acceptor.reject(rsd))
             # PS3.8 Sta13: the requestor closes the connection once it has read the reject; wait for that (as
             # pynetdicom's acceptor does, bounded by ARTIM; a stop wakes the read). Closing or half-closing first
             # lets a requestor see the connection end before it has processed the reject, and report an abort.
@@ -150,41 +145,9 @@ class FastStore:
     def _establish(self, conn: Connection, request: A_ASSOCIATE) -> tuple[StoreLink, bytes]:
         """Negotiate exactly as pynetdicom's acceptor would and send the A-ASSOCIATE-AC after the link is built
         (so an accepted association always has its receiver)."""
-        rq_roles = {
-            item.sop_class_uid: (item.scu_role, item.scp_role)
-            for item in request.user_information
-            if isinstance(item, SCP_SCU_RoleSelectionNegotiation) and item.sop_class_uid is not None
-        }
-        result, ac_roles = negotiate_as_acceptor(
-            request.presentation_context_definition_list, self.server.contexts, rq_roles
-        )
-        accepted = {
-            int(cx.context_id): (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
-            for cx in result
-            if cx.result == 0x00 and cx.context_id is not None
-        }
-        max_length = MaximumLengthNotification()
-        max_length.maximum_length_received = self.max_pdu
-        impl_uid = ImplementationClassUIDNotification()
-        impl_uid.implementation_class_uid = self.ae.implementation_class_uid
-        user_info: list[Any] = [max_length, impl_uid]
-        if self.ae.implementation_version_name:
-            version = ImplementationVersionNameNotification()
-            version.implementation_version_name = self.ae.implementation_version_name
-            user_info.append(version)
-        user_info.extend(ac_roles)
-        primitive = A_ASSOCIATE()
-        primitive.application_context_name = request.application_context_name
-        primitive.calling_ae_title = request.calling_ae_title
-        primitive.called_ae_title = request.called_ae_title
-        primitive.result = 0x00
-        primitive.result_source = 0x01
-        primitive.presentation_context_definition_results_list = (
-            [cx for cx in result if cx.result == 0x00] + [cx for cx in result if cx.result != 0x00]
-        )
-        primitive.user_information = user_info
-        ac = A_ASSOCIATE_AC()
-        ac.from_primitive(primitive)
+        accepted, ac = acceptor.accept(request, self.server.contexts, max_pdu=self.max_pdu,
+                                       implementation_uid=self.ae.implementation_class_uid,
+                                       implementation_version=self.ae.implementation_version_name)
         archive, calling = self.archive, conn.calling
 
         def store(dataset: AbstractContextManager[tuple[BinaryIO, int, int]], sop_class: str, sop_instance: str,
@@ -193,7 +156,7 @@ class FastStore:
 
         peer_max = int(request.maximum_length_received or 0)
         link = StoreLink(conn, accepted, self.max_pdu, peer_max, store, self._spool_dir())
-        return link, ac.encode()
+        return link, ac
 
     def _spool_dir(self) -> Path | None:
         """Where objects above the spool threshold are assembled: the archive's data dir (same disk as the

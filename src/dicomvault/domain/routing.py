@@ -90,6 +90,8 @@ class Route:
     via: Literal["dimse", "dicomweb"] = "dimse"
     transfer_syntax: str | None = None
     commitment: bool = False
+    #: names of ``[[coercion]]`` rules applied to the copy this route forwards (not to the stored object)
+    coerce: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -15,20 +15,27 @@ syntax, then the original bytes from the Pixel Data element to the end are copie
 file that ingest stores as if it had been received. A deflated object is written as Explicit VR Little Endian (the
 same data set, inflated: its deflate stream cannot be extended). Group lengths (gggg,0000, retired) are dropped
 from a coerced object, since changed values would make them wrong.
+
+Routing (issue #12 item 3, "optionally after coercion for that destination"): a route may name rules
+(``coerce = [...]``) that ``coerced_copy`` applies to the copy it forwards, never to the stored object; rules with
+``ingest = false`` apply only there. On a forwarded copy a rule's modality and SOP class conditions hold, its
+source and peer conditions are not read (the route's own ``when`` chooses senders), and the Source of Previous
+Values is the archive's AE title (the system that held them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import logging
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 import pydicom
 from pydicom.datadict import dictionary_VR
@@ -39,7 +46,8 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from dicomvault.coercion_settings import CoercionRule, label, parse_attribute
 from dicomvault.domain.tiers import source_names
-from dicomvault.services.header import ParsedHeader
+from dicomvault.services import inflate
+from dicomvault.services.header import ParsedHeader, parse_header
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +89,16 @@ class Coercion:
     def __bool__(self) -> bool:
         return bool(self.rules)
 
+    def names(self) -> set[str]:
+        return {r.name for r in self.rules}
+
     def rules_for(self, source: str, modality: str | None, sop_class: str | None) -> list[CoercionRule]:
+        """The rules that apply on ingest to an object from ``source`` (rules with ``ingest = false`` never do)."""
         names = set(source_names(source)) if source else set()
         out = []
         for rule in self.rules:
+            if not rule.ingest:
+                continue
             sources = rule.sources()
             peer = rule.when.peer
             if sources and not names.intersection(sources):
@@ -194,7 +208,39 @@ class Coercion:
                 sop_class: str | None) -> tuple[IO[bytes], list[Change]] | None:
         """The coerced object in a spool file (the caller closes it) and the changes, or None when no rule
         changes anything. ``parsed`` must still be open (deferred values are read from ``stream``)."""
-        rules = self.rules_for(source, modality, sop_class)
+        return self._rewrite(parsed, stream, self.rules_for(source, modality, sop_class), source)
+
+    def copy_rules(self, names: Sequence[str], modality: str | None, sop_class: str | None) -> list[CoercionRule]:
+        """The rules named by a route that apply to an object of this modality and SOP class, in file order."""
+        wanted = set(names)
+        return [r for r in self.rules if r.name in wanted
+                and (not r.modalities() or (modality or "").upper() in r.modalities())
+                and (not r.sop_classes() or (sop_class or "") in r.sop_classes())]
+
+    @contextlib.contextmanager
+    def coerced_copy(self, path: Path, names: Sequence[str], *, holder: str,
+                     limits: inflate.Limits) -> Iterator[Path]:
+        """The Part 10 file at ``path`` with the rules ``names`` applied, as a file valid inside the ``with`` (the
+        same path when no rule changes anything). ``holder``: the Source of Previous Values recorded."""
+        with open(path, "rb") as f:
+            parsed = parse_header(cast(BinaryIO, f), limits)
+            try:
+                ds = parsed.dataset
+                rules = self.copy_rules(names, str(ds.get("Modality", "") or ""), str(ds.get("SOPClassUID", "")))
+                rewritten = self._rewrite(parsed, cast(BinaryIO, f), rules, holder)
+            finally:
+                parsed.close()
+        if rewritten is None:
+            yield path
+            return
+        spool, _ = rewritten
+        with spool, tempfile.NamedTemporaryFile(dir=self.spool_dir, suffix=".dcm") as out:
+            shutil.copyfileobj(spool, out, _CHUNK)
+            out.flush()
+            yield Path(out.name)
+
+    def _rewrite(self, parsed: ParsedHeader, stream: BinaryIO, rules: Sequence[CoercionRule],
+                 source: str) -> tuple[IO[bytes], list[Change]] | None:
         if not rules:
             return None
         ds = parsed.dataset

@@ -72,6 +72,7 @@ from dicomvault.domain.routing import (
 from dicomvault.ports.forwarding import Outbound, RemoteStore, RemoteStow, SendReport
 from dicomvault.ports.jobs import JobQueue
 from dicomvault.ports.route_deliveries import DeliveryJob, DeliveryLedger, Outcome, StoredInstance
+from dicomvault.services.coercion import Coercion
 from dicomvault.services.peers import PeerService
 from dicomvault.services.retrieve import RetrieveService
 
@@ -125,10 +126,14 @@ class ConfiguredRoute:
 
 
 class _Files:
-    """``ports.forwarding.OutboundFiles`` over stored records: as stored when the peer accepts it, else converted."""
+    """``ports.forwarding.OutboundFiles`` over stored records: as stored when the peer accepts it, else converted;
+    then, for instances whose route names coercion rules (``coerce``: SOP Instance UID → rule names), coerced."""
 
-    def __init__(self, retrieve: RetrieveService, records: dict[str, InstanceRecord], preferred: Sequence[str]) -> None:
+    def __init__(self, retrieve: RetrieveService, records: dict[str, InstanceRecord], preferred: Sequence[str],
+                 coerce: dict[str, tuple[str, ...]] | None = None, coercion: Coercion | None = None,
+                 holder: str = "") -> None:
         self.retrieve, self.records, self.preferred = retrieve, records, list(preferred)
+        self.coerce, self.coercion, self.holder = coerce or {}, coercion, holder
 
     def choose(self, item: Outbound, accepted: set[str]) -> str | None:
         stored = item.transfer_syntax_uid
@@ -140,12 +145,16 @@ class _Files:
     @contextlib.contextmanager
     def file(self, item: Outbound, transfer_syntax: str) -> Iterator[Path]:
         record = self.records[item.sop_uid]
-        if transfer_syntax == record.transfer_syntax_uid:
-            with self.retrieve.as_file(record) as path:
-                yield path
-        else:
-            with self.retrieve.transcoded_file(record, transfer_syntax) as path:
-                yield path
+        names = self.coerce.get(item.sop_uid, ())
+        with contextlib.ExitStack() as stack:
+            if transfer_syntax == record.transfer_syntax_uid:
+                path = stack.enter_context(self.retrieve.as_file(record))
+            else:
+                path = stack.enter_context(self.retrieve.transcoded_file(record, transfer_syntax))
+            if names and self.coercion is not None:
+                path = stack.enter_context(self.coercion.coerced_copy(path, names, holder=self.holder,
+                                                                      limits=self.retrieve.limits))
+            yield path
 
 
 class RoutingService:
@@ -154,9 +163,14 @@ class RoutingService:
                  dicomweb: RemoteStow | None = None, where: Callable[[int, str], str] | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  commitment_wait: float = COMMITMENT_WAIT, reconcile_window: float = RECONCILE_WINDOW,
-                 reconcile_settle: float = RECONCILE_SETTLE, gather: float = GATHER) -> None:
+                 reconcile_settle: float = RECONCILE_SETTLE, gather: float = GATHER,
+                 coercion: Coercion | None = None, holder: str = "") -> None:
         self.configured = list(routes)
         self.routes = [c.route for c in self.configured]
+        #: the ``[[coercion]]`` rules routes may name (``coerce``), and the archive's AE title they record
+        self.coercion = coercion
+        self.holder = holder
+        self._coerce_by_route = {r.name: r.coerce for r in self.routes if r.coerce}
         self.ledger = ledger
         self.jobs = jobs
         self.peers = peers
@@ -203,6 +217,13 @@ class RoutingService:
                 problems.append(f"{where}: route {route.name!r}: peer {route.destination!r} has no host and port")
             if route.via == "dicomweb" and not peer.dicomweb_url:
                 problems.append(f"{where}: route {route.name!r}: peer {route.destination!r} has no DICOMweb URL")
+        rule_names = self.coercion.names() if self.coercion is not None else set()
+        for c in self.configured:
+            unknown = [n for n in c.route.coerce if n not in rule_names]
+            if unknown:
+                problems.append(f"{self._where(c.position, 'coerce')}: route {c.route.name!r} names unknown "
+                                f"coercion rules {', '.join(map(repr, unknown))} (known: "
+                                f"{', '.join(map(repr, sorted(rule_names))) or 'none'}; [[coercion]] name = …)")
         if problems:
             raise ConfigurationError("\n".join(problems))
 
@@ -421,7 +442,8 @@ class RoutingService:
             return outcomes
         first = present[0]
         preferred = [*([first.transfer_syntax] if first.transfer_syntax else []), *peer.transfer_syntaxes]
-        files = _Files(self.retrieve, records, preferred)
+        coerce = {d.sop_uid: self._coerce_by_route[d.route] for d in present if d.route in self._coerce_by_route}
+        files = _Files(self.retrieve, records, preferred, coerce, self.coercion, self.holder)
         items = [Outbound(records[d.sop_uid].sop_class_uid, d.sop_uid, records[d.sop_uid].transfer_syntax_uid)
                  for d in present]
         by_uid = {d.sop_uid: d for d in present}

@@ -1,10 +1,13 @@
-"""The archive as a storage SCU and storage commitment SCU of a peer (``ports.forwarding.RemoteStore``), with
-pynetdicom: routing's C-STORE and N-ACTION (PS3.4 B and J).
+"""The archive as a storage SCU and storage commitment SCU of a peer (``ports.forwarding.RemoteStore``): routing's
+C-STORE and N-ACTION (PS3.4 B and J). C-STOREs go through the lean sender (``store_sender``: negotiated with
+pynetdicom's building blocks, each object written as large socket writes on the calling thread) unless ``lean``
+is off; the N-ACTION through pynetdicom.
 
 Contexts: each SOP class in each stored transfer syntax and each preferred syntax in a context of its own (the
 peer cannot answer with another syntax than the one proposed, so a context accepted in the stored syntax sends the
-bytes unchanged), plus one with the uncompressed syntaxes as the fallback. Files are streamed from disk
-(``STORE_SEND_CHUNKED_DATASET``), never decoded unless the peer accepted no context in the stored syntax.
+bytes unchanged), plus one with the uncompressed syntaxes as the fallback. Files are streamed from disk (lean
+sender; pynetdicom: ``STORE_SEND_CHUNKED_DATASET``), never decoded unless the peer accepted no context in the
+stored syntax.
 
 Every association is bounded in time (``timeout``: connection, ACSE, DIMSE and network reads), so an unresponsive
 peer cannot hold a delivery job beyond its lease.
@@ -22,6 +25,7 @@ from typing import Any
 from pydicom.uid import UID
 from pynetdicom import AE, _config, build_context, evt
 
+from dicomvault.adapters.remote.store_sender import AssociationFailed, AssociationLost, ObjectError, StoreAssociation
 from dicomvault.dicom import commitment
 from dicomvault.domain.errors import Unavailable
 from dicomvault.domain.peers import RemotePeer
@@ -60,12 +64,24 @@ def proposed_contexts(items: Sequence[Outbound], preferred: Sequence[str]) -> li
     return contexts[:MAX_CONTEXTS]
 
 
+def _record(report: SendReport, item: Outbound, status: Any) -> None:
+    """A C-STORE response into the report: success and warnings are sent, anything else failed."""
+    code = int(status.get("Status", 0xC000))
+    if code == 0 or 0xB000 <= code <= 0xBFFF or code in _WARNINGS:
+        report.sent[item.sop_uid] = code
+    else:
+        comment = str(status.get("ErrorComment", "") or "")
+        report.failed[item.sop_uid] = f"C-STORE status 0x{code:04X}" + (f": {comment}" if comment else "")
+
+
 class PynetdicomStore:
-    """Implements ``ports.forwarding.RemoteStore``."""
+    """Implements ``ports.forwarding.RemoteStore``. ``lean`` (default): C-STOREs through ``store_sender``;
+    False: through pynetdicom's ``send_c_store``. Storage commitment always goes through pynetdicom."""
 
     def __init__(self, aet: str, *, timeout: float = 30.0, max_pdu: int = 4 * 1024 * 1024,
-                 tls: TlsArgs | None = None) -> None:
+                 tls: TlsArgs | None = None, lean: bool = True) -> None:
         self.aet = aet
+        self.lean = lean
         self.timeout = timeout
         self.max_pdu = max_pdu
         self.tls = tls
@@ -100,9 +116,60 @@ class PynetdicomStore:
 
     def send(self, peer: RemotePeer, items: Sequence[Outbound], files: OutboundFiles, *,
              preferred: Sequence[str] = ()) -> SendReport:
-        report = SendReport()
         if not items:
-            return report
+            return SendReport()
+        if self.lean:
+            return self._send_lean(peer, items, files, preferred)
+        return self._send_pynetdicom(peer, items, files, preferred)
+
+    def _send_lean(self, peer: RemotePeer, items: Sequence[Outbound], files: OutboundFiles,
+                   preferred: Sequence[str]) -> SendReport:
+        """Negotiated like pynetdicom, each C-STORE written and answered on this thread (``store_sender``)."""
+        report = SendReport()
+        if not peer.reachable:
+            raise Unavailable(f"peer {peer.aet} has no host and port")
+        try:
+            extra = self.tls(peer.aet, peer.host) if self.tls is not None else {}
+        except OSError as exc:
+            raise Unavailable(f"cannot load the TLS files for {peer.aet}: {type(exc).__name__}") from None
+        try:
+            assoc = StoreAssociation.open(peer.host, peer.port, calling=self.aet, called=peer.aet,
+                                          contexts=proposed_contexts(items, preferred), timeout=self.timeout,
+                                          max_pdu=self.max_pdu, tls=extra.get("tls_args"))
+        except AssociationFailed as exc:
+            raise Unavailable(str(exc)) from None
+        accepted = assoc.syntaxes()
+        try:
+            for item in items:
+                if not assoc.established:
+                    break  # the rest: neither sent nor failed, the caller retries them
+                syntax = files.choose(item, accepted.get(item.sop_class_uid, set()))
+                if syntax is None:
+                    name = UID(item.sop_class_uid).name or item.sop_class_uid
+                    report.failed[item.sop_uid] = f"{peer.aet} accepted no usable transfer syntax for {name}"
+                    continue
+                try:
+                    with files.file(item, syntax) as path:
+                        status = assoc.store(path)
+                except AssociationLost as exc:
+                    log.info("association to %s ended during a C-STORE: %s", peer.aet, exc)
+                    report.failed[item.sop_uid] = f"C-STORE not completed: {exc}"
+                    break
+                except ObjectError as exc:
+                    report.failed[item.sop_uid] = f"C-STORE not sent: {exc}"
+                    continue
+                except Exception as exc:  # unreadable blob, failed conversion
+                    report.failed[item.sop_uid] = f"C-STORE not sent: {getattr(exc, 'message', type(exc).__name__)}"
+                    continue
+                _record(report, item, status)
+        finally:
+            assoc.release()
+        return report
+
+    def _send_pynetdicom(self, peer: RemotePeer, items: Sequence[Outbound], files: OutboundFiles,
+                         preferred: Sequence[str]) -> SendReport:
+        """pynetdicom's ``send_c_store`` (``lean = False``)."""
+        report = SendReport()
         assoc = self._associate(self._ae(), peer, proposed_contexts(items, preferred))
         accepted: dict[str, set[str]] = {}
         for cx in assoc.accepted_contexts:
@@ -124,14 +191,10 @@ class PynetdicomStore:
                 except Exception as exc:  # unreadable blob, failed conversion, broken association
                     report.failed[item.sop_uid] = f"C-STORE not sent: {getattr(exc, 'message', type(exc).__name__)}"
                     continue
-                code = int(status.get("Status", 0xC000)) if status else None
-                if code is None:
+                if not status:
                     report.failed[item.sop_uid] = "no C-STORE response (association aborted or timed out)"
-                elif code == 0 or 0xB000 <= code <= 0xBFFF or code in _WARNINGS:
-                    report.sent[item.sop_uid] = code
-                else:
-                    comment = str(status.get("ErrorComment", "") or "")
-                    report.failed[item.sop_uid] = f"C-STORE status 0x{code:04X}" + (f": {comment}" if comment else "")
+                    continue
+                _record(report, item, status)
         finally:
             if assoc.is_established:
                 assoc.release()

@@ -1,4 +1,6 @@
-"""The storage SCP a legacy PACS sends to when the migration pulls by C-MOVE (``ports.migration.StoreReceiver``).
+"""The storage SCP a legacy PACS sends to when the migration pulls by C-MOVE (``ports.migration.StoreReceiver``),
+through pynetdicom: used when ``dimse_fast_store = false``; otherwise ``store_listener`` serves the same contexts on
+the lean receive path.
 
 Why inside the migrate process and not through ``dicomvault serve``: the migration then knows exactly what arrived
 for it (and throttles it: the C-STORE answer waits for the bytes/s budget, which slows the peer down), and works
@@ -12,8 +14,8 @@ the peer proposed no compressed one. Which C-STORE requests are accepted: any ca
 opened for the migration only; bind it to the interface the peer reaches).
 
 Start, stop and each association are quick (they were most of a short migration's time): the 170 storage
-contexts × 45 syntaxes are built once per process from one validated template (``_contexts``; adding them one by
-one took 0.1 s to 0.3 s); pynetdicom's copy of them for each association the peer opens is shallow
+contexts × 45 syntaxes are built once per process from one validated template (``supported_contexts``; adding
+them one by one took 0.1 s to 0.3 s); pynetdicom's copy of them for each association the peer opens is shallow
 (``_SharedContext``; otherwise 40 to 50 ms of CPU per C-MOVE); the server polls for its shutdown every 50 ms
 instead of socketserver's 0.5 s (``stop`` waited 0.25 s on average); accepted connections are tuned like every
 pull association (``received.tune_connection``: no Nagle, a shorter reactor poll).
@@ -60,7 +62,7 @@ class _SharedContext(PresentationContext):
 
 
 @functools.cache
-def _contexts() -> tuple[PresentationContext, ...]:
+def supported_contexts() -> tuple[PresentationContext, ...]:
     """Verification, and every storage SOP class in every syntax of ``ACCEPT_ORDER``; built once, from one context
     whose syntaxes pynetdicom validated (validating them again for each of the 170 classes took 0.1 s)."""
     template = _SharedContext()
@@ -109,7 +111,7 @@ class PynetdicomStoreScp:
         handlers: list[Any] = [(evt.EVT_C_STORE, store_event, [sink]), (evt.EVT_CONN_OPEN, tune_connection)]
         with self._lock:
             self._server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers,
-                                           contexts=list(_contexts()))
+                                           contexts=list(supported_contexts()))
         log.info("migration storage SCP %s listening on %s:%d", self.aet, self.host, self.port)
 
     def stop(self) -> None:

@@ -1,4 +1,7 @@
-"""An established storage-only association served in its own thread with a blocking socket (see ``fast_store``).
+"""An established storage-only association served in its own thread with a blocking socket (see
+``dimse/fast_store``, the archive's DIMSE server, and ``adapters/remote/store_scp``, the storage SCP of
+``dicomvault migrate``, which both hand their storage associations to it; it lives in this byte-level package so
+that both may import it: ``LinkConnection`` is what it needs of the connection it serves).
 
 Why not pynetdicom here: its acceptor runs two polling threads per association, reads 4 KiB at a time and copies
 every fragment through PDU → primitive → queue → DIMSE message objects; with a handler that does nothing that
@@ -25,22 +28,40 @@ from __future__ import annotations
 import io
 import logging
 import socket
-import struct
 import tempfile
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO, Protocol, cast
 
 from pydicom.dataset import Dataset
 from pynetdicom.dimse_messages import C_ECHO_RSP, C_STORE_RSP, DIMSEMessage
 from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.dsutils import decode
-from pynetdicom.pdu import A_ABORT_RQ, A_RELEASE_RP, P_DATA_TF
+from pynetdicom.pdu import A_RELEASE_RP, P_DATA_TF
 
-from dicomvault.dimse import status
-from dicomvault.dimse.connections import Connection, Phase
+from dicomvault.dicom.pdu import (
+    ABORT,
+    C_CANCEL_RQ,
+    C_ECHO_RQ,
+    C_STORE_RQ,
+    DRAIN_SECONDS,  # noqa: F401 - part of this module's interface (tests wait for the drain)
+    NO_DATASET,
+    P_DATA,
+    REASON_INVALID_PARAMETER,
+    REASON_NOT_SPECIFIED,
+    REASON_UNEXPECTED_PDU,
+    REASON_UNRECOGNISED_PDU,
+    RELEASE_RP,
+    RELEASE_RQ,
+    abort_connection,
+    set_receive_timeout,
+    set_socket_timeout,
+    store_response_command,
+)
+from dicomvault.dicom.pdu import HEADER as _HEADER
+from dicomvault.dicom.pdu import PDV as _PDV
 
 log = logging.getLogger(__name__)
 
@@ -51,58 +72,74 @@ SPOOL_THRESHOLD = 64 * 1024 * 1024
 MAX_COMMAND = 64 * 1024
 #: Non-P-DATA PDUs in an established association are 4 bytes long; a larger length field is garbage.
 MAX_OTHER_PDU = 1024
-#: How long, and how many bytes, to keep reading after sending an A-ABORT before closing, so that the kernel does
-#: not answer the peer's unread data with a RST that could destroy the A-ABORT before the peer reads it.
-DRAIN_SECONDS = 0.5
-DRAIN_BYTES = 8 * 1024 * 1024
-
-# PDU types (PS3.8 9.3.1)
-P_DATA = 0x04
-RELEASE_RQ = 0x05
-RELEASE_RP = 0x06
-ABORT = 0x07
-# A-ABORT provider reasons (PS3.8 9.3.8)
-REASON_NOT_SPECIFIED = 0x00
-REASON_UNRECOGNISED_PDU = 0x01
-REASON_UNEXPECTED_PDU = 0x02
-REASON_INVALID_PARAMETER = 0x06
-# DIMSE command fields and data set types (PS3.7 E.1)
-C_STORE_RQ = 0x0001
-C_ECHO_RQ = 0x0030
-C_CANCEL_RQ = 0x0FFF
-NO_DATASET = 0x0101
 VERIFICATION = "1.2.840.10008.1.1"
 #: PS3.7 C.5.2: a DIMSE operation on a context that does not offer it (C-STORE on Verification).
 SOP_CLASS_NOT_SUPPORTED = 0x0122
-
-_HEADER = struct.Struct(">BxI")
-_PDV = struct.Struct(">IBB")
-_ELEMENT = struct.Struct("<HHI")
-_US = struct.Struct("<HHIH")
+SUCCESS = 0x0000
+#: PS3.4 B.2.3: Error: Cannot Understand.
+STORE_CANNOT_UNDERSTAND = 0xC000
 
 #: Stores one complete data set: (data set context, SOP class, SOP instance, transfer syntax) → status Dataset.
 StoreFunction = Callable[[AbstractContextManager[tuple[BinaryIO, int, int]], str, str, str], Dataset]
 
 
-def _ui(element: int, uid: str) -> bytes:
-    value = uid.encode("ascii")
-    if len(value) % 2:
-        value += b"\0"  # UI values are padded with a NUL to even length (PS3.5 6.2)
-    return _ELEMENT.pack(0x0000, element, len(value)) + value
+class LinkLimits(Protocol):
+    @property
+    def idle(self) -> float:
+        """Seconds an association may stay without a DIMSE message."""
+        ...
+
+    @property
+    def pdu(self) -> float:
+        """Seconds each PDU may take from its first byte; the most between two PDUs of one message."""
+        ...
 
 
-def store_response_command(message_id: int, sop_class_uid: str, sop_instance_uid: str, code: int) -> bytes:
-    """A C-STORE-RSP command set with a Status and no ErrorComment, Implicit VR Little Endian (PS3.7 9.3.1.2,
-    E.1), element for element what pynetdicom's ``C_STORE_RSP`` encodes."""
-    body = b"".join((
-        _ui(0x0002, sop_class_uid),
-        _US.pack(0x0000, 0x0100, 2, 0x8001),  # CommandField: C-STORE-RSP
-        _US.pack(0x0000, 0x0120, 2, message_id & 0xFFFF),  # MessageIDBeingRespondedTo
-        _US.pack(0x0000, 0x0800, 2, NO_DATASET),  # CommandDataSetType
-        _US.pack(0x0000, 0x0900, 2, code),  # Status
-        _ui(0x1000, sop_instance_uid),
-    ))
-    return _ELEMENT.pack(0x0000, 0x0000, 4) + struct.pack("<I", len(body)) + body
+class LinkConnection(Protocol):
+    """What ``StoreLink`` needs of the connection it serves: its socket and calling AE title, its deadlines, and
+    the phase changes it reports (``dimse.connections.Connection`` for the DIMSE server; the migration's storage
+    SCP has a simpler one)."""
+
+    sock: socket.socket
+    calling: str
+
+    @property
+    def limits(self) -> LinkLimits: ...
+
+    @property
+    def stop_requested(self) -> bool:
+        """A stop was asked for: end once nothing is in flight."""
+        ...
+
+    @property
+    def is_closing(self) -> bool:
+        """Released or rejected: waiting for the peer to close."""
+        ...
+
+    def established(self, calling: str) -> None: ...
+
+    def closing(self) -> None: ...
+
+    def pdu_received(self) -> None: ...
+
+    def idle(self) -> None: ...
+
+    def busy(self) -> AbstractContextManager[None]: ...
+
+    def wait_deadline(self) -> float | None: ...
+
+    def overdue(self) -> str | None: ...
+
+    def expiry_reason(self) -> str: ...
+
+
+def status_dataset(code: int, comment: str | None = None) -> Dataset:
+    """Status plus, when given, an ErrorComment (``comment`` must already fit LO: ASCII, at most 64 characters)."""
+    ds = Dataset()
+    ds.Status = code
+    if comment:
+        ds.ErrorComment = comment
+    return ds
 
 
 def _check_echoed_fields(cmd: Dataset) -> None:
@@ -129,52 +166,6 @@ class Abort(Exception):
 
 class PeerGone(Exception):
     """The peer closed the connection, aborted, or went silent past the timeout: close without answering."""
-
-
-def _timeval(seconds: float | None) -> bytes:
-    whole = int(seconds or 0)
-    return struct.pack("ll", whole, int(((seconds or 0) - whole) * 1_000_000))
-
-
-def set_socket_timeout(sock: socket.socket, seconds: float | None) -> None:
-    """Kernel-side send/receive timeouts on a *blocking* socket. Python's own ``settimeout`` makes the socket
-    non-blocking and polls before every call (one extra syscall per read); SO_RCVTIMEO/SO_SNDTIMEO keep the
-    plain blocking calls and still end a read from a silent peer. ``None`` or 0 clears."""
-    value = _timeval(seconds)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
-
-
-def set_receive_timeout(sock: socket.socket, seconds: float) -> None:
-    """SO_RCVTIMEO only (one syscall): set before each blocking read to what is left of the current deadline,
-    so that bytes trickling in never extend it."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(max(seconds, 0.001)))
-
-
-def abort_connection(sock: socket.socket, reason: int, scratch: memoryview | None = None) -> None:
-    """Send an A-ABORT (source: service provider, ``reason``), let the peer read it, close. Reading on for a
-    moment (at most ``DRAIN_BYTES``, discarded into ``scratch``) keeps the kernel from answering the peer's unread
-    data with a RST that could destroy the A-ABORT before the peer reads it."""
-    pdu = A_ABORT_RQ()
-    pdu.source, pdu.reason_diagnostic = 0x02, reason
-    buffer = scratch if scratch is not None else memoryview(bytearray(64 * 1024))
-    try:
-        sock.settimeout(None)
-        set_socket_timeout(sock, DRAIN_SECONDS)
-        sock.sendall(pdu.encode())
-        sock.shutdown(socket.SHUT_WR)
-        deadline, drained = time.monotonic() + DRAIN_SECONDS, 0
-        while time.monotonic() < deadline and drained < DRAIN_BYTES:
-            n = sock.recv_into(buffer)
-            if n == 0:
-                break
-            drained += n
-    except OSError:
-        pass
-    try:
-        sock.close()
-    except OSError:
-        pass
 
 
 class DataSetSink:
@@ -226,7 +217,7 @@ class StoreLink:
     and the calling AE). ``conn`` carries the deadlines: the next message within the idle timeout, each PDU
     complete within ``dimse_timeout`` of its first byte, the next PDU of a message within ``dimse_timeout``."""
 
-    def __init__(self, conn: Connection, contexts: dict[int, tuple[str, str]], max_pdu: int, peer_max_pdu: int,
+    def __init__(self, conn: LinkConnection, contexts: dict[int, tuple[str, str]], max_pdu: int, peer_max_pdu: int,
                  store: StoreFunction, spool_dir: Path | None) -> None:
         self.conn = conn
         self.sock = conn.sock
@@ -352,7 +343,7 @@ class StoreLink:
                     raise Abort(REASON_NOT_SPECIFIED, "server stopping") from exc
                 raise PeerGone(f"connection error ({type(exc).__name__})") from exc
             if n == 0:
-                if self.conn.stop_requested and self.conn.phase != Phase.CLOSING:
+                if self.conn.stop_requested and not self.conn.is_closing:
                     raise Abort(REASON_NOT_SPECIFIED, "server stopping")  # our SHUT_RD woke the read
                 raise PeerGone("connection closed by peer" + (" mid-object" if self._sink else ""))
             self._end += n
@@ -409,7 +400,7 @@ class StoreLink:
         if field == C_STORE_RQ and has_dataset:
             self._sink = DataSetSink(self.spool_dir)
         elif field == C_STORE_RQ:
-            self._answer_store(self._refused(status.STORE_CANNOT_UNDERSTAND, "C-STORE without a data set"))
+            self._answer_store(self._refused(STORE_CANNOT_UNDERSTAND, "C-STORE without a data set"))
         elif field == C_ECHO_RQ and not has_dataset:
             self._answer_echo()
         elif field == C_CANCEL_RQ and not has_dataset:
@@ -436,7 +427,7 @@ class StoreLink:
     def _refused(self, code: int, reason: str) -> Dataset:
         """A C-STORE refused by the receiver itself (not by ingest): logged like ``handlers.store_received``."""
         log.info("C-STORE from %s refused: status 0x%04X: %s", self.calling, code, reason)
-        return status.status_dataset(code, reason)
+        return status_dataset(code, reason)
 
     def _answer_store(self, result: Dataset) -> None:
         cmd = cast(Dataset, self._command_set)
@@ -463,7 +454,7 @@ class StoreLink:
         rsp = C_ECHO()
         rsp.MessageIDBeingRespondedTo = cmd.get("MessageID", 1)
         rsp.AffectedSOPClassUID = cmd.get("AffectedSOPClassUID", VERIFICATION)
-        rsp.Status = status.SUCCESS
+        rsp.Status = SUCCESS
         self._respond(C_ECHO_RSP(), rsp)
 
     def _respond(self, message: DIMSEMessage, primitive: C_STORE | C_ECHO) -> None:
