@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import CTImageStorage
+
 from dicomvault.bootstrap import Archive
+from dicomvault.domain.peers import RemotePeer
 from dicomvault.services.sessions import SESSION_COOKIE
 from tests.webui.browser_data import share_session, store_study, token
+from tests.webui.live_server import free_port
 from tests.webui.pages_site import csrf_of, login, new_client, pages_client
 
 
@@ -65,3 +72,44 @@ def test_a_share_link_sees_its_study_only_and_changes_nothing(archive: Archive) 
         assert client.get(f"/ui/studies/{shared.study}/download.zip").status_code == 403
         refused = client.post(f"/ui/studies/{shared.study}/delete", data={"csrf_token": csrf_of(client)})
         assert refused.status_code == 403
+
+
+def test_send_queues_the_study_for_a_peer_as_a_durable_delivery(archive: Archive) -> None:
+    """The Send button records one delivery per instance and a route-deliver job; a second send queues nothing new;
+    the job then delivers to a real storage SCP."""
+    received: list[str] = []
+
+    def on_store(event: Any) -> int:
+        received.append(event.request.AffectedSOPInstanceUID)
+        return 0x0000
+
+    scp = AE(ae_title="SENDTARGET")
+    scp.add_supported_context(CTImageStorage, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+    port = free_port()
+    server = scp.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        assert archive.peers is not None and archive.routing is not None and archive.tokens is not None
+        archive.peers.add(RemotePeer(aet="SENDTARGET", host="127.0.0.1", port=port))
+        uid = store_study(archive, per_series=3).study
+        _, secret = archive.tokens.create("sender", ["read", "write"])
+        with pages_client(archive) as client:
+            login(client, secret)
+            page = client.get(f"/ui/studies/{uid}")
+            assert 'id="send-study"' in page.text and "<option>SENDTARGET</option>" in page.text
+            answer = client.post(f"/ui/studies/{uid}/send", data={"destination": "SENDTARGET", "csrf_token": "x"})
+            assert answer.status_code == 403
+            answer = client.post(f"/ui/studies/{uid}/send",
+                                 data={"destination": "SENDTARGET", "csrf_token": csrf_of(client)})
+            assert answer.status_code == 303
+            shown = client.get(answer.headers["location"])
+            assert "3 queued for SENDTARGET" in shown.text
+            again = client.post(f"/ui/studies/{uid}/send",
+                                data={"destination": "SENDTARGET", "csrf_token": csrf_of(client)})
+            assert "0 queued for SENDTARGET, 3 already there or queued" in client.get(again.headers["location"]).text
+            unknown = client.post(f"/ui/studies/{uid}/send",
+                                  data={"destination": "NOPE", "csrf_token": csrf_of(client)})
+            assert unknown.status_code == 404
+        totals = archive.routing.deliver("SENDTARGET", uid, job_id=1)
+        assert totals["confirmed"] == 3 and len(received) == 3
+    finally:
+        server.shutdown()

@@ -512,6 +512,32 @@ class RoutingService:
                 report.failed[outcome.sop_uid] = outcome.error or "not sent"
         return report
 
+    def send_study(self, destination: str, study_uid: str, *, requested_by: str) -> tuple[int, int]:
+        """Queue a whole study for ``destination`` as a durable delivery (the study page's "Send"): the same rows,
+        job, retries and "never twice" rule as a route, under the route name ``manual:<who>``. Returns
+        ``(queued, already)``: instances newly queued, and those the destination already has or has queued (a
+        failed one is sent again by ``routes retry``). Raises ``NotFound`` (no such peer or study) or
+        ``Unavailable`` (the peer has neither an address nor a DICOMweb URL, or there is no job queue)."""
+        peer = self.peers.get(destination)
+        via = "dimse" if peer.reachable else "dicomweb" if peer.dicomweb_url else ""
+        if not via:
+            raise Unavailable(f"peer {peer.aet} has neither a host and port nor a DICOMweb URL")
+        if self.jobs is None:
+            raise Unavailable("this archive has no job queue to send with")
+        records = self.retrieve.locate(study_uid=study_uid)
+        if not records:
+            raise NotFound(f"no study {study_uid}")
+        known = self.ledger.recorded([(peer.aet, r.sop_uid) for r in records])
+        route = f"manual:{requested_by}"[:64]
+        fresh = [Delivery(destination=peer.aet, sop_uid=r.sop_uid, study_uid=study_uid,
+                          sop_class_uid=r.sop_class_uid, route=route, via=via, transfer_syntax=None,
+                          commitment=False, state=DeliveryState.QUEUED)
+                 for r in records if (peer.aet, r.sop_uid) not in known]
+        if fresh:
+            self.ledger.record(fresh, [], [self._job(peer.aet, study_uid)])
+        log.info("routing: %d instances of a study queued for %s by %s (%d already known)", len(fresh), peer.aet,
+                 requested_by, len(known))
+        return len(fresh), len(known)
 
     def status(self) -> list[DestinationStatus]:
         return self.ledger.status()

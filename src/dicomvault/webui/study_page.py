@@ -10,14 +10,15 @@ anti-CSRF token and deletes as DICOMweb DELETE does: into the trash for the grac
 once, refused (409 page) under the retention minimum. A share link's visitor sees only the shared study's page
 (any other answers 403) and no buttons that change anything.
 
-Sending a study to a peer is not offered: the routing service has no request to send one study on demand yet
-(``services.routing`` queues deliveries selected by routes only).
+"Send to" (scope ``write``) queues the study for a known peer as a durable delivery (``RoutingService.send_study``):
+retried with backoff, never sent twice to a destination that has it, followed in ``dicomvault routes status``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form
 from starlette.concurrency import run_in_threadpool
@@ -127,7 +128,10 @@ async def study_page(request: Request, uid: str,
     archive = request.app.state.archive
     view = await run_in_threadpool(study_view, archive, uid)
     shared = user.principal.study is not None
-    return render(request, "study.html", view=view, shown_bytes=shown_bytes,
+    may_send = not shared and not user.anonymous and user.principal.allows("write") and archive.routing is not None
+    peers = [p.aet for p in archive.peers.all() if p.reachable or p.dicomweb_url] if may_send else []
+    return render(request, "study.html", view=view, shown_bytes=shown_bytes, peers=peers,
+                  sent=request.query_params.get("sent"),
                   can_delete=not shared and not user.anonymous and user.principal.allows("delete"),
                   can_download=not shared, grace_days=archive.settings.delete_grace_days,
                   can_share=not shared and archive.shares is not None and archive.shares.may_create(user.principal))
@@ -149,3 +153,19 @@ async def delete_study(request: Request, uid: str, user: Annotated[PageUser, Dep
 
     await run_in_threadpool(delete)
     return RedirectResponse("/ui/studies?deleted=1", status_code=303)
+
+
+@router.post("/studies/{uid}/send")
+async def send_study(request: Request, uid: str, user: Annotated[PageUser, Depends(require_page("write"))],
+                     destination: Annotated[str, Form(max_length=64)],
+                     csrf_token: Annotated[str | None, Form(max_length=256)] = None) -> Response:
+    check_csrf(user, csrf_token)
+    check_study_access(user, uid)
+    archive = request.app.state.archive
+    if archive.routing is None:
+        raise HTTPException(503, "this archive cannot send (no routing service)")
+    queued, already = await run_in_threadpool(archive.routing.send_study, destination, uid,
+                                              requested_by=f"ui:{user.principal.name}")
+    note = quote(f"{queued} queued for {destination}" + (f", {already} already there or queued" if already else ""))
+    return RedirectResponse(f"/ui/studies/{quote(uid)}?sent={note}", status_code=303)
+
