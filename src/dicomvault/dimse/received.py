@@ -16,13 +16,14 @@ from typing import Any, BinaryIO, cast
 
 from pynetdicom.dimse_primitives import C_STORE
 
+from dicomvault.dicom.positioned import Positioned
 from dicomvault.services.part10 import dataset_offset, file_meta_bytes
 
 #: Read-ahead of the stream handed to ingest: header parsing does many small reads.
 WINDOW = 64 * 1024
 
 
-class SplicedReader(io.RawIOBase):
+class SplicedReader(Positioned):
     """Read-only, seekable concatenation of byte ranges ``(stream, start, length)`` of other streams.
 
     Small reads (pydicom parses a header a few bytes at a time) are served from a read-ahead window. Not an
@@ -31,31 +32,17 @@ class SplicedReader(io.RawIOBase):
     """
 
     def __init__(self, parts: list[tuple[BinaryIO, int, int]]) -> None:
-        super().__init__()
+        offsets: list[int] = []
+        total = 0
+        for _, _, length in parts:
+            offsets.append(total)
+            total += length
+        super().__init__(total)
         self._window = b""
         self._window_start = 0
         self._parts = parts
-        self._offsets: list[int] = []
-        total = 0
-        for _, _, length in parts:
-            self._offsets.append(total)
-            total += length
-        self._size = total
-        self._pos = 0
+        self._offsets = offsets
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:

@@ -54,6 +54,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from dicomvault.adapters.blobs.keys import check_key
+from dicomvault.dicom.positioned import Positioned
 from dicomvault.domain.errors import DicomVaultError, NotFound, NotRestored, Unavailable
 from dicomvault.domain.records import BlobInfo
 from dicomvault.ports.blobs import PutResult, RestoreState
@@ -162,7 +163,7 @@ def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-class S3ObjectReader(io.RawIOBase):
+class S3ObjectReader(Positioned):
     """A seekable, streaming view of one object (wrap in ``io.BufferedReader``).
 
     Reads stream from one GET; a seek only moves the position and the next read issues a ranged GET from there,
@@ -171,31 +172,12 @@ class S3ObjectReader(io.RawIOBase):
     """
 
     def __init__(self, store: S3BlobStore, key: str, first: dict[str, Any]) -> None:
-        super().__init__()
+        super().__init__(int(first["ContentLength"]))
         self._store = store
         self._key = key
         self._body: Any = first["Body"]
-        self._size = int(first["ContentLength"])
-        self._pos = 0
         self._body_pos = 0
         self.name = store.describe().split("?")[0] + "/" + key  # readers such as pydicom expect a name
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        new = base + offset
-        if new < 0:
-            raise ValueError("negative seek position")
-        self._pos = new
-        return new
 
     def _reopen(self) -> None:
         self._close_body()

@@ -23,6 +23,7 @@ from typing import Any, BinaryIO, cast
 
 from pynetdicom.dimse_primitives import C_STORE
 
+from dicomvault.dicom.positioned import Positioned
 from dicomvault.ports.migration import Received, Sink
 
 log = logging.getLogger(__name__)
@@ -92,27 +93,13 @@ def store_event(event: Any, sink: Sink) -> int:
     return SUCCESS if problem is None else CANNOT_UNDERSTAND
 
 
-class _Window(io.RawIOBase):
+class _Window(Positioned):
     """The bytes of ``source`` from ``start`` on, as a seekable stream starting at 0."""
 
     def __init__(self, source: BinaryIO, start: int, size: int) -> None:
-        super().__init__()
-        self._source, self._start, self._size = source, start, size
-        self._pos = 0
+        super().__init__(size)
+        self._source, self._start = source, start
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
 
     def readinto(self, buffer: Any) -> int:
         want = min(len(buffer), max(0, self._size - self._pos))
