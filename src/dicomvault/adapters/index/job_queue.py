@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -25,7 +23,6 @@ from sqlalchemy import (
     Column,
     Connection,
     DateTime,
-    Engine,
     Index,
     Integer,
     String,
@@ -42,6 +39,7 @@ from sqlalchemy.exc import IntegrityError
 
 from dicomvault.adapters.index import postgres
 from dicomvault.adapters.index.tables import Id, metadata
+from dicomvault.adapters.index.transactions import EngineTransactions
 from dicomvault.domain.errors import Conflict, NotFound
 from dicomvault.ports.jobs import Job, JobState
 
@@ -116,29 +114,10 @@ def enqueue_on(conn: Connection, dialect: str, kind: str, payload: dict[str, Any
     return int(job_id), None
 
 
-class SqlJobQueue:
+class SqlJobQueue(EngineTransactions):
     """Implements ``ports.jobs.JobQueue`` (see the module docstring for the claim protocol per dialect)."""
 
-    def __init__(self, engine: Engine, *, retries: int = 5) -> None:
-        self.engine = engine
-        self._dialect = engine.dialect.name
-        self._retries = retries
-
-    # -- plumbing ----------------------------------------------------------------------------------------
-
-    @contextmanager
-    def _tx(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
-            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-            with conn.begin():
-                yield conn
-
-    def _run(self, fn: Callable[[Connection], T]) -> T:
-        def attempt() -> T:
-            with self._tx() as conn:
-                return fn(conn)
-
-        return postgres.run_with_retries(attempt, dialect=self._dialect, retries=self._retries)
+    # -- plumbing (transactions: ``EngineTransactions``) -------------------------------------------------
 
     def _now(self, conn: Connection) -> datetime:
         if self._dialect == "postgresql":

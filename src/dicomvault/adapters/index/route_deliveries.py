@@ -7,19 +7,18 @@ never claim the same row and never wait on each other). Timestamps are UTC (naiv
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from dicomvault.adapters.index import postgres
 from dicomvault.adapters.index.job_queue import enqueue_on
 from dicomvault.adapters.index.tables import instances as ins
 from dicomvault.adapters.index.tables import route_deliveries as rd
 from dicomvault.adapters.index.tables import route_stable as rs
+from dicomvault.adapters.index.transactions import EngineTransactions
 from dicomvault.domain.routing import Delivery, DeliveryState, DestinationStatus
 from dicomvault.ports.jobs import JobState
 from dicomvault.ports.route_deliveries import DeliveryJob, Outcome, StoredInstance
@@ -43,35 +42,12 @@ def _delivery(row: Any) -> Delivery:
                     commitment_uid=row.commitment_uid, updated_at=_aware(row.updated_at))
 
 
-class SqlDeliveryLedger:
+class SqlDeliveryLedger(EngineTransactions):
     """Implements ``ports.route_deliveries.DeliveryLedger``."""
 
     def __init__(self, engine: Engine, *, retries: int = 5) -> None:
-        self.engine = engine
-        self._dialect = engine.dialect.name
-        self._retries = retries
+        super().__init__(engine, retries=retries)
         self._insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
-
-    @contextmanager
-    def _tx(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
-            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-            with conn.begin():
-                yield conn
-
-    def _run(self, fn: Callable[[Connection], T]) -> T:
-        def attempt() -> T:
-            with self._tx() as conn:
-                return fn(conn)
-
-        return postgres.run_with_retries(attempt, dialect=self._dialect, retries=self._retries)
-
-    def _read(self, fn: Callable[[Connection], T]) -> T:
-        def attempt() -> T:
-            with self.engine.connect() as conn:
-                return fn(conn)
-
-        return postgres.run_with_retries(attempt, dialect=self._dialect, retries=self._retries)
 
     def _db(self, value: datetime) -> datetime:
         value = (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).astimezone(UTC)
