@@ -3,6 +3,7 @@ once" is checked, not assumed) and may act as a storage commitment SCP; archives
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from collections import Counter
@@ -18,10 +19,11 @@ from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr
 from dicomvault.bootstrap import Archive, build_archive
 from dicomvault.dicom import commitment
 from dicomvault.domain.peers import RemotePeer
+from dicomvault.domain.routing import DeliveryState
 from dicomvault.jobs.handlers import default_handlers
 from dicomvault.jobs.worker import Worker
 from dicomvault.routing_settings import RouteRule
-from dicomvault.services.routing import ROUTE_DELIVER
+from dicomvault.services.routing import ROUTE_DELIVER, RoutingService
 from dicomvault.settings import Settings
 from tests.conftest import free_port
 
@@ -132,3 +134,19 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "
 def report_dataset(transaction: str, committed: list[tuple[str, str]],
                    failed: dict[tuple[str, str], int]) -> Dataset:
     return commitment.report(transaction, committed, failed)[1]
+
+
+def routing_of(archive: Archive) -> RoutingService:
+    assert archive.routing is not None
+    return archive.routing
+
+
+def store(archive: Archive, data: bytes, source: str = "dimse:CT1") -> str:
+    """Ingest one object as if a modality sent it; its SOP Instance UID."""
+    return archive.ingest.ingest(io.BytesIO(data), source=source).sop_instance_uid
+
+
+def states(archive: Archive, dest: str) -> dict[str, DeliveryState]:
+    """What became of each instance at ``dest`` (SOP Instance UID → state)."""
+    return {d.sop_uid: d.state for d in routing_of(archive).ledger.deliveries(dest)}
+

@@ -4,7 +4,6 @@ the real-peer tests are tests/dimse/test_dimse_routing.py). Runs on every index 
 
 from __future__ import annotations
 
-import io
 import threading
 from pathlib import Path
 
@@ -15,23 +14,10 @@ from dicomvault.bootstrap import Archive
 from dicomvault.domain.errors import ConfigurationError
 from dicomvault.domain.routing import DeliveryState, RouteFilter
 from dicomvault.jobs.worker import Worker
-from dicomvault.services.routing import ROUTE_DELIVER, RoutingService
+from dicomvault.services.routing import ROUTE_DELIVER
 from dicomvault.settings import Settings
 from tests.helpers import make_ct
-from tests.routing_support import destination, open_archive, route_worker, routed, wait_for
-
-
-def _routing(archive: Archive) -> RoutingService:
-    assert archive.routing is not None
-    return archive.routing
-
-
-def _store(archive: Archive, data: bytes, source: str = "dimse:CT1") -> str:
-    return archive.ingest.ingest(io.BytesIO(data), source=source).sop_instance_uid
-
-
-def _states(archive: Archive, dest: str) -> dict[str, DeliveryState]:
-    return {d.sop_uid: d.state for d in _routing(archive).ledger.deliveries(dest)}
+from tests.routing_support import destination, open_archive, route_worker, routed, routing_of, states, store, wait_for
 
 
 def test_filters_on_source_modality_class_and_attributes() -> None:
@@ -57,16 +43,16 @@ def test_route_on_store_sends_what_it_selects_once(settings: Settings) -> None:
         try:
             study = generate_uid()
             cts = [make_ct(study=study, seed=i) for i in range(3)]
-            uids = [_store(archive, data) for data in cts]
-            _store(archive, make_ct(study=study, Modality="MR"))  # not CT
-            _store(archive, make_ct(study=study), source="dimse:CT2")  # another source
+            uids = [store(archive, data) for data in cts]
+            store(archive, make_ct(study=study, Modality="MR"))  # not CT
+            store(archive, make_ct(study=study), source="dimse:CT2")  # another source
             with route_worker(archive):
                 wait_for(lambda: set(dest.stores) == set(uids), what="the three CT delivered")
-                _store(archive, cts[0])  # a re-send (duplicate) selects it again: not sent again
-                _routing(archive).flush()
-                wait_for(lambda: all(s == DeliveryState.CONFIRMED for s in _states(archive, dest.aet).values()))
+                store(archive, cts[0])  # a re-send (duplicate) selects it again: not sent again
+                routing_of(archive).flush()
+                wait_for(lambda: all(s == DeliveryState.CONFIRMED for s in states(archive, dest.aet).values()))
             assert dest.stores == {u: 1 for u in uids}
-            [status] = _routing(archive).status()
+            [status] = routing_of(archive).status()
             assert status.destination == dest.aet and status.counts == {"confirmed": 3}
         finally:
             archive.close()
@@ -77,21 +63,21 @@ def test_destination_down_for_a_while_is_retried_and_delivered_once(settings: Se
         archive = open_archive(routed(settings, {"name": "all", "to": dest.aet}), dest.peer())
         try:
             study = generate_uid()
-            uids = [_store(archive, make_ct(study=study, seed=i)) for i in range(2)]
+            uids = [store(archive, make_ct(study=study, seed=i)) for i in range(2)]
             with route_worker(archive, backoff=0.1):
                 def retried() -> bool:
-                    rows = _routing(archive).ledger.deliveries(dest.aet)
+                    rows = routing_of(archive).ledger.deliveries(dest.aet)
                     return len(rows) == 2 and all(r.attempts >= 2 and r.last_error for r in rows)
 
                 wait_for(retried, what="two failed attempts")
-                [status] = _routing(archive).status()
+                [status] = routing_of(archive).status()
                 assert status.last_error and "not established" in status.last_error
                 assert status.counts.get("failed", 0) == 0
                 dest.start()
-                wait_for(lambda: all(s == DeliveryState.CONFIRMED for s in _states(archive, dest.aet).values()),
+                wait_for(lambda: all(s == DeliveryState.CONFIRMED for s in states(archive, dest.aet).values()),
                          what="delivery once the destination is back")
             assert dest.stores == {u: 1 for u in uids}
-            [status] = _routing(archive).status()
+            [status] = routing_of(archive).status()
             assert status.counts == {"confirmed": 2} and status.last_error is None
         finally:
             archive.close()
@@ -102,13 +88,13 @@ def test_stable_route_waits_until_the_study_received_nothing_new(settings: Setti
         archive = open_archive(routed(settings, {"name": "stable", "on": "stable", "stable_seconds": 1,
                                                  "to": dest.aet}), dest.peer())
         try:
-            routing = _routing(archive)
+            routing = routing_of(archive)
             study = generate_uid()
-            first = _store(archive, make_ct(study=study, seed=1))
+            first = store(archive, make_ct(study=study, seed=1))
             routing.flush()
-            assert _states(archive, dest.aet) == {first: DeliveryState.WAITING}
+            assert states(archive, dest.aet) == {first: DeliveryState.WAITING}
             assert routing.scan()["released"] == 0
-            second = _store(archive, make_ct(study=study, seed=2))  # pushes the wait back
+            second = store(archive, make_ct(study=study, seed=2))  # pushes the wait back
             routing.flush()
             wait_for(lambda: routing.scan()["released"] == 1, timeout=5, what="the study released")
             with route_worker(archive):
@@ -122,19 +108,19 @@ def test_last_attempt_marks_failed_and_retry_sends_again(settings: Settings) -> 
     with destination(started=False) as dest:
         archive = open_archive(routed(settings, {"name": "all", "to": dest.aet}), dest.peer())
         try:
-            routing = _routing(archive)
+            routing = routing_of(archive)
             study = generate_uid()
-            uid = _store(archive, make_ct(study=study))
+            uid = store(archive, make_ct(study=study))
             routing.flush()
             with pytest.raises(Exception, match="not established"):
                 routing.deliver(dest.aet, study, job_id=1, attempt=3, max_attempts=3)
-            assert _states(archive, dest.aet) == {uid: DeliveryState.FAILED}
+            assert states(archive, dest.aet) == {uid: DeliveryState.FAILED}
             [status] = routing.status()
             assert status.counts == {"failed": 1} and "not established" in (status.last_error or "")
             dest.start()
             assert routing.retry(dest.aet) == 1
             with route_worker(archive):
-                wait_for(lambda: _states(archive, dest.aet) == {uid: DeliveryState.CONFIRMED})
+                wait_for(lambda: states(archive, dest.aet) == {uid: DeliveryState.CONFIRMED})
             assert dest.stores == {uid: 1}
         finally:
             archive.close()
@@ -144,9 +130,9 @@ def test_two_jobs_of_one_study_never_send_an_instance_twice(settings: Settings) 
     with destination() as dest:
         archive = open_archive(routed(settings, {"name": "all", "to": dest.aet}), dest.peer())
         try:
-            routing = _routing(archive)
+            routing = routing_of(archive)
             study = generate_uid()
-            uids = [_store(archive, make_ct(study=study, seed=i)) for i in range(12)]
+            uids = [store(archive, make_ct(study=study, seed=i)) for i in range(12)]
             routing.flush()
             errors: list[BaseException] = []
 
@@ -175,14 +161,14 @@ def test_commitment_confirms_only_what_the_destination_committed(settings: Setti
                                dest.peer())
         try:
             study = generate_uid()
-            uids = [_store(archive, make_ct(study=study, seed=i)) for i in range(2)]
-            _routing(archive).flush()  # both recorded before the job runs: one association, one commitment request
+            uids = [store(archive, make_ct(study=study, seed=i)) for i in range(2)]
+            routing_of(archive).flush()  # both recorded before the job runs: one association, one commitment request
             with route_worker(archive):
-                wait_for(lambda: _states(archive, dest.aet) == dict.fromkeys(uids, DeliveryState.CONFIRMED),
+                wait_for(lambda: states(archive, dest.aet) == dict.fromkeys(uids, DeliveryState.CONFIRMED),
                          what="both confirmed by N-EVENT-REPORT")
             [(transaction, refs)] = dest.commitment_requests
             assert sorted(i for _, i in refs) == sorted(uids)
-            assert {d.commitment_uid for d in _routing(archive).ledger.deliveries(dest.aet)} == {transaction}
+            assert {d.commitment_uid for d in routing_of(archive).ledger.deliveries(dest.aet)} == {transaction}
         finally:
             archive.close()
 
@@ -195,7 +181,7 @@ def test_an_unknown_destination_is_refused_at_start_up_with_its_line(tmp_path: P
     archive = open_archive(loaded)
     try:
         with pytest.raises(ConfigurationError) as refused:
-            _routing(archive).check_destinations()
+            routing_of(archive).check_destinations()
         assert f"{config} line 5: [[route]] rule 1 ('to nowhere'), to: route 'to nowhere' sends to unknown " \
                "peer 'NOWHERE'" in refused.value.message
     finally:
