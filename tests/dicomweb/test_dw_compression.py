@@ -34,6 +34,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGLSLo
 from dicomvault.domain.records import InstanceRecord
 from dicomvault.services.compression import CompressionWork
 from dicomvault.settings import Settings
+from tests.compression_support import locate_then_compress
 from tests.dicomweb.dw_live import DwServer, running
 from tests.dicomweb.dw_wado_support import parse_multipart
 from tests.helpers import make_ct
@@ -486,8 +487,6 @@ def test_instances_compressed_while_a_retrieve_runs(study: Study, monkeypatch: p
     originals' blobs removed) still answers every one as it promised (the syntax of each part, as the
     originals)."""
     archive = study.server.archive
-    assert archive.compression is not None
-    compression = archive.compression
     uid, series = generate_uid(), generate_uid()
     single = accept == "application/dicom"
     objects = {}
@@ -496,17 +495,8 @@ def test_instances_compressed_while_a_retrieve_runs(study: Study, monkeypatch: p
         objects[archive.ingest.ingest(io.BytesIO(data), source="STOW").sop_instance_uid] = data
     locate = archive.retrieve.locate
 
-    def locate_then_compress(**keys: Any) -> list[InstanceRecord]:
-        records = locate(**keys)
-        for record in records:  # the compress job switches them right after the request selected them
-            if record.original is None:
-                work = CompressionWork()
-                compression.compress_instance(record, JLS, work)
-                assert work.compressed == 1, work
-        return records
-
     with monkeypatch.context() as patched:
-        patched.setattr(archive.retrieve, "locate", locate_then_compress)
+        patched.setattr(archive.retrieve, "locate", locate_then_compress(archive, JLS))
         resp = httpx.get(f"{study.base}/studies/{uid}", headers={"Accept": accept}, timeout=60)
     assert resp.status_code == 200, resp.text
     parts = [(resp.headers["content-type"], resp.content)] if single else _parts(resp)

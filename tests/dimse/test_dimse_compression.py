@@ -52,6 +52,7 @@ from dicomvault.bootstrap import Archive, build_archive
 from dicomvault.dimse.server import DimseServer
 from dicomvault.services.compression import CompressionWork
 from dicomvault.settings import Settings
+from tests.compression_support import locate_then_compress
 from tests.conftest import free_port
 from tests.dimse.conftest import ENV, dataset_bytes, identifier, received_bytes, run, stored_bytes
 from tests.helpers import make_ct
@@ -488,21 +489,8 @@ def test_instances_compressed_while_a_retrieve_runs(settings: Settings, monkeypa
             uid = archive.ingest.ingest(io.BytesIO(data)).sop_instance_uid
             syntax = str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).file_meta.TransferSyntaxUID)
             study.items[f"item{n}"] = Item(f"item{n}", uid, data, syntax, True)
-        locate = archive.retrieve.locate
-        assert archive.compression is not None
-        compression = archive.compression
-
-        def locate_then_compress(**keys: Any) -> list[Any]:
-            records = locate(**keys)
-            for record in records:  # the compress job switches them right after the retrieve selected them
-                if record.original is None:
-                    work = CompressionWork()
-                    compression.compress_instance(record, JLS, work)
-                    assert work.compressed == 1, work
-            return records
-
         with monkeypatch.context() as patched:
-            patched.setattr(archive.retrieve, "locate", locate_then_compress)
+            patched.setattr(archive.retrieve, "locate", locate_then_compress(archive, JLS))
             final, received = _pynetdicom_get(Vault(archive, server, study, {}), syntaxes)
         _all_completed(final, len(study.items))
         _check(study, archive, received, {ts for cx in syntaxes for ts in cx})
