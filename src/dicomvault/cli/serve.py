@@ -55,6 +55,7 @@ from dicomvault.logging_setup import configure_logging
 from dicomvault.settings import Settings
 from dicomvault.webui import mount_viewer
 from dicomvault.webui.pages import mount_pages
+from dicomvault.webui.viewer import installed
 
 if TYPE_CHECKING:
     from dicomvault.dimse.server import DimseServer
@@ -78,12 +79,15 @@ def parse_destinations(values: list[str] | None) -> dict[str, str] | None:
 
 def banner(settings: Settings, storage: str, processes: int = 1) -> Panel:
     host = settings.host if ":" not in settings.host else f"[{settings.host}]"
+    base = f"{'https' if settings.tls_cert else 'http'}://{host}:{settings.http_port}"
     lines = [
         f"[bold]AE title[/bold]   {settings.aet}",
         f"[bold]DIMSE[/bold]      {settings.host}:{settings.dimse_port}"
         + (f" ({processes} processes)" if processes > 1 else ""),
-        f"[bold]HTTP[/bold]       {'https' if settings.tls_cert else 'http'}://{host}:{settings.http_port}/dicom-web"
+        f"[bold]DICOMweb[/bold]   {base}/dicom-web"
         + (" (client certificates required)" if settings.tls_client_ca else ""),
+        f"[bold]Pages[/bold]      {base}/ui/",
+        f"[bold]Viewer[/bold]     {base}/" + ("" if installed(settings.viewer_dir) else " (run: make viewer)"),
         f"[bold]Index[/bold]      {redact_url(settings.resolved_index_url)}",
         f"[bold]Storage[/bold]    {storage}",
     ]
