@@ -200,7 +200,7 @@ def browser_load(browser: Any, url: str) -> dict[str, float]:
         context.close()
 
 
-def explain(url: str, case: Case) -> str:
+def explain(url: str, case: Case, data_dir: Path = Path("/tmp/dv-bench-web")) -> str:
     """The plan of the SELECT the page issues for ``case`` (OFFSET form): PostgreSQL's EXPLAIN (ANALYZE, BUFFERS),
     or SQLite's EXPLAIN QUERY PLAN with the statement's time (best of 3)."""
     from sqlalchemy.dialects import postgresql, sqlite
@@ -208,7 +208,7 @@ def explain(url: str, case: Case) -> str:
     from dicomvault.adapters.index.querying import build_select
 
     search = parse_search({**case.query, **({"offset": str(case.pages * 25)} if case.pages else {})})
-    archive = build_archive(Settings.load(data_dir=Path("/tmp/dv-bench-web"), index_url=url,
+    archive = build_archive(Settings.load(data_dir=data_dir, index_url=url,
                                           storage_url="memory://", index_pool_size=1))
     try:
         spec = archive.query.build_spec(Level.STUDY, search.keys(), return_keys=("PatientBirthDate",),
