@@ -11,7 +11,8 @@ What it does:
      (``--index sqlite``); ``--keep`` keeps it, ``--reuse`` serves a kept one without loading;
   2. starts ``dicomvault serve`` on it (``benchmarks/common.py``'s ``dicomvault()``, ``DICOMVAULT_INDEX_URL``);
   3. per case — the default list, a patient-name prefix as a user types it, a date range, sorted by patient name,
-     one modality, a description word, and pages 2 and 20 reached by following the "Next" links — measures:
+     one modality, a description word, pages 2 and 20 reached by following the "Next" links, and a filter that
+     matches nothing with a sort order (the worst plans found) — measures:
        * the server's time for the page (wall time of a GET over a warm keep-alive connection, ``httpx``);
        * in a cold browser context (empty HTTP cache, as a first visit): ``responseEnd`` of the navigation,
          ``first-contentful-paint``, and the moment the table is complete (the pager after it is in the DOM,
@@ -19,10 +20,13 @@ What it does:
   4. prints medians over ``--runs`` and, with ``--explain``, first the plan of each case's SELECT (the statement
      ``QueryService`` issues for the page, OFFSET form): PostgreSQL's EXPLAIN ANALYZE, SQLite's EXPLAIN QUERY PLAN
      and time.
+``--ohif`` adds OHIF's own study list at ``/`` for comparison (a single-page app: its first study row in the DOM,
+and its first QIDO-RS request as the server's time).
 
     .venv/bin/python benchmarks/web_pages.py --studies 100000 --instances 1000000 --keep      # build + measure
     .venv/bin/python benchmarks/web_pages.py --reuse --explain                                # measure again
     .venv/bin/python benchmarks/web_pages.py --index sqlite --keep                            # the same on SQLite
+    .venv/bin/python benchmarks/web_pages.py --reuse --ohif                                   # and OHIF's list
 
 The machine is shared: ``--studies 2000 --instances 20000 --runs 3`` for a quick look; measure on an idle machine.
 """
@@ -50,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import dicomvault, median
 from benchmarks.index_scale import load, load_sqlite
+from benchmarks.viewer_first_image import viewer_build
 from dicomvault.bootstrap import build_archive
 from dicomvault.domain.tags import Level
 from dicomvault.settings import Settings
@@ -82,6 +87,25 @@ METRICS_JS = """() => {
            rows: document.querySelectorAll('table.studies tbody tr').length };
 }"""
 
+#: OHIF's study list (``--ohif``): the moment its first study row is in the DOM (a single-page app: no HTML table)
+OHIF_ROWS_JS = """
+(() => {
+  const done = () => {
+    if (window.__dvTable === undefined && document.querySelector('tbody tr:not([data-filter-row])')) {
+      window.__dvTable = performance.now();
+      observer.disconnect();
+    }
+  };
+  const observer = new MutationObserver(done);
+  observer.observe(document, { childList: true, subtree: true });
+})();
+"""
+OHIF_LIST = "OHIF study list (/), for comparison"
+#: the QIDO-RS request OHIF's list sends first (as OHIF 3.13 sends it: 101 studies, with Modality, the referring
+#: physician and the birth date)
+OHIF_QIDO = ("/dicom-web/studies?limit=101&offset=0&fuzzymatching=false"
+             "&includefield=00081030%2C00080060%2C00080090%2C00100030")
+
 _NEXT = re.compile(r'rel="next" href="([^"]+)"')
 
 
@@ -102,7 +126,7 @@ def cases() -> list[Case]:
         Case("study date, 3 months", {"from": "2015-01-01", "to": "2015-03-31"}),
         Case("sorted by patient name", {"sort": "name", "order": "asc"}),
         Case("modality MG", {"modality": "MG"}),
-        Case("description contains 'BRAIN'", {"description": "BRAIN"}),
+        Case("description contains 'BRAIN'", {"description": "BRAIN"}),  # matched case-sensitively
         Case("page 2 (Next once)", {}, pages=1),
         Case("page 20 (Next 19 times)", {}, pages=19),
         Case("page 20 by patient name", {"sort": "name", "order": "asc"}, pages=19),
@@ -186,16 +210,21 @@ def server_times(client: httpx.Client, url: str, runs: int) -> list[float]:
     return out
 
 
-def browser_load(browser: Any, url: str) -> dict[str, float]:
-    """One cold visit: a fresh context (empty cache, no cookies), navigate, wait for the table and the paint."""
+def browser_load(browser: Any, url: str, *, ohif: bool = False) -> dict[str, float]:
+    """One cold visit: a fresh context (empty cache, no cookies), navigate, wait for the table and the paint
+    (``ohif``: for the first study row of OHIF's list; its ``rows`` is then what OHIF shows, at most 101)."""
     context = browser.new_context(viewport={"width": 1280, "height": 800}, service_workers="block")
     try:
         page = context.new_page()
-        page.add_init_script(TABLE_JS)
+        page.add_init_script(OHIF_ROWS_JS if ohif else TABLE_JS)
         page.goto(url, wait_until="load")
         page.wait_for_function("() => window.__dvTable !== undefined && performance.getEntriesByType('paint')"
-                               ".some(e => e.name === 'first-contentful-paint')", timeout=30_000)
-        return dict(page.evaluate(METRICS_JS))
+                               ".some(e => e.name === 'first-contentful-paint')", timeout=60_000)
+        metrics = dict(page.evaluate(METRICS_JS))
+        if ohif:
+            page.wait_for_load_state("networkidle")
+            metrics["rows"] = page.locator("tbody tr:not([data-filter-row])").count()
+        return metrics
     finally:
         context.close()
 
@@ -250,6 +279,8 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the index for --reuse")
     ap.add_argument("--reuse", action="store_true", help="serve an index kept by an earlier run, load nothing")
     ap.add_argument("--explain", action="store_true", help="print each case's query plan and SQL time first")
+    ap.add_argument("--ohif", action="store_true",
+                    help="also OHIF's study list at / (needs the viewer build: `make viewer` or DICOMVAULT_VIEWER_DIR)")
     args = ap.parse_args()
 
     from playwright.sync_api import sync_playwright
@@ -260,19 +291,29 @@ def main() -> None:
             for case in all_cases:
                 print(f"\n-- {case.name}\n{explain(url, case)}", flush=True)
         results: dict[str, dict[str, list[float]]] = {c.name: {} for c in all_cases}
-        with dicomvault(env={"DICOMVAULT_INDEX_URL": url}) as dv, httpx.Client(timeout=60) as client:
+        env = {"DICOMVAULT_INDEX_URL": url}
+        if args.ohif:
+            env["DICOMVAULT_VIEWER_DIR"] = str(viewer_build())
+        with dicomvault(env=env) as dv, httpx.Client(timeout=60) as client:
             for case in all_cases:
                 case.url = resolve(client, dv.http, case)
                 server_times(client, case.url, 3)  # warm-up: plans, templates, the keyset cache
                 results[case.name]["server"] = server_times(client, case.url, args.server_runs)
+            if args.ohif:
+                # the server's part of OHIF's list: the QIDO-RS request it sends first (101 studies, newest first)
+                ohif = Case(OHIF_LIST, url=f"{dv.http}/")
+                all_cases.append(ohif)
+                qido = dv.http + OHIF_QIDO
+                server_times(client, qido, 3)
+                results[ohif.name] = {"server": server_times(client, qido, args.server_runs)}
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_FLAGS)
                 try:
                     for case in all_cases:  # one warm-up visit each (Chromium's own start-up costs)
-                        browser_load(browser, case.url)
+                        browser_load(browser, case.url, ohif=case.name == OHIF_LIST)
                     for _ in range(args.runs):
                         for case in all_cases:
-                            m = browser_load(browser, case.url)
+                            m = browser_load(browser, case.url, ohif=case.name == OHIF_LIST)
                             for key in ("responseEnd", "fcp", "table", "rows"):
                                 value = float("nan") if m[key] is None else float(m[key])
                                 results[case.name].setdefault(key, []).append(value)
@@ -284,13 +325,15 @@ def main() -> None:
 def report(args: argparse.Namespace, results: dict[str, dict[str, list[float]]]) -> None:
     print(f"\nstudy list /ui/studies, {args.studies:,} studies / {args.instances:,} instances, {args.index} index; "
           f"medians (ms) of {args.server_runs} GETs and {args.runs} cold browser loads; FCP target < 1000 ms")
-    print(f"| {'Page':34} | server | responseEnd | first paint | table done | rows |")
-    print(f"|{'-' * 36}|-------:|------------:|------------:|-----------:|-----:|")
+    print(f"| {'Page':36} | server | responseEnd | first paint | table done | rows |")
+    print(f"|{'-' * 38}|-------:|------------:|------------:|-----------:|-----:|")
     for name, r in results.items():
-        print(f"| {name:34} | {median(r['server']):6.1f} | {median(r['responseEnd']):11.0f} | "
+        print(f"| {name:36} | {median(r['server']):6.1f} | {median(r['responseEnd']):11.0f} | "
               f"{median(r['fcp']):11.0f} | {median(r['table']):10.0f} | {median(r['rows']):4.0f} |")
-    worst = max(median(r["fcp"]) for r in results.values())
-    print(f"\nslowest first paint {worst:.0f} ms: target < 1 s {'met' if worst < 1000 else 'NOT met'}")
+    worst = max(median(r["fcp"]) for name, r in results.items() if name != OHIF_LIST)
+    print(f"\nslowest first paint of /ui/studies {worst:.0f} ms: target < 1 s {'met' if worst < 1000 else 'NOT met'}")
+    if OHIF_LIST in results:
+        print("OHIF's row: 'server' is its first QIDO-RS request, 'table done' its first study row in the DOM")
 
 
 if __name__ == "__main__":
