@@ -1,9 +1,15 @@
 """Time to first image in the OHIF viewer: DicomVault vs the same OHIF build reading Orthanc's DICOMweb, one run.
 
-What is measured (issue #13 item 1): a cold browser (a fresh Chromium context, so an empty HTTP cache) opens
-``/viewer?StudyInstanceUIDs=<a CT study>``; the time is from navigation start (``performance.timeOrigin``) to the
-first frame in which a viewport canvas shows a non-black pixel (checked on a band across its middle every 20 ms by a
-script the page runs before its own). Headless Debian Chromium with software WebGL, as in the e2e tests.
+What is measured (issue #13 item 1 and its benchmark): a cold browser (a fresh Chromium context, so an empty HTTP
+cache) opens ``/viewer?StudyInstanceUIDs=<study>`` for each of two studies, stored in both servers:
+  * a CT series of ``--slices`` single-frame 512x512 slices (500 by default), stored over STOW-RS / REST;
+  * one multi-frame object of ``--frames`` 512x512 16-bit frames (2000 by default: 1 GB; a Multi-frame Grayscale
+    Word Secondary Capture of phantom CT slices, ``benchmarks/compression_at_rest_setup.py``), written to disk
+    frame by frame and stored with storescu, so that it never sits in memory whole: this case shows whether a
+    server answers the first frame without reading the whole object.
+``--slices 0`` or ``--frames 0`` leaves a case out. The time is from navigation start (``performance.timeOrigin``)
+to the first frame in which a viewport canvas shows a non-black pixel (checked on a band across its middle every
+20 ms by a script the page runs before its own). Headless Debian Chromium with software WebGL, as in the e2e tests.
 
 The two sides differ only in where the DICOMweb answers come from:
   * DicomVault: ``dicomvault serve`` with the viewer mounted (assets and API on one origin, as users get it);
@@ -11,11 +17,11 @@ The two sides differ only in where the DICOMweb answers come from:
     encodings and cache headers) from this process on another port, its ``app-config.js`` pointing at Orthanc's
     ``/dicom-web``. Orthanc sends no CORS headers, so Chromium runs with ``--disable-web-security`` for both sides.
 
-    .venv/bin/python benchmarks/viewer_first_image.py [--slices 500] [--size 512] [--runs 5] [--assets]
+    .venv/bin/python benchmarks/viewer_first_image.py [--slices 500] [--frames 2000] [--size 512] [--runs 5] [--assets]
 
 ``--assets`` also prints what the page loaded before its first image on DicomVault, with start and end times (the
 viewer files among them are what ``webui/index_page.py`` preloads). The machine is shared: ``--slices 100
---runs 2`` for a quick look; measure on an idle machine.
+--frames 100 --runs 2`` for a quick look; measure on an idle machine.
 """
 
 from __future__ import annotations
@@ -35,7 +41,9 @@ from fastapi import FastAPI
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import ROOT, dicomvault, generate_ct_series, median, orthanc
+from benchmarks.compression_at_rest_setup import write_multiframe
 from benchmarks.dicomweb import stow
+from benchmarks.dimse_store import store
 from dicomvault.settings import Settings
 from dicomvault.webui.app_config import app_config
 from dicomvault.webui.index_page import build_index_page
@@ -127,60 +135,82 @@ def first_image(browser: Any, url: str, timeout_s: float, assets: bool) -> tuple
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--slices", type=int, default=500)
-    parser.add_argument("--size", type=int, default=512, help="rows and columns of each slice")
-    parser.add_argument("--runs", type=int, default=5, help="cold loads per server (alternating)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for one first image")
+    parser.add_argument("--slices", type=int, default=500, help="slices of the CT series (0: no CT case)")
+    parser.add_argument("--frames", type=int, default=2000,
+                        help="frames of the multi-frame object (2000 x 512x512x2 bytes = 1 GB; 0: no such case)")
+    parser.add_argument("--size", type=int, default=512, help="rows and columns of each slice and frame")
+    parser.add_argument("--runs", type=int, default=5, help="cold loads per server and case (alternating)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for one first image")
     parser.add_argument("--assets", action="store_true", help="print the viewer files loaded before the image")
     parser.add_argument("--compare-hints", action="store_true",
                         help="also Orthanc with OHIF's index.html as shipped (no preload hints)")
     args = parser.parse_args()
+    if args.slices <= 0 and args.frames <= 0:
+        raise SystemExit("nothing to measure: --slices 0 and --frames 0")
 
     from playwright.sync_api import sync_playwright
 
     build = viewer_build()
     chromium = "/usr/bin/chromium"
+    cases: dict[str, str] = {}  # case name -> Study Instance UID
     with tempfile.TemporaryDirectory(prefix="bench-viewer-") as tmp:
-        t = time.perf_counter()
-        paths = generate_ct_series(Path(tmp) / "ct", args.slices, rows=args.size, columns=args.size, realistic=True)
-        import pydicom
+        paths: list[Path] = []
+        if args.slices > 0:
+            t = time.perf_counter()
+            paths = generate_ct_series(Path(tmp) / "ct", args.slices, rows=args.size, columns=args.size,
+                                       realistic=True)
+            import pydicom
 
-        study = str(pydicom.dcmread(paths[0], stop_before_pixels=True).StudyInstanceUID)
-        print(f"generated {len(paths)} slices {args.size}x{args.size} in {time.perf_counter() - t:.1f} s")
+            cases[f"{args.slices}-slice CT"] = str(pydicom.dcmread(paths[0], stop_before_pixels=True).StudyInstanceUID)
+            print(f"generated {len(paths)} slices {args.size}x{args.size} in {time.perf_counter() - t:.1f} s")
+        multiframe: Path | None = None
+        if args.frames > 0:
+            t = time.perf_counter()
+            multiframe = Path(tmp) / "multiframe.dcm"
+            mf = write_multiframe(multiframe, args.frames, args.size, args.size)
+            size_mb = multiframe.stat().st_size / 1e6
+            cases[f"{args.frames}-frame object ({size_mb:,.0f} MB)"] = mf.study
+            print(f"generated a {args.frames}-frame object of {size_mb:,.0f} MB in {time.perf_counter() - t:.1f} s")
         env = {"DICOMVAULT_VIEWER_DIR": str(build)}
         with dicomvault(env=env) as dv, orthanc(dicomweb=True) as oc:
             t = time.perf_counter()
-            load_dicomvault(dv.http, paths)
-            load_orthanc(oc.http, paths)
+            if paths:
+                load_dicomvault(dv.http, paths)
+                load_orthanc(oc.http, paths)
+            if multiframe is not None:
+                store(dv, [[multiframe]])
+                store(oc, [[multiframe]])
             print(f"stored in both servers in {time.perf_counter() - t:.1f} s")
             with LiveServer(orthanc_viewer_app(build, f"{oc.http}/dicom-web")) as oc_viewer, \
                     LiveServer(orthanc_viewer_app(build, f"{oc.http}/dicom-web", hints=False)) as shipped, \
                     sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
-                sides: dict[str, str] = {
-                    "DicomVault": f"{dv.http}/viewer?StudyInstanceUIDs={study}",
-                    "Orthanc + DICOMweb plugin": f"{oc_viewer.url}/viewer?StudyInstanceUIDs={study}",
-                }
+                sides: dict[str, str] = {"DicomVault": dv.http, "Orthanc + DICOMweb plugin": oc_viewer.url}
                 if args.compare_hints:
-                    sides["Orthanc, no preload hints"] = f"{shipped.url}/viewer?StudyInstanceUIDs={study}"
-                times: dict[str, list[float]] = {name: [] for name in sides}
+                    sides["Orthanc, no preload hints"] = shipped.url
+                times: dict[tuple[str, str], list[float]] = {(c, n): [] for c in cases for n in sides}
                 for run in range(args.runs):
-                    for name, url in sides.items():
-                        want_assets = args.assets and run == 0 and name == "DicomVault"
-                        seconds, loaded = first_image(browser, url, args.timeout, want_assets)
-                        times[name].append(seconds)
-                        print(f"run {run + 1} {name}: {seconds:.2f} s")
-                        if want_assets:
-                            print("loaded before the first image (path, start ms, end ms):")
-                            for row in loaded:
-                                print("   ", *row)
+                    for case, study in cases.items():
+                        for name, base in sides.items():
+                            want_assets = args.assets and run == 0 and name == "DicomVault"
+                            seconds, loaded = first_image(browser, f"{base}/viewer?StudyInstanceUIDs={study}",
+                                                          args.timeout, want_assets)
+                            times[case, name].append(seconds)
+                            print(f"run {run + 1} {case}, {name}: {seconds:.2f} s", flush=True)
+                            if want_assets:
+                                print("loaded before the first image (path, start ms, end ms):")
+                                for row in loaded:
+                                    print("   ", *row)
                 browser.close()
-    def report(name: str) -> str:
-        return f"{median(times[name]):.2f} s (runs: " + ", ".join(f"{v:.2f}" for v in times[name]) + ")"
 
-    print(f"\nfirst image, {args.slices}-slice CT {args.size}x{args.size}, cold cache, median of {args.runs}:")
-    for name in sides:
-        print(f"  {name:28s} {report(name)}")
+    def report(key: tuple[str, str]) -> str:
+        return f"{median(times[key]):.2f} s (runs: " + ", ".join(f"{v:.2f}" for v in times[key]) + ")"
+
+    print(f"\nfirst image, {args.size}x{args.size}, cold cache, median of {args.runs}:")
+    for case in cases:
+        print(f"  {case}:")
+        for name in sides:
+            print(f"    {name:28s} {report((case, name))}")
 
 
 if __name__ == "__main__":
