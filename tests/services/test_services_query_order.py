@@ -56,3 +56,14 @@ def test_descending_keyset_and_refusals(archive: Archive, studies: list[str]) ->
     stream_spec.order_by = "StudyDate"
     with pytest.raises(InvalidQuery):
         list(archive.query.stream(stream_spec, max_results=10))
+
+
+def test_ignore_case_applies_to_the_named_wildcards_only(archive: Archive) -> None:
+    """The pages' description search ignores case on every index; C-FIND and QIDO-RS keep DICOM's matching."""
+    archive.ingest.ingest(io.BytesIO(make_ct(StudyDescription="Brain MR")), source="test")
+    query = archive.query
+    loose = query.build_spec(Level.STUDY, {"StudyDescription": "*BRAIN*"}, ignore_case=("StudyDescription",))
+    assert [c.ignore_case for c in loose.conditions] == [True]
+    assert len(query.search(loose)) == 1
+    exact = query.build_spec(Level.STUDY, {"StudyDescription": "Brain MR"}, ignore_case=("StudyDescription",))
+    assert [c.ignore_case for c in exact.conditions] == [False]  # a single value is not a wildcard

@@ -37,6 +37,8 @@ def test_filters_match_as_qido_does(archive: Archive) -> None:
         assert shown(client.get("/ui/studies", params={"from": "2023-06-15", "to": "2023-06-15"})) == [smith.study]
         assert shown(client.get("/ui/studies", params={"modality": "MR"})) == [smith.study]
         assert shown(client.get("/ui/studies", params={"description": "HEAD"})) == [smith.study]
+        assert shown(client.get("/ui/studies", params={"description": "head"})) == [smith.study]  # any case
+        assert shown(client.get("/ui/studies", params={"description": "hE*"})) == []  # a wildcard: from the start
         page = client.get("/ui/studies", params={"name": "doe"})
         assert "Doe, John" in page.text and "2024-01-02" in page.text
         assert f'href="/viewer?StudyInstanceUIDs={doe.study}"' in page.text

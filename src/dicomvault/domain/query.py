@@ -38,6 +38,9 @@ class Condition:
     low: str | None = None
     high: str | None = None
     fuzzy: bool = False
+    #: a wildcard matched without regard to case (the study browser's "description contains"; DICOM matching,
+    #: which C-FIND and QIDO-RS follow, is case-sensitive for these VRs)
+    ignore_case: bool = False
 
 
 @dataclass

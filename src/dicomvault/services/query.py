@@ -29,7 +29,7 @@ import orjson
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from dicomvault.domain.errors import InvalidQuery, QueryTooComplex, ResultLimitExceeded
-from dicomvault.domain.query import QueryLimits, QuerySpec, check_key, parse_condition
+from dicomvault.domain.query import MatchKind, QueryLimits, QuerySpec, check_key, parse_condition
 from dicomvault.domain.tags import BY_KEYWORD, DEFAULT_RETURN, Attribute, Level, resolve_keyword
 from dicomvault.ports.index import IndexRepository
 from dicomvault.services.dicom_json import indexed_element
@@ -93,9 +93,11 @@ class QueryService:
         fuzzy: bool = False,
         limit: int | None = None,
         offset: int = 0,
+        ignore_case: Iterable[str] = (),
     ) -> QuerySpec:
         """Turn matching keys (keyword or tag → raw DICOM value) into a ``QuerySpec``; raises ``InvalidQuery``, or
-        ``QueryTooComplex`` for a query beyond ``limits`` (naming the key)."""
+        ``QueryTooComplex`` for a query beyond ``limits`` (naming the key). Wildcards of the keywords in
+        ``ignore_case`` match without regard to case (the pages; the DICOM front ends pass none)."""
         spec = QuerySpec(level=level, include_all=include_all, limit=limit, offset=max(0, offset))
         matching = values = 0
         for name, raw in keys.items():
@@ -117,6 +119,8 @@ class QueryService:
             if attr.level.depth <= level.depth:
                 spec.return_keys.append(keyword)
             cond = parse_condition(attr, raw, fuzzy=fuzzy and attr.vr == "PN")
+            if cond is not None and keyword in ignore_case and cond.kind == MatchKind.WILDCARD:
+                cond = replace(cond, ignore_case=True)
             if cond is not None:
                 spec.conditions.append(cond)
         for name in return_keys:

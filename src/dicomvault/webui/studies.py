@@ -12,7 +12,7 @@ pages do not scan what came before; the other orders page with OFFSET.
 Matching, as a user types (documented on the page and in docs/web-pages.md): a patient name without ``*`` or
 ``?`` matches the start of any of its parts, whatever the case or accents (``doe`` finds ``Doe^John``, ``jo``
 too); with wildcards it follows DICOM's rules (``DOE*``). Patient ID and accession number match exactly, or by
-DICOM wildcards. A description matches anywhere in it. The source of the objects (calling AE title, STOW-RS
+DICOM wildcards. A description matches anywhere in it, in any case. The source of the objects (calling AE title, STOW-RS
 client) is not offered: the index keeps it per instance without an index, so a filter on it would read every
 instance.
 
@@ -217,7 +217,7 @@ def find_studies(request: Request, search: Search) -> tuple[list[StudyRow], bool
     archive = request.app.state.archive
     keyword = SORTS[search.sort][1]
     spec = archive.query.build_spec(Level.STUDY, search.keys(), return_keys=_RETURN, fuzzy=search.fuzzy_name,
-                                    limit=search.limit, offset=search.offset)
+                                    limit=search.limit, offset=search.offset, ignore_case=("StudyDescription",))
     spec.order_by, spec.descending = keyword, search.order == "desc"
     cache = _keyset(request)
     signature = (tuple(sorted(search.keys().items())), search.fuzzy_name, search.order)

@@ -60,6 +60,8 @@ def condition_clause(cond: Condition) -> ColumnElement[bool]:
             )
         if is_int:
             return col.is_not(None)
+        if cond.ignore_case:  # ILIKE on PostgreSQL (served by the trigram indexes), lower() LIKE lower() elsewhere
+            return col.ilike(wildcard_to_like(cond.value), escape="\\")
         return col.like(wildcard_to_like(cond.value), escape="\\")
     # RANGE
     clauses = []
