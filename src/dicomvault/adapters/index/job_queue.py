@@ -39,6 +39,7 @@ from sqlalchemy.exc import IntegrityError
 
 from dicomvault.adapters.index import postgres
 from dicomvault.adapters.index.tables import Id, metadata
+from dicomvault.adapters.index.times import aware
 from dicomvault.adapters.index.transactions import EngineTransactions
 from dicomvault.domain.errors import Conflict, NotFound
 from dicomvault.ports.jobs import Job, JobState
@@ -96,12 +97,12 @@ def enqueue_on(conn: Connection, dialect: str, kind: str, payload: dict[str, Any
         if found is not None:
             return int(found.id), JobState(found.state)
     if dialect == "postgresql":
-        now = _aware(conn.execute(select(func.now())).scalar_one()).astimezone(UTC)
+        now = aware(conn.execute(select(func.now())).scalar_one()).astimezone(UTC)
     else:
         now = datetime.now(UTC)
 
     def db(value: datetime) -> datetime:
-        value = _aware(value).astimezone(UTC)
+        value = aware(value).astimezone(UTC)
         return value if dialect == "postgresql" else value.replace(tzinfo=None)
 
     body = json.dumps(payload, sort_keys=True, separators=(",", ":"))
@@ -121,13 +122,13 @@ class SqlJobQueue(EngineTransactions):
 
     def _now(self, conn: Connection) -> datetime:
         if self._dialect == "postgresql":
-            return _aware(conn.execute(select(func.now())).scalar_one())
+            return aware(conn.execute(select(func.now())).scalar_one())
         return datetime.now(UTC)
 
     def _db(self, value: datetime) -> datetime:
         """The form a timestamp is bound in: aware UTC for PostgreSQL, naive UTC for SQLite (which stores text
         and would otherwise compare differently formatted values)."""
-        value = _aware(value).astimezone(UTC)
+        value = aware(value).astimezone(UTC)
         return value if self._dialect == "postgresql" else value.replace(tzinfo=None)
 
     # -- producers ---------------------------------------------------------------------------------------
@@ -331,19 +332,11 @@ class SqlJobQueue(EngineTransactions):
         return self._run(lambda conn: [_job(r) for r in conn.execute(q)])
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def _opt(value: datetime | None) -> datetime | None:
-    return _aware(value) if value is not None else None
-
-
 def _job(row: Row[Any]) -> Job:
     return Job(
         id=int(row.id), kind=row.kind, payload=json.loads(row.payload), state=JobState(row.state),
-        attempts=int(row.attempts), max_attempts=int(row.max_attempts), run_at=_aware(row.run_at),
-        created_at=_aware(row.created_at), updated_at=_aware(row.updated_at), lease_until=_opt(row.lease_until),
+        attempts=int(row.attempts), max_attempts=int(row.max_attempts), run_at=aware(row.run_at),
+        created_at=aware(row.created_at), updated_at=aware(row.updated_at), lease_until=aware(row.lease_until),
         worker_id=row.worker_id, last_error=row.last_error, dedupe_key=row.dedupe_key,
         result=json.loads(row.result) if row.result else None,
     )

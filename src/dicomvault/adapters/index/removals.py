@@ -28,6 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from dicomvault.adapters.index import compression, tiers
 from dicomvault.adapters.index.tables import blob_removals, instance_versions, instances, trash
+from dicomvault.adapters.index.times import aware
 from dicomvault.adapters.index.transactions import Transactions
 from dicomvault.domain.errors import BlobRemovalRace
 from dicomvault.domain.records import BlobClaim, RemovalRound
@@ -155,7 +156,7 @@ class RemovalStatements:
                 else:
                     claim.append(key)
             elif row.removed_at is None:  # claimed by someone
-                if _aware(row.claimed_at) > stale_before:
+                if aware(row.claimed_at) > stale_before:
                     continue  # its deleter is at work
                 if key in referenced:  # cannot happen while stores honour claims; the reference wins
                     drop.append(key)
@@ -215,11 +216,6 @@ class RemovalStatements:
     def forget(self, conn: Connection, *, older_than: float) -> int:
         before = now() - timedelta(seconds=older_than)
         return int(conn.execute(delete(blob_removals).where(blob_removals.c.removed_at < before)).rowcount)
-
-
-def _aware(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes (written as UTC)."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def settle_postgres(engine: Engine, *, timeout: float) -> bool:

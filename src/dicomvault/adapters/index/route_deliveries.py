@@ -18,6 +18,7 @@ from dicomvault.adapters.index.job_queue import enqueue_on
 from dicomvault.adapters.index.tables import instances as ins
 from dicomvault.adapters.index.tables import route_deliveries as rd
 from dicomvault.adapters.index.tables import route_stable as rs
+from dicomvault.adapters.index.times import aware
 from dicomvault.adapters.index.transactions import EngineTransactions
 from dicomvault.domain.routing import Delivery, DeliveryState, DestinationStatus
 from dicomvault.ports.jobs import JobState
@@ -28,18 +29,12 @@ _ERROR_LENGTH = 1024
 _DELIVERED = (DeliveryState.SENT.value, DeliveryState.CONFIRMED.value)
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
 def _delivery(row: Any) -> Delivery:
     return Delivery(destination=row.destination, sop_uid=row.sop_uid, study_uid=row.study_uid,
                     sop_class_uid=row.sop_class_uid, route=row.route, via=row.via,
                     transfer_syntax=row.transfer_syntax, commitment=bool(row.commitment),
                     state=DeliveryState(row.state), attempts=int(row.attempts), last_error=row.last_error,
-                    commitment_uid=row.commitment_uid, updated_at=_aware(row.updated_at))
+                    commitment_uid=row.commitment_uid, updated_at=aware(row.updated_at))
 
 
 class SqlDeliveryLedger(EngineTransactions):
@@ -122,7 +117,7 @@ class SqlDeliveryLedger(EngineTransactions):
 
             def recent(n: int) -> bool:  # the first instance from id n on was stored at or after `since`
                 row = conn.execute(select(ins.c.stored_at).where(ins.c.id >= n).order_by(ins.c.id).limit(1)).first()
-                return row is None or (_aware(row.stored_at) or since) >= since
+                return row is None or (aware(row.stored_at) or since) >= since
 
             # binary search for the first id from which instances are recent (ids grow with storing)
             lo, hi = int(low), int(high) + 1
@@ -142,7 +137,7 @@ class SqlDeliveryLedger(EngineTransactions):
                 select(ins.c.id, ins.c.sop_uid, ins.c.sop_class_uid, ins.c.source, ins.c.stored_at, ins.c.metadata)
                 .where(ins.c.id > after_id).order_by(ins.c.id).limit(limit))
             return [StoredInstance(id=int(r.id), sop_uid=r.sop_uid, sop_class_uid=r.sop_class_uid,
-                                   source=r.source or "", stored_at=_aware(r.stored_at) or datetime.now(UTC),
+                                   source=r.source or "", stored_at=aware(r.stored_at) or datetime.now(UTC),
                                    header_json=r.metadata) for r in rows]
 
         return self._read(run)
@@ -279,7 +274,7 @@ class SqlDeliveryLedger(EngineTransactions):
                     latest, and_(latest.c.destination == rd.c.destination, latest.c.at == rd.c.updated_at))
                     .where(pending)):
                 status = out.setdefault(r.destination, DestinationStatus(r.destination))
-                status.last_error, status.last_error_at = r.last_error, _aware(r.updated_at)
+                status.last_error, status.last_error_at = r.last_error, aware(r.updated_at)
             return [out[d] for d in sorted(out)]
 
         return self._read(run)

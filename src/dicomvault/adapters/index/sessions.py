@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Column, DateTime, Engine, Index, Integer, String, Table, delete, or_, select, update
 
 from dicomvault.adapters.index.postgres import run_with_retries
 from dicomvault.adapters.index.tables import Id, metadata
+from dicomvault.adapters.index.times import aware
 from dicomvault.ports.sessions import WebSession
 
 web_sessions = Table(
@@ -31,20 +32,13 @@ web_sessions = Table(
 )
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite returns naive datetimes: they were written in UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
 def _record(row: Any) -> WebSession:
-    created, expires = _aware(row.created_at), _aware(row.expires_at)
+    created, expires = aware(row.created_at), aware(row.expires_at)
     assert created is not None and expires is not None
     return WebSession(
         id=int(row.id), principal=row.principal, kind=row.kind,
         scopes=tuple(s for s in row.scopes.split() if s), csrf=row.csrf, created_at=created, expires_at=expires,
-        revoked_at=_aware(row.revoked_at), token_id=row.token_id, share_id=row.share_id, study_uid=row.study_uid,
+        revoked_at=aware(row.revoked_at), token_id=row.token_id, share_id=row.share_id, study_uid=row.study_uid,
     )
 
 

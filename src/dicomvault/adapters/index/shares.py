@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Column, DateTime, Engine, Index, Integer, String, Table, select, update
 
 from dicomvault.adapters.index.postgres import run_with_retries
 from dicomvault.adapters.index.tables import Id, metadata
+from dicomvault.adapters.index.times import aware
 from dicomvault.ports.shares import ShareLink, ShareUse
 
 share_links = Table(
@@ -41,26 +42,19 @@ share_uses = Table(
 )
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite returns naive datetimes: they were written in UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
 def _link(row: Any) -> ShareLink:
-    created, expires = _aware(row.created_at), _aware(row.expires_at)
+    created, expires = aware(row.created_at), aware(row.expires_at)
     assert created is not None and expires is not None
     return ShareLink(
         id=int(row.id), study_uid=row.study_uid, created_by=row.created_by, created_at=created, expires_at=expires,
-        revoked_at=_aware(row.revoked_at), password_hash=row.password_hash,
-        failed_attempts=int(row.failed_attempts or 0), locked_until=_aware(row.locked_until),
-        uses=int(row.uses or 0), last_used_at=_aware(row.last_used_at),
+        revoked_at=aware(row.revoked_at), password_hash=row.password_hash,
+        failed_attempts=int(row.failed_attempts or 0), locked_until=aware(row.locked_until),
+        uses=int(row.uses or 0), last_used_at=aware(row.last_used_at),
     )
 
 
 def _use(row: Any) -> ShareUse:
-    at = _aware(row.at)
+    at = aware(row.at)
     assert at is not None
     return ShareUse(id=int(row.id), share_id=int(row.share_id), at=at, what=row.what, client=row.client)
 

@@ -46,6 +46,7 @@ from dicomvault.adapters.index.tables import (
     studies,
     trash,
 )
+from dicomvault.adapters.index.times import aware
 from dicomvault.adapters.index.transactions import Transactions
 from dicomvault.domain.records import BlobInfo, InstanceEntry
 from dicomvault.domain.tiers import (
@@ -69,11 +70,6 @@ BATCH = 500
 PAGE = 1000
 #: Modality of instances whose series has none (as ``stats`` reports them).
 NO_MODALITY = "??"
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes (written as UTC)."""
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 def _utc(value: datetime) -> datetime:
@@ -251,7 +247,7 @@ class TierIndex(Transactions):
             stmt = (select(blob_copies.c.key, blob_copies.c.store, blob_copies.c.verified_at)
                     .where(blob_copies.c.key.in_(part)).order_by(blob_copies.c.key, blob_copies.c.store))
             for key, store, verified_at in conn.execute(stmt):
-                out.setdefault(key, []).append(BlobCopy(store, _aware(verified_at)))
+                out.setdefault(key, []).append(BlobCopy(store, aware(verified_at)))
         return out
 
     def blob_copies(self, keys: Sequence[str]) -> dict[str, list[BlobCopy]]:
@@ -367,7 +363,7 @@ class TierIndex(Transactions):
                 .where(series.c.study_fk == row.id)).all()
             return StudyFacts(
                 study_uid=study_uid, study_date=row.study_date,
-                last_activity=_aware(row.last_read_at if row.last_read_at is not None else row.updated_at),
+                last_activity=aware(row.last_read_at if row.last_read_at is not None else row.updated_at),
                 modalities=frozenset(m for m in (row.modalities_in_study or "").split("\\") if m),
                 sources=frozenset(name for source, _ in kinds if source for name in _sources_of(source)),
                 sop_classes=frozenset(sop_class for _, sop_class in kinds if sop_class),

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Column, DateTime, Engine, Index, String, Table, func, select, update
 
 from dicomvault.adapters.index.postgres import run_with_retries
 from dicomvault.adapters.index.tables import Id, metadata
+from dicomvault.adapters.index.times import aware
 from dicomvault.ports.tokens import ApiToken
 
 api_tokens = Table(
@@ -25,23 +26,16 @@ api_tokens = Table(
 )
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite returns naive datetimes: they were written in UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
 def _record(row: Any) -> ApiToken:
-    created = _aware(row.created_at)
+    created = aware(row.created_at)
     assert created is not None
     return ApiToken(
         id=int(row.id),
         name=row.name,
         scopes=tuple(s for s in row.scopes.split() if s),
         created_at=created,
-        revoked_at=_aware(row.revoked_at),
-        expires_at=_aware(row.expires_at),
+        revoked_at=aware(row.revoked_at),
+        expires_at=aware(row.expires_at),
     )
 
 

@@ -33,6 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from dicomvault.adapters.index.removals import SETTLE_TIMEOUT, RemovalStatements, settle_postgres
 from dicomvault.adapters.index.tables import deletion_log, instance_versions, instances, trash
+from dicomvault.adapters.index.times import aware
 from dicomvault.adapters.index.transactions import Transactions
 from dicomvault.domain.records import BlobInfo
 from dicomvault.domain.trash import Deletion, DeletionAction, DeletionEntry, PurgeBatch, TrashItem
@@ -46,11 +47,6 @@ BATCH = 500
 def _utc(value: datetime) -> datetime:
     """SQLite stores a datetime's wall time and drops its zone: every time written or compared is UTC."""
     return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def _aware(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes (written as UTC)."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _batches(keys: Sequence[str]) -> list[Sequence[str]]:
@@ -82,7 +78,7 @@ def instance_referenced(conn: Connection, keys: Sequence[str]) -> set[str]:
 
 def _item(r: Any) -> TrashItem:
     return TrashItem(BlobInfo(r.key, int(r.blob_size), r.blob_sha256), r.sop_uid, r.series_uid, r.study_uid,
-                     bool(r.superseded), _aware(r.deleted_at), _aware(r.purge_after), r.reason or "",
+                     bool(r.superseded), aware(r.deleted_at), aware(r.purge_after), r.reason or "",
                      r.deleted_by or "")
 
 
@@ -146,7 +142,7 @@ class TrashIndex(Transactions):
             stmt = stmt.where(deletion_log.c.study_uid == study_uid)
         stmt = stmt.order_by(deletion_log.c.id.desc()).limit(limit)
         return self._in_read(lambda conn: [
-            DeletionEntry(int(r.id), _aware(r.at), DeletionAction(r.action), r.study_uid, r.series_uid, r.sop_uid,
+            DeletionEntry(int(r.id), aware(r.at), DeletionAction(r.action), r.study_uid, r.series_uid, r.sop_uid,
                           int(r.instances), r.reason or "", r.by or "") for r in conn.execute(stmt)])
 
     # -- restore and purge -------------------------------------------------------------------------------
