@@ -24,6 +24,7 @@ from sqlalchemy import Engine, delete, inspect, select, text
 from dicomvault.adapters.index import tiers
 from dicomvault.adapters.index.engine import alembic_config, create_index_engine, migrate
 from dicomvault.adapters.index.tables import blob_copies, instance_versions, instances, series, studies
+from dicomvault.adapters.index.times import aware
 from dicomvault.adapters.index.transfer import copy_index
 from dicomvault.bootstrap import Archive
 from dicomvault.domain.records import BlobInfo, DuplicatePolicy, StoreOutcome
@@ -261,7 +262,7 @@ def test_note_study_reads(arc: Archive) -> None:
     with index.engine.connect() as conn:
         got = dict(conn.execute(select(studies.c.study_uid, studies.c.last_read_at)).all())
     assert got[uids[1]] is None
-    assert {tiers._aware(got[uids[0]]), tiers._aware(got[uids[2]])} == {at}
+    assert {aware(got[uids[0]]), aware(got[uids[2]])} == {at}
     assert index.metadata_version(study_uid=uids[0]) is not None
 
 
@@ -420,8 +421,8 @@ def test_index_migrate_copies_copies_and_read_times(tmp_path: Path, any_index_ur
             counts = copy_index(source, target)
             assert counts["blob_copies"] == 2
             with target.connect() as conn:
-                copies = sorted((k, s, tiers._aware(v)) for k, s, v in conn.execute(select(blob_copies)))
-                read = tiers._aware(conn.execute(select(studies.c.last_read_at)).scalar_one())
+                copies = sorted((k, s, aware(v)) for k, s, v in conn.execute(select(blob_copies)))
+                read = aware(conn.execute(select(studies.c.last_read_at)).scalar_one())
             assert copies[0][:2] == (r.blob.key, ARCHIVE) and copies[0][2] == datetime(2025, 1, 2, tzinfo=UTC)
             assert copies[1][:2] == (r.blob.key, "default")
             assert read == at
