@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 from dicomvault.bootstrap import Archive
 from dicomvault.dicomweb.app import create_app
@@ -29,16 +29,6 @@ def site(archive: Archive) -> Iterator[str]:
     mount_pages(app)
     with LiveServer(app) as server:
         yield server.url
-
-
-@pytest.fixture
-def page(chromium_browser: Browser) -> Iterator[Page]:
-    context = chromium_browser.new_context(viewport={"width": 1280, "height": 900}, service_workers="block")
-    context.set_default_timeout(20_000)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
 
 
 def log_in(page: Page, base: str, secret: str) -> None:

@@ -4,10 +4,8 @@ no script or Content-Security-Policy error); then the admin's token page."""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 
-import pytest
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Page
 from pydicom.uid import generate_uid
 
 from dicomvault.bootstrap import Archive
@@ -15,16 +13,6 @@ from dicomvault.dicomweb.app import create_app
 from dicomvault.webui.pages import mount_pages
 from tests.helpers import make_ct
 from tests.webui.live_server import LiveServer
-
-
-@pytest.fixture
-def page(chromium_browser: Browser) -> Iterator[Page]:
-    context = chromium_browser.new_context(viewport={"width": 1280, "height": 900}, service_workers="block")
-    context.set_default_timeout(20_000)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
 
 
 def test_dashboard_shows_the_totals_and_draws_the_charts(archive: Archive, page: Page) -> None:

@@ -143,10 +143,8 @@ class PynetdicomStore:
             for item in items:
                 if not assoc.established:
                     break  # the rest: neither sent nor failed, the caller retries them
-                syntax = files.choose(item, accepted.get(item.sop_class_uid, set()))
+                syntax = _syntax_for(report, peer, item, files, accepted)
                 if syntax is None:
-                    name = UID(item.sop_class_uid).name or item.sop_class_uid
-                    report.failed[item.sop_uid] = f"{peer.aet} accepted no usable transfer syntax for {name}"
                     continue
                 try:
                     with files.file(item, syntax) as path:
@@ -179,10 +177,8 @@ class PynetdicomStore:
             for item in items:
                 if not assoc.is_established:
                     break  # the rest: neither sent nor failed, the caller retries them
-                syntax = files.choose(item, accepted.get(item.sop_class_uid, set()))
+                syntax = _syntax_for(report, peer, item, files, accepted)
                 if syntax is None:
-                    name = UID(item.sop_class_uid).name or item.sop_class_uid
-                    report.failed[item.sop_uid] = f"{peer.aet} accepted no usable transfer syntax for {name}"
                     continue
                 try:
                     with files.file(item, syntax) as path:
@@ -227,3 +223,15 @@ class PynetdicomStore:
             if assoc.is_established:
                 assoc.release()
         return reports[0] if reports else None
+
+
+def _syntax_for(report: SendReport, peer: RemotePeer, item: Outbound, files: OutboundFiles,
+                accepted: dict[str, set[str]]) -> str | None:
+    """The transfer syntax to send ``item`` in, or None after failing it in ``report`` (the peer accepted none
+    the archive can give)."""
+    syntax = files.choose(item, accepted.get(item.sop_class_uid, set()))
+    if syntax is None:
+        name = UID(item.sop_class_uid).name or item.sop_class_uid
+        report.failed[item.sop_uid] = f"{peer.aet} accepted no usable transfer syntax for {name}"
+    return syntax
+
